@@ -1,0 +1,271 @@
+"""The command line: a thin Typer layer that parses flags, builds a request and calls the library.
+
+`sdgen PROMPT ...` generates; subcommands sit beside it (`sdgen schedulers`). Heavy libraries (torch,
+diffusers) are imported only inside commands that need them, so `sdgen --help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from sdgen import __version__
+from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE, SdgenError
+
+log = logging.getLogger("sdgen")
+GENERATE = "generate"
+
+
+class DefaultToGenerate(TyperGroup):
+    """Route `sdgen "a prompt" ...` to the generate command; `sdgen -- info` generates the prompt "info"."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [GENERATE, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("sdgen", "PROMPT [OPTIONS]  |  sdgen COMMAND [ARGS]")
+
+
+app = typer.Typer(
+    cls=DefaultToGenerate,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "Text-to-image with Stable Diffusion 1.x, from the terminal.\n\n"
+        "\b\nExamples:\n"
+        '  sdgen "a cute kitten" --steps 48\n'
+        '  sdgen "a fox in the snow" -n 4 --seed 42 -o fox.png\n'
+        '  sdgen "oil painting" --init-image photo.jpg --strength 0.6\n'
+        "  sdgen schedulers"
+    ),
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sdgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Text-to-image with Stable Diffusion 1.x."""
+
+
+@app.command(GENERATE, help="Generate images from a prompt (the default command: `sdgen PROMPT`).")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="What to draw.", show_default=False)],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")
+    ] = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps (num_inference_steps).")] = 25,
+    guidance_scale: Annotated[
+        float, typer.Option("--guidance-scale", "-g", help="Classifier-free guidance; <= 1 turns it off.")
+    ] = 7.5,
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt", "-N", help="What to steer away from.")] = "",
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", "-s", help="Seed of image 1; image i uses seed+i. Random if unset."),
+    ] = None,
+    scheduler: Annotated[
+        str, typer.Option("--scheduler", help="Sampler name; `sdgen schedulers` lists them.")
+    ] = "dpm++2m-karras",
+    width: Annotated[
+        int | None, typer.Option("--width", "-W", help="Multiple of 8. [default: 512, or the init image's]")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option("--height", "-H", help="Multiple of 8. [default: 512, or the init image's]")
+    ] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per U-Net call (memory vs speed).")] = 1,
+    init_image: Annotated[
+        Path | None, typer.Option("--init-image", help="Start from this image (image-to-image).")
+    ] = None,
+    strength: Annotated[
+        float, typer.Option("--strength", help="Image-to-image: 0 keeps the image, 1 ignores it.")
+    ] = 0.8,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16.")
+    ] = "auto",
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of the model.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")] = False,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="FILE.png, a folder ending in /, or - for stdout. [default: outputs/]"),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")] = False,
+) -> None:
+    from sdgen.config import GenerationRequest, ModelSpec
+
+    _setup_logging(verbose)
+    with _errors_to_exit_codes(verbose):
+        # 1. everything that can be checked without weights, checked now
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            scheduler=scheduler,
+            width=width,
+            height=height,
+            num_images=num_images,
+            batch_size=batch_size,
+            init_image=init_image,
+            strength=strength,
+        ).validated()
+        spec = ModelSpec(model=model, revision=revision, device=device, dtype=dtype, offline=offline).validated()
+        targets = _plan_outputs(request, output, overwrite)
+
+        from sdgen.devices import choose_placement
+
+        placement = choose_placement(spec.device, spec.dtype, spec.rng)
+
+        # 2. load once, generate, write each image as soon as its batch is done
+        from sdgen.metadata import png_info
+        from sdgen.models import load_model
+        from sdgen.output import png_bytes, write_atomic
+        from sdgen.pipeline import generate
+
+        parts = load_model(spec, placement)
+        for result in generate(request, parts):
+            data = png_bytes(result.image, png_info(result, parts))
+            target = targets[result.index]
+            if target is None:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            else:
+                write_atomic(target, data, overwrite=overwrite)
+                typer.echo(str(target))
+
+
+def _plan_outputs(request: Any, output: str | None, overwrite: bool) -> list[Path | None]:
+    """Every image's destination, decided (and checked) before the model loads; None means stdout."""
+    from sdgen.errors import OutputError
+    from sdgen.output import DEFAULT_FOLDER, DEFAULT_NAME, check_writable_folder, render_name
+
+    count = request.num_images
+    if output == "-":
+        if count != 1:
+            raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
+        if sys.stdout.isatty():
+            raise OutputError("Refusing to write PNG bytes to a terminal; pipe it (-o - | display -) or use -o FILE.")
+        return [None]
+    if output is None or output.endswith(("/", "\\")) or Path(output).is_dir():
+        folder = Path(output or DEFAULT_FOLDER)
+        check_writable_folder(folder)
+        first = _next_index(folder)
+        targets: list[Path | None] = [
+            folder
+            / render_name(
+                DEFAULT_NAME,
+                index=first + i,
+                seed=seed,
+                prompt=request.prompt,
+                steps=request.num_inference_steps,
+                scheduler=request.scheduler,
+            )
+            for i, seed in enumerate(request.seeds)
+        ]
+    else:
+        path = Path(output)
+        if path.suffix.lower() != ".png":
+            raise OutputError(f"Invalid --output {output!r}: sdgen writes PNG; use a name ending in .png.")
+        check_writable_folder(path.parent)
+        targets = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+    for target in targets:
+        if target is not None and target.exists() and not overwrite:
+            raise OutputError(f"{str(target)!r} already exists; pass --overwrite to replace it or choose another name.")
+    return targets
+
+
+def _next_index(folder: Path) -> int:
+    """Continue numbering after the highest `NNNNN-...png` already in the folder."""
+    import re
+
+    if not folder.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := re.match(r"^(\d+)-", p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def _setup_logging(verbose: bool) -> None:
+    """sdgen's notes and warnings go to stderr; the libraries' own chatter is turned down."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import warnings
+
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
+
+
+class _errors_to_exit_codes:
+    """Expected failures print one line on stderr and exit with their code; --verbose adds the traceback."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
+        if error is None or isinstance(error, (typer.Exit, click.exceptions.Exit)):
+            return False
+        if isinstance(error, KeyboardInterrupt):
+            typer.echo("sdgen: interrupted; finished images are kept.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if isinstance(error, SdgenError):
+            if self.verbose:
+                import traceback
+
+                traceback.print_exception(kind, error, tb, file=sys.stderr)
+            typer.echo(f"sdgen: error: {error}", err=True)
+            raise typer.Exit(error.exit_code)
+        return False
+
+
+@app.command("schedulers", help="List scheduler names, their diffusers classes and A1111 names.")
+def schedulers_command() -> None:
+    from sdgen.schedulers import SCHEDULERS
+
+    for spec in SCHEDULERS.values():
+        options = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        a1111 = spec.a1111_sampler + (f" ({spec.a1111_schedule_type})" if spec.a1111_schedule_type else "")
+        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + options + ')' if options else ''}  [{a1111}]")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(prog_name="sdgen")
+    except KeyboardInterrupt:
+        sys.stderr.write("sdgen: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "EXIT_USAGE"]

@@ -1,0 +1,100 @@
+"""The denoising loop: predict the noise, guide it, let the scheduler step. Repeat.
+
+A plain function over a model callable (k-diffusion style), so it can be tested with a fake model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from diffusers import SchedulerMixin
+
+# (latent_model_input (N, 4, h, w), timestep, encoder_hidden_states (N, 77, D)) -> noise (N, 4, h, w)
+NoisePredictor = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the per-step callback sees: enough for progress bars and pictures of the process."""
+
+    index: int  # 0-based position in `timesteps`
+    total: int  # len(timesteps): second-order schedulers call the U-Net about twice per step
+    timestep: torch.Tensor
+    latents: torch.Tensor  # x_{t-1} after this step: (B, 4, h, w)
+    pred_x0: torch.Tensor  # the model's current guess of the clean latents: (B, 4, h, w)
+    seeds: tuple[int, ...] = ()  # the images in this batch
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+def denoise(
+    predict_noise: NoisePredictor,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: SchedulerMixin,
+    prompt_embeds: torch.Tensor,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float,
+    generators: list[torch.Generator] | None = None,
+    on_step: StepCallback | None = None,
+    seeds: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """Run the reverse diffusion from `latents` (B, 4, h, w) over `timesteps`; return clean latents.
+
+    Classifier-free guidance runs when `negative_prompt_embeds` is given: one U-Net call on the batch
+    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond).
+    """
+    import torch
+
+    do_guidance = negative_prompt_embeds is not None
+    batch = latents.shape[0]
+    embeds = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt for every image
+    if do_guidance:
+        embeds = torch.cat([negative_prompt_embeds.expand(batch, -1, -1), embeds])  # (2B, 77, D)
+    step_kwargs = _step_kwargs(scheduler, generators)
+
+    for index, t in enumerate(timesteps):
+        # 1. the same latents twice when guiding: once for each half of the batch
+        model_input = torch.cat([latents] * 2) if do_guidance else latents
+        model_input = scheduler.scale_model_input(model_input, t)  # sigma schedulers divide by sqrt(sigma^2+1)
+        # 2. predict the noise in the latents
+        noise_pred = predict_noise(model_input, t, embeds)
+        # 3. classifier-free guidance: push away from the unconditional prediction
+        if do_guidance:
+            noise_uncond, noise_text = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+        # 4. one scheduler step: x_t -> x_{t-1}
+        output = scheduler.step(noise_pred, t, latents, **step_kwargs)
+        if on_step is not None:
+            pred_x0 = predicted_clean_latents(scheduler, output, latents, noise_pred, t)
+            on_step(StepInfo(index, len(timesteps), t, output.prev_sample, pred_x0, seeds))
+        latents = output.prev_sample
+    return latents
+
+
+def _step_kwargs(scheduler: SchedulerMixin, generators: list[torch.Generator] | None) -> dict[str, Any]:
+    """Ancestral and SDE schedulers draw fresh noise each step: give them each image's generator."""
+    accepts = inspect.signature(scheduler.step).parameters
+    return {"generator": generators} if "generator" in accepts and generators is not None else {}
+
+
+def predicted_clean_latents(
+    scheduler: SchedulerMixin, output: Any, latents: torch.Tensor, noise_pred: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """x0: the scheduler's own estimate where it reports one, else x0 = (x_t - sqrt(1-a_t) eps) / sqrt(a_t).
+
+    Only PNDM, DPM-Solver and UniPC report none; all three work in the VP parameterization with integer
+    timesteps, where that formula holds.
+    """
+    for name in ("pred_original_sample", "denoised"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=latents.dtype)
+    return (latents - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()

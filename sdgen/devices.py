@@ -1,0 +1,166 @@
+"""Choose the device and dtypes a run uses, and the random number generators it draws from.
+
+Decisions (unit-tested with the hardware probe faked, see tests/test_devices.py):
+- `auto` device: the first CUDA GPU, else Apple's MPS, else the CPU.
+- `auto` dtype: float16 on CUDA (what diffusers recommends for SD1.5 on GPUs, and the `fp16` weight
+  variant halves the download); float32 on MPS and CPU.
+- MPS: diffusers documents SD1.5 on MPS in float32 (`pipe.to("mps")` with no dtype), and users report
+  black or NaN images from the SD1.5 VAE in float16 on MPS, which is why A1111's macOS advice is
+  `--no-half-vae`. So `auto` stays float32 there, and an explicit float16/bfloat16 on MPS keeps the
+  VAE in float32.
+- CPU: float16 matmuls and convolutions are slow or missing on CPUs, so float16 is refused there;
+  bfloat16 is allowed.
+- Random numbers: drawn from a CPU `torch.Generator` by default, so a seed gives the same picture on
+  CUDA, MPS and CPU; `rng="device"` draws on the device instead (faster, not portable).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sdgen.errors import DeviceNotAvailableError, InvalidRequestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEVICE_CHOICES = ("auto", "cuda", "cuda:N", "mps", "cpu")
+DTYPE_CHOICES = ("auto", "float16", "bfloat16", "float32")
+DTYPE_ALIASES = {
+    "fp16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "fp32": "float32",
+    "float": "float32",
+}
+RNG_CHOICES = ("cpu", "device")
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class HardwareProbe:
+    """What accelerators this machine has; tests build it by hand instead of probing."""
+
+    cuda_device_count: int = 0
+    mps_available: bool = False
+
+    @classmethod
+    def detect(cls) -> HardwareProbe:
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        return cls(
+            cuda_device_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            mps_available=bool(mps is not None and mps.is_available()),
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run happens and in which precision each part runs."""
+
+    device: str  # "cuda:0", "mps" or "cpu"
+    dtype: str  # U-Net and text encoder
+    vae_dtype: str  # the VAE may be kept in float32 where float16 overflows
+    rng: str = "cpu"  # where random numbers are drawn: "cpu" or "device"
+
+    @property
+    def weight_variant(self) -> str | None:
+        """The Hub's `fp16` weight files are worth asking for only when running in float16."""
+        return "fp16" if self.dtype == "float16" else None
+
+
+def normalize_device(device: str) -> str:
+    """Check the spelling of a device name (no hardware probe); return it lower-cased."""
+    name = device.strip().lower()
+    if not _DEVICE_PATTERN.match(name):
+        raise InvalidRequestError(
+            f"Invalid --device {device!r}: use one of auto, cpu, mps, cuda or cuda:N (e.g. cuda:1)."
+        )
+    return name
+
+
+def normalize_dtype(dtype: str) -> str:
+    """Map aliases (fp16, bf16 ...) to torch's names; reject anything else."""
+    name = DTYPE_ALIASES.get(dtype.strip().lower(), dtype.strip().lower())
+    if name not in DTYPE_CHOICES:
+        raise InvalidRequestError(f"Invalid --dtype {dtype!r}: use one of {', '.join(DTYPE_CHOICES)}.")
+    return name
+
+
+def normalize_rng(rng: str) -> str:
+    name = rng.strip().lower()
+    if name not in RNG_CHOICES:
+        raise InvalidRequestError(f"Invalid --rng {rng!r}: use cpu (portable, the default) or device.")
+    return name
+
+
+def choose_device(device: str = "auto", probe: HardwareProbe | None = None) -> str:
+    """Resolve `auto`, `cuda`, `cuda:N`, `mps` or `cpu` to a device that exists here."""
+    name = normalize_device(device)
+    if name == "cpu":
+        return "cpu"
+    probe = probe or HardwareProbe.detect()
+    if name == "auto":
+        if probe.cuda_device_count > 0:
+            return "cuda:0"
+        return "mps" if probe.mps_available else "cpu"
+    if name == "mps":
+        if not probe.mps_available:
+            raise DeviceNotAvailableError(
+                "Device 'mps' is not available: this machine or this torch build has no Apple MPS support. "
+                "Use --device auto or --device cpu."
+            )
+        return "mps"
+    index = int(name.partition(":")[2] or 0)
+    if probe.cuda_device_count == 0:
+        raise DeviceNotAvailableError(
+            f"Device {device!r} is not available: torch sees no CUDA GPU (is this a CPU-only torch build?). "
+            "Use --device auto or --device cpu."
+        )
+    if index >= probe.cuda_device_count:
+        found = ", ".join(f"cuda:{i}" for i in range(probe.cuda_device_count))
+        raise DeviceNotAvailableError(
+            f"Device {device!r} is not available: found {probe.cuda_device_count} CUDA GPU(s) ({found})."
+            " Pick one of those or use --device auto."
+        )
+    return f"cuda:{index}"
+
+
+def choose_dtype(dtype: str, device: str) -> tuple[str, str]:
+    """Return (model dtype, VAE dtype) for a resolved device; see the module docstring for why."""
+    name = normalize_dtype(dtype)
+    kind = device.partition(":")[0]
+    if name == "auto":
+        name = "float16" if kind == "cuda" else "float32"
+    if kind == "cpu" and name == "float16":
+        raise DeviceNotAvailableError(
+            "Invalid --dtype float16 on the CPU: CPUs lack fast float16 kernels. Use float32 or bfloat16."
+        )
+    vae_dtype = "float32" if kind == "mps" else name
+    return name, vae_dtype
+
+
+def choose_placement(
+    device: str = "auto", dtype: str = "auto", rng: str = "cpu", probe: HardwareProbe | None = None
+) -> Placement:
+    """The one decision of where and how a run happens."""
+    resolved = choose_device(device, probe)
+    model_dtype, vae_dtype = choose_dtype(dtype, resolved)
+    return Placement(device=resolved, dtype=model_dtype, vae_dtype=vae_dtype, rng=normalize_rng(rng))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def make_generator(seed: int, placement: Placement) -> torch.Generator:
+    """One generator per image (seed S+i for image i): the same draws as diffusers' reference."""
+    import torch
+
+    where = "cpu" if placement.rng == "cpu" else placement.device
+    return torch.Generator(where).manual_seed(seed)

@@ -1,0 +1,108 @@
+"""The latent space: initial noise, the img2img starting point, and the VAE's encode/decode.
+
+SD1.x works on latents of shape (B, 4, H/8, W/8): the VAE compresses each 8x8 RGB block to 4 numbers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from diffusers import AutoencoderKL, SchedulerMixin
+    from PIL import Image
+
+
+def set_timesteps(
+    scheduler: SchedulerMixin, num_inference_steps: int, device: str, strength: float | None = None
+) -> torch.Tensor:
+    """The timesteps to run, high noise first. Image-to-image skips the noisiest (1 - strength) part.
+
+    With strength 0.6 and 50 steps, the image is noised to the level of step 20 and denoised from there,
+    so 30 steps run. Second-order schedulers (Heun, DPM2) list most timesteps twice: `scheduler.order`.
+    """
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    if strength is None:
+        return timesteps
+    init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+    t_start = max(num_inference_steps - init_timestep, 0)
+    timesteps = timesteps[t_start * scheduler.order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return timesteps
+
+
+def initial_noise(
+    generators: list[torch.Generator],
+    latent_shape: tuple[int, int, int],
+    scheduler: SchedulerMixin,
+    device: str,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Pure Gaussian noise x_T, one draw per image from its own generator, scaled for the scheduler.
+
+    Sigma-based schedulers (Euler, LMS, ...) start at sigma_max ~ 14.6, not 1: `init_noise_sigma`.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (len(generators), *latent_shape)  # (B, 4, H/8, W/8)
+    latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+    return latents * scheduler.init_noise_sigma
+
+
+def image_to_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor:
+    """PIL image -> (1, 3, H, W) in [-1, 1], resized with Lanczos when its size differs (as diffusers does)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=Image.Resampling.LANCZOS)
+    array = np.asarray(image).astype(np.float32) / 255.0  # (H, W, 3) in [0, 1]
+    tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
+    return tensor * 2.0 - 1.0
+
+
+def encode_image(
+    vae: AutoencoderKL, image: torch.Tensor, generators: list[torch.Generator], dtype: torch.dtype
+) -> torch.Tensor:
+    """VAE-encode the init image once, then sample its latent distribution with each image's generator.
+
+    The encoder gives a mean and a variance per latent; sampling draws from the image's generator first,
+    before the noise that img2img adds, the same order as diffusers' img2img pipeline.
+    """
+    import torch
+
+    image = image.to(device=vae.device, dtype=vae.dtype)
+    distribution = vae.encode(image).latent_dist  # mean, std: (1, 4, H/8, W/8)
+    samples = [distribution.sample(generator) for generator in generators]
+    return (torch.cat(samples) * vae.config.scaling_factor).to(dtype)  # (B, 4, H/8, W/8)
+
+
+def noised_image_latents(
+    image_latents: torch.Tensor,
+    generators: list[torch.Generator],
+    scheduler: SchedulerMixin,
+    first_timestep: torch.Tensor,
+) -> torch.Tensor:
+    """Forward diffusion to the start step: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise (img2img)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    noise = randn_tensor(
+        image_latents.shape, generator=generators, device=image_latents.device, dtype=image_latents.dtype
+    )
+    timesteps = first_timestep.repeat(image_latents.shape[0])
+    return scheduler.add_noise(image_latents, noise, timesteps)
+
+
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> list[Image.Image]:
+    """Clean latents -> RGB images: undo the VAE's scaling, decode, map [-1, 1] to 0..255."""
+    from PIL import Image
+
+    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+    decoded = vae.decode(latents, return_dict=False)[0]  # (B, 3, H, W) in about [-1, 1]
+    decoded = (decoded / 2 + 0.5).clamp(0, 1)
+    pixels = (decoded.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")  # (B, H, W, 3)
+    return [Image.fromarray(array) for array in pixels]

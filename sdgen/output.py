@@ -1,0 +1,104 @@
+"""Where images go: file names from a template, atomic writes that never overwrite unless asked."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sdgen.errors import OutputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+DEFAULT_NAME = "{index:05d}-{seed}-{slug}"
+DEFAULT_FOLDER = "outputs"
+SLUG_MAX = 60
+
+
+def slugify(text: str, max_length: int = SLUG_MAX) -> str:
+    """A short, safe ASCII form of a prompt for file names: [a-z0-9-] only, never empty, never dotted."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    slug = slug[:max_length].rstrip("-")
+    return slug or "image"
+
+
+def render_name(template: str, *, index: int, seed: int, prompt: str, steps: int, scheduler: str) -> str:
+    """Fill the --name template; the result is one file name (no folders), with .png added if missing."""
+    try:
+        name = template.format(
+            index=index, seed=seed, slug=slugify(prompt), steps=steps, scheduler=slugify(scheduler, 30)
+        )
+    except (KeyError, IndexError, ValueError) as error:
+        raise OutputError(
+            f"Invalid --name {template!r}: {error}; use fields {{index}}, {{seed}}, {{slug}}, {{steps}}, "
+            "{scheduler}, e.g. '{index:05d}-{seed}-{slug}'."
+        ) from None
+    if "/" in name or "\\" in name or name.startswith(".") or not name.strip():
+        raise OutputError(f"Invalid --name {template!r}: gives {name!r}; a name must be a plain file name.")
+    return name if name.lower().endswith(".png") else name + ".png"
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Fail before any weights load when images could not be saved."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"Cannot write to {str(folder)!r}: {str(probe)!r} is a file, not a folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write to {str(folder)!r}: no permission to write in {str(probe)!r}.")
+
+
+def png_bytes(image: Image.Image, pnginfo: PngInfo | None = None) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=pnginfo)
+    return buffer.getvalue()
+
+
+def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> Path:
+    """Write to a temporary name in the same folder, then move it into place in one step.
+
+    An interrupted run leaves no half-written image. Without `overwrite`, an existing file is never
+    replaced: the final step is a hard link, which fails if the name is taken.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name.")
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; images get the usual permissions
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        if overwrite:
+            os.replace(temp_name, path)
+        else:
+            try:
+                os.link(temp_name, path)
+            except FileExistsError:
+                raise OutputError(
+                    f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name."
+                ) from None
+            except OSError:  # file systems without hard links: check, then rename
+                if path.exists():
+                    raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it.") from None
+                os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,87 @@
+"""Shared fixtures: the tiny random Stable Diffusion, saved as a model folder and as a Hub cache entry.
+
+Nothing here touches the network: HF_HUB_OFFLINE=1 and a private HF_HOME are set before any Hugging Face
+library is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_HF_HOME = tempfile.mkdtemp(prefix="sdgen-test-hf-home-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
+os.environ.pop("HF_ENDPOINT", None)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+TINY_HUB_ID = "sdgen-test/tiny-sd"
+TINY_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SIZE = 64  # 64x64 images: 32x32 latents with the tiny VAE's 2x downsampling
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as a local diffusers folder, with fp32 and fp16-variant weights."""
+    from sdgen.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd", fp16_variant=True)
+
+
+@pytest.fixture(scope="session")
+def hf_home(tiny_model_dir: Path) -> Path:
+    """Put the tiny model in the Hugging Face cache under TINY_HUB_ID, in the hub's own layout:
+    blobs named by sha256, snapshots/<commit>/ of symlinks to them, refs/main holding the commit."""
+    repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + TINY_HUB_ID.replace("/", "--"))
+    snapshot = repo / "snapshots" / TINY_COMMIT
+    for source in tiny_model_dir.rglob("*"):
+        if source.is_file():
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            blob = repo / "blobs" / digest
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, blob)
+            link = snapshot / source.relative_to(tiny_model_dir)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(TINY_COMMIT)
+    return Path(_HF_HOME)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tiny_model_dir: Path):
+    """The tiny model loaded once on the CPU in float32 (the reference-exact setting)."""
+    from sdgen.config import ModelSpec
+    from sdgen.models import load_model
+
+    return load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture
+def no_weights_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything tries to load weights (for 'rejected before loading' tests)."""
+    import sdgen.models
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("weights were loaded, but the input should have been rejected first")
+
+    monkeypatch.setattr(sdgen.models, "load_model", refuse)
+    monkeypatch.setattr(sdgen.models, "resolve_model_folder", refuse)
+
+
+def run_cli(args: list[str], **env: str):
+    """Run the real console entry point in a subprocess; returns CompletedProcess with bytes."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "sdgen", *args], capture_output=True, env=full_env, timeout=240, check=False
+    )

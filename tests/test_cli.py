@@ -1,0 +1,198 @@
+"""The command line on the tiny model: exact stdout, exit codes, stderr messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sdgen.cli import app
+
+from .conftest import TINY_HUB_ID, run_cli
+
+runner = CliRunner()
+
+
+def tiny_args(model, *extra: str) -> list[str]:
+    return ["--model", str(model), "-W", "64", "-H", "64", "--steps", "2", "--device", "cpu", *extra]
+
+
+def test_importing_the_cli_does_not_import_torch() -> None:
+    code = "import sys, sdgen, sdgen.cli; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_prompt_without_subcommand_generates_and_prints_paths(tiny_model_dir, tmp_path) -> None:
+    result = runner.invoke(
+        app, ["a red fox", *tiny_args(tiny_model_dir, "--seed", "7", "-n", "2", "-o", f"{tmp_path}/")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{tmp_path}/00000-7-a-red-fox.png",
+        f"{tmp_path}/00001-8-a-red-fox.png",
+    ]
+    image = Image.open(tmp_path / "00000-7-a-red-fox.png")
+    assert image.size == (64, 64)
+    assert (
+        "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 7, Size: 64x64"
+        in image.text["parameters"]
+    )
+
+
+def test_output_file_and_numbered_siblings(tiny_model_dir, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(tmp_path / "fox.png"))])
+    assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'fox.png'}\n"
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-n", "2", "-o", str(tmp_path / "many.png"))])
+    assert result.stdout.splitlines() == [str(tmp_path / "many-0.png"), str(tmp_path / "many-1.png")]
+
+
+def test_existing_file_is_not_overwritten_before_loading(tiny_model_dir, tmp_path, no_weights_load) -> None:
+    target = tmp_path / "fox.png"
+    target.write_bytes(b"precious")
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(target))])
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"sdgen: error: '{target}' already exists; pass --overwrite to replace it or choose another name.\n"
+    )
+    assert target.read_bytes() == b"precious"
+
+
+def test_overwrite_replaces(tiny_model_dir, tmp_path) -> None:
+    target = tmp_path / "fox.png"
+    target.write_bytes(b"old")
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(target), "--overwrite")])
+    assert result.exit_code == 0
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+
+def test_stdout_png(tiny_model_dir) -> None:
+    result = run_cli(["a fox", *tiny_args(tiny_model_dir, "-o", "-", "--seed", "1")])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--width", "65"], "sdgen: error: Invalid --width 65: must be a multiple of 8"),
+        (["--steps", "0"], "sdgen: error: Invalid --steps 0"),
+        (["--scheduler", "nope"], "sdgen: error: Unknown --scheduler 'nope': choose one of"),
+        (["--device", "gpu"], "sdgen: error: Invalid --device 'gpu'"),
+        (["--dtype", "float16", "--device", "cpu"], "sdgen: error: Invalid --dtype float16 on the CPU"),
+        (["--strength", "2", "--init-image", "missing.png"], "sdgen: error: Invalid --strength 2.0"),
+        (["-o", "image.jpg"], "sdgen: error: Invalid --output 'image.jpg': sdgen writes PNG"),
+        (["-n", "2", "-o", "-"], "sdgen: error: -o - writes one PNG to stdout, but --num-images is 2"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_before_loading(no_weights_load, args, message) -> None:
+    result = runner.invoke(app, ["a fox", "--model", "never/loaded", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_model_exits_1(tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", "--model", "nobody/nothing", "-o", str(tmp_path / "a.png")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("sdgen: error: Model 'nobody/nothing' is not in the Hugging Face cache")
+
+
+def test_hub_id_through_the_cli_offline(hf_home, tmp_path) -> None:
+    result = run_cli(["a fox", *tiny_args(TINY_HUB_ID, "-o", str(tmp_path / "a.png"))], HF_HOME=str(hf_home))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"{tmp_path / 'a.png'}\n"
+
+
+def test_old_model_name_prints_a_note(hf_home, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", "--model", "runwayml/stable-diffusion-v1-5", "-o", str(tmp_path / "a.png")])
+    assert (
+        "Note: runwayml/stable-diffusion-v1-5 is now served as stable-diffusion-v1-5/stable-diffusion-v1-5"
+        in result.stderr
+    )
+
+
+def test_same_seed_same_bytes_through_the_cli(tiny_model_dir, tmp_path) -> None:
+    for name in ("a.png", "b.png"):
+        result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "--seed", "9", "-o", str(tmp_path / name))])
+        assert result.exit_code == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_every_generation_flag_reaches_the_engine(tiny_model_dir, tmp_path) -> None:
+    init = tmp_path / "init.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(init)
+    args = tiny_args(
+        tiny_model_dir,
+        "-g",
+        "5",
+        "-N",
+        "blurry",
+        "-s",
+        "11",
+        "--scheduler",
+        "euler-a",
+        "-n",
+        "2",
+        "--batch-size",
+        "2",
+        "--init-image",
+        str(init),
+        "--strength",
+        "0.5",
+        "--dtype",
+        "float32",
+        "-o",
+        str(tmp_path / "out.png"),
+    )
+    result = runner.invoke(app, ["a fox", *args])
+    assert result.exit_code == 0, result.output
+    text = Image.open(tmp_path / "out-1.png").text["parameters"]
+    assert text.splitlines()[:2] == ["a fox", "Negative prompt: blurry"]
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 12, Size: 64x64" in text
+    assert "Denoising strength: 0.5" in text
+
+
+def test_prompt_named_like_a_command(tiny_model_dir, tmp_path) -> None:
+    # options first, then `--`, then the prompt: everything after `--` is the prompt
+    result = runner.invoke(app, [*tiny_args(tiny_model_dir, "-o", str(tmp_path / "s.png")), "--", "schedulers"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "s.png").text["parameters"].startswith("schedulers\n")
+
+
+def test_schedulers_command_lists_every_name() -> None:
+    from sdgen.schedulers import SCHEDULERS
+
+    result = runner.invoke(app, ["schedulers"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == list(SCHEDULERS)
+    assert (
+        "dpm++2m-karras       DPMSolverMultistepScheduler(use_karras_sigmas=True)  [DPM++ 2M (Karras)]" in result.stdout
+    )
+
+
+def test_help_lists_flags() -> None:
+    result = runner.invoke(app, ["generate", "--help"])
+    for flag in (
+        "--model",
+        "--steps",
+        "--guidance-scale",
+        "--seed",
+        "--scheduler",
+        "--width",
+        "--height",
+        "--negative-prompt",
+        "--num-images",
+        "--init-image",
+        "--strength",
+        "--device",
+        "--dtype",
+        "--output",
+    ):
+        assert flag in result.stdout

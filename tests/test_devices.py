@@ -1,0 +1,80 @@
+"""Device and dtype decisions, with the hardware probe faked."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdgen.devices import HardwareProbe, Placement, choose_dtype, choose_placement, make_generator
+from sdgen.errors import DeviceNotAvailableError, InvalidRequestError
+
+CPU_ONLY = HardwareProbe(cuda_device_count=0, mps_available=False)
+TWO_GPUS = HardwareProbe(cuda_device_count=2, mps_available=False)
+MAC = HardwareProbe(cuda_device_count=0, mps_available=True)
+
+
+@pytest.mark.parametrize(
+    "probe, expected",
+    [
+        (TWO_GPUS, Placement("cuda:0", "float16", "float16")),
+        (MAC, Placement("mps", "float32", "float32")),
+        (CPU_ONLY, Placement("cpu", "float32", "float32")),
+    ],
+)
+def test_auto_prefers_cuda_fp16_then_mps_then_cpu(probe, expected) -> None:
+    assert choose_placement("auto", "auto", probe=probe) == expected
+
+
+def test_auto_fp16_on_cuda_asks_for_the_fp16_weight_variant() -> None:
+    assert choose_placement(probe=TWO_GPUS).weight_variant == "fp16"
+    assert choose_placement(probe=CPU_ONLY).weight_variant is None
+    assert choose_placement("cuda", "bfloat16", probe=TWO_GPUS).weight_variant is None
+
+
+def test_explicit_cuda_index() -> None:
+    assert choose_placement("cuda:1", probe=TWO_GPUS).device == "cuda:1"
+    assert choose_placement("CUDA", "float32", probe=TWO_GPUS) == Placement("cuda:0", "float32", "float32")
+
+
+def test_missing_devices_are_clear_errors() -> None:
+    with pytest.raises(
+        DeviceNotAvailableError, match=r"'cuda:2' is not available: found 2 CUDA GPU\(s\) \(cuda:0, cuda:1\)"
+    ):
+        choose_placement("cuda:2", probe=TWO_GPUS)
+    with pytest.raises(DeviceNotAvailableError, match="torch sees no CUDA GPU"):
+        choose_placement("cuda", probe=CPU_ONLY)
+    with pytest.raises(DeviceNotAvailableError, match="'mps' is not available"):
+        choose_placement("mps", probe=TWO_GPUS)
+
+
+def test_misspelled_device_and_dtype() -> None:
+    with pytest.raises(InvalidRequestError, match="Invalid --device 'gpu'"):
+        choose_placement("gpu", probe=CPU_ONLY)
+    with pytest.raises(InvalidRequestError, match="Invalid --dtype 'float8'"):
+        choose_placement("cpu", "float8", probe=CPU_ONLY)
+
+
+def test_mps_keeps_the_vae_in_float32_when_half_precision_is_asked() -> None:
+    assert choose_placement("mps", "float16", probe=MAC) == Placement("mps", "float16", "float32")
+    assert choose_placement("mps", "bf16", probe=MAC) == Placement("mps", "bfloat16", "float32")
+
+
+def test_cpu_refuses_float16_but_allows_bfloat16() -> None:
+    with pytest.raises(DeviceNotAvailableError, match="float16 on the CPU"):
+        choose_dtype("fp16", "cpu")
+    assert choose_dtype("bfloat16", "cpu") == ("bfloat16", "bfloat16")
+
+
+def test_auto_device_on_cpu_needs_no_probe_for_explicit_cpu() -> None:
+    assert choose_placement("cpu", "fp32") == Placement("cpu", "float32", "float32")
+
+
+def test_rng_policy_cpu_generator_by_default() -> None:
+    import torch
+
+    placement = Placement("cuda:0", "float16", "float16")  # no GPU needed: the generator stays on the CPU
+    generator = make_generator(42, placement)
+    assert generator.device.type == "cpu"
+    assert torch.equal(torch.randn(3, generator=generator), torch.randn(3, generator=make_generator(42, placement)))
+    with pytest.raises(InvalidRequestError, match="Invalid --rng 'gpu'"):
+        choose_placement("cpu", rng="gpu")
+    assert choose_placement("cpu", rng="device").rng == "device"

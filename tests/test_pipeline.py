@@ -1,0 +1,221 @@
+"""The engine against diffusers' own pipelines: same components, same seed -> same image within 1/255."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdgen.config import GenerationRequest
+from sdgen.pipeline import generate
+from sdgen.schedulers import SCHEDULERS, scheduler_spec
+
+from .conftest import SIZE
+
+PROMPT = "a photo of an astronaut riding a horse"
+STEPS = 4
+
+
+def reference_pipeline(parts, scheduler_name: str, img2img: bool = False):
+    """diffusers' pipeline on the same components, its scheduler built as diffusers documents."""
+    import diffusers
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    spec = scheduler_spec(scheduler_name)
+    scheduler = getattr(diffusers, spec.class_name).from_config(parts.scheduler_config, **spec.options)
+    cls = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+    pipe = cls(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reference_image(parts, scheduler: str, seed: int, **kwargs) -> np.ndarray:
+    import torch
+
+    img2img = "image" in kwargs
+    pipe = reference_pipeline(parts, scheduler, img2img)
+    if not img2img:
+        kwargs.setdefault("width", SIZE)
+        kwargs.setdefault("height", SIZE)
+    kwargs.setdefault("num_inference_steps", STEPS)
+    image = pipe(PROMPT, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
+    return np.asarray(image).astype(np.int16)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+def request(**overrides) -> GenerationRequest:
+    values = dict(prompt=PROMPT, seed=1234, num_inference_steps=STEPS, width=SIZE, height=SIZE)
+    values.update(overrides)
+    return GenerationRequest(**values)
+
+
+@pytest.fixture(scope="module")
+def init_image() -> Image.Image:
+    """A smooth, colourful 64x64 picture: a gradient with a disc."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    rgb = np.stack([x * 4, y * 4, ((x - 32) ** 2 + (y - 32) ** 2 < 300) * 200 + 30], axis=-1)
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_text_to_image_matches_diffusers(tiny_parts, scheduler: str) -> None:
+    [ours] = generate(request(scheduler=scheduler), tiny_parts)
+    reference = reference_image(tiny_parts, scheduler, 1234)
+    assert ours.image.size == (SIZE, SIZE) and ours.image.mode == "RGB"
+    assert pixels(ours.image).std() > 10, "a flat image would make the comparison meaningless"
+    assert np.abs(pixels(ours.image) - reference).max() <= 1
+
+
+@pytest.mark.parametrize("scheduler", ["euler-a", "dpm++2m-sde-karras", "ddpm", "dpm++2m-karras"])
+def test_several_images_equal_single_runs_with_seed_plus_i(tiny_parts, scheduler: str) -> None:
+    results = generate(request(scheduler=scheduler, num_images=3, batch_size=2, seed=50), tiny_parts)
+    assert [r.seed for r in results] == [50, 51, 52]
+    assert [r.index for r in results] == [0, 1, 2]
+    for result in results:
+        [single] = generate(request(scheduler=scheduler, seed=result.seed), tiny_parts)
+        assert np.abs(pixels(result.image) - pixels(single.image)).max() <= 1
+        assert np.abs(pixels(result.image) - reference_image(tiny_parts, scheduler, result.seed)).max() <= 1
+    assert np.abs(pixels(results[0].image) - pixels(results[1].image)).max() > 20, "seeds must differ"
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++2m-karras", "euler-a"])
+def test_guidance_scale_one_skips_unconditional_and_matches(tiny_parts, scheduler: str) -> None:
+    calls = []
+    original = tiny_parts.unet.forward
+
+    def spy(sample, *args, **kwargs):
+        calls.append(sample.shape[0])
+        return original(sample, *args, **kwargs)
+
+    tiny_parts.unet.forward = spy
+    try:
+        [ours] = generate(request(scheduler=scheduler, guidance_scale=1.0), tiny_parts)
+    finally:
+        del tiny_parts.unet.forward
+    assert calls == [1] * STEPS, "guidance 1 must run the U-Net on the conditional half only"
+    reference = reference_image(tiny_parts, scheduler, 1234, guidance_scale=1.0)
+    assert np.abs(pixels(ours.image) - reference).max() <= 1
+
+
+def test_negative_prompt_matches_diffusers(tiny_parts) -> None:
+    [ours] = generate(request(scheduler="euler", negative_prompt="blurry, low quality"), tiny_parts)
+    reference = reference_image(tiny_parts, "euler", 1234, negative_prompt="blurry, low quality")
+    assert np.abs(pixels(ours.image) - reference).max() <= 1
+    [plain] = generate(request(scheduler="euler"), tiny_parts)
+    assert np.abs(pixels(ours.image) - pixels(plain.image)).max() > 3
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-a", "dpm++2m-karras", "heun", "pndm"])
+def test_image_to_image_matches_diffusers(tiny_parts, init_image: Image.Image, scheduler: str) -> None:
+    results = generate(
+        request(
+            scheduler=scheduler,
+            init_image=init_image,
+            strength=0.6,
+            num_inference_steps=5,
+            width=None,
+            height=None,
+            num_images=2,
+            seed=7,
+        ),
+        tiny_parts,
+    )
+    for result in results:
+        reference = reference_image(
+            tiny_parts, scheduler, result.seed, image=init_image, strength=0.6, num_inference_steps=5
+        )
+        assert np.abs(pixels(result.image) - reference).max() <= 1
+    # the init image matters: a different one gives a different result (a random VAE cannot show more)
+    inverted = Image.fromarray(255 - pixels(init_image).astype(np.uint8))
+    [other] = generate(
+        request(
+            scheduler=scheduler,
+            init_image=inverted,
+            strength=0.6,
+            num_inference_steps=5,
+            width=None,
+            height=None,
+            seed=7,
+        ),
+        tiny_parts,
+    )
+    assert np.abs(pixels(results[0].image) - pixels(other.image)).max() > 5
+
+
+def test_image_to_image_from_a_file_resizes_to_the_requested_size(tiny_parts, init_image, tmp_path) -> None:
+    path = tmp_path / "init.png"
+    init_image.resize((99, 72)).save(path)
+    [result] = generate(request(init_image=str(path), width=None, height=None, strength=0.5), tiny_parts)
+    assert result.image.size == (96, 72)  # the image's own size, rounded down to a multiple of 8
+    assert result.request.width == 96 and result.request.height == 72
+    [result] = generate(request(init_image=path, width=132 - 4, height=None, strength=0.5), tiny_parts)
+    assert result.image.size == (128, 88)  # 72 * 128 / 99 = 93 px, rounded down to a multiple of 8
+
+
+def test_same_seed_gives_identical_bytes(tiny_parts) -> None:
+    from sdgen.output import png_bytes
+
+    first = generate(request(scheduler="euler-a"), tiny_parts)[0].image
+    second = generate(request(scheduler="euler-a"), tiny_parts)[0].image
+    assert png_bytes(first) == png_bytes(second)
+
+
+def test_random_seed_is_chosen_and_reported(tiny_parts) -> None:
+    [result] = generate(request(seed=None, num_inference_steps=1), tiny_parts)
+    assert isinstance(result.seed, int) and 0 <= result.seed < 2**32
+    assert result.request.seed == result.seed
+    [again] = generate(request(seed=result.seed, num_inference_steps=1), tiny_parts)
+    assert np.array_equal(pixels(again.image), pixels(result.image))
+
+
+def test_step_callback_sees_every_step_with_latents_and_x0(tiny_parts) -> None:
+    seen = []
+    generate(request(scheduler="dpm++2m-karras", num_images=2, batch_size=2), tiny_parts, on_step=seen.append)
+    assert [info.index for info in seen] == list(range(STEPS))
+    assert all(info.total == STEPS for info in seen)
+    assert seen[0].latents.shape == (2, 4, SIZE // 2, SIZE // 2)
+    assert seen[0].pred_x0.shape == seen[0].latents.shape
+    assert seen[0].seeds == (1234, 1235)
+    assert int(seen[0].timestep) > int(seen[-1].timestep), "timesteps run from noisy to clean"
+    # at the last step the scheduler lands on its own x0 estimate (final sigma 0)
+    assert np.allclose(seen[-1].latents.numpy(), seen[-1].pred_x0.numpy(), atol=1e-4)
+
+
+def test_second_order_scheduler_callback_counts_unet_evaluations(tiny_parts) -> None:
+    seen = []
+    generate(request(scheduler="heun", num_inference_steps=3), tiny_parts, on_step=seen.append)
+    assert len(seen) == seen[0].total == 5  # Heun: 2 evaluations per step but the last
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(width=100), "Invalid --width 100: must be a multiple of 8"),
+        (dict(height=32), "Invalid --height 32: must be a whole number from 64 to 4096"),
+        (dict(num_inference_steps=0), "Invalid --steps 0"),
+        (dict(guidance_scale=-1.0), "Invalid --guidance-scale -1.0"),
+        (dict(strength=0.0, init_image="x.png"), "Invalid --strength 0.0"),
+        (dict(scheduler="fancy"), "Unknown --scheduler 'fancy': choose one of ddim, pndm"),
+        (dict(seed=-5), "Invalid --seed -5"),
+        (dict(init_image="/no/such/image.png"), "Invalid --init-image '/no/such/image.png': no such file"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_weights_load(no_weights_load, overrides, message) -> None:
+    from sdgen.config import ModelSpec
+    from sdgen.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError) as caught:
+        generate(request(**overrides), ModelSpec(model="never/loaded"))
+    assert message in str(caught.value)
