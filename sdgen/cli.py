@@ -6,6 +6,7 @@ diffusers) are imported only inside commands that need them, so `sdgen --help` i
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -109,11 +110,22 @@ def generate_command(
         typer.Option("--output", "-o", help="FILE.png, a folder ending in /, or - for stdout. [default: outputs/]"),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    name: Annotated[
+        str, typer.Option("--name", help="File name template: {index} {seed} {slug} {steps} {scheduler}.")
+    ] = "{index:05d}-{seed}-{slug}",
+    rng: Annotated[
+        str, typer.Option("--rng", help="Where noise is drawn: cpu (same picture on every device) or device.")
+    ] = "cpu",
+    json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
+    no_metadata: Annotated[
+        bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")] = False,
 ) -> None:
     from sdgen.config import GenerationRequest, ModelSpec
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, quiet)
     with _errors_to_exit_codes(verbose):
         # 1. everything that can be checked without weights, checked now
         request = GenerationRequest(
@@ -130,8 +142,10 @@ def generate_command(
             init_image=init_image,
             strength=strength,
         ).validated()
-        spec = ModelSpec(model=model, revision=revision, device=device, dtype=dtype, offline=offline).validated()
-        targets = _plan_outputs(request, output, overwrite)
+        spec = ModelSpec(
+            model=model, revision=revision, device=device, dtype=dtype, rng=rng, offline=offline
+        ).validated()
+        targets = _plan_outputs(request, output, overwrite, name)
 
         from sdgen.devices import choose_placement
 
@@ -142,23 +156,57 @@ def generate_command(
         from sdgen.models import load_model
         from sdgen.output import png_bytes, write_atomic
         from sdgen.pipeline import generate
+        from sdgen.progress import GenerationProgress
 
-        parts = load_model(spec, placement)
-        for result in generate(request, parts):
-            data = png_bytes(result.image, png_info(result, parts))
-            target = targets[result.index]
-            if target is None:
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
-            else:
+        with GenerationProgress(request.num_images, enabled=False if quiet else None) as progress:
+            parts = load_model(spec, placement, on_part=progress.on_part)
+            log.info(
+                "Seed %d%s",
+                request.seed,
+                f" (images use {request.seed}..{request.seeds[-1]})" if request.num_images > 1 else "",
+            )
+            for result in generate(request, parts, on_step=progress.on_step):
+                data = png_bytes(result.image, None if no_metadata else png_info(result, parts))
+                target = targets[result.index]
+                if target is None:
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.buffer.flush()
+                    continue
                 write_atomic(target, data, overwrite=overwrite)
-                typer.echo(str(target))
+                if json_lines:
+                    typer.echo(json.dumps(result_record(result, parts, target), ensure_ascii=False))
+                else:
+                    typer.echo(str(target))
 
 
-def _plan_outputs(request: Any, output: str | None, overwrite: bool) -> list[Path | None]:
+def result_record(result: Any, parts: Any, path: Path | None) -> dict[str, Any]:
+    """The --json line for one image: where it went and everything needed to make it again."""
+    request = result.request
+    return {
+        "path": str(path) if path is not None else None,
+        "seed": result.seed,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "steps": request.num_inference_steps,
+        "guidance_scale": request.guidance_scale,
+        "scheduler": request.scheduler,
+        "width": request.width,
+        "height": request.height,
+        "init_image": str(request.init_image) if request.init_image is not None else None,
+        "strength": request.strength if request.is_img2img else None,
+        "model": parts.source.model,
+        "revision": parts.source.revision,
+        "dtype": parts.placement.dtype,
+        "device": parts.placement.device,
+        "rng": parts.placement.rng,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _plan_outputs(request: Any, output: str | None, overwrite: bool, name: str) -> list[Path | None]:
     """Every image's destination, decided (and checked) before the model loads; None means stdout."""
     from sdgen.errors import OutputError
-    from sdgen.output import DEFAULT_FOLDER, DEFAULT_NAME, check_writable_folder, render_name
+    from sdgen.output import DEFAULT_FOLDER, check_writable_folder, render_name
 
     count = request.num_images
     if output == "-":
@@ -174,7 +222,7 @@ def _plan_outputs(request: Any, output: str | None, overwrite: bool) -> list[Pat
         targets: list[Path | None] = [
             folder
             / render_name(
-                DEFAULT_NAME,
+                name,
                 index=first + i,
                 seed=seed,
                 prompt=request.prompt,
@@ -205,12 +253,12 @@ def _next_index(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     """sdgen's notes and warnings go to stderr; the libraries' own chatter is turned down."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)
     log.propagate = False
     import os
 

@@ -196,3 +196,51 @@ def test_help_lists_flags() -> None:
         "--output",
     ):
         assert flag in result.stdout
+
+
+def test_json_lines_carry_every_field(tiny_model_dir, tmp_path) -> None:
+    import json
+
+    args = tiny_args(tiny_model_dir, "--json", "-s", "3", "-n", "2", "-N", "dull", "-o", f"{tmp_path}/")
+    result = runner.invoke(app, ["a fox", *args])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["seed"] for r in records] == [3, 4]
+    first = records[0]
+    assert first["path"] == f"{tmp_path}/00000-3-a-fox.png"
+    assert {k: first[k] for k in ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler")} == {
+        "prompt": "a fox",
+        "negative_prompt": "dull",
+        "steps": 2,
+        "guidance_scale": 7.5,
+        "scheduler": "dpm++2m-karras",
+    }
+    assert (first["width"], first["height"], first["device"], first["dtype"]) == (64, 64, "cpu", "float32")
+    assert first["model"] == str(tiny_model_dir) or first["model"].endswith("tiny-sd")
+    assert first["seconds"] > 0
+
+
+def test_name_template_and_no_metadata(tiny_model_dir, tmp_path) -> None:
+    args = tiny_args(
+        tiny_model_dir, "-s", "5", "--name", "{slug}_{seed}_{steps}", "--no-metadata", "-o", f"{tmp_path}/"
+    )
+    result = runner.invoke(app, ["A Fox!", *args])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path}/a-fox_5_2.png\n"
+    assert "parameters" not in Image.open(tmp_path / "a-fox_5_2.png").text
+
+
+def test_quiet_prints_nothing_on_stderr_and_seed_is_reported_otherwise(tiny_model_dir, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-q", "-o", str(tmp_path / "q.png"))])
+    assert result.exit_code == 0 and result.stderr == ""
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(tmp_path / "v.png"))])
+    seed = int(result.stderr.split("Seed ")[1].split()[0])
+    assert f"Seed: {seed}," in Image.open(tmp_path / "v.png").text["parameters"]
+
+
+def test_rng_device_on_cpu_is_accepted_and_recorded(tiny_model_dir, tmp_path) -> None:
+    import json
+
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "--rng", "device", "-o", str(tmp_path / "r.png"))])
+    assert result.exit_code == 0, result.output
+    assert json.loads(Image.open(tmp_path / "r.png").text["sdgen"])["rng"] == "device"
