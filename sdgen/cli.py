@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from sdgen import __version__
-from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE, SdgenError
+from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE, InvalidRequestError, SdgenError
 
 log = logging.getLogger("sdgen")
 GENERATE = "generate"
@@ -26,12 +25,12 @@ GENERATE = "generate"
 class DefaultToGenerate(TyperGroup):
     """Route `sdgen "a prompt" ...` to the generate command; `sdgen -- info` generates the prompt "info"."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [GENERATE, *args]
         return super().parse_args(ctx, args)
 
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("sdgen", "PROMPT [OPTIONS]  |  sdgen COMMAND [ARGS]")
 
 
@@ -69,7 +68,14 @@ def _root(
 
 @app.command(GENERATE, help="Generate images from a prompt (the default command: `sdgen PROMPT`).")
 def generate_command(
-    prompt: Annotated[str, typer.Argument(help="What to draw.", show_default=False)],
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to draw (optional with --from).", show_default=False)
+    ] = None,
+    from_image: Annotated[
+        Path | None,
+        typer.Option("--from", help="Make an image again from its metadata; flags given beside it override."),
+    ] = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")
     ] = "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -127,7 +133,40 @@ def generate_command(
 
     _setup_logging(verbose, quiet)
     with _errors_to_exit_codes(verbose):
-        # 1. everything that can be checked without weights, checked now
+        if from_image is not None:
+            # replay: the image's own values fill in every flag not given on the command line
+            from sdgen.metadata import request_values_from_image
+
+            given = {
+                key
+                for key in ctx.params
+                if _given_by_user(ctx, key)
+            }
+            recorded = request_values_from_image(from_image)
+            recorded = {key: value for key, value in recorded.items() if key not in given}
+            if recorded.get("init_image") and not Path(recorded["init_image"]).is_file():
+                raise InvalidRequestError(
+                    f"{str(from_image)!r} was made from init image {recorded['init_image']!r}, which is gone; "
+                    "pass --init-image."
+                )
+            if recorded.get("dtype") == "float16" and "device" not in given:
+                recorded.pop("dtype")  # float16 was a CUDA choice; let auto pick again here
+            prompt = recorded.get("prompt", prompt)
+            negative_prompt = recorded.get("negative_prompt", negative_prompt)
+            seed = recorded.get("seed", seed)
+            steps = recorded.get("steps", steps)
+            guidance_scale = recorded.get("guidance_scale", guidance_scale)
+            scheduler = recorded.get("scheduler", scheduler)
+            width = recorded.get("width", width)
+            height = recorded.get("height", height)
+            model = recorded.get("model", model)
+            revision = recorded.get("revision", revision)
+            dtype = recorded.get("dtype", dtype)
+            rng = recorded.get("rng", rng)
+            init_image = Path(recorded["init_image"]) if recorded.get("init_image") else init_image
+            strength = recorded.get("strength", strength)
+        if prompt is None:
+            raise InvalidRequestError('Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.')
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -177,6 +216,12 @@ def generate_command(
                     typer.echo(json.dumps(result_record(result, parts, target), ensure_ascii=False))
                 else:
                     typer.echo(str(target))
+
+
+def _given_by_user(ctx: typer.Context, name: str) -> bool:
+    """True for a flag typed on the command line or set by its environment variable, not a default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def result_record(result: Any, parts: Any, path: Path | None) -> dict[str, Any]:
@@ -282,7 +327,7 @@ class _errors_to_exit_codes:
         return None
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
-        if error is None or isinstance(error, (typer.Exit, click.exceptions.Exit)):
+        if error is None or isinstance(error, typer.Exit):
             return False
         if isinstance(error, KeyboardInterrupt):
             typer.echo("sdgen: interrupted; finished images are kept.", err=True)
@@ -305,6 +350,41 @@ def schedulers_command() -> None:
         options = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
         a1111 = spec.a1111_sampler + (f" ({spec.a1111_schedule_type})" if spec.a1111_schedule_type else "")
         typer.echo(f"{spec.name:20} {spec.class_name}{'(' + options + ')' if options else ''}  [{a1111}]")
+
+
+@app.command("info", help="Show how images were made: sdgen's record and A1111 parameters (PNG, JPEG, WebP).")
+def info_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
+) -> None:
+    from sdgen.metadata import parse_a1111, read_image_metadata
+
+    _setup_logging(False)
+    failed = False
+    for path in images:
+        try:
+            parameters, record = read_image_metadata(path)
+        except SdgenError as error:
+            typer.echo(f"sdgen: error: {error}", err=True)
+            failed = True
+            continue
+        if json_lines:
+            parsed = parse_a1111(parameters) if parameters else None
+            line = {"path": str(path), "parameters": parameters, "a1111": parsed, "sdgen": record}
+            typer.echo(json.dumps(line, ensure_ascii=False))
+            continue
+        typer.echo(f"{path}:")
+        if parameters is None and record is None:
+            typer.echo("  (no generation parameters)")
+        if parameters is not None:
+            for line in parameters.splitlines():
+                typer.echo(f"  {line}")
+        if record is not None:
+            typer.echo("  sdgen:")
+            for key, value in record.items():
+                typer.echo(f"    {key}: {value}")
+    if failed:
+        raise typer.Exit(EXIT_USAGE)
 
 
 def main() -> None:

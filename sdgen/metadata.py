@@ -7,10 +7,13 @@ what sdgen replays first.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sdgen
-from sdgen.schedulers import scheduler_spec
+from sdgen.errors import InvalidRequestError
+from sdgen.schedulers import SCHEDULERS, scheduler_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.PngImagePlugin import PngInfo
@@ -97,3 +100,128 @@ def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
 def _number(value: float) -> str:
     """7.5 -> '7.5', 7.0 -> '7': A1111 writes CFG scale and strength without a trailing .0."""
     return f"{value:g}"
+
+
+# ---- reading back -------------------------------------------------------------------------------
+
+# A1111's own pattern for `key: value` pairs, where a value may be a JSON-quoted string.
+_PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+# A1111 sampler names (with and without its separate "Schedule type") -> sdgen names.
+_FROM_A1111 = {(spec.a1111_sampler, spec.a1111_schedule_type): name for name, spec in SCHEDULERS.items()}
+_LEGACY_KARRAS = {f"{spec.a1111_sampler} Karras": name for name, spec in SCHEDULERS.items() if "karras" in name}
+
+
+def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(A1111 parameters text, sdgen record) from a PNG's text chunks or a JPEG/WebP's EXIF UserComment."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            info = dict(image.info)
+            exif = image.getexif()
+    except (OSError, UnidentifiedImageError) as error:
+        raise InvalidRequestError(f"Cannot read {str(path)!r}: not an image Pillow can open ({error}).") from None
+    parameters = info.get(A1111_KEY)
+    if parameters is None:
+        comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
+        parameters = _decode_user_comment(comment) if comment else None
+    record = None
+    if SDGEN_KEY in info:
+        try:
+            record = json.loads(info[SDGEN_KEY])
+        except json.JSONDecodeError:
+            record = None
+    if isinstance(parameters, bytes):
+        parameters = parameters.decode("utf-8", "replace")
+    return parameters, record
+
+
+def _decode_user_comment(comment: bytes | str) -> str | None:
+    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UNICODE, i.e. UTF-16)."""
+    if isinstance(comment, str):
+        return comment
+    prefix, body = comment[:8], comment[8:]
+    if prefix.startswith(b"UNICODE"):
+        big, little = body.decode("utf-16-be", "replace"), body.decode("utf-16-le", "replace")
+        return big if big.isprintable() or "\n" in big and big.replace("\n", "").isprintable() else little
+    return body.decode("utf-8", "replace").rstrip("\x00") or None
+
+
+def parse_a1111(text: str) -> dict[str, Any]:
+    """Split A1111 `parameters` text into prompt, negative prompt and its `key: value` fields."""
+    lines = text.strip().split("\n")
+    fields: dict[str, str] = {}
+    if lines and len(_PARAM.findall(lines[-1])) >= 3:
+        fields = {key.strip(): _unquote(value) for key, value in _PARAM.findall(lines.pop())}
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in lines:
+        if line.startswith("Negative prompt:") or negative_lines:
+            negative_lines.append(line.removeprefix("Negative prompt:").strip() if not negative_lines else line)
+        else:
+            prompt_lines.append(line)
+    return {"prompt": "\n".join(prompt_lines), "negative_prompt": "\n".join(negative_lines), "fields": fields}
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"'):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def request_values_from_image(path: str | Path) -> dict[str, Any]:
+    """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
+    parameters, record = read_image_metadata(path)
+    if record is not None:
+        keys = (
+            "prompt",
+            "negative_prompt",
+            "seed",
+            "steps",
+            "guidance_scale",
+            "scheduler",
+            "width",
+            "height",
+            "model",
+            "revision",
+            "dtype",
+            "rng",
+            "init_image",
+            "strength",
+        )
+        return {key: record[key] for key in keys if record.get(key) is not None}
+    if not parameters:
+        raise InvalidRequestError(
+            f"{str(path)!r} holds no generation parameters (no sdgen chunk, no A1111 `parameters`); "
+            "give the prompt and options on the command line instead."
+        )
+    parsed = parse_a1111(parameters)
+    fields = parsed["fields"]
+    values: dict[str, Any] = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
+    try:
+        if "Steps" in fields:
+            values["steps"] = int(fields["Steps"])
+        if "CFG scale" in fields:
+            values["guidance_scale"] = float(fields["CFG scale"])
+        if "Seed" in fields:
+            values["seed"] = int(fields["Seed"])
+        if "Size" in fields:
+            width, height = fields["Size"].lower().split("x")
+            values["width"], values["height"] = int(width), int(height)
+    except ValueError as error:
+        raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
+    sampler = fields.get("Sampler")
+    if sampler:
+        schedule = fields.get("Schedule type")
+        name = _FROM_A1111.get((sampler, schedule if schedule == "Karras" else None)) or _LEGACY_KARRAS.get(sampler)
+        if name is None:
+            raise InvalidRequestError(
+                f"{str(path)!r} was made with sampler {sampler!r}, which sdgen does not have; pass --scheduler."
+            )
+        values["scheduler"] = name
+    return values
