@@ -137,11 +137,7 @@ def generate_command(
             # replay: the image's own values fill in every flag not given on the command line
             from sdgen.metadata import request_values_from_image
 
-            given = {
-                key
-                for key in ctx.params
-                if _given_by_user(ctx, key)
-            }
+            given = {key for key in ctx.params if _given_by_user(ctx, key)}
             recorded = request_values_from_image(from_image)
             recorded = {key: value for key, value in recorded.items() if key not in given}
             if recorded.get("init_image") and not Path(recorded["init_image"]).is_file():
