@@ -383,6 +383,57 @@ def info_command(
         raise typer.Exit(EXIT_USAGE)
 
 
+@app.command("doctor", help="Check the setup: versions, devices, the model cache, and a tiny model run end to end.")
+def doctor_command(
+    device: Annotated[str, typer.Option("--device", help="Device to test: auto, cpu, mps, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="dtype to test: auto, float32, float16, bfloat16.")] = "auto",
+) -> None:
+    import platform
+    import tempfile
+    import time
+
+    _setup_logging(False, quiet=True)
+    with _errors_to_exit_codes(False):
+        import diffusers
+        import torch
+        import transformers
+
+        from sdgen.config import DEFAULT_MODEL, GenerationRequest, ModelSpec
+        from sdgen.devices import HardwareProbe, choose_placement
+        from sdgen.models import hub_cache_dir, load_model
+        from sdgen.pipeline import generate
+        from sdgen.tiny import build_tiny_model
+
+        probe = HardwareProbe.detect()
+        typer.echo(f"sdgen         {__version__}")
+        typer.echo(f"python        {platform.python_version()} ({sys.executable})")
+        typer.echo(f"torch         {torch.__version__}")
+        typer.echo(f"diffusers     {diffusers.__version__}")
+        typer.echo(f"transformers  {transformers.__version__}")
+        gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
+        typer.echo(f"CUDA          {', '.join(gpus) if gpus else 'none'}")
+        typer.echo(f"MPS           {'available' if probe.mps_available else 'none'}")
+        placement = choose_placement(device, dtype, probe=probe)
+        typer.echo(f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})")
+        cache = hub_cache_dir(ModelSpec())
+        cached = (cache / ("models--" + DEFAULT_MODEL.replace("/", "--")) / "snapshots").is_dir()
+        typer.echo(f"HF cache      {cache}")
+        typer.echo(f"default model {DEFAULT_MODEL}: {'in the cache' if cached else 'not downloaded yet'}")
+        transformers.utils.logging.disable_progress_bar()  # its "Writing model shards" bar is noise here
+        with tempfile.TemporaryDirectory(prefix="sdgen-doctor-") as folder:
+            build_tiny_model(folder)
+            parts = load_model(ModelSpec(model=folder), placement)
+            started = time.perf_counter()
+            request = GenerationRequest("doctor", seed=0, num_inference_steps=4, width=64, height=64)
+            [result] = generate(request, parts)
+            seconds = time.perf_counter() - started
+        ok = result.image.size == (64, 64)
+        verdict = "ok" if ok else "FAILED"
+        typer.echo(f"tiny model    {verdict}: 4 steps at 64x64 on {placement.device} in {seconds:.2f} s")
+        if not ok:
+            raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     try:

@@ -244,3 +244,20 @@ def test_rng_device_on_cpu_is_accepted_and_recorded(tiny_model_dir, tmp_path) ->
     result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "--rng", "device", "-o", str(tmp_path / "r.png"))])
     assert result.exit_code == 0, result.output
     assert json.loads(Image.open(tmp_path / "r.png").text["sdgen"])["rng"] == "device"
+
+
+def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
+    result = runner.invoke(app, ["doctor", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("sdgen         0.1.0")
+    assert any(line.startswith("torch         2.") for line in lines)
+    assert "sdgen uses    cpu, float32 (VAE float32)" in lines
+    assert f"HF cache      {hf_home / 'hub'}" in lines
+    assert "default model stable-diffusion-v1-5/stable-diffusion-v1-5: not downloaded yet" in lines
+    assert lines[-1].startswith("tiny model    ok: 4 steps at 64x64 on cpu in ")
+
+
+def test_doctor_with_a_missing_device_exits_2() -> None:
+    result = runner.invoke(app, ["doctor", "--device", "cuda:3"])
+    assert result.exit_code == 2 and "sdgen: error: Device 'cuda:3' is not available" in result.stderr
