@@ -443,4 +443,4 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
-__all__ = ["app", "main", "EXIT_USAGE"]
+__all__ = ["app", "main"]

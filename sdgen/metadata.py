@@ -74,9 +74,7 @@ def sdgen_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[st
         "width": request.width,
         "height": request.height,
         "strength": request.strength if request.is_img2img else None,
-        "init_image": str(request.init_image)
-        if isinstance(request.init_image, (str, bytes)) or hasattr(request.init_image, "__fspath__")
-        else None,
+        "init_image": str(request.init_image) if isinstance(request.init_image, (str, Path)) else None,
         "model": parts.source.model,
         "revision": parts.source.revision,
         "commit": parts.source.commit,

@@ -261,3 +261,16 @@ def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
 def test_doctor_with_a_missing_device_exits_2() -> None:
     result = runner.invoke(app, ["doctor", "--device", "cuda:3"])
     assert result.exit_code == 2 and "sdgen: error: Device 'cuda:3' is not available" in result.stderr
+
+
+def test_offline_flag_never_asks_the_hub(hf_home, tmp_path) -> None:
+    args = tiny_args(TINY_HUB_ID, "--offline", "-o", str(tmp_path / "a.png"))
+    result = run_cli(["a fox", *args], HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 0, result.stderr
+    assert b"Could not reach the Hugging Face Hub" not in result.stderr
+
+
+def test_revision_flag_pins_the_hub_revision(hf_home, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", *tiny_args(TINY_HUB_ID, "--revision", "v9", "-o", str(tmp_path / "a.png"))])
+    assert result.exit_code == 1
+    assert "at revision 'v9'" in result.stderr
