@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,11 +16,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sdgen import __version__
+from sdgen import __version__, settings
 from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE, InvalidRequestError, SdgenError
 
 log = logging.getLogger("sdgen")
 GENERATE = "generate"
+BUILTIN = settings.builtin_defaults()  # configs/defaults.toml: shown as each flag's default in --help
 
 
 class DefaultToGenerate(TyperGroup):
@@ -66,6 +68,9 @@ def _root(
     """Text-to-image with Stable Diffusion 1.x."""
 
 
+PRESET_HELP = "Named settings from configs/presets (fast, quality, draft) or your config file."
+
+
 @app.command(GENERATE, help="Generate images from a prompt (the default command: `sdgen PROMPT`).")
 def generate_command(
     ctx: typer.Context,
@@ -76,41 +81,44 @@ def generate_command(
         Path | None,
         typer.Option("--from", help="Make an image again from its metadata; flags given beside it override."),
     ] = None,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")
-    ] = "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    steps: Annotated[int, typer.Option("--steps", help="Denoising steps (num_inference_steps).")] = 25,
+    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP, show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")] = BUILTIN["model"],
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps (num_inference_steps).")] = BUILTIN["steps"],
     guidance_scale: Annotated[
         float, typer.Option("--guidance-scale", "-g", help="Classifier-free guidance; <= 1 turns it off.")
-    ] = 7.5,
-    negative_prompt: Annotated[str, typer.Option("--negative-prompt", "-N", help="What to steer away from.")] = "",
+    ] = BUILTIN["guidance_scale"],
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt", "-N", help="What to steer away from.")] = BUILTIN[
+        "negative_prompt"
+    ],
     seed: Annotated[
         int | None,
         typer.Option("--seed", "-s", help="Seed of image 1; image i uses seed+i. Random if unset."),
     ] = None,
     scheduler: Annotated[
         str, typer.Option("--scheduler", help="Sampler name; `sdgen schedulers` lists them.")
-    ] = "dpm++2m-karras",
+    ] = BUILTIN["scheduler"],
     width: Annotated[
         int | None, typer.Option("--width", "-W", help="Multiple of 8. [default: 512, or the init image's]")
     ] = None,
     height: Annotated[
         int | None, typer.Option("--height", "-H", help="Multiple of 8. [default: 512, or the init image's]")
     ] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per U-Net call (memory vs speed).")] = 1,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = BUILTIN["num_images"],
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per U-Net call (memory vs speed).")] = BUILTIN[
+        "batch_size"
+    ],
     init_image: Annotated[
         Path | None, typer.Option("--init-image", help="Start from this image (image-to-image).")
     ] = None,
     strength: Annotated[
         float, typer.Option("--strength", help="Image-to-image: 0 keeps the image, 1 ignores it.")
-    ] = 0.8,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")] = "auto",
+    ] = BUILTIN["strength"],
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")] = BUILTIN["device"],
     dtype: Annotated[
         str, typer.Option("--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16.")
-    ] = "auto",
+    ] = BUILTIN["dtype"],
     revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of the model.")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")] = BUILTIN["offline"],
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="FILE.png, a folder ending in /, or - for stdout. [default: outputs/]"),
@@ -118,10 +126,10 @@ def generate_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     name: Annotated[
         str, typer.Option("--name", help="File name template: {index} {seed} {slug} {steps} {scheduler}.")
-    ] = "{index:05d}-{seed}-{slug}",
+    ] = BUILTIN["name"],
     rng: Annotated[
         str, typer.Option("--rng", help="Where noise is drawn: cpu (same picture on every device) or device.")
-    ] = "cpu",
+    ] = BUILTIN["rng"],
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
     no_metadata: Annotated[
         bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")
@@ -129,58 +137,12 @@ def generate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")] = False,
 ) -> None:
-    from sdgen.config import GenerationRequest, ModelSpec
-
     _setup_logging(verbose, quiet)
     with _errors_to_exit_codes(verbose):
-        if from_image is not None:
-            # replay: the image's own values fill in every flag not given on the command line
-            from sdgen.metadata import request_values_from_image
-
-            given = {key for key in ctx.params if _given_by_user(ctx, key)}
-            recorded = request_values_from_image(from_image)
-            recorded = {key: value for key, value in recorded.items() if key not in given}
-            if recorded.get("init_image") and not Path(recorded["init_image"]).is_file():
-                raise InvalidRequestError(
-                    f"{str(from_image)!r} was made from init image {recorded['init_image']!r}, which is gone; "
-                    "pass --init-image."
-                )
-            if recorded.get("dtype") == "float16" and "device" not in given:
-                recorded.pop("dtype")  # float16 was a CUDA choice; let auto pick again here
-            prompt = recorded.get("prompt", prompt)
-            negative_prompt = recorded.get("negative_prompt", negative_prompt)
-            seed = recorded.get("seed", seed)
-            steps = recorded.get("steps", steps)
-            guidance_scale = recorded.get("guidance_scale", guidance_scale)
-            scheduler = recorded.get("scheduler", scheduler)
-            width = recorded.get("width", width)
-            height = recorded.get("height", height)
-            model = recorded.get("model", model)
-            revision = recorded.get("revision", revision)
-            dtype = recorded.get("dtype", dtype)
-            rng = recorded.get("rng", rng)
-            init_image = Path(recorded["init_image"]) if recorded.get("init_image") else init_image
-            strength = recorded.get("strength", strength)
-        if prompt is None:
-            raise InvalidRequestError('Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.')
-        request = GenerationRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            scheduler=scheduler,
-            width=width,
-            height=height,
-            num_images=num_images,
-            batch_size=batch_size,
-            init_image=init_image,
-            strength=strength,
-        ).validated()
-        spec = ModelSpec(
-            model=model, revision=revision, device=device, dtype=dtype, rng=rng, offline=offline
-        ).validated()
-        targets = _plan_outputs(request, output, overwrite, name)
+        effective = _effective_settings(ctx, from_image, preset)
+        request, spec = _build_request(effective)
+        chosen = settings.values(effective)
+        targets = _plan_outputs(request, chosen.get("output"), overwrite, chosen["name"])
 
         from sdgen.devices import choose_placement
 
@@ -190,7 +152,7 @@ def generate_command(
         from sdgen.metadata import png_info
         from sdgen.models import load_model
         from sdgen.output import png_bytes, write_atomic
-        from sdgen.pipeline import generate
+        from sdgen.pipeline import iter_generate
         from sdgen.progress import GenerationProgress
 
         with GenerationProgress(request.num_images, enabled=False if quiet else None) as progress:
@@ -200,8 +162,8 @@ def generate_command(
                 request.seed,
                 f" (images use {request.seed}..{request.seeds[-1]})" if request.num_images > 1 else "",
             )
-            for result in generate(request, parts, on_step=progress.on_step):
-                data = png_bytes(result.image, None if no_metadata else png_info(result, parts))
+            for result in iter_generate(request, parts, on_step=progress.on_step):
+                data = png_bytes(result.image, png_info(result, parts) if chosen["metadata"] else None)
                 target = targets[result.index]
                 if target is None:
                     sys.stdout.buffer.write(data)
@@ -212,6 +174,37 @@ def generate_command(
                     typer.echo(json.dumps(result_record(result, parts, target), ensure_ascii=False))
                 else:
                     typer.echo(str(target))
+
+
+def _effective_settings(ctx: typer.Context, from_image: Path | None, preset: str | None) -> dict[str, settings.Setting]:
+    """Flags typed > --from image > SDGEN_* env > user config > preset > built-in (sdgen.settings)."""
+    given = {key for key in ctx.params if _given_by_user(ctx, key)}
+    flags = {key: ctx.params[key] for key in given if key in settings.KEYS or key in ("prompt", "init_image")}
+    if "no_metadata" in given:
+        flags["metadata"] = not ctx.params["no_metadata"]
+    image = None
+    if from_image is not None:
+        from sdgen.metadata import replay_values
+
+        image = replay_values(from_image, given)
+    return settings.resolve(flags=flags, image=image, preset=preset)
+
+
+def _build_request(effective: dict[str, settings.Setting]) -> tuple[Any, Any]:
+    """The validated request and model spec; a bad value from a config layer names that layer."""
+    from sdgen.config import GenerationRequest, ModelSpec
+
+    chosen = settings.values(effective)
+    try:
+        return GenerationRequest.from_settings(chosen).validated(), ModelSpec.from_settings(chosen).validated()
+    except InvalidRequestError as error:
+        import re
+
+        flag = re.search(r"--([a-z][a-z-]*)", str(error))
+        setting = effective.get(flag.group(1).replace("-", "_")) if flag else None
+        if setting is not None and setting.source not in ("flag", "built-in"):
+            raise InvalidRequestError(f"{error} (set by {setting.source})") from None
+        raise
 
 
 def _given_by_user(ctx: typer.Context, name: str) -> bool:
@@ -250,6 +243,8 @@ def _plan_outputs(request: Any, output: str | None, overwrite: bool, name: str) 
     from sdgen.output import DEFAULT_FOLDER, check_writable_folder, render_name
 
     count = request.num_images
+    if output is not None and output != "-":
+        output = os.path.expanduser(output)  # a config file's "~/Pictures/sdgen/" is not expanded by a shell
     if output == "-":
         if count != 1:
             raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
@@ -301,8 +296,6 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)
     log.propagate = False
-    import os
-
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -381,6 +374,44 @@ def info_command(
                 typer.echo(f"    {key}: {value}")
     if failed:
         raise typer.Exit(EXIT_USAGE)
+
+
+@app.command(
+    "config",
+    help=(
+        "Show the effective settings and where each came from.\n\n"
+        "Precedence, lowest first: built-in (configs/defaults.toml) < preset < user config file < "
+        "SDGEN_* environment variables < --from IMAGE < flags.\n\n"
+        "\b\nExamples:\n"
+        "  sdgen config\n"
+        "  sdgen config --preset fast --json\n"
+        '  $EDITOR "$(sdgen config --path)"'
+    ),
+)
+def config_command(
+    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP, show_default=False)] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object: key -> {value, source}.")] = False,
+    path: Annotated[bool, typer.Option("--path", help="Print the user config file's path and exit.")] = False,
+) -> None:
+    with _errors_to_exit_codes(False):
+        config_path = settings.user_config_path()
+        if path:
+            typer.echo(str(config_path))
+            return
+        effective = settings.resolve(preset=preset)
+        if json_lines:
+            record = {key: {"value": s.value, "source": s.source} for key, s in effective.items()}
+            typer.echo(json.dumps(record, ensure_ascii=False))
+            return
+        exists = "" if config_path.is_file() else " (not created yet)"
+        typer.echo(f"# user config: {config_path}{exists}")
+        typer.echo(f"# presets: {', '.join(settings.preset_names())}")
+        for key in settings.KEYS:
+            if key in effective:
+                value, source = json.dumps(effective[key].value, ensure_ascii=False), effective[key].source
+            else:
+                value, source = f"({settings.EMPTY_MEANS.get(key, 'unset')})", "built-in"
+            typer.echo(f"{key:16} {value:40} {source}")
 
 
 @app.command("doctor", help="Check the setup: versions, devices, the model cache, and a tiny model run end to end.")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from sdgen.devices import normalize_device, normalize_dtype, normalize_rng
 from sdgen.errors import InvalidRequestError
@@ -38,6 +40,12 @@ class ModelSpec:
     offline: bool = False  # never touch the network; use the Hugging Face cache only
     cache_dir: str | None = None  # Hugging Face cache folder; None = the usual one (HF_HOME ...)
 
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
+        """Build from effective settings (sdgen.settings keys); absent keys keep the defaults above."""
+        names = ("model", "revision", "device", "dtype", "rng", "offline")
+        return cls(**{name: values[name] for name in names if name in values})
+
     def validated(self) -> ModelSpec:
         """Check spellings without probing hardware or touching weights."""
         if not self.model or not self.model.strip():
@@ -66,6 +74,16 @@ class GenerationRequest:
     batch_size: int = 1  # images per U-Net call; does not change the pictures
     init_image: InitImage | None = None  # image-to-image when set
     strength: float = 0.8  # img2img: how much of the schedule to run (1.0 = ignore the image)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
+        """Build from effective settings: the CLI's names (steps, ...) mapped to the diffusers ones."""
+        if values.get("prompt") is None:
+            raise InvalidRequestError('Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.')
+        renamed = {"steps": "num_inference_steps"}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        chosen = {renamed.get(key, key): value for key, value in values.items() if renamed.get(key, key) in fields}
+        return cls(**chosen)
 
     @property
     def is_img2img(self) -> bool:

@@ -54,7 +54,7 @@ def denoise(
 
     do_guidance = negative_prompt_embeds is not None
     batch = latents.shape[0]
-    embeds = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt for every image
+    embeds = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt per image, or one for all
     if do_guidance:
         embeds = torch.cat([negative_prompt_embeds.expand(batch, -1, -1), embeds])  # (2B, 77, D)
     step_kwargs = _step_kwargs(scheduler, generators)

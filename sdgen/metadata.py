@@ -223,3 +223,15 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             )
         values["scheduler"] = name
     return values
+
+
+def replay_values(path: str | Path, given: set[str]) -> dict[str, Any]:
+    """The --from layer: an image's values for every option not typed beside --from."""
+    recorded = {key: value for key, value in request_values_from_image(path).items() if key not in given}
+    if recorded.get("init_image") and not Path(recorded["init_image"]).is_file():
+        raise InvalidRequestError(
+            f"{str(path)!r} was made from init image {recorded['init_image']!r}, which is gone; pass --init-image."
+        )
+    if recorded.get("dtype") == "float16" and "device" not in given:
+        recorded.pop("dtype")  # float16 was a CUDA choice; let auto pick again on this machine
+    return recorded

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,8 @@ class StableDiffusionParts:
     placement: Placement
     source: ModelSource
     load_seconds: float = 0.0
+    # text -> its (1, 77, D) CLIP embedding: batches repeat the same prompt and "" over and over
+    embedding_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,48 @@ class GeneratedImage:
     seconds: float  # this image's share of its batch's wall time (encode, denoise, decode)
 
 
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to make: image `index` of a validated request, with seed request.seed + index."""
+
+    request: GenerationRequest
+    index: int = 0
+
+    @property
+    def seed(self) -> int:
+        assert self.request.seed is not None, "validate the request first"
+        return self.request.seed + self.index
+
+
+def batch_key(request: GenerationRequest) -> tuple:
+    """Images whose requests agree on all of this can share U-Net calls (prompts and seeds may differ)."""
+    return (
+        request.width,
+        request.height,
+        request.num_inference_steps,
+        request.scheduler,
+        request.guidance_scale > 1.0,
+        request.guidance_scale,
+        str(request.init_image) if request.is_img2img else None,
+        request.strength if request.is_img2img else None,
+    )
+
+
 def generate(
     request: GenerationRequest,
     model: StableDiffusionParts | ModelSpec | None = None,
     on_step: StepCallback | None = None,
 ) -> list[GeneratedImage]:
     """Make `request.num_images` images; `model` is a loaded model, or a spec to load (default SD1.5)."""
+    return list(iter_generate(request, model, on_step))
+
+
+def iter_generate(
+    request: GenerationRequest,
+    model: StableDiffusionParts | ModelSpec | None = None,
+    on_step: StepCallback | None = None,
+) -> Iterator[GeneratedImage]:
+    """Like generate(), but yields each batch's images as soon as they are decoded (write them at once)."""
     # 1. check inputs: every rule, before any weights load
     request = request.validated()
 
@@ -39,16 +76,28 @@ def generate(
     from sdgen.models import StableDiffusionParts, load_model
 
     parts = model if isinstance(model, StableDiffusionParts) else load_model(model)
+    tasks = [ImageTask(request, index) for index in range(request.num_images)]
+    for start in range(0, len(tasks), request.batch_size):
+        yield from generate_batch(tasks[start : start + request.batch_size], parts, on_step)
 
+
+def generate_batch(
+    tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None = None
+) -> list[GeneratedImage]:
+    """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
     import torch
 
+    if len({batch_key(task.request) for task in tasks}) != 1:
+        raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     with torch.inference_mode():
-        return _generate(request, parts, on_step)
+        return _generate_batch(tasks, parts, on_step)
 
 
-def _generate(
-    request: GenerationRequest, parts: StableDiffusionParts, on_step: StepCallback | None
+def _generate_batch(
+    tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None
 ) -> list[GeneratedImage]:
+    import torch
+
     from sdgen.devices import make_generator, torch_dtype
     from sdgen.latents import (
         decode_latents,
@@ -59,66 +108,74 @@ def _generate(
         set_timesteps,
     )
     from sdgen.schedulers import make_scheduler
-    from sdgen.text import encode_prompts
 
+    started = time.perf_counter()
+    request = tasks[0].request  # size, steps, scheduler, guidance and init image are shared
     device = parts.placement.device
     dtype = torch_dtype(parts.placement.dtype)
-    assert request.width is not None and request.height is not None and request.seed is not None
+    assert request.width is not None and request.height is not None
 
-    # 3. encode the prompt and the negative prompt; guidance <= 1 needs no unconditional pass
+    # 3. encode each prompt and negative prompt (once per distinct text); guidance <= 1 needs no negatives
     do_guidance = request.guidance_scale > 1.0
-    prompt_embeds, negative_prompt_embeds = encode_prompts(
-        request.prompt, request.negative_prompt, parts.tokenizer, parts.text_encoder, device, do_guidance
-    )  # (1, 77, D) each
+    prompt_embeds = torch.cat([_embedding(task.request.prompt, parts, device) for task in tasks])  # (B, 77, D)
+    negative_prompt_embeds = None
+    if do_guidance:
+        negative_prompt_embeds = torch.cat([_embedding(task.request.negative_prompt, parts, device) for task in tasks])
 
-    # 4. img2img: the init image as a (1, 3, H, W) tensor in [-1, 1]
-    init_pixels = None
-    if request.is_img2img:
+    seeds = [task.seed for task in tasks]
+    generators = [make_generator(seed, parts.placement) for seed in seeds]
+    scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
+
+    # 4. timesteps, and the starting latents: pure noise, or the init image noised to the start step
+    strength = request.strength if request.is_img2img else None
+    timesteps = set_timesteps(scheduler, request.num_inference_steps, device, strength)
+    if not request.is_img2img:
+        scale = parts.vae_scale_factor
+        latent_shape = (parts.unet.config.in_channels, request.height // scale, request.width // scale)
+        latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
+    else:
         init_pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
+        image_latents = encode_image(parts.vae, init_pixels, generators, dtype)
+        latents = noised_image_latents(image_latents, generators, scheduler, timesteps[:1])
 
-    scale = parts.vae_scale_factor
-    latent_shape = (parts.unet.config.in_channels, request.height // scale, request.width // scale)
-    results: list[GeneratedImage] = []
-    for start in range(0, request.num_images, request.batch_size):
-        started = time.perf_counter()
-        seeds = request.seeds[start : start + request.batch_size]
-        generators = [make_generator(seed, parts.placement) for seed in seeds]
-        scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
-
-        # 5. timesteps, and the starting latents: pure noise, or the init image noised to the start step
-        strength = request.strength if request.is_img2img else None
-        timesteps = set_timesteps(scheduler, request.num_inference_steps, device, strength)
-        if init_pixels is None:
-            latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
-        else:
-            image_latents = encode_image(parts.vae, init_pixels, generators, dtype)
-            latents = noised_image_latents(image_latents, generators, scheduler, timesteps[:1])
-
-        # 6. the denoising loop
-        latents = denoise(
-            _unet_predictor(parts),
-            latents,
-            timesteps,
-            scheduler,
-            prompt_embeds,
-            negative_prompt_embeds,
-            request.guidance_scale,
-            generators,
-            on_step,
-            tuple(seeds),
+    # 5. the denoising loop
+    latents = denoise(
+        _unet_predictor(parts),
+        latents,
+        timesteps,
+        scheduler,
+        prompt_embeds,
+        negative_prompt_embeds,
+        request.guidance_scale,
+        generators,
+        on_step,
+        tuple(seeds),
+    )
+    if not torch_isfinite(latents):
+        raise GenerationError(
+            f"The denoising loop produced NaN or infinite latents for seed {seeds[0]}; "
+            "try --dtype float32 or another --scheduler."
         )
-        if not torch_isfinite(latents):
-            raise GenerationError(
-                f"The denoising loop produced NaN or infinite latents for seed {seeds[0]}; "
-                "try --dtype float32 or another --scheduler."
-            )
 
-        # 7. decode to RGB
-        images = decode_latents(parts.vae, latents)
-        seconds = (time.perf_counter() - started) / len(images)
-        for offset, (seed, image) in enumerate(zip(seeds, images, strict=True)):
-            results.append(GeneratedImage(image, seed, start + offset, request, seconds))
-    return results
+    # 6. decode to RGB
+    images = decode_latents(parts.vae, latents)
+    seconds = (time.perf_counter() - started) / len(images)
+    return [
+        GeneratedImage(image, task.seed, task.index, task.request, seconds)
+        for task, image in zip(tasks, images, strict=True)
+    ]
+
+
+def _embedding(text: str, parts: StableDiffusionParts, device: str) -> torch.Tensor:
+    """(1, 77, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
+    from sdgen.text import encode_prompt
+
+    cache = parts.embedding_cache
+    if text not in cache:
+        if len(cache) > 256:
+            cache.clear()
+        cache[text] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device)
+    return cache[text]
 
 
 def _unet_predictor(parts: StableDiffusionParts):  # -> NoisePredictor

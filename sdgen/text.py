@@ -33,19 +33,3 @@ def encode_prompt(
     # SD1.x text encoders take no attention mask: padding tokens are attended to, as in training.
     prompt_embeds = text_encoder(tokens.input_ids.to(device))[0]  # (1, 77, D)
     return prompt_embeds
-
-
-def encode_prompts(
-    prompt: str,
-    negative_prompt: str,
-    tokenizer: CLIPTokenizer,
-    text_encoder: CLIPTextModel,
-    device: str | torch.device,
-    do_classifier_free_guidance: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The prompt's embedding and, when guiding, the negative prompt's ("" = unconditional)."""
-    prompt_embeds = encode_prompt(prompt, tokenizer, text_encoder, device)
-    negative_prompt_embeds = None
-    if do_classifier_free_guidance:
-        negative_prompt_embeds = encode_prompt(negative_prompt, tokenizer, text_encoder, device)
-    return prompt_embeds, negative_prompt_embeds

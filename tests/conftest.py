@@ -17,6 +17,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
 os.environ.pop("HF_ENDPOINT", None)
+# The developer's own sdgen settings must not leak in: no SDGEN_* variables, a user config that does not exist.
+for _name in [name for name in os.environ if name.startswith("SDGEN_")]:
+    del os.environ[_name]
+os.environ["SDGEN_CONFIG"] = os.path.join(_HF_HOME, "no-user-config.toml")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 

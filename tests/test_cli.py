@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -194,8 +195,23 @@ def test_help_lists_flags() -> None:
         "--device",
         "--dtype",
         "--output",
+        "--preset",
+        "--from",
+        "--batch-size",
+        "--rng",
+        "--revision",
+        "--offline",
+        "--name",
+        "--overwrite",
+        "--json",
+        "--no-metadata",
+        "--quiet",
+        "--verbose",
     ):
         assert flag in result.stdout
+    assert "[default: 25]" in result.stdout  # defaults shown come from configs/defaults.toml
+    for command in ("config", "info", "doctor", "schedulers"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
 def test_json_lines_carry_every_field(tiny_model_dir, tmp_path) -> None:
@@ -274,3 +290,79 @@ def test_revision_flag_pins_the_hub_revision(hf_home, tmp_path) -> None:
     result = runner.invoke(app, ["a fox", *tiny_args(TINY_HUB_ID, "--revision", "v9", "-o", str(tmp_path / "a.png"))])
     assert result.exit_code == 1
     assert "at revision 'v9'" in result.stderr
+
+
+def test_config_command_shows_each_value_and_its_source(tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('scheduler = "euler"\n')
+    env = {"SDGEN_CONFIG": str(config), "SDGEN_STEPS": "30"}
+    result = runner.invoke(app, ["config", "--preset", "quality"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split(maxsplit=2)[1:] for line in result.stdout.splitlines() if line[0] != "#"}
+    assert lines["steps"] == ["30", "env SDGEN_STEPS"]
+    assert lines["scheduler"] == ['"euler"', f"user config {config}"]
+    assert lines["guidance_scale"] == ["7.0", "preset quality"]
+    assert lines["batch_size"] == ["1", "built-in"]
+    assert result.stdout.splitlines()[0] == f"# user config: {config}"
+    record = json.loads(runner.invoke(app, ["config", "--json"], env=env).stdout)
+    assert record["steps"] == {"value": 30, "source": "env SDGEN_STEPS"}
+    assert runner.invoke(app, ["config", "--path"], env=env).stdout == f"{config}\n"
+
+
+def test_settings_reach_generation_and_flags_win(tiny_model_dir, tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    out = tmp_path / "made"
+    config.write_text(
+        f'model = "{tiny_model_dir}"\ndevice = "cpu"\nsteps = 3\nscheduler = "euler"\n'
+        f'output = "{out}/"\nname = "{{slug}}-{{seed}}"\n'
+        "[presets.tiny]\nwidth = 64\nheight = 64\nsteps = 9\nguidance_scale = 2.0\n"
+    )
+    env = {"SDGEN_CONFIG": str(config), "SDGEN_GUIDANCE_SCALE": "5", "SDGEN_PRESET": "tiny"}
+    result = runner.invoke(app, ["a fox", "--seed", "4", "--steps", "2"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{out}/a-fox-4.png\n"
+    text = Image.open(out / "a-fox-4.png").text["parameters"]
+    # steps: flag 2 over user 3 over preset 9; guidance: env 5 over preset 2; sampler from the user config
+    assert "Steps: 2, Sampler: Euler, CFG scale: 5, Seed: 4, Size: 64x64" in text
+
+
+def test_metadata_can_be_turned_off_in_settings(tiny_model_dir, tmp_path) -> None:
+    result = runner.invoke(
+        app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(tmp_path / "a.png"))], env={"SDGEN_METADATA": "false"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "parameters" not in Image.open(tmp_path / "a.png").text
+
+
+def test_bad_setting_names_its_source_before_loading(no_weights_load, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", "-o", str(tmp_path / "a.png")], env={"SDGEN_STEPS": "0"})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "sdgen: error: Invalid --steps 0: must be a whole number from 1 to 1000. (set by env SDGEN_STEPS)\n"
+    )
+    result = runner.invoke(app, ["a fox", "--preset", "turbo"])
+    assert result.exit_code == 2 and "Unknown preset 'turbo' (from --preset)" in result.stderr
+
+
+def test_ctrl_c_exits_130_and_keeps_finished_images(tiny_model_dir, tmp_path) -> None:
+    import os
+    import signal
+
+    args = [*tiny_args(tiny_model_dir), "--steps", "60", "-n", "50", "--seed", "1", "-o", f"{tmp_path}/"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sdgen", "a fox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    first = process.stdout.readline().decode().strip()  # the first image is written and reported
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert b"interrupted; finished images are kept" in stderr
+    written = sorted(p.name for p in tmp_path.iterdir())
+    reported = [first, *rest.decode().split()]
+    assert [str(tmp_path / name) for name in written] == reported  # every reported image is whole
+    assert 1 <= len(written) < 50
+    for name in written:
+        Image.open(tmp_path / name).load()

@@ -62,6 +62,16 @@ def test_from_replays_pixel_identically(original, tiny_model_dir, tmp_path) -> N
     assert again.read_bytes() == original.read_bytes()
 
 
+def test_the_image_beats_settings_but_not_flags(original, tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('steps = 7\nscheduler = "ddim"\n')
+    env = {"SDGEN_CONFIG": str(config), "SDGEN_GUIDANCE_SCALE": "9", "SDGEN_PRESET": "quality"}
+    again = tmp_path / "again.png"
+    result = runner.invoke(app, ["--from", str(original), "--device", "cpu", "-o", str(again)], env=env)
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == original.read_bytes()  # steps 3, euler-a, guidance 5.5 from the image
+
+
 def test_flags_beside_from_override(original, tmp_path) -> None:
     other = tmp_path / "other.png"
     result = runner.invoke(

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from sdgen.text import encode_prompt, encode_prompts
+from sdgen.text import encode_prompt
 
 
 def test_prompt_becomes_77_token_embeddings(tiny_parts) -> None:
@@ -18,13 +18,6 @@ def test_different_prompts_give_different_embeddings(tiny_parts) -> None:
     a = encode_prompt("a cat", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu")
     b = encode_prompt("a dog", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu")
     assert not torch.allclose(a, b)
-
-
-def test_negative_prompt_only_when_guiding(tiny_parts) -> None:
-    _, negative = encode_prompts("a cat", "", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu", False)
-    assert negative is None
-    _, negative = encode_prompts("a cat", "", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu", True)
-    assert negative.shape == (1, 77, 32)
 
 
 def test_long_prompt_is_truncated_with_a_warning(tiny_parts, caplog) -> None:
