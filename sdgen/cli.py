@@ -71,7 +71,18 @@ def _root(
 PRESET_HELP = "Named settings from configs/presets (fast, quality, draft) or your config file."
 
 
-@app.command(GENERATE, help="Generate images from a prompt (the default command: `sdgen PROMPT`).")
+@app.command(
+    GENERATE,
+    help=(
+        "Generate images from a prompt (the default command: `sdgen PROMPT`).\n\n"
+        "\b\nExamples:\n"
+        '  sdgen "a cute kitten" --steps 48\n'
+        '  sdgen "a fox" -n 4 --seed 42 -o foxes/\n'
+        '  sdgen "a fox" -o - | display -\n'
+        '  sdgen "a fox" --json | jq -r .path\n'
+        "  sdgen --from outputs/00000-42-a-fox.png --steps 40"
+    ),
+)
 def generate_command(
     ctx: typer.Context,
     prompt: Annotated[
@@ -331,7 +342,13 @@ class _errors_to_exit_codes:
         return False
 
 
-@app.command("schedulers", help="List scheduler names, their diffusers classes and A1111 names.")
+@app.command(
+    "schedulers",
+    help=(
+        "List scheduler names, their diffusers classes and A1111 names.\n\n"
+        "\b\nExamples:\n  sdgen schedulers\n  sdgen \"a fox\" --scheduler euler-a"
+    ),
+)
 def schedulers_command() -> None:
     from sdgen.schedulers import SCHEDULERS
 
@@ -341,7 +358,13 @@ def schedulers_command() -> None:
         typer.echo(f"{spec.name:20} {spec.class_name}{'(' + options + ')' if options else ''}  [{a1111}]")
 
 
-@app.command("info", help="Show how images were made: sdgen's record and A1111 parameters (PNG, JPEG, WebP).")
+@app.command(
+    "info",
+    help=(
+        "Show how images were made: sdgen's record and A1111 parameters (PNG, JPEG, WebP).\n\n"
+        "\b\nExamples:\n  sdgen info outputs/*.png\n  sdgen info photo.webp --json | jq .a1111.fields.Seed"
+    ),
+)
 def info_command(
     images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
@@ -414,7 +437,13 @@ def config_command(
             typer.echo(f"{key:16} {value:40} {source}")
 
 
-@app.command("doctor", help="Check the setup: versions, devices, the model cache, and a tiny model run end to end.")
+@app.command(
+    "doctor",
+    help=(
+        "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
+        "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16"
+    ),
+)
 def doctor_command(
     device: Annotated[str, typer.Option("--device", help="Device to test: auto, cpu, mps, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="dtype to test: auto, float32, float16, bfloat16.")] = "auto",
