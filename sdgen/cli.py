@@ -68,7 +68,36 @@ def _root(
     """Text-to-image with Stable Diffusion 1.x."""
 
 
-PRESET_HELP = "Named settings from configs/presets (fast, quality, draft) or your config file."
+# Options shared by `generate` and `batch`, declared once. Defaults shown come from configs/defaults.toml.
+Preset = Annotated[
+    str | None,
+    typer.Option("--preset", help="Named settings from configs/presets (fast, quality, draft) or your config file."),
+]
+Model = Annotated[str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")]
+Steps = Annotated[int, typer.Option("--steps", help="Denoising steps (num_inference_steps).")]
+Guidance = Annotated[float, typer.Option("--guidance-scale", "-g", help="Classifier-free guidance; <= 1 turns it off.")]
+Negative = Annotated[str, typer.Option("--negative-prompt", "-N", help="What to steer away from.")]
+Scheduler = Annotated[str, typer.Option("--scheduler", help="Sampler name; `sdgen schedulers` lists them.")]
+Width = Annotated[int | None, typer.Option("--width", "-W", help="Multiple of 8. [default: 512, or the init image's]")]
+Height = Annotated[
+    int | None, typer.Option("--height", "-H", help="Multiple of 8. [default: 512, or the init image's]")
+]
+NumImages = Annotated[int, typer.Option("--num-images", "-n", help="How many images (per prompt).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per U-Net call (memory vs speed).")]
+InitImage = Annotated[Path | None, typer.Option("--init-image", help="Start from this image (image-to-image).")]
+Strength = Annotated[float, typer.Option("--strength", help="Image-to-image: 0 keeps the image, 1 ignores it.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")]
+Dtype = Annotated[
+    str, typer.Option("--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16.")
+]
+Revision = Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of the model.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
+Rng = Annotated[str, typer.Option("--rng", help="Where noise is drawn: cpu (same picture on every device) or device.")]
+JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")]
+NoMetadata = Annotated[bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")]
 
 
 @app.command(
@@ -92,61 +121,39 @@ def generate_command(
         Path | None,
         typer.Option("--from", help="Make an image again from its metadata; flags given beside it override."),
     ] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP, show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local diffusers folder.")] = BUILTIN["model"],
-    steps: Annotated[int, typer.Option("--steps", help="Denoising steps (num_inference_steps).")] = BUILTIN["steps"],
-    guidance_scale: Annotated[
-        float, typer.Option("--guidance-scale", "-g", help="Classifier-free guidance; <= 1 turns it off.")
-    ] = BUILTIN["guidance_scale"],
-    negative_prompt: Annotated[str, typer.Option("--negative-prompt", "-N", help="What to steer away from.")] = BUILTIN[
-        "negative_prompt"
-    ],
+    preset: Preset = None,
+    model: Model = BUILTIN["model"],
+    steps: Steps = BUILTIN["steps"],
+    guidance_scale: Guidance = BUILTIN["guidance_scale"],
+    negative_prompt: Negative = BUILTIN["negative_prompt"],
     seed: Annotated[
         int | None,
         typer.Option("--seed", "-s", help="Seed of image 1; image i uses seed+i. Random if unset."),
     ] = None,
-    scheduler: Annotated[
-        str, typer.Option("--scheduler", help="Sampler name; `sdgen schedulers` lists them.")
-    ] = BUILTIN["scheduler"],
-    width: Annotated[
-        int | None, typer.Option("--width", "-W", help="Multiple of 8. [default: 512, or the init image's]")
-    ] = None,
-    height: Annotated[
-        int | None, typer.Option("--height", "-H", help="Multiple of 8. [default: 512, or the init image's]")
-    ] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = BUILTIN["num_images"],
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per U-Net call (memory vs speed).")] = BUILTIN[
-        "batch_size"
-    ],
-    init_image: Annotated[
-        Path | None, typer.Option("--init-image", help="Start from this image (image-to-image).")
-    ] = None,
-    strength: Annotated[
-        float, typer.Option("--strength", help="Image-to-image: 0 keeps the image, 1 ignores it.")
-    ] = BUILTIN["strength"],
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")] = BUILTIN["device"],
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16.")
-    ] = BUILTIN["dtype"],
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of the model.")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")] = BUILTIN["offline"],
+    scheduler: Scheduler = BUILTIN["scheduler"],
+    width: Width = None,
+    height: Height = None,
+    num_images: NumImages = BUILTIN["num_images"],
+    batch_size: BatchSize = BUILTIN["batch_size"],
+    init_image: InitImage = None,
+    strength: Strength = BUILTIN["strength"],
+    device: Device = BUILTIN["device"],
+    dtype: Dtype = BUILTIN["dtype"],
+    revision: Revision = None,
+    offline: Offline = BUILTIN["offline"],
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="FILE.png, a folder ending in /, or - for stdout. [default: outputs/]"),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    overwrite: Overwrite = False,
     name: Annotated[
         str, typer.Option("--name", help="File name template: {index} {seed} {slug} {steps} {scheduler}.")
     ] = BUILTIN["name"],
-    rng: Annotated[
-        str, typer.Option("--rng", help="Where noise is drawn: cpu (same picture on every device) or device.")
-    ] = BUILTIN["rng"],
-    json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
-    no_metadata: Annotated[
-        bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")] = False,
+    rng: Rng = BUILTIN["rng"],
+    json_lines: JsonLines = False,
+    no_metadata: NoMetadata = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     _setup_logging(verbose, quiet)
     with _errors_to_exit_codes(verbose):
@@ -201,11 +208,11 @@ def _effective_settings(ctx: typer.Context, from_image: Path | None, preset: str
     return settings.resolve(flags=flags, image=image, preset=preset)
 
 
-def _build_request(effective: dict[str, settings.Setting]) -> tuple[Any, Any]:
+def _build_request(effective: dict[str, settings.Setting], **fill: Any) -> tuple[Any, Any]:
     """The validated request and model spec; a bad value from a config layer names that layer."""
     from sdgen.config import GenerationRequest, ModelSpec
 
-    chosen = settings.values(effective)
+    chosen = {**fill, **settings.values(effective)}
     try:
         return GenerationRequest.from_settings(chosen).validated(), ModelSpec.from_settings(chosen).validated()
     except InvalidRequestError as error:
@@ -216,6 +223,97 @@ def _build_request(effective: dict[str, settings.Setting]) -> tuple[Any, Any]:
         if setting is not None and setting.source not in ("flag", "built-in"):
             raise InvalidRequestError(f"{error} (set by {setting.source})") from None
         raise
+
+
+@app.command(
+    "batch",
+    help=(
+        "Generate from a prompts file or stdin: one model load, stable names and seeds, a manifest, resume.\n\n"
+        "FILE is plain text (one prompt per line; blank lines and # comments skipped), JSON Lines "
+        '({"prompt": "a fox", "seed": 7, "steps": 30, ...}), CSV or TSV with a header row of the same names; '
+        "the extension or --format tells which. Flags set the defaults each line may override. A line without a "
+        "seed gets one derived from --seed (the base seed, default 0) and its line number. Images go to "
+        "DIR/{line:05d}-{seed}-{slug}.png and DIR/manifest.jsonl gets one record per image; running the same "
+        "command again skips finished images. Several processes: accelerate launch ... -m sdgen batch FILE.\n\n"
+        "\b\nExamples:\n"
+        "  sdgen batch prompts.txt -o out/\n"
+        "  sdgen batch prompts.jsonl --steps 30 --batch-size 4 --json\n"
+        "  producer | sdgen batch - --json | consumer\n"
+        "  sdgen batch prompts.csv --dry-run\n"
+        "  accelerate launch --num_processes 2 -m sdgen batch prompts.jsonl -o out/"
+    ),
+)
+def batch_command(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Prompts file (.txt .jsonl .csv .tsv), or - for stdin.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="txt, jsonl, csv or tsv. [default: from the extension]")
+    ] = None,
+    preset: Preset = None,
+    model: Model = BUILTIN["model"],
+    steps: Steps = BUILTIN["steps"],
+    guidance_scale: Guidance = BUILTIN["guidance_scale"],
+    negative_prompt: Negative = BUILTIN["negative_prompt"],
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", "-s", help="Base seed: a line without a seed gets sha256(base:line). [default: 0]"),
+    ] = None,
+    scheduler: Scheduler = BUILTIN["scheduler"],
+    width: Width = None,
+    height: Height = None,
+    num_images: NumImages = BUILTIN["num_images"],
+    batch_size: BatchSize = BUILTIN["batch_size"],
+    init_image: InitImage = None,
+    strength: Strength = BUILTIN["strength"],
+    device: Device = BUILTIN["device"],
+    dtype: Dtype = BUILTIN["dtype"],
+    revision: Revision = None,
+    offline: Offline = BUILTIN["offline"],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output folder. [default: outputs/]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Regenerate and replace finished images.")] = False,
+    name: Annotated[
+        str, typer.Option("--name", help="File name template: {line} {index} {seed} {slug} {steps} {scheduler}.")
+    ] = "{line:05d}-{seed}-{slug}",
+    rng: Rng = BUILTIN["rng"],
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print each image's manifest record on stdout (valid batch input).")
+    ] = False,
+    no_metadata: NoMetadata = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad line or failure.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the whole input and print the plan; load no weights.")
+    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    from sdgen.batchfile import detect_format
+    from sdgen.output import DEFAULT_FOLDER, check_writable_folder
+    from sdgen.runner import BatchOptions, exit_code, run_batch
+
+    _setup_logging(verbose, quiet)
+    with _errors_to_exit_codes(verbose):
+        effective = _effective_settings(ctx, None, preset)
+        _, spec = _build_request(effective, prompt="(run defaults)", seed=0)  # bad flags fail here, exit 2
+        chosen = settings.values(effective)
+        folder = os.path.expanduser(chosen.get("output") or DEFAULT_FOLDER)
+        if folder.lower().endswith(".png") or folder == "-":
+            raise InvalidRequestError(f"Invalid --output {folder!r}: a batch writes to a folder; use -o DIR/.")
+        check_writable_folder(Path(folder))
+        options = BatchOptions(
+            source=source,
+            fmt=detect_format(source, fmt),
+            folder=Path(folder),
+            name_template=name,
+            batch_size=chosen["batch_size"],
+            overwrite=overwrite,
+            json_lines=json_lines,
+            metadata=chosen["metadata"],
+            fail_fast=fail_fast,
+            dry_run=dry_run,
+            quiet=quiet,
+        )
+        summary = run_batch(options, chosen, spec, typer.echo)
+    raise typer.Exit(exit_code(summary))
 
 
 def _given_by_user(ctx: typer.Context, name: str) -> bool:
@@ -346,7 +444,7 @@ class _errors_to_exit_codes:
     "schedulers",
     help=(
         "List scheduler names, their diffusers classes and A1111 names.\n\n"
-        "\b\nExamples:\n  sdgen schedulers\n  sdgen \"a fox\" --scheduler euler-a"
+        '\b\nExamples:\n  sdgen schedulers\n  sdgen "a fox" --scheduler euler-a'
     ),
 )
 def schedulers_command() -> None:
@@ -412,7 +510,7 @@ def info_command(
     ),
 )
 def config_command(
-    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP, show_default=False)] = None,
+    preset: Preset = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object: key -> {value, source}.")] = False,
     path: Annotated[bool, typer.Option("--path", help="Print the user config file's path and exit.")] = False,
 ) -> None:

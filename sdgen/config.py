@@ -27,6 +27,21 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts any 64-bit value; ke
 
 InitImage = Union[str, Path, "Image.Image"]
 
+# The options that make one image, under their CLI names: what metadata records, what a batch line may
+# set, what must match for a finished image to count as done.
+IMAGE_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "scheduler",
+    "width",
+    "height",
+    "strength",
+    "init_image",
+)
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sdgen
+from sdgen.config import IMAGE_KEYS
 from sdgen.errors import InvalidRequestError
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
 
@@ -176,22 +177,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
     parameters, record = read_image_metadata(path)
     if record is not None:
-        keys = (
-            "prompt",
-            "negative_prompt",
-            "seed",
-            "steps",
-            "guidance_scale",
-            "scheduler",
-            "width",
-            "height",
-            "model",
-            "revision",
-            "dtype",
-            "rng",
-            "init_image",
-            "strength",
-        )
+        keys = (*IMAGE_KEYS, "model", "revision", "dtype", "rng")
         return {key: record[key] for key in keys if record.get(key) is not None}
     if not parameters:
         raise InvalidRequestError(

@@ -28,17 +28,22 @@ def slugify(text: str, max_length: int = SLUG_MAX) -> str:
     return slug or "image"
 
 
-def render_name(template: str, *, index: int, seed: int, prompt: str, steps: int, scheduler: str) -> str:
-    """Fill the --name template; the result is one file name (no folders), with .png added if missing."""
+def render_name(
+    template: str, *, index: int, seed: int, prompt: str, steps: int, scheduler: str, line: int | None = None
+) -> str:
+    """Fill the --name template; the result is one file name (no folders), with .png added if missing.
+
+    {line} (the input line number) exists only in batches.
+    """
+    fields = dict(index=index, seed=seed, slug=slugify(prompt), steps=steps, scheduler=slugify(scheduler, 30))
+    if line is not None:
+        fields["line"] = line
     try:
-        name = template.format(
-            index=index, seed=seed, slug=slugify(prompt), steps=steps, scheduler=slugify(scheduler, 30)
-        )
+        name = template.format(**fields)
     except (KeyError, IndexError, ValueError) as error:
-        raise OutputError(
-            f"Invalid --name {template!r}: {error}; use fields {{index}}, {{seed}}, {{slug}}, {{steps}}, "
-            "{scheduler}, e.g. '{index:05d}-{seed}-{slug}'."
-        ) from None
+        known = ", ".join("{" + key + "}" for key in fields)
+        example = "{line:05d}-{seed}-{slug}" if line is not None else "{index:05d}-{seed}-{slug}"
+        raise OutputError(f"Invalid --name {template!r}: {error}; use fields {known}, e.g. '{example}'.") from None
     if "/" in name or "\\" in name or name.startswith(".") or not name.strip():
         raise OutputError(f"Invalid --name {template!r}: gives {name!r}; a name must be a plain file name.")
     return name if name.lower().endswith(".png") else name + ".png"

@@ -185,7 +185,7 @@ def _checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise InvalidRequestError(f"Invalid {key} = {value!r} in {where}: must be {_kind_name(kind)}.")
+            raise InvalidRequestError(f"Invalid {key} = {value!r} in {where}: must be {kind_name(kind)}.")
         checked[key] = value
     return checked
 
@@ -202,11 +202,11 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"Unknown environment variable {name}: known ones are {ENV_CONFIG}, {ENV_PRESET} and "
                 f"{', '.join(ENV_PREFIX + k.upper() for k in sorted(KEYS))}; unset it."
             )
-        layer[key] = _parse_text(text, KEYS[key], name)
+        layer[key] = parse_text(text, KEYS[key], name)
     return layer
 
 
-def _parse_text(text: str, kind: type, name: str) -> Any:
+def parse_text(text: str, kind: type, name: str) -> Any:
     try:
         if kind is bool:
             if text.strip().lower() in _TRUE | _FALSE:
@@ -214,8 +214,8 @@ def _parse_text(text: str, kind: type, name: str) -> Any:
             raise ValueError
         return kind(text.strip()) if kind is not str else text
     except ValueError:
-        raise InvalidRequestError(f"Invalid {name}={text!r}: must be {_kind_name(kind)}.") from None
+        raise InvalidRequestError(f"Invalid {name}={text!r}: must be {kind_name(kind)}.") from None
 
 
-def _kind_name(kind: type) -> str:
+def kind_name(kind: type) -> str:
     return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[kind]

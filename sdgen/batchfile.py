@@ -1,0 +1,138 @@
+"""Reading batch input: plain text, JSON Lines, CSV and TSV, line by line (so stdin can stream).
+
+Each input line becomes a BatchItem: its line number, the options it sets (prompt plus any generation
+option under its CLI name), or the reason it cannot be used. Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdgen import settings
+from sdgen.config import IMAGE_KEYS
+from sdgen.errors import InvalidRequestError
+
+FORMATS = ("txt", "jsonl", "csv", "tsv")
+_EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+
+# What one line may set: the prompt and the per-image generation options.
+ITEM_KEYS: dict[str, type] = {
+    key: str if key in ("prompt", "init_image") else settings.KEYS[key] for key in (*IMAGE_KEYS, "num_images")
+}
+# Fields of sdgen's own --json lines and manifest records that describe a result, not a request: accepted
+# (so those files can be fed back in) and ignored. Model, device and dtype are the run's, set by flags.
+RECORD_KEYS = frozenset(
+    {
+        "path",
+        "seconds",
+        "status",
+        "error",
+        "line",
+        "index",
+        "model",
+        "revision",
+        "commit",
+        "device",
+        "dtype",
+        "vae_dtype",
+        "rng",
+        "sdgen_version",
+        "scheduler_class",
+        "scheduler_options",
+        "unet_sha256",
+    }
+)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One usable input line, or the reason it is not usable (then `error` is set)."""
+
+    line: int  # 1-based line number in the input: names and derived seeds hang on it
+    values: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def detect_format(source: str, explicit: str | None) -> str:
+    """--format when given, else the file extension; stdin and unknown extensions read as plain text."""
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise InvalidRequestError(f"Invalid --format {explicit!r}: choose one of {', '.join(FORMATS)}.")
+        return explicit
+    return _EXTENSIONS.get(Path(source).suffix.lower(), "txt") if source != "-" else "txt"
+
+
+def read_items(lines: Iterable[str], fmt: str) -> Iterator[BatchItem]:
+    """Yield items as lines arrive (nothing is read ahead), skipping blank lines and # comments."""
+    if fmt in ("csv", "tsv"):
+        yield from _table_items(lines, "\t" if fmt == "tsv" else ",")
+        return
+    for number, text in enumerate(lines, start=1):
+        text = text.rstrip("\r\n")
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if fmt == "txt":
+            yield BatchItem(number, {"prompt": text.strip()})
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            yield BatchItem(number, error=f"invalid JSON ({error.msg} at column {error.colno})")
+            continue
+        if not isinstance(data, dict):
+            yield BatchItem(number, error='expected a JSON object like {"prompt": "a fox", "seed": 7}')
+            continue
+        yield _typed_item(number, data, from_text=False)
+
+
+def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    for row in reader:
+        number = reader.line_num
+        if not row or not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [cell.strip().replace("-", "_") for cell in row]
+            unknown = [name for name in header if name not in ITEM_KEYS and name not in RECORD_KEYS]
+            if unknown or "prompt" not in header:
+                problem = f"unknown column {unknown[0]!r}" if unknown else "no 'prompt' column"
+                raise InvalidRequestError(
+                    f"Invalid header on line {number}: {problem}; columns are prompt and any of "
+                    f"{', '.join(sorted(set(ITEM_KEYS) - {'prompt'}))}."
+                )
+            continue
+        if len(row) != len(header):
+            yield BatchItem(number, error=f"{len(row)} cells, but the header has {len(header)} columns")
+            continue
+        yield _typed_item(number, {name: cell for name, cell in zip(header, row, strict=True) if cell != ""}, True)
+
+
+def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem:
+    """Check keys and value types; text cells (CSV) are converted, JSON values must have the right type."""
+    values: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key in RECORD_KEYS or value is None:
+            continue
+        if key not in ITEM_KEYS:
+            return BatchItem(number, error=f"unknown key {raw_key!r}; keys are {', '.join(sorted(ITEM_KEYS))}")
+        kind = ITEM_KEYS[key]
+        if from_text:
+            try:
+                value = settings.parse_text(value, kind, key)
+            except InvalidRequestError as error:
+                return BatchItem(number, error=str(error))
+        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return BatchItem(number, error=f"invalid {key} {value!r}: must be {settings.kind_name(kind)}")
+        values[key] = value
+    if not isinstance(values.get("prompt"), str):
+        return BatchItem(number, error="no prompt")
+    return BatchItem(number, values)

@@ -1,0 +1,286 @@
+"""Running a batch: plan, check what is done, load once, generate chunk by chunk, write, record, summarise.
+
+Several processes (`accelerate launch ... -m sdgen batch`) each take a share of the chunks, chosen with
+accelerate's split_between_processes; the main process merges their manifest parts at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdgen.batch import (
+    BatchPlanner,
+    Manifest,
+    PlannedImage,
+    Summary,
+    arriving,
+    canonical_model,
+    chunks,
+    chunks_as_they_arrive,
+    done_paths,
+    is_done,
+)
+from sdgen.batchfile import BatchItem, read_items
+from sdgen.config import ModelSpec
+from sdgen.errors import EXIT_FAILURE, GenerationError, InvalidRequestError, SdgenError
+
+log = logging.getLogger("sdgen")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    source: str  # a file path, or "-" for stdin
+    fmt: str  # txt, jsonl, csv, tsv
+    folder: Path
+    name_template: str
+    batch_size: int = 1
+    overwrite: bool = False
+    json_lines: bool = False
+    metadata: bool = True
+    fail_fast: bool = False
+    dry_run: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Processes:
+    """This process's place in an accelerate launch (rank 0 of 1 when run on its own)."""
+
+    rank: int = 0
+    world: int = 1
+    device: str | None = None
+    state: Any = None
+
+    @classmethod
+    def detect(cls) -> Processes:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()  # not launched by accelerate/torchrun: no torch.distributed needed
+        import torch
+        from accelerate import PartialState
+
+        # Without CUDA, accelerate only sets up its gloo (MULTI_CPU) group when asked for the CPU.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes, str(state.device), state)
+
+    def my_share(self, work: list[list[PlannedImage]]) -> list[list[PlannedImage]]:
+        if self.state is None:
+            return work
+        with self.state.split_between_processes(work) as mine:
+            return list(mine)
+
+    def wait_for_everyone(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def run_batch(
+    options: BatchOptions, defaults: Mapping[str, Any], spec: ModelSpec, emit: Callable[[str], None]
+) -> Summary:
+    """Generate every image of the input; returns the counts. Bad lines are reported, not fatal
+    (unless fail_fast); raises InvalidRequestError for bad usage before any weights load."""
+    processes = Processes.detect()
+    streaming = options.source == "-" and not options.dry_run
+    if options.source == "-" and processes.world > 1:
+        raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
+    if spec.device == "auto" and processes.device is not None:
+        spec = ModelSpec(**{**spec.__dict__, "device": processes.device})  # each process its own device
+    run = _Run(options, spec, processes, BatchPlanner(defaults, options.folder, options.name_template), emit)
+    if streaming:
+        inbox = arriving(read_items(_stdin_lines(), options.fmt))
+        run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, options.batch_size))
+    else:
+        images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
+        todo = run.check_done(images)
+        if options.dry_run:
+            run.print_plan(images, todo)
+        elif todo:
+            run.generate(processes.my_share(list(chunks(images, options.batch_size))))
+        else:
+            run.summary.skipped = len(images) if processes.rank == 0 else 0
+    run.finish()
+    return run.summary
+
+
+class _Run:
+    """The state of one batch run in one process."""
+
+    def __init__(
+        self, options: BatchOptions, spec: ModelSpec, processes: Processes, planner: BatchPlanner, emit: Callable
+    ) -> None:
+        self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
+        self.model = canonical_model(spec.model)
+        self.manifest = Manifest(options.folder, processes.rank, processes.world)
+        self.done = {} if options.overwrite else done_paths(self.manifest, self.model)
+        self.summary = Summary()
+        self.todo: set[Path] | None = None  # known up front for files; None: decided per chunk (stdin)
+        self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
+        self.parts: Any = None
+        self.progress: Any = None
+
+    # --- problems: reported once (main process), counted everywhere -------------------------------------
+
+    def problem(self, line: int, message: str, image: PlannedImage | None = None, usage: bool = True) -> None:
+        self.summary.failed += 1
+        if self.options.fail_fast:
+            error = InvalidRequestError if usage else GenerationError
+            raise error(f"line {line}: {message}")
+        if self.processes.rank == 0 or image is not None:
+            log.error("sdgen: line %d: %s", line, message)
+            record = image.record(self.model) if image is not None else {"line": line}
+            if not self.options.dry_run:
+                self.manifest.append({**record, "status": "failed", "error": message})
+
+    def plan_or_report(self, item: BatchItem) -> list[PlannedImage]:
+        try:
+            return self.planner.plan(item)
+        except InvalidRequestError as error:
+            self.problem(item.line, str(error))
+            return []
+
+    def check_done(self, images: list[PlannedImage]) -> set[Path]:
+        """Which images still need making; an existing file from other settings is a problem, not a skip."""
+        todo: set[Path] = set()
+        for image in images:
+            try:
+                if self.options.overwrite or not is_done(image, self.done, self.model):
+                    todo.add(image.path)
+            except InvalidRequestError as error:
+                self.conflicts.add(image.path)
+                self.problem(image.line, str(error), image if self.processes.rank == 0 else None)
+        self.todo = todo
+        return todo
+
+    # --- the work -------------------------------------------------------------------------------------------
+
+    def generate(self, work: Iterable[list[PlannedImage]]) -> None:
+        from sdgen.progress import GenerationProgress
+
+        total = len(self.todo) if self.todo is not None and self.processes.world == 1 else 0
+        with GenerationProgress(total, enabled=False if self.options.quiet else None) as self.progress:
+            for chunk in work:
+                todo = self._still_to_make(chunk)
+                self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
+                if todo:
+                    self._make(chunk, todo)
+
+    def _still_to_make(self, chunk: list[PlannedImage]) -> set[Path]:
+        if self.todo is not None:
+            return {image.path for image in chunk if image.path in self.todo}
+        todo = self.check_done(chunk)
+        self.todo = None  # streaming: decided chunk by chunk
+        return todo
+
+    def _make(self, chunk: list[PlannedImage], todo: set[Path]) -> None:
+        """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
+        from sdgen.metadata import png_info
+        from sdgen.output import png_bytes, write_atomic
+        from sdgen.pipeline import ImageTask, generate_batch
+
+        if self.parts is None:
+            self.parts = self._load()
+        try:
+            results = generate_batch(
+                [ImageTask(image.request, image.index) for image in chunk], self.parts, self.progress.on_step
+            )
+        except GenerationError as error:
+            for image in chunk:
+                if image.path in todo:
+                    self.problem(image.line, str(error), image, usage=False)
+            return
+        for image, result in zip(chunk, results, strict=True):
+            if image.path not in todo:
+                continue
+            info = png_info(result, self.parts) if self.options.metadata else None
+            write_atomic(image.path, png_bytes(result.image, info), overwrite=self.options.overwrite)
+            record = {
+                **image.record(self.model),
+                "status": "done",
+                "seconds": round(result.seconds, 3),
+                "error": None,
+                "device": self.parts.placement.device,
+                "dtype": self.parts.placement.dtype,
+            }
+            self.manifest.append(record)
+            self.summary.made += 1
+            self.emit(json.dumps(record, ensure_ascii=False) if self.options.json_lines else str(image.path))
+
+    def _load(self) -> Any:
+        from sdgen.devices import choose_placement
+        from sdgen.models import load_model
+
+        placement = choose_placement(self.spec.device, self.spec.dtype, self.spec.rng)
+        return load_model(self.spec, placement, on_part=self.progress.on_part)
+
+    # --- dry run and the end ------------------------------------------------------------------------------
+
+    def print_plan(self, images: list[PlannedImage], todo: set[Path]) -> None:
+        passes = 0
+        for image in images:
+            request = image.request
+            status = "todo" if image.path in todo else "done"
+            steps = int(request.num_inference_steps * (request.strength if request.is_img2img else 1))
+            if status == "todo":
+                passes += steps * (2 if request.guidance_scale > 1 else 1)
+            if self.options.json_lines:
+                self.emit(json.dumps({**image.record(self.model), "status": status}, ensure_ascii=False))
+            else:
+                self.emit(
+                    f"{status}\tline {image.line}\tseed {image.seed}\t{request.width}x{request.height}\t"
+                    f"{steps} steps\t{request.scheduler}\t{image.path}"
+                )
+        self.summary.skipped = len(images) - len(todo)
+        log.warning(
+            "sdgen batch --dry-run: %d images planned, %d already done, %d to make (%d U-Net image-passes); "
+            "%d bad lines; no weights loaded.",
+            len(images),
+            len(images) - len(todo),
+            len(todo),
+            passes,
+            self.summary.failed,
+        )
+
+    def finish(self) -> None:
+        self.manifest.close()
+        self.processes.wait_for_everyone()
+        if self.processes.rank == 0 and self.processes.world > 1 and not self.options.dry_run:
+            self.manifest.merge_parts()
+        if not self.options.dry_run:
+            prefix = f"[process {self.processes.rank}/{self.processes.world}] " if self.processes.world > 1 else ""
+            log.warning("%s%s", prefix, self.summary.line())
+
+
+def _read_all(options: BatchOptions) -> list[BatchItem]:
+    if options.source == "-":
+        return list(read_items(_stdin_lines(), options.fmt))
+    path = Path(options.source)
+    if not path.is_file():
+        raise InvalidRequestError(f"Invalid batch input {options.source!r}: no such file; give a file or - for stdin.")
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(read_items(handle, options.fmt))
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(f"Invalid batch input {options.source!r}: not UTF-8 text ({error.reason}).") from None
+
+
+def _stdin_lines() -> Iterable[str]:
+    """stdin line by line as it arrives (iterating sys.stdin would read ahead in blocks on a pipe)."""
+    stream = sys.stdin
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        yield line
+
+
+def exit_code(summary: Summary) -> int:
+    return EXIT_FAILURE if summary.failed else 0
+
+
+__all__ = ["BatchOptions", "Processes", "SdgenError", "exit_code", "run_batch"]

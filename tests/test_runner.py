@@ -1,0 +1,238 @@
+"""`sdgen batch` end to end on the tiny model: formats, overrides, batching, resume, bad lines, streaming,
+dry runs, and two processes through accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sdgen.batch import derived_seed
+from sdgen.cli import app
+
+runner = CliRunner()
+
+
+def tiny(model, *extra: str) -> list[str]:
+    return ["--model", str(model), "-W", "64", "-H", "64", "--steps", "2", "--device", "cpu", *extra]
+
+
+def batch(model, source, out, *extra: str, **kwargs):
+    return runner.invoke(app, ["batch", str(source), *tiny(model, "-o", f"{out}/", *extra)], **kwargs)
+
+
+def pngs(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def sdgen_process(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sdgen", *args], env={**os.environ}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("p.txt", "a red fox\n# skipped\n\nan owl\n"),
+        ("p.jsonl", '{"prompt": "a red fox"}\n\n\n{"prompt": "an owl"}\n'),
+        ("p.csv", 'prompt,seed\n"a red fox",\n\n"an owl",\n'),
+        ("p.tsv", "prompt\tsteps\na red fox\t\n\nan owl\t2\n"),
+    ],
+)
+def test_every_format_gives_the_same_named_images(tiny_model_dir, tmp_path, name, text) -> None:
+    source = tmp_path / name
+    source.write_text(text)
+    result = batch(tiny_model_dir, source, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    first = 1 if name.endswith(("txt", "jsonl")) else 2  # csv/tsv: line 1 is the header
+    assert result.stdout.splitlines() == [
+        f"{tmp_path}/out/{first:05d}-{derived_seed(0, first)}-a-red-fox.png",
+        f"{tmp_path}/out/00004-{derived_seed(0, 4)}-an-owl.png",
+    ]
+    assert "sdgen batch: 2 made, 0 skipped, 0 failed in" in result.stderr
+    records = [json.loads(t) for t in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["status"], r["prompt"]) for r in records] == [
+        (first, "done", "a red fox"),
+        (4, "done", "an owl"),
+    ]
+
+
+def test_lines_override_flags(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.jsonl"
+    line = {
+        "prompt": "a fox",
+        "seed": 7,
+        "steps": 3,
+        "negative_prompt": "blurry",
+        "scheduler": "euler-a",
+        "num_images": 2,
+        "guidance_scale": 5,
+    }
+    source.write_text(json.dumps(line) + '\n{"prompt": "an owl"}\n')
+    result = batch(tiny_model_dir, source, tmp_path / "out", "-g", "6", "--json")
+    assert result.exit_code == 0, result.output
+    fox, fox2, owl = (json.loads(t) for t in result.stdout.splitlines())
+    assert (fox["seed"], fox2["seed"], fox["steps"], fox["scheduler"], fox["guidance_scale"]) == (7, 8, 3, "euler-a", 5)
+    assert (owl["steps"], owl["scheduler"], owl["guidance_scale"]) == (2, "dpm++2m-karras", 6)
+    text = Image.open(fox2["path"]).text["parameters"]
+    assert "Negative prompt: blurry" in text and "Steps: 3, Sampler: Euler a, CFG scale: 5, Seed: 8" in text
+
+
+def test_batched_images_match_one_by_one(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(5)))
+    assert batch(tiny_model_dir, source, tmp_path / "one").exit_code == 0
+    assert batch(tiny_model_dir, source, tmp_path / "four", "--batch-size", "4").exit_code == 0
+    one, four = pngs(tmp_path / "one"), pngs(tmp_path / "four")
+    assert one.keys() == four.keys() and len(one) == 5
+    for name in one:
+        a, b = (np.asarray(Image.open(tmp_path / d / name)).astype(int) for d in ("one", "four"))
+        assert np.abs(a - b).max() <= 1  # batched GEMMs sum in another order: 1/255 at most
+
+
+def test_generate_json_output_replays_through_batch(tiny_model_dir, tmp_path) -> None:
+    made = runner.invoke(app, ["a fox", *tiny(tiny_model_dir, "-s", "5", "-n", "2", "--json", "-o", f"{tmp_path}/a/")])
+    assert made.exit_code == 0, made.output
+    (tmp_path / "records.jsonl").write_text(made.stdout)
+    again = batch(tiny_model_dir, tmp_path / "records.jsonl", tmp_path / "b", "--name", "{seed}")
+    assert again.exit_code == 0, again.output
+    originals = sorted(json.loads(t)["path"] for t in made.stdout.splitlines())
+    assert [Path(p).read_bytes() for p in originals] == [(tmp_path / "b" / f"{s}.png").read_bytes() for s in (5, 6)]
+
+
+def test_interrupted_run_resumes_to_the_same_folder(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    assert batch(tiny_model_dir, source, tmp_path / "whole").exit_code == 0
+    args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "40", "-o", f"{tmp_path}/cut/")]
+    process = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()  # one image finished
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    done_before = len(pngs(tmp_path / "cut"))
+    assert first and 1 <= done_before < 6
+    records = (tmp_path / "cut/manifest.jsonl").read_text().splitlines()
+    assert len(records) == done_before  # every finished image has its record
+    assert not [p for p in (tmp_path / "cut").iterdir() if p.suffix == ".part" or p.name.startswith(".")]
+    # the interrupted run used 40 steps; the real run uses 2: the first images are from other settings
+    shutil.rmtree(tmp_path / "cut")
+    partial = tmp_path / "partial.txt"
+    partial.write_text("".join(f"prompt {i}\n" if i < 3 else "#\n" for i in range(6)))
+    assert batch(tiny_model_dir, partial, tmp_path / "cut").exit_code == 0  # a run stopped after 3 lines
+    resumed = batch(tiny_model_dir, source, tmp_path / "cut")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(resumed.stdout.splitlines()) == 3 and "3 made, 3 skipped, 0 failed" in resumed.stderr
+    assert pngs(tmp_path / "cut") == pngs(tmp_path / "whole")
+    statuses = [json.loads(t)["status"] for t in (tmp_path / "cut/manifest.jsonl").read_text().splitlines()]
+    assert statuses == ["done"] * 6
+
+
+def test_resume_respects_a_crash_between_image_and_record_and_refuses_foreign_files(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("a fox\nan owl\n")
+    assert batch(tiny_model_dir, source, tmp_path / "out").exit_code == 0
+    (tmp_path / "out/manifest.jsonl").unlink()  # the images stay, their records are lost
+    again = batch(tiny_model_dir, source, tmp_path / "out")
+    assert again.exit_code == 0 and "0 made, 2 skipped" in again.stderr  # recognised by their own metadata
+    edited = tmp_path / "edited.txt"
+    edited.write_text("a fox\nan owl\n")
+    changed = batch(tiny_model_dir, edited, tmp_path / "out", "--steps", "3")
+    assert changed.exit_code == 1
+    assert "exists but was not made from this line's settings; pass --overwrite" in changed.stderr
+    assert batch(tiny_model_dir, edited, tmp_path / "out", "--steps", "3", "--overwrite").exit_code == 0
+
+
+def test_bad_lines_are_reported_and_the_rest_is_made(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.jsonl"
+    source.write_text(
+        '{"prompt": "a fox"}\n{"prompt": \n{"prompt": "a cat", "stpes": 3}\n{"prompt": "an owl", "width": 65}\n'
+    )
+    result = batch(tiny_model_dir, source, tmp_path / "out")
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 1
+    assert "sdgen: line 2: invalid JSON" in result.stderr
+    assert "sdgen: line 3: unknown key 'stpes'" in result.stderr
+    assert "sdgen: line 4: Invalid --width 65" in result.stderr
+    assert "1 made, 0 skipped, 3 failed" in result.stderr
+    failed = [json.loads(t) for t in (tmp_path / "out/manifest.jsonl").read_text().splitlines()][:3]
+    assert [(r["line"], r["status"]) for r in failed] == [(2, "failed"), (3, "failed"), (4, "failed")]
+
+
+def test_fail_fast_and_dry_run_load_no_weights(tiny_model_dir, tmp_path, no_weights_load) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("a fox\nan owl\n")
+    dry = batch(tiny_model_dir, source, tmp_path / "out", "-n", "2", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("todo\tline 1\tseed ") and lines[0].endswith("-a-fox.png")
+    assert "4 images planned, 0 already done, 4 to make (16 U-Net image-passes); 0 bad lines" in dry.stderr
+    assert not (tmp_path / "out").exists()
+    source.write_text("a fox\n" + '{"prompt": 1}\n')
+    bad = batch(tiny_model_dir, source, tmp_path / "out", "--format", "jsonl", "--fail-fast")
+    assert bad.exit_code == 2 and bad.stderr.startswith("sdgen: error: line 1: invalid JSON")
+
+
+def test_stdin_streams_results_before_the_input_ends(tiny_model_dir, tmp_path) -> None:
+    args = ["batch", "-", *tiny(tiny_model_dir, "--json", "-q", "-o", f"{tmp_path}/out/")]
+    process = sdgen_process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b"a fox\n")
+    process.stdin.flush()
+    first = json.loads(process.stdout.readline())  # produced while stdin is still open
+    assert first["prompt"] == "a fox" and first["line"] == 1
+    rest, stderr = process.communicate(b"an owl\n", timeout=120)
+    assert process.returncode == 0, stderr
+    assert [json.loads(t)["prompt"] for t in rest.splitlines()] == ["an owl"]
+
+
+def test_two_processes_through_accelerate_make_the_same_files(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(5)))
+    # CPU pixels depend on the thread count (parallel float sums); torchrun gives each process one thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, "-m", "sdgen", "batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/one/")],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=240,
+    )
+    assert single.returncode == 0, single.stderr
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    launch = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29617",
+        "-m",
+        "sdgen",
+    ]
+    double = subprocess.run(
+        [*launch, "batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/two/")],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=240,
+    )
+    assert double.returncode == 0, double.stderr.decode()[-3000:]
+    assert b"[process 0/2]" in double.stderr and b"[process 1/2]" in double.stderr
+    assert pngs(tmp_path / "two") == pngs(tmp_path / "one") and len(pngs(tmp_path / "one")) == 5
+    merged = [json.loads(t)["line"] for t in (tmp_path / "two/manifest.jsonl").read_text().splitlines()]
+    assert merged == [1, 2, 3, 4, 5] and not list((tmp_path / "two").glob(".manifest*"))
