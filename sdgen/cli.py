@@ -88,7 +88,11 @@ InitImage = Annotated[Path | None, typer.Option("--init-image", help="Start from
 Strength = Annotated[float, typer.Option("--strength", help="Image-to-image: 0 keeps the image, 1 ignores it.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")]
 Dtype = Annotated[
-    str, typer.Option("--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16.")
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
+    ),
 ]
 Revision = Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of the model.")]
 Offline = Annotated[bool, typer.Option("--offline", help="Use the Hugging Face cache only.")]
@@ -96,6 +100,19 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing f
 Rng = Annotated[str, typer.Option("--rng", help="Where noise is drawn: cpu (same picture on every device) or device.")]
 JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")]
 NoMetadata = Annotated[bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")]
+AttentionSlicing = Annotated[
+    bool, typer.Option("--attention-slicing", help="Compute attention in slices: less memory, a bit slower.")
+]
+VaeSlicing = Annotated[bool, typer.Option("--vae-slicing", help="Decode a batch one image at a time.")]
+VaeTiling = Annotated[
+    bool, typer.Option("--vae-tiling", help="Decode in overlapping tiles: large images in little memory.")
+]
+Offload = Annotated[
+    str, typer.Option("--offload", help="CUDA: none, model (one part on the GPU at a time) or sequential.")
+]
+Compile = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the U-Net: faster steps after a slow first call.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More logs; tracebacks on errors.")]
 
@@ -139,6 +156,11 @@ def generate_command(
     strength: Strength = BUILTIN["strength"],
     device: Device = BUILTIN["device"],
     dtype: Dtype = BUILTIN["dtype"],
+    attention_slicing: AttentionSlicing = BUILTIN["attention_slicing"],
+    vae_slicing: VaeSlicing = BUILTIN["vae_slicing"],
+    vae_tiling: VaeTiling = BUILTIN["vae_tiling"],
+    offload: Offload = BUILTIN["offload"],
+    compile: Compile = BUILTIN["compile"],
     revision: Revision = None,
     offline: Offline = BUILTIN["offline"],
     output: Annotated[
@@ -163,8 +185,10 @@ def generate_command(
         targets = _plan_outputs(request, chosen.get("output"), overwrite, chosen["name"])
 
         from sdgen.devices import choose_placement
+        from sdgen.speed import plan_speed
 
         placement = choose_placement(spec.device, spec.dtype, spec.rng)
+        plan_speed(spec, placement)  # e.g. --offload on a CPU: refused before loading
 
         # 2. load once, generate, write each image as soon as its batch is done
         from sdgen.metadata import png_info
@@ -267,6 +291,11 @@ def batch_command(
     strength: Strength = BUILTIN["strength"],
     device: Device = BUILTIN["device"],
     dtype: Dtype = BUILTIN["dtype"],
+    attention_slicing: AttentionSlicing = BUILTIN["attention_slicing"],
+    vae_slicing: VaeSlicing = BUILTIN["vae_slicing"],
+    vae_tiling: VaeTiling = BUILTIN["vae_tiling"],
+    offload: Offload = BUILTIN["offload"],
+    compile: Compile = BUILTIN["compile"],
     revision: Revision = None,
     offline: Offline = BUILTIN["offline"],
     output: Annotated[str | None, typer.Option("--output", "-o", help="Output folder. [default: outputs/]")] = None,
@@ -294,6 +323,11 @@ def batch_command(
     with _errors_to_exit_codes(verbose):
         effective = _effective_settings(ctx, None, preset)
         _, spec = _build_request(effective, prompt="(run defaults)", seed=0)  # bad flags fail here, exit 2
+        if not dry_run:
+            from sdgen.devices import choose_placement
+            from sdgen.speed import plan_speed
+
+            plan_speed(spec, choose_placement(spec.device, spec.dtype, spec.rng))  # before reading any input
         chosen = settings.values(effective)
         folder = os.path.expanduser(chosen.get("output") or DEFAULT_FOLDER)
         if folder.lower().endswith(".png") or folder == "-":

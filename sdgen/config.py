@@ -27,6 +27,8 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts any 64-bit value; ke
 
 InitImage = Union[str, Path, "Image.Image"]
 
+SPEED_KEYS = ("attention_slicing", "vae_slicing", "vae_tiling", "offload", "compile")
+
 # The options that make one image, under their CLI names: what metadata records, what a batch line may
 # set, what must match for a finished image to count as done.
 IMAGE_KEYS = (
@@ -54,11 +56,17 @@ class ModelSpec:
     rng: str = "cpu"  # where the initial noise is drawn: cpu (portable) or device
     offline: bool = False  # never touch the network; use the Hugging Face cache only
     cache_dir: str | None = None  # Hugging Face cache folder; None = the usual one (HF_HOME ...)
+    # speed and memory (sdgen/speed.py)
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    offload: str = "none"  # none, model, sequential (CUDA only)
+    compile: bool = False
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
         """Build from effective settings (sdgen.settings keys); absent keys keep the defaults above."""
-        names = ("model", "revision", "device", "dtype", "rng", "offline")
+        names = ("model", "revision", "device", "dtype", "rng", "offline", *SPEED_KEYS)
         return cls(**{name: values[name] for name in names if name in values})
 
     def validated(self) -> ModelSpec:

@@ -5,12 +5,15 @@ SD1.x works on latents of shape (B, 4, H/8, W/8): the VAE compresses each 8x8 RG
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import AutoencoderKL, SchedulerMixin
     from PIL import Image
+
+log = logging.getLogger("sdgen")
 
 
 def set_timesteps(
@@ -51,6 +54,11 @@ def initial_noise(
     return latents * scheduler.init_noise_sigma
 
 
+def _decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    latents = latents.to(dtype=vae.dtype) / vae.config.scaling_factor
+    return vae.decode(latents, return_dict=False)[0]
+
+
 def image_to_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor:
     """PIL image -> (1, 3, H, W) in [-1, 1], resized with Lanczos when its size differs (as diffusers does)."""
     import numpy as np
@@ -66,7 +74,7 @@ def image_to_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor
 
 
 def encode_image(
-    vae: AutoencoderKL, image: torch.Tensor, generators: list[torch.Generator], dtype: torch.dtype
+    vae: AutoencoderKL, image: torch.Tensor, generators: list[torch.Generator], dtype: torch.dtype, device: str
 ) -> torch.Tensor:
     """VAE-encode the init image once, then sample its latent distribution with each image's generator.
 
@@ -75,7 +83,7 @@ def encode_image(
     """
     import torch
 
-    image = image.to(device=vae.device, dtype=vae.dtype)
+    image = image.to(device=device, dtype=vae.dtype)  # not vae.device: offloaded weights sit on the CPU
     distribution = vae.encode(image).latent_dist  # mean, std: (1, 4, H/8, W/8)
     samples = [distribution.sample(generator) for generator in generators]
     return (torch.cat(samples) * vae.config.scaling_factor).to(dtype)  # (B, 4, H/8, W/8)
@@ -98,11 +106,26 @@ def noised_image_latents(
 
 
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> list[Image.Image]:
-    """Clean latents -> RGB images: undo the VAE's scaling, decode, map [-1, 1] to 0..255."""
+    """Clean latents -> RGB images: undo the VAE's scaling, decode, map [-1, 1] to 0..255.
+
+    NaN guard: the SD1.5 VAE can overflow in float16 (the "black image" bug). A non-finite decode is
+    retried once with the VAE upcast to float32, with a warning; if that fails too, no image is made.
+    """
+    import torch
     from PIL import Image
 
-    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
-    decoded = vae.decode(latents, return_dict=False)[0]  # (B, 3, H, W) in about [-1, 1]
+    from sdgen.errors import GenerationError
+
+    decoded = _decode(vae, latents)  # (B, 3, H, W) in about [-1, 1]
+    if not bool(torch.isfinite(decoded).all()) and vae.dtype != torch.float32:
+        log.warning("The VAE gave NaN or infinite values in %s; decoding again in float32.", vae.dtype)
+        vae.to(torch.float32)
+        decoded = _decode(vae, latents)
+    if not bool(torch.isfinite(decoded).all()):
+        raise GenerationError(
+            "The VAE decoded NaN or infinite values even in float32 (the latents are broken); no image written. "
+            "Try --dtype float32 or another --scheduler."
+        )
     decoded = (decoded / 2 + 0.5).clamp(0, 1)
     pixels = (decoded.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")  # (B, H, W, 3)
     return [Image.fromarray(array) for array in pixels]

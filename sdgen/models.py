@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config import MODEL_ALIASES, ModelSpec
 from sdgen.devices import Placement, choose_placement, torch_dtype
 from sdgen.errors import ModelLoadError, ModelNotFoundError
+from sdgen.speed import apply_speed, plan_speed
 
 if TYPE_CHECKING:  # pragma: no cover
     import diffusers.utils.logging
@@ -251,6 +252,7 @@ def load_model(
     """Find the model, then load each part on its own onto the chosen device and dtype."""
     spec = (spec or ModelSpec()).validated()
     placement = placement or choose_placement(spec.device, spec.dtype, spec.rng)
+    speed = plan_speed(spec, placement)  # refuses impossible options before anything loads
     started = time.perf_counter()
     source = resolve_model_folder(spec, placement.weight_variant)
     files = check_model_folder(source.folder, source.model, placement.weight_variant)
@@ -314,7 +316,8 @@ def load_model(
     )
     scheduler_config = json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text())
     for module in (text_encoder, unet, vae):
-        module.to(placement.device)
+        if speed.move_to_device:
+            module.to(placement.device)
         module.eval()
         module.requires_grad_(False)
     if unet.config.in_channels != 4:
@@ -322,7 +325,7 @@ def load_model(
             f"Model {source.model!r} has a {unet.config.in_channels}-channel U-Net (an inpainting or other special "
             "model); sdgen's text-to-image and image-to-image need a standard 4-channel SD1.x model."
         )
-    return StableDiffusionParts(
+    parts = StableDiffusionParts(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         unet=unet,
@@ -330,8 +333,10 @@ def load_model(
         scheduler_config=scheduler_config,
         placement=placement,
         source=source,
-        load_seconds=time.perf_counter() - started,
     )
+    apply_speed(parts, speed)
+    parts.load_seconds = time.perf_counter() - started
+    return parts
 
 
 def _first_line(error: BaseException) -> str:

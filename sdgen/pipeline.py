@@ -135,7 +135,7 @@ def _generate_batch(
         latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
     else:
         init_pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
-        image_latents = encode_image(parts.vae, init_pixels, generators, dtype)
+        image_latents = encode_image(parts.vae, init_pixels, generators, dtype, device)
         latents = noised_image_latents(image_latents, generators, scheduler, timesteps[:1])
 
     # 5. the denoising loop

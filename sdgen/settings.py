@@ -55,6 +55,11 @@ KEYS: dict[str, type] = {
     "output": str,
     "name": str,
     "metadata": bool,
+    "attention_slicing": bool,
+    "vae_slicing": bool,
+    "vae_tiling": bool,
+    "offload": str,
+    "compile": bool,
 }
 EMPTY_MEANS = {"seed": "random", "width": "512, or the init image's", "height": "512, or the init image's"}
 

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.devices import choose_placement
 
 from .conftest import TINY_HUB_ID, run_cli
 
@@ -231,7 +232,8 @@ def test_json_lines_carry_every_field(tiny_model_dir, tmp_path) -> None:
         "guidance_scale": 7.5,
         "scheduler": "dpm++2m-karras",
     }
-    assert (first["width"], first["height"], first["device"], first["dtype"]) == (64, 64, "cpu", "float32")
+    auto = choose_placement("cpu", "auto").dtype  # bfloat16 on CPUs with AMX/AVX512-BF16, else float32
+    assert (first["width"], first["height"], first["device"], first["dtype"]) == (64, 64, "cpu", auto)
     assert first["model"] == str(tiny_model_dir) or first["model"].endswith("tiny-sd")
     assert first["seconds"] > 0
 
@@ -268,7 +270,8 @@ def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("sdgen         0.1.0")
     assert any(line.startswith("torch         2.") for line in lines)
-    assert "sdgen uses    cpu, float32 (VAE float32)" in lines
+    auto = choose_placement("cpu", "auto").dtype
+    assert f"sdgen uses    cpu, {auto} (VAE {auto})" in lines
     assert f"HF cache      {hf_home / 'hub'}" in lines
     assert "default model stable-diffusion-v1-5/stable-diffusion-v1-5: not downloaded yet" in lines
     assert lines[-1].startswith("tiny model    ok: 4 steps at 64x64 on cpu in ")
@@ -366,3 +369,23 @@ def test_ctrl_c_exits_130_and_keeps_finished_images(tiny_model_dir, tmp_path) ->
     assert 1 <= len(written) < 50
     for name in written:
         Image.open(tmp_path / name).load()
+
+
+def test_memory_flags_work_end_to_end(tiny_model_dir, tmp_path) -> None:
+    args = tiny_args(tiny_model_dir, "--attention-slicing", "--vae-slicing", "--vae-tiling", "-n", "2")
+    result = runner.invoke(app, ["a fox", *args, "--batch-size", "2", "-o", f"{tmp_path}/"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2
+    shown = runner.invoke(app, ["config", "--preset", "low-memory", "--json"])
+    record = json.loads(shown.stdout)
+    assert all(
+        record[key] == {"value": True, "source": "preset low-memory"}
+        for key in ("attention_slicing", "vae_slicing", "vae_tiling")
+    )
+
+
+@pytest.mark.parametrize("command", [["a fox"], ["batch", "-"]])
+def test_offload_on_a_cpu_is_refused_before_loading(no_weights_load, tmp_path, command) -> None:
+    result = runner.invoke(app, [*command, "--device", "cpu", "--offload", "model", "-o", f"{tmp_path}/"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("sdgen: error: Invalid --offload model on cpu:")

@@ -10,6 +10,7 @@ from sdgen.errors import DeviceNotAvailableError, InvalidRequestError
 CPU_ONLY = HardwareProbe(cuda_device_count=0, mps_available=False)
 TWO_GPUS = HardwareProbe(cuda_device_count=2, mps_available=False)
 MAC = HardwareProbe(cuda_device_count=0, mps_available=True)
+AMX_CPU = HardwareProbe(cpu_native_bf16=True)
 
 
 @pytest.mark.parametrize(
@@ -18,6 +19,8 @@ MAC = HardwareProbe(cuda_device_count=0, mps_available=True)
         (TWO_GPUS, Placement("cuda:0", "float16", "float16")),
         (MAC, Placement("mps", "float32", "float32")),
         (CPU_ONLY, Placement("cpu", "float32", "float32")),
+        (AMX_CPU, Placement("cpu", "bfloat16", "bfloat16")),
+        (HardwareProbe(cuda_device_count=1, cpu_native_bf16=True), Placement("cuda:0", "float16", "float16")),
     ],
 )
 def test_auto_prefers_cuda_fp16_then_mps_then_cpu(probe, expected) -> None:
@@ -78,3 +81,18 @@ def test_rng_policy_cpu_generator_by_default() -> None:
     with pytest.raises(InvalidRequestError, match="Invalid --rng 'gpu'"):
         choose_placement("cpu", rng="gpu")
     assert choose_placement("cpu", rng="device").rng == "device"
+
+
+def test_bfloat16_is_automatic_only_with_native_units_and_float32_stays_one_flag_away() -> None:
+    assert choose_placement("cpu", "auto", probe=AMX_CPU).dtype == "bfloat16"
+    assert choose_placement("cpu", "float32", probe=AMX_CPU).dtype == "float32"
+    assert choose_placement("cpu", "auto", probe=CPU_ONLY).dtype == "float32"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
+    from sdgen.devices import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert {"avx512_bf16", "amx_tile"} <= cpu_flags(str(info))
+    assert cpu_flags(str(tmp_path / "missing")) == set()

@@ -1,0 +1,92 @@
+"""Speed and memory decisions (no GPU needed) and the options applied to a real tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sdgen.config import GenerationRequest, ModelSpec
+from sdgen.devices import Placement
+from sdgen.errors import InvalidRequestError
+from sdgen.speed import SpeedPlan, apply_speed, plan_speed
+
+CUDA = Placement("cuda:0", "float16", "float16")
+CPU = Placement("cpu", "bfloat16", "bfloat16")
+MPS = Placement("mps", "float32", "float32")
+
+
+def test_channels_last_on_cpu_and_cuda_only() -> None:
+    assert plan_speed(ModelSpec(), CPU).channels_last and plan_speed(ModelSpec(), CUDA).channels_last
+    assert not plan_speed(ModelSpec(), MPS).channels_last
+
+
+def test_offload_is_for_cuda_and_keeps_weights_off_the_device() -> None:
+    plan = plan_speed(ModelSpec(offload="model"), CUDA)
+    assert plan.offload == "model" and not plan.move_to_device
+    assert plan_speed(ModelSpec(offload="sequential"), CUDA).offload == "sequential"
+    assert plan_speed(ModelSpec(), CUDA).move_to_device
+    with pytest.raises(InvalidRequestError, match="Invalid --offload model on cpu: .* Drop --offload."):
+        plan_speed(ModelSpec(offload="model"), CPU)
+    with pytest.raises(InvalidRequestError, match="Invalid --offload 'gpu': use one of none, model, sequential."):
+        plan_speed(ModelSpec(offload="gpu"), CUDA)
+
+
+def test_memory_options_are_switched_on(tiny_model_dir) -> None:
+    from sdgen.models import load_model
+
+    spec = ModelSpec(
+        model=str(tiny_model_dir),
+        device="cpu",
+        dtype="float32",
+        vae_slicing=True,
+        vae_tiling=True,
+        attention_slicing=True,
+    )
+    parts = load_model(spec)
+    assert parts.vae.use_slicing and parts.vae.use_tiling
+    assert parts.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    processors = {type(p).__name__ for p in parts.unet.attn_processors.values()}
+    assert processors == {"SlicedAttnProcessor"}
+
+
+def test_slicing_does_not_change_the_picture(tiny_model_dir, tiny_parts) -> None:
+    from sdgen.models import load_model
+    from sdgen.pipeline import generate
+
+    sliced = load_model(
+        ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32", attention_slicing=True, vae_slicing=True)
+    )
+    request = GenerationRequest("a fox", seed=3, num_inference_steps=3, width=64, height=64, num_images=2, batch_size=2)
+    for a, b in zip(generate(request, sliced), generate(request, tiny_parts), strict=True):
+        assert np.abs(np.asarray(a.image).astype(int) - np.asarray(b.image).astype(int)).max() <= 1
+
+
+def test_compile_goes_through_torch_compile(monkeypatch, tiny_parts) -> None:
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    unet = tiny_parts.unet
+    plan = SpeedPlan(False, False, False, False, "none", True, True)
+    apply_speed(tiny_parts, plan)
+    assert compiled == [unet]
+
+
+def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir) -> None:
+    from sdgen.errors import GenerationError
+    from sdgen.latents import decode_latents
+    from sdgen.models import load_model
+
+    parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
+    vae = parts.vae
+    real_decode = vae.decode
+
+    def overflow_below_float32(latents, return_dict=False):  # what the fp16 SD1.5 VAE does on some images
+        out = real_decode(latents, return_dict=False)[0]
+        return (out * float("nan"),) if vae.dtype != torch.float32 else (out,)
+
+    vae.decode = overflow_below_float32
+    [image] = decode_latents(vae, torch.zeros(1, 4, 8, 8))
+    assert vae.dtype == torch.float32 and np.asarray(image).std() >= 0
+    vae.decode = lambda latents, return_dict=False: (torch.full((1, 3, 16, 16), float("nan")),)
+    with pytest.raises(GenerationError, match="NaN or infinite values even in float32"):
+        decode_latents(vae, torch.zeros(1, 4, 8, 8))
