@@ -1,53 +1,82 @@
 #!/usr/bin/env python
-"""Seconds per guided U-Net step: sdgen's loop next to diffusers' StableDiffusionPipeline, in one run.
+"""sdgen next to diffusers' StableDiffusionPipeline, in one run: load, text encoding, seconds per guided
+U-Net step, VAE decode, end to end, peak RSS, and sdgen/diffusers ratios.
 
 Uses the full-size SD1.5 architecture with random weights (scripts/make_random_sd15.py, built once and
-cached); speed does not depend on the weights' values. Both run on the same loaded modules, same prompt,
-size, steps, scheduler and guidance, alternating rounds so machine drift hits both. The first step of
-each run is a warm-up and is not counted. Quote the ratio: these machines are shared and noisy.
+cached in models/sd15-random); speed does not depend on the weights' values. Every configuration runs in
+its own fresh process (so peak RSS is its own), all with the same prompt, size, steps, scheduler and
+guidance; configurations alternate within each round so machine drift hits all of them. Step time is
+the median of the steps after the first (the first builds oneDNN kernels). Quote ratios: these machines
+are shared and noisy.
 
-    python scripts/bench.py --size 512 --steps 3 --rounds 1
+Configurations:
+  diffusers          StableDiffusionPipeline.from_pretrained(folder) with its defaults (CPU: float32)
+  sdgen              sdgen's defaults (`--dtype auto`: bfloat16 on CPUs with AMX/AVX512-BF16, channels_last)
+  sdgen-fp32         sdgen in float32 with channels_last (the reference-exact setting)
+  sdgen-fp32-plain   sdgen in float32, contiguous layout: the same arithmetic as diffusers
+  sdgen-bf16-plain   sdgen in bfloat16, contiguous layout
+  sdgen-low-memory   sdgen's defaults plus attention slicing, VAE slicing and tiling (--preset low-memory)
+  sdgen-compile      sdgen's defaults plus torch.compile on the U-Net (its first step holds the compile)
+
+    python scripts/bench.py                                   # 256 and 512, 20 steps: diffusers vs sdgen
+    python scripts/bench.py --sizes 512 --steps 4 --configs diffusers,sdgen-fp32-plain,sdgen-fp32,sdgen
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-UNET_TFLOP_PER_GUIDED_STEP_512 = 1.61  # DESIGN.md: 0.80 TFLOP per sample per step, x2 with guidance
+# DESIGN.md: FLOP counts at 512x512; they scale with the number of pixels.
+UNET_TFLOP_GUIDED_512 = 1.61  # 0.80 per sample per step, x2 with guidance
+VAE_DECODE_TFLOP_512 = 2.51
+PROMPT = "a cute British short hair kitten, looking directly at you"
+CONFIGS = (
+    "diffusers",
+    "sdgen",
+    "sdgen-fp32",
+    "sdgen-fp32-plain",
+    "sdgen-bf16-plain",
+    "sdgen-low-memory",
+    "sdgen-compile",
+)
 
 
-class _Stop(Exception):
-    """Raised from the step callback once the timed steps are done, so neither side decodes."""
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def time_sdgen(parts, prompt: str, size: int, steps: int, scheduler: str) -> list[float]:
-    from sdgen import GenerationRequest, generate
-
-    stamps: list[float] = []
-
-    def on_step(info) -> None:
-        stamps.append(time.perf_counter())
-        if info.index == steps - 1:
-            raise _Stop
-
-    request = GenerationRequest(
-        prompt=prompt, seed=0, num_inference_steps=steps, scheduler=scheduler, width=size, height=size
-    )
-    start = time.perf_counter()
-    with contextlib.suppress(_Stop):
-        generate(request, parts, on_step=on_step)
-    return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
-
-
-def time_diffusers(pipe, prompt: str, size: int, steps: int) -> list[float]:
+def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
+    import diffusers
     import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdgen.schedulers import scheduler_spec
+
+    started = time.perf_counter()
+    # float32 is diffusers' default; said explicitly because transformers 5 would otherwise follow the
+    # text encoder's config.json, which the fp16 variant save in make_random_sd15.py leaves at float16.
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
+    spec = scheduler_spec(scheduler)
+    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
+    pipe.set_progress_bar_config(disable=True)
+    load = time.perf_counter() - started
+
+    with torch.inference_mode():
+        started = time.perf_counter()
+        pipe.encode_prompt(PROMPT, "cpu", 1, True)
+        text = time.perf_counter() - started
 
     stamps: list[float] = []
 
@@ -55,62 +84,152 @@ def time_diffusers(pipe, prompt: str, size: int, steps: int) -> list[float]:
         stamps.append(time.perf_counter())
         return kwargs
 
-    start = time.perf_counter()
+    started = time.perf_counter()
     pipe(
-        prompt,
+        PROMPT,
         num_inference_steps=steps,
         width=size,
         height=size,
-        output_type="latent",
         generator=torch.Generator("cpu").manual_seed(0),
         callback_on_step_end=on_step_end,
     )
-    return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
+    return _timings(load, text, started, stamps, time.perf_counter())
+
+
+def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) -> dict:
+    import torch
+
+    from sdgen import GenerationRequest, ModelSpec, load_model
+    from sdgen.pipeline import generate
+    from sdgen.text import encode_prompt
+
+    options: dict = {"model": str(folder), "device": "cpu"}
+    if config.startswith("sdgen-fp32"):
+        options["dtype"] = "float32"
+    elif config == "sdgen-bf16-plain":
+        options["dtype"] = "bfloat16"
+    if config == "sdgen-low-memory":
+        options.update(attention_slicing=True, vae_slicing=True, vae_tiling=True)
+    if config == "sdgen-compile":
+        options["compile"] = True
+
+    started = time.perf_counter()
+    parts = load_model(ModelSpec(**options))
+    if config.endswith("-plain"):  # undo channels_last to measure what it buys
+        parts.unet.to(memory_format=torch.contiguous_format)
+        parts.vae.to(memory_format=torch.contiguous_format)
+    load = time.perf_counter() - started
+
+    with torch.inference_mode():
+        started = time.perf_counter()
+        for text in (PROMPT, ""):
+            encode_prompt(text, parts.tokenizer, parts.text_encoder, "cpu")
+        text_seconds = time.perf_counter() - started
+    parts.embedding_cache.clear()  # the timed run encodes again, as a fresh run would
+
+    stamps: list[float] = []
+    request = GenerationRequest(PROMPT, seed=0, num_inference_steps=steps, scheduler=scheduler, width=size, height=size)
+    started = time.perf_counter()
+    generate(request, parts, on_step=lambda info: stamps.append(time.perf_counter()))
+    result = _timings(load, text_seconds, started, stamps, time.perf_counter())
+    result["dtype"] = parts.placement.dtype
+    return result
+
+
+def _timings(load: float, text: float, started: float, stamps: list[float], ended: float) -> dict:
+    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {
+        "load": load,
+        "text": text,
+        "first_step": stamps[0] - started,
+        "step": statistics.median(steps) if steps else stamps[0] - started,
+        "decode": ended - stamps[-1],  # VAE decode and conversion to an image
+        "e2e": ended - started + load,  # what a user waits for one image, load included
+        "peak_rss": peak_rss_gib(),
+    }
+
+
+def worker(args: argparse.Namespace) -> None:
+    from make_random_sd15 import ensure_model
+
+    folder = ensure_model()
+    if args.worker == "diffusers":
+        result = run_diffusers(folder, args.size, args.steps, args.scheduler)
+    else:
+        result = run_sdgen(folder, args.size, args.steps, args.scheduler, args.worker)
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+def run_config(config: str, size: int, steps: int, scheduler: str) -> dict:
+    command = [sys.executable, __file__, "--worker", config, "--size", str(size), "--steps", str(steps)]
+    command += ["--scheduler", scheduler]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{config} at {size} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("BENCH ") :])
+
+
+def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]]) -> str:
+    scale = (size / 512) ** 2
+    median = {
+        config: {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "dtype"}
+        for config, runs in results.items()
+    }
+    base = median.get("diffusers")
+    rows = [
+        f"### {size}x{size}, {steps} steps, guidance 7.5, {scheduler}, CPU ({os.cpu_count()} threads)",
+        "",
+        "| config | dtype | load s | text s | s/step | decode s | end to end s | peak RSS GiB "
+        "| step x | decode x | e2e x | RSS ratio | U-Net GFLOP/s | VAE GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for config, m in median.items():
+        dtype = results[config][0].get("dtype", "float32")
+
+        def faster(key: str, m=m) -> str:
+            return f"{base[key] / m[key]:.2f}" if base else "-"
+
+        rss = f"{m['peak_rss'] / base['peak_rss']:.2f}" if base else "-"
+        rows.append(
+            f"| {config} | {dtype} | {m['load']:.1f} | {m['text']:.2f} | {m['step']:.2f} | {m['decode']:.2f} "
+            f"| {m['e2e']:.1f} | {m['peak_rss']:.2f} | {faster('step')} | {faster('decode')} | {faster('e2e')} "
+            f"| {rss} | {UNET_TFLOP_GUIDED_512 * scale * 1000 / m['step']:.0f} "
+            f"| {VAE_DECODE_TFLOP_512 * scale * 1000 / m['decode']:.0f} |"
+        )
+    rows.append("")
+    rows.append("x columns: diffusers' time / this config's time (higher is faster); RSS ratio: this / diffusers.")
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=3, help="steps per run; the first is a warm-up")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating sdgen/diffusers rounds")
+    parser.add_argument("--sizes", default="256,512", help="comma-separated square sizes")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps per image")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds over the configurations")
+    parser.add_argument("--configs", default="diffusers,sdgen", help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--scheduler", default="dpm++2m-karras")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import diffusers
-    from diffusers import StableDiffusionPipeline
+    if args.worker:
+        worker(args)
+        return
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
     from make_random_sd15 import ensure_model
 
-    from sdgen import ModelSpec, load_model
-    from sdgen.schedulers import scheduler_spec
-
-    folder = ensure_model()
-    parts = load_model(ModelSpec(model=str(folder), device="cpu", dtype="float32"))
-    spec = scheduler_spec(args.scheduler)
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=getattr(diffusers, spec.class_name).from_config(parts.scheduler_config, **spec.options),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    prompt = "a cute British short hair kitten, looking directly at you"
-    ours: list[float] = []
-    theirs: list[float] = []
-    for _ in range(args.rounds):
-        ours += time_sdgen(parts, prompt, args.size, args.steps, args.scheduler)[1:]
-        theirs += time_diffusers(pipe, prompt, args.size, args.steps)[1:]
-    s, d = statistics.median(ours), statistics.median(theirs)
-    flop = UNET_TFLOP_PER_GUIDED_STEP_512 * (args.size / 512) ** 2 * 1000
-    print("| config | sdgen s/step | diffusers s/step | sdgen/diffusers | sdgen GFLOP/s |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| cpu fp32 {args.size}x{args.size} guided, {args.scheduler} | {s:.2f} | {d:.2f} | {s / d:.2f} "
-        f"| {flop / s:.0f} |"
-    )
+    ensure_model()  # build once, outside the timings
+    for size in (int(s) for s in args.sizes.split(",")):
+        results: dict[str, list[dict]] = {config: [] for config in configs}
+        for _ in range(args.rounds):
+            for config in configs:
+                print(f"running {config} at {size}x{size} ...", file=sys.stderr, flush=True)
+                results[config].append(run_config(config, size, args.steps, args.scheduler))
+        print(table(size, args.steps, args.scheduler, results), flush=True)
+        print(flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def build_sd15_modules(seed: int = 0):
 
 
 def write_model(out: Path, seed: int = 0) -> Path:
-    from sdgen.tiny import write_tiny_tokenizer
+    from sdgen.tiny import write_model_index, write_tiny_tokenizer
 
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -53,6 +53,7 @@ def write_model(out: Path, seed: int = 0) -> Path:
     (partial / "scheduler").mkdir(parents=True)
     shutil.copyfile(CONFIGS / "scheduler_config.json", partial / "scheduler" / "scheduler_config.json")
     write_tiny_tokenizer(partial / "tokenizer")
+    write_model_index(partial)
     (partial / DONE_MARKER).write_text("ok\n")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)  # the folder appears complete or not at all
@@ -62,6 +63,10 @@ def write_model(out: Path, seed: int = 0) -> Path:
 def ensure_model(out: Path = DEFAULT_OUT, force: bool = False) -> Path:
     """Build once and cache: an existing complete folder is reused."""
     if (out / DONE_MARKER).is_file() and not force:
+        if not (out / "model_index.json").is_file():  # folders built before model_index.json was written
+            from sdgen.tiny import write_model_index
+
+            write_model_index(out)
         return out
     started = time.perf_counter()
     print(f"Building the random SD1.5 model in {out} ...", file=sys.stderr)

@@ -127,6 +127,12 @@ def build_tiny_model(folder: str | Path, fp16_variant: bool = False) -> Path:
     }
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
     write_tiny_tokenizer(folder / "tokenizer")
+    write_model_index(folder)
+    return folder
+
+
+def write_model_index(folder: Path) -> None:
+    """model_index.json, so diffusers' StableDiffusionPipeline.from_pretrained can load the folder too."""
     model_index = {
         "_class_name": "StableDiffusionPipeline",
         "feature_extractor": [None, None],
@@ -139,4 +145,3 @@ def build_tiny_model(folder: str | Path, fp16_variant: bool = False) -> Path:
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
-    return folder

@@ -30,7 +30,8 @@ def test_auto_prefers_cuda_fp16_then_mps_then_cpu(probe, expected) -> None:
 def test_auto_fp16_on_cuda_asks_for_the_fp16_weight_variant() -> None:
     assert choose_placement(probe=TWO_GPUS).weight_variant == "fp16"
     assert choose_placement(probe=CPU_ONLY).weight_variant is None
-    assert choose_placement("cuda", "bfloat16", probe=TWO_GPUS).weight_variant is None
+    assert choose_placement("cuda", "bfloat16", probe=TWO_GPUS).weight_variant == "fp16"
+    assert choose_placement("cpu", "float32", probe=AMX_CPU).weight_variant is None
 
 
 def test_explicit_cuda_index() -> None:
