@@ -12,14 +12,15 @@ are shared and noisy.
 Configurations:
   diffusers          StableDiffusionPipeline.from_pretrained(folder) with its defaults (CPU: float32)
   sdgen              sdgen's defaults (`--dtype auto`: bfloat16 on CPUs with AMX/AVX512-BF16, channels_last)
-  sdgen-fp32         sdgen in float32 with channels_last (the reference-exact setting)
-  sdgen-fp32-plain   sdgen in float32, contiguous layout: the same arithmetic as diffusers
-  sdgen-bf16-plain   sdgen in bfloat16, contiguous layout
-  sdgen-low-memory   sdgen's defaults plus attention slicing, VAE slicing and tiling (--preset low-memory)
+  sdgen-fp32         sdgen in float32 (the reference-exact setting: the same arithmetic as diffusers)
+  sdgen-fp32-cl      sdgen in float32 with channels_last (what channels_last buys in float32)
+  sdgen-bf16-plain   sdgen in bfloat16 without channels_last (what channels_last buys in bfloat16)
+  sdgen-slicing      sdgen's defaults plus attention slicing
+  sdgen-low-memory   sdgen's defaults plus VAE slicing and tiling (--preset low-memory)
   sdgen-compile      sdgen's defaults plus torch.compile on the U-Net (its first step holds the compile)
 
     python scripts/bench.py                                   # 256 and 512, 20 steps: diffusers vs sdgen
-    python scripts/bench.py --sizes 512 --steps 4 --configs diffusers,sdgen-fp32-plain,sdgen-fp32,sdgen
+    python scripts/bench.py --sizes 512 --steps 4 --configs diffusers,sdgen-fp32,sdgen-bf16-plain,sdgen
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ CONFIGS = (
     "diffusers",
     "sdgen",
     "sdgen-fp32",
-    "sdgen-fp32-plain",
+    "sdgen-fp32-cl",
     "sdgen-bf16-plain",
+    "sdgen-slicing",
     "sdgen-low-memory",
     "sdgen-compile",
 )
@@ -109,7 +111,9 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     elif config == "sdgen-bf16-plain":
         options["dtype"] = "bfloat16"
     if config == "sdgen-low-memory":
-        options.update(attention_slicing=True, vae_slicing=True, vae_tiling=True)
+        options.update(vae_slicing=True, vae_tiling=True)
+    if config == "sdgen-slicing":
+        options["attention_slicing"] = True
     if config == "sdgen-compile":
         options["compile"] = True
 
@@ -118,6 +122,9 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     if config.endswith("-plain"):  # undo channels_last to measure what it buys
         parts.unet.to(memory_format=torch.contiguous_format)
         parts.vae.to(memory_format=torch.contiguous_format)
+    if config.endswith("-cl"):
+        parts.unet.to(memory_format=torch.channels_last)
+        parts.vae.to(memory_format=torch.channels_last)
     load = time.perf_counter() - started
 
     with torch.inference_mode():
@@ -150,7 +157,15 @@ def _timings(load: float, text: float, started: float, stamps: list[float], ende
 
 
 def worker(args: argparse.Namespace) -> None:
+    # Import the libraries both sides use before any timer starts: load times compare loading, not imports.
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: F401
     from make_random_sd15 import ensure_model
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+    import sdgen.models  # noqa: F401
+    import sdgen.pipeline  # noqa: F401
 
     folder = ensure_model()
     if args.worker == "diffusers":

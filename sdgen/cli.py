@@ -101,7 +101,11 @@ Rng = Annotated[str, typer.Option("--rng", help="Where noise is drawn: cpu (same
 JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")]
 NoMetadata = Annotated[bool, typer.Option("--no-metadata", help="Write no parameters or sdgen chunk into the PNG.")]
 AttentionSlicing = Annotated[
-    bool, typer.Option("--attention-slicing", help="Compute attention in slices: less memory, a bit slower.")
+    bool,
+    typer.Option(
+        "--attention-slicing",
+        help="Attention in slices (old setups; with PyTorch's fused attention it is slower and saves nothing).",
+    ),
 ]
 VaeSlicing = Annotated[bool, typer.Option("--vae-slicing", help="Decode a batch one image at a time.")]
 VaeTiling = Annotated[

@@ -167,7 +167,7 @@ def test_corrupt_weights_name_the_file(tiny_model_dir, tmp_path) -> None:
     weights = model / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated download
     with pytest.raises(ModelLoadError) as caught:
-        load_model(ModelSpec(model=str(model), device="cpu"))
+        load_model(ModelSpec(model=str(model), device="cpu", dtype="float32"))
     assert str(weights) in str(caught.value)
     assert "corrupt or truncated" in str(caught.value)
 
@@ -181,7 +181,9 @@ def test_not_a_folder_nor_a_hub_id(tmp_path) -> None:
 
 def test_part_callback_reports_each_part_with_its_size(tiny_model_dir) -> None:
     seen = []
-    load_model(ModelSpec(model=str(tiny_model_dir), device="cpu"), on_part=lambda p, n: seen.append((p, n)))
+    load_model(
+        ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"), on_part=lambda p, n: seen.append((p, n))
+    )
     assert [part for part, _ in seen] == ["tokenizer", "text_encoder", "unet", "vae"]
     sizes = dict(seen)
     assert sizes["unet"] == (tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size

@@ -1,0 +1,48 @@
+"""scripts/bench.py's table: ratios against diffusers and GFLOP/s from DESIGN.md's FLOP counts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import bench  # noqa: E402
+
+
+def run(step: float, decode: float, e2e: float, rss: float, dtype: str = "float32") -> dict:
+    return {
+        "load": 1.0,
+        "text": 0.1,
+        "first_step": step,
+        "step": step,
+        "decode": decode,
+        "e2e": e2e,
+        "peak_rss": rss,
+        "dtype": dtype,
+    }
+
+
+def test_table_reports_ratios_and_gflops_per_config() -> None:
+    results = {
+        "diffusers": [run(8.0, 12.0, 180.0, 5.0), run(6.0, 10.0, 160.0, 5.0)],  # medians 7, 11, 170
+        "sdgen": [run(2.0, 2.2, 50.0, 4.0, "bfloat16")],
+    }
+    text = bench.table(512, 20, "dpm++2m-karras", results)
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ") and "config" not in line
+    }
+    assert rows["diffusers"][0] == "float32" and rows["diffusers"][7:11] == ["1.00", "1.00", "1.00", "1.00"]
+    sdgen = rows["sdgen"]
+    assert sdgen[0] == "bfloat16" and sdgen[3] == "2.00" and sdgen[4] == "2.20"
+    assert sdgen[7:11] == ["3.50", "5.00", "3.40", "0.80"]  # step, decode, e2e speed-ups; RSS ratio
+    assert sdgen[11] == "805" and sdgen[12] == "1141"  # 1.61 TFLOP / 2.0 s; 2.51 TFLOP / 2.2 s
+    assert "### 512x512, 20 steps" in text
+
+
+def test_quarter_size_quarter_flops() -> None:
+    text = bench.table(256, 4, "euler", {"sdgen": [run(0.5, 0.5, 10.0, 3.0)]})
+    row = [line for line in text.splitlines() if line.startswith("| sdgen")][0].split("|")
+    assert row[13].strip() == "805" and row[9].strip() == "-"  # no diffusers row: no ratios
