@@ -195,9 +195,9 @@ def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]])
     rows = [
         f"### {size}x{size}, {steps} steps, guidance 7.5, {scheduler}, CPU ({os.cpu_count()} threads)",
         "",
-        "| config | dtype | load s | text s | s/step | decode s | end to end s | peak RSS GiB "
+        "| config | dtype | load s | text s | 1st step s | s/step | decode s | end to end s | peak RSS GiB "
         "| step x | decode x | e2e x | RSS ratio | U-Net GFLOP/s | VAE GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, m in median.items():
         dtype = results[config][0].get("dtype", "float32")
@@ -207,7 +207,8 @@ def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]])
 
         rss = f"{m['peak_rss'] / base['peak_rss']:.2f}" if base else "-"
         rows.append(
-            f"| {config} | {dtype} | {m['load']:.1f} | {m['text']:.2f} | {m['step']:.2f} | {m['decode']:.2f} "
+            f"| {config} | {dtype} | {m['load']:.1f} | {m['text']:.2f} | {m['first_step']:.1f} | {m['step']:.2f} "
+            f"| {m['decode']:.2f} "
             f"| {m['e2e']:.1f} | {m['peak_rss']:.2f} | {faster('step')} | {faster('decode')} | {faster('e2e')} "
             f"| {rss} | {UNET_TFLOP_GUIDED_512 * scale * 1000 / m['step']:.0f} "
             f"| {VAE_DECODE_TFLOP_512 * scale * 1000 / m['decode']:.0f} |"

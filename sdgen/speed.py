@@ -87,7 +87,19 @@ def apply_speed(parts: StableDiffusionParts, plan: SpeedPlan) -> None:
             cpu_offload(module, execution_device=torch.device(device))
     if plan.compile:
         log.info("Compiling the U-Net with torch.compile: the first step takes a minute or more.")
-        parts.unet = torch.compile(parts.unet)
+        parts.unet = torch.compile(parts.unet, **compile_options(device))
+
+
+def compile_options(device: str) -> dict[str, Any]:
+    """CPU: inductor's freezing folds the (never trained) weights into the graph and prepacks them for
+    oneDNN: bench.py measured the bfloat16 256x256 step 1.76x faster with it, 1.13x without. CUDA:
+    diffusers' advice, mode="reduce-overhead" (CUDA graphs)."""
+    if device.partition(":")[0] == "cuda":
+        return {"mode": "reduce-overhead"}
+    import torch._inductor.config
+
+    torch._inductor.config.freezing = True
+    return {}
 
 
 def describe(plan: SpeedPlan) -> list[str]:

@@ -34,15 +34,15 @@ def test_table_reports_ratios_and_gflops_per_config() -> None:
         for line in text.splitlines()
         if line.startswith("| ") and "config" not in line
     }
-    assert rows["diffusers"][0] == "float32" and rows["diffusers"][7:11] == ["1.00", "1.00", "1.00", "1.00"]
+    assert rows["diffusers"][0] == "float32" and rows["diffusers"][8:12] == ["1.00", "1.00", "1.00", "1.00"]
     sdgen = rows["sdgen"]
-    assert sdgen[0] == "bfloat16" and sdgen[3] == "2.00" and sdgen[4] == "2.20"
-    assert sdgen[7:11] == ["3.50", "5.00", "3.40", "0.80"]  # step, decode, e2e speed-ups; RSS ratio
-    assert sdgen[11] == "805" and sdgen[12] == "1141"  # 1.61 TFLOP / 2.0 s; 2.51 TFLOP / 2.2 s
+    assert sdgen[0] == "bfloat16" and sdgen[4] == "2.00" and sdgen[5] == "2.20"
+    assert sdgen[8:12] == ["3.50", "5.00", "3.40", "0.80"]  # step, decode, e2e speed-ups; RSS ratio
+    assert sdgen[12] == "805" and sdgen[13] == "1141"  # 1.61 TFLOP / 2.0 s; 2.51 TFLOP / 2.2 s
     assert "### 512x512, 20 steps" in text
 
 
 def test_quarter_size_quarter_flops() -> None:
     text = bench.table(256, 4, "euler", {"sdgen": [run(0.5, 0.5, 10.0, 3.0)]})
     row = [line for line in text.splitlines() if line.startswith("| sdgen")][0].split("|")
-    assert row[13].strip() == "805" and row[9].strip() == "-"  # no diffusers row: no ratios
+    assert row[14].strip() == "805" and row[10].strip() == "-"  # no diffusers row: no ratios

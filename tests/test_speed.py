@@ -65,11 +65,20 @@ def test_slicing_does_not_change_the_picture(tiny_model_dir, tiny_parts) -> None
 
 def test_compile_goes_through_torch_compile(monkeypatch, tiny_parts) -> None:
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled.append((module, options)) or module)
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "freezing", False)
     unet = tiny_parts.unet
     plan = SpeedPlan(False, False, False, False, "none", True, True)
     apply_speed(tiny_parts, plan)
-    assert compiled == [unet]
+    assert compiled == [(unet, {})] and inductor_config.freezing  # CPU: freeze and prepack weights
+
+
+def test_cuda_compile_follows_diffusers_advice() -> None:
+    from sdgen.speed import compile_options
+
+    assert compile_options("cuda:0") == {"mode": "reduce-overhead"}
 
 
 def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir) -> None:
