@@ -595,7 +595,7 @@ def doctor_command(
         import transformers
 
         from sdgen.config import DEFAULT_MODEL, GenerationRequest, ModelSpec
-        from sdgen.devices import HardwareProbe, choose_placement
+        from sdgen.devices import HardwareProbe, choose_placement, cpu_flags
         from sdgen.models import hub_cache_dir, load_model
         from sdgen.pipeline import generate
         from sdgen.tiny import build_tiny_model
@@ -609,6 +609,8 @@ def doctor_command(
         gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
         typer.echo(f"CUDA          {', '.join(gpus) if gpus else 'none'}")
         typer.echo(f"MPS           {'available' if probe.mps_available else 'none'}")
+        bf16_units = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+        typer.echo(f"CPU bfloat16  {'native (' + ', '.join(bf16_units) + ')' if bf16_units else 'emulated (slow)'}")
         placement = choose_placement(device, dtype, probe=probe)
         typer.echo(f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})")
         cache = hub_cache_dir(ModelSpec())

@@ -77,9 +77,8 @@ class GenerationProgress:
             first = self._images_done + 1
             last = self._images_done + len(info.seeds)
             which = f"image {first}" if first == last else f"images {first}-{last}"
-            self._step_task = self._progress.add_task(
-                f"Denoising {which} of {self.num_images}", total=info.total, rate=""
-            )
+            of = f" of {self.num_images}" if self.num_images else ""  # 0: not known (streaming input)
+            self._step_task = self._progress.add_task(f"Denoising {which}{of}", total=info.total, rate="")
         task = self._progress.tasks[-1]
         speed = task.speed
         self._progress.update(self._step_task, completed=info.index + 1, rate=f"{speed:.2f} it/s" if speed else "")

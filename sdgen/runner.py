@@ -162,8 +162,10 @@ class _Run:
     def generate(self, work: Iterable[list[PlannedImage]]) -> None:
         from sdgen.progress import GenerationProgress
 
-        total = len(self.todo) if self.todo is not None and self.processes.world == 1 else 0
-        with GenerationProgress(total, enabled=False if self.options.quiet else None) as self.progress:
+        total = len(self.todo) if self.todo is not None else 0
+        # several processes share one terminal: their live displays would overwrite each other
+        enabled = False if self.options.quiet or self.processes.world > 1 else None
+        with GenerationProgress(total, enabled=enabled) as self.progress:
             for chunk in work:
                 todo = self._still_to_make(chunk)
                 self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)

@@ -272,6 +272,8 @@ def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
     assert any(line.startswith("torch         2.") for line in lines)
     auto = choose_placement("cpu", "auto").dtype
     assert f"sdgen uses    cpu, {auto} (VAE {auto})" in lines
+    bf16_line = next(line for line in lines if line.startswith("CPU bfloat16  "))
+    assert bf16_line.startswith("CPU bfloat16  native (") == (auto == "bfloat16")
     assert f"HF cache      {hf_home / 'hub'}" in lines
     assert "default model stable-diffusion-v1-5/stable-diffusion-v1-5: not downloaded yet" in lines
     assert lines[-1].startswith("tiny model    ok: 4 steps at 64x64 on cpu in ")

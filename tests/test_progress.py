@@ -31,3 +31,9 @@ def test_disabled_progress_draws_nothing(capsys) -> None:
         progress.on_part("unet", 10)
         progress.on_step(step(0, (1,)))
     assert capsys.readouterr().err == ""
+
+
+def test_streaming_batches_have_no_total() -> None:
+    with GenerationProgress(num_images=0, enabled=True) as progress:
+        progress.on_step(step(0, (7,)))
+        assert [t.description for t in progress._progress.tasks] == ["Denoising image 1"]
