@@ -185,7 +185,7 @@ class Manifest:
             path.unlink()
 
 
-def done_paths(manifest: Manifest, model: str) -> dict[Path, dict[str, Any]]:
+def done_paths(manifest: Manifest) -> dict[Path, dict[str, Any]]:
     """Images a previous run finished: a 'done' record whose file is still there, by path."""
     done: dict[Path, dict[str, Any]] = {}
     for record in manifest.records():

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sdgen.batch import (
 )
 from sdgen.batchfile import BatchItem, read_items
 from sdgen.config import ModelSpec
-from sdgen.errors import EXIT_FAILURE, GenerationError, InvalidRequestError, SdgenError
+from sdgen.errors import EXIT_FAILURE, GenerationError, InvalidRequestError
 
 log = logging.getLogger("sdgen")
 
@@ -90,7 +90,7 @@ def run_batch(
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     if spec.device == "auto" and processes.device is not None:
-        spec = ModelSpec(**{**spec.__dict__, "device": processes.device})  # each process its own device
+        spec = replace(spec, device=processes.device)  # each process on its own device
     run = _Run(options, spec, processes, BatchPlanner(defaults, options.folder, options.name_template), emit)
     if streaming:
         inbox = arriving(read_items(_stdin_lines(), options.fmt))
@@ -117,7 +117,7 @@ class _Run:
         self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
         self.model = canonical_model(spec.model)
         self.manifest = Manifest(options.folder, processes.rank, processes.world)
-        self.done = {} if options.overwrite else done_paths(self.manifest, self.model)
+        self.done = {} if options.overwrite else done_paths(self.manifest)
         self.summary = Summary()
         self.todo: set[Path] | None = None  # known up front for files; None: decided per chunk (stdin)
         self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
@@ -239,8 +239,9 @@ class _Run:
                 )
         self.summary.skipped = len(images) - len(todo)
         log.warning(
-            "sdgen batch --dry-run: %d images planned, %d already done, %d to make (%d U-Net image-passes); "
-            "%d bad lines; no weights loaded.",
+            "sdgen batch --dry-run: %d items, %d images planned, %d already done, %d to make "
+            "(%d U-Net image-passes); %d bad lines; no weights loaded.",
+            len({image.line for image in images}),
             len(images),
             len(images) - len(todo),
             len(todo),
@@ -285,4 +286,4 @@ def exit_code(summary: Summary) -> int:
     return EXIT_FAILURE if summary.failed else 0
 
 
-__all__ = ["BatchOptions", "Processes", "SdgenError", "exit_code", "run_batch"]
+__all__ = ["BatchOptions", "Processes", "exit_code", "run_batch"]

@@ -97,7 +97,7 @@ def test_manifest_parts_merge_in_line_order_and_done_needs_the_file(tmp_path) ->
     assert [json.loads(t)["line"] for t in (tmp_path / "manifest.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert not list(tmp_path.glob(".manifest.jsonl.rank*"))
     (tmp_path / "2.png").unlink()
-    assert sorted(p.name for p in done_paths(merged, "m")) == ["1.png", "3.png"]
+    assert sorted(p.name for p in done_paths(merged)) == ["1.png", "3.png"]
 
 
 def test_done_means_same_request_and_a_foreign_file_is_a_conflict(tmp_path) -> None:

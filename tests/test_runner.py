@@ -174,7 +174,7 @@ def test_fail_fast_and_dry_run_load_no_weights(tiny_model_dir, tmp_path, no_weig
     assert dry.exit_code == 0, dry.output
     lines = dry.stdout.splitlines()
     assert len(lines) == 4 and lines[0].startswith("todo\tline 1\tseed ") and lines[0].endswith("-a-fox.png")
-    assert "4 images planned, 0 already done, 4 to make (16 U-Net image-passes); 0 bad lines" in dry.stderr
+    assert "2 items, 4 images planned, 0 already done, 4 to make (16 U-Net image-passes); 0 bad lines" in dry.stderr
     assert not (tmp_path / "out").exists()
     source.write_text("a fox\n" + '{"prompt": 1}\n')
     bad = batch(tiny_model_dir, source, tmp_path / "out", "--format", "jsonl", "--fail-fast")
