@@ -61,7 +61,13 @@ KEYS: dict[str, type] = {
     "offload": str,
     "compile": bool,
 }
-EMPTY_MEANS = {"seed": "random", "width": "512, or the init image's", "height": "512, or the init image's"}
+EMPTY_MEANS = {
+    "seed": "random",
+    "width": "512, or the init image's",
+    "height": "512, or the init image's",
+    "revision": "the Hub's main branch",
+    "output": "outputs/",
+}
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
