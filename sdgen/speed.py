@@ -61,13 +61,32 @@ def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
     )
 
 
+def place_module(module: Any, device: str | None, dtype: Any, channels_last: bool = False) -> None:
+    """Device, dtype and layout in one pass over the weights (one copy, not three), then inference mode."""
+    import diffusers.utils.logging
+    import torch
+
+    options: dict[str, Any] = {"dtype": dtype}
+    if device is not None:
+        options["device"] = device
+    if channels_last:
+        options["memory_format"] = torch.channels_last
+    # diffusers warns on any .to(dtype) about keeping modules in float32, even when its list of them is empty
+    level = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    try:
+        module.to(**options)
+    finally:
+        diffusers.utils.logging.set_verbosity(level)
+    module.eval()
+    module.requires_grad_(False)
+
+
 def apply_speed(parts: StableDiffusionParts, plan: SpeedPlan) -> None:
+    """What comes after the weights are in place (place_module did device, dtype and layout)."""
     import torch
 
     device = parts.placement.device
-    if plan.channels_last:
-        parts.unet.to(memory_format=torch.channels_last)
-        parts.vae.to(memory_format=torch.channels_last)
     if plan.attention_slicing:
         parts.unet.set_attention_slice("auto")  # half the heads at a time, as diffusers' pipeline does
     if plan.vae_slicing:
