@@ -128,11 +128,10 @@ def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem
                 value = settings.parse_text(value, kind, key)
             except InvalidRequestError as error:
                 return BatchItem(number, error=str(error))
-        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        try:
+            values[key] = settings.as_kind(value, kind)
+        except TypeError:
             return BatchItem(number, error=f"invalid {key} {value!r}: must be {settings.kind_name(kind)}")
-        values[key] = value
     if not isinstance(values.get("prompt"), str):
         return BatchItem(number, error="no prompt")
     return BatchItem(number, values)

@@ -97,7 +97,7 @@ def run_batch(
         run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, options.batch_size))
     else:
         images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
-        todo = run.check_done(images)
+        todo = run.todo = run.check_done(images)
         if options.dry_run:
             run.print_plan(images, todo)
         elif todo:
@@ -126,12 +126,16 @@ class _Run:
 
     # --- problems: reported once (main process), counted everywhere -------------------------------------
 
-    def problem(self, line: int, message: str, image: PlannedImage | None = None, usage: bool = True) -> None:
+    def problem(
+        self, line: int, message: str, image: PlannedImage | None = None, usage: bool = True, everywhere: bool = True
+    ) -> None:
+        """Count a failed line or image; report it once. `everywhere`: every process finds it (the plan is
+        the same in each), so only the main one reports it."""
         self.summary.failed += 1
         if self.options.fail_fast:
             error = InvalidRequestError if usage else GenerationError
             raise error(f"line {line}: {message}")
-        if self.processes.rank == 0 or image is not None:
+        if self.processes.rank == 0 or not everywhere:
             log.error("sdgen: line %d: %s", line, message)
             record = image.record(self.model) if image is not None else {"line": line}
             if not self.options.dry_run:
@@ -153,8 +157,7 @@ class _Run:
                     todo.add(image.path)
             except InvalidRequestError as error:
                 self.conflicts.add(image.path)
-                self.problem(image.line, str(error), image if self.processes.rank == 0 else None)
-        self.todo = todo
+                self.problem(image.line, str(error), image)
         return todo
 
     # --- the work -------------------------------------------------------------------------------------------
@@ -175,9 +178,7 @@ class _Run:
     def _still_to_make(self, chunk: list[PlannedImage]) -> set[Path]:
         if self.todo is not None:
             return {image.path for image in chunk if image.path in self.todo}
-        todo = self.check_done(chunk)
-        self.todo = None  # streaming: decided chunk by chunk
-        return todo
+        return self.check_done(chunk)  # streaming: decided chunk by chunk
 
     def _make(self, chunk: list[PlannedImage], todo: set[Path]) -> None:
         """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
@@ -194,7 +195,7 @@ class _Run:
         except GenerationError as error:
             for image in chunk:
                 if image.path in todo:
-                    self.problem(image.line, str(error), image, usage=False)
+                    self.problem(image.line, str(error), image, usage=False, everywhere=False)
             return
         for image, result in zip(chunk, results, strict=True):
             if image.path not in todo:

@@ -192,13 +192,23 @@ def _checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise InvalidRequestError(
                 f"Unknown setting {raw_key!r} in {where}: known settings are {', '.join(sorted(KEYS))}."
             )
-        kind = KEYS[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise InvalidRequestError(f"Invalid {key} = {value!r} in {where}: must be {kind_name(kind)}.")
-        checked[key] = value
+        try:
+            checked[key] = as_kind(value, KEYS[key])
+        except TypeError:
+            raise InvalidRequestError(
+                f"Invalid {key} = {value!r} in {where}: must be {kind_name(KEYS[key])}."
+            ) from None
     return checked
+
+
+def as_kind(value: Any, kind: type) -> Any:
+    """A TOML or JSON value as a key's type: a whole number is also a number; any other mismatch (a bool
+    for a number included) raises TypeError."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(value)
+    return value
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:

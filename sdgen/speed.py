@@ -119,16 +119,3 @@ def compile_options(device: str) -> dict[str, Any]:
 
     torch._inductor.config.freezing = True
     return {}
-
-
-def describe(plan: SpeedPlan) -> list[str]:
-    """Short names of what is on, for logs and metadata-free reports."""
-    names: list[Any] = [
-        "channels_last" if plan.channels_last else None,
-        "attention-slicing" if plan.attention_slicing else None,
-        "vae-slicing" if plan.vae_slicing else None,
-        "vae-tiling" if plan.vae_tiling else None,
-        f"offload={plan.offload}" if plan.offload != "none" else None,
-        "compile" if plan.compile else None,
-    ]
-    return [name for name in names if name]
