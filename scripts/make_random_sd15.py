@@ -41,7 +41,7 @@ def build_sd15_modules(seed: int = 0):
 
 
 def write_model(out: Path, seed: int = 0) -> Path:
-    from sdgen.tiny import write_model_index, write_tiny_tokenizer
+    from sdgen.testing.tiny_model import write_model_index, write_tiny_tokenizer
 
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -64,7 +64,7 @@ def ensure_model(out: Path = DEFAULT_OUT, force: bool = False) -> Path:
     """Build once and cache: an existing complete folder is reused."""
     if (out / DONE_MARKER).is_file() and not force:
         if not (out / "model_index.json").is_file():  # folders built before model_index.json was written
-            from sdgen.tiny import write_model_index
+            from sdgen.testing.tiny_model import write_model_index
 
             write_model_index(out)
         return out

@@ -21,14 +21,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdgen.config import DEFAULT_MODEL, GenerationRequest, ModelSpec
     from sdgen.models import load_model
+    from sdgen.options import DEFAULT_MODEL
     from sdgen.pipeline import GeneratedImage, generate
+    from sdgen.request import GenerationRequest, ModelSpec
 
 _LAZY = {
-    "DEFAULT_MODEL": "sdgen.config",
-    "GenerationRequest": "sdgen.config",
-    "ModelSpec": "sdgen.config",
+    "DEFAULT_MODEL": "sdgen.options",
+    "GenerationRequest": "sdgen.request",
+    "ModelSpec": "sdgen.request",
     "load_model": "sdgen.models",
     "GeneratedImage": "sdgen.pipeline",
     "generate": "sdgen.pipeline",

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sdgen.errors import DeviceNotAvailableError, InvalidRequestError
+from sdgen.errors import NAME, DeviceNotAvailableError, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -97,7 +97,7 @@ def normalize_device(device: str) -> str:
     name = device.strip().lower()
     if not _DEVICE_PATTERN.match(name):
         raise InvalidRequestError(
-            f"Invalid --device {device!r}: use one of auto, cpu, mps, cuda or cuda:N (e.g. cuda:1)."
+            f"Invalid {NAME} {device!r}: use one of auto, cpu, mps, cuda or cuda:N (e.g. cuda:1).", "device"
         )
     return name
 
@@ -106,14 +106,14 @@ def normalize_dtype(dtype: str) -> str:
     """Map aliases (fp16, bf16 ...) to torch's names; reject anything else."""
     name = DTYPE_ALIASES.get(dtype.strip().lower(), dtype.strip().lower())
     if name not in DTYPE_CHOICES:
-        raise InvalidRequestError(f"Invalid --dtype {dtype!r}: use one of {', '.join(DTYPE_CHOICES)}.")
+        raise InvalidRequestError(f"Invalid {NAME} {dtype!r}: use one of {', '.join(DTYPE_CHOICES)}.", "dtype")
     return name
 
 
 def normalize_rng(rng: str) -> str:
     name = rng.strip().lower()
     if name not in RNG_CHOICES:
-        raise InvalidRequestError(f"Invalid --rng {rng!r}: use cpu (portable, the default) or device.")
+        raise InvalidRequestError(f"Invalid {NAME} {rng!r}: use cpu (portable, the default) or device.", "rng")
     return name
 
 
@@ -131,20 +131,23 @@ def choose_device(device: str = "auto", probe: HardwareProbe | None = None) -> s
         if not probe.mps_available:
             raise DeviceNotAvailableError(
                 "Device 'mps' is not available: this machine or this torch build has no Apple MPS support. "
-                "Use --device auto or --device cpu."
+                "Use --device auto or --device cpu.",
+                "device",
             )
         return "mps"
     index = int(name.partition(":")[2] or 0)
     if probe.cuda_device_count == 0:
         raise DeviceNotAvailableError(
             f"Device {device!r} is not available: torch sees no CUDA GPU (is this a CPU-only torch build?). "
-            "Use --device auto or --device cpu."
+            "Use --device auto or --device cpu.",
+            "device",
         )
     if index >= probe.cuda_device_count:
         found = ", ".join(f"cuda:{i}" for i in range(probe.cuda_device_count))
         raise DeviceNotAvailableError(
             f"Device {device!r} is not available: found {probe.cuda_device_count} CUDA GPU(s) ({found})."
-            " Pick one of those or use --device auto."
+            " Pick one of those or use --device auto.",
+            "device",
         )
     return f"cuda:{index}"
 
@@ -159,7 +162,7 @@ def choose_dtype(dtype: str, device: str, probe: HardwareProbe | None = None) ->
         name = "float16" if kind == "cuda" else "float32"
     if kind == "cpu" and name == "float16":
         raise DeviceNotAvailableError(
-            "Invalid --dtype float16 on the CPU: CPUs lack fast float16 kernels. Use float32 or bfloat16."
+            f"Invalid {NAME} float16 on the CPU: CPUs lack fast float16 kernels. Use float32 or bfloat16.", "dtype"
         )
     vae_dtype = "float32" if kind == "mps" else name
     return name, vae_dtype

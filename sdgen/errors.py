@@ -1,11 +1,20 @@
-"""Error classes. Each carries the exit code the CLI returns for it (DESIGN.md: exit codes)."""
+"""Error classes. Each carries the exit code the CLI returns for it (README: Exit codes).
+
+| code | meaning                                                                       |
+| 0    | success                                                                       |
+| 2    | bad usage or bad input, always reported before any weights load               |
+| 1    | a failure while running: model missing, out of memory, NaN output ...         |
+| 130  | interrupted (Ctrl-C); finished images are kept                                |
+"""
 
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_FAILURE = 1  # something went wrong while running: model missing, out of memory, NaN output ...
-EXIT_USAGE = 2  # bad usage or bad input, always reported before any weights load
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+NAME = "{name}"  # where a message names the parameter it is about
 
 
 class SdgenError(Exception):
@@ -14,14 +23,39 @@ class SdgenError(Exception):
     exit_code = EXIT_FAILURE
 
 
-class InvalidRequestError(SdgenError, ValueError):
-    """A value the user gave breaks a rule (size, steps, strength, scheduler name ...)."""
+class UsageError(SdgenError):
+    """Bad usage or bad input, found before any weights load.
+
+    `key` is the setting it is about (steps, width ...). The message says `{name}` where it names that
+    setting, so each front end names it its own way: the library by its key ("Invalid steps 0: ..."),
+    the command line by its flag and where the value came from ("Invalid --steps 0: ... (set by env
+    SDGEN_STEPS)"; see `named`).
+    """
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.template = message
+        self.key = key
+        super().__init__(message.replace(NAME, key or "value"))
+
+    def named(self, name: str, suffix: str = "") -> UsageError:
+        """The same error, its setting named `name` (a flag, say), with `suffix` appended."""
+        error = type(self)(self.template.replace(NAME, name) + suffix)
+        error.key = self.key
+        return error
+
+
+class InvalidRequestError(UsageError, ValueError):
+    """A value the user gave breaks a rule (size, steps, strength, scheduler name ...)."""
 
 
 class DeviceNotAvailableError(InvalidRequestError):
     """The requested device or dtype does not exist on this machine."""
+
+
+class OutputError(UsageError):
+    """An image cannot be written where it was asked to go."""
 
 
 class ModelNotFoundError(SdgenError):
@@ -34,9 +68,3 @@ class ModelLoadError(SdgenError):
 
 class GenerationError(SdgenError):
     """The denoising loop or the decoder failed (NaN output, out of memory ...)."""
-
-
-class OutputError(SdgenError):
-    """An image cannot be written where it was asked to go."""
-
-    exit_code = EXIT_USAGE

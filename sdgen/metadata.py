@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sdgen
-from sdgen.config import IMAGE_KEYS
 from sdgen.errors import InvalidRequestError
+from sdgen.models import StableDiffusionParts
+from sdgen.pipeline import GeneratedImage
+from sdgen.request import IMAGE_KEYS, GenerationRequest
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.PngImagePlugin import PngInfo
-
-    from sdgen.models import StableDiffusionParts
-    from sdgen.pipeline import GeneratedImage
 
 A1111_KEY = "parameters"
 SDGEN_KEY = "sdgen"
@@ -58,15 +57,21 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     return "\n".join(lines)
 
 
-def sdgen_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
-    """Every parameter needed to make the image again, losslessly."""
-    request = result.request
+def image_record(
+    request: GenerationRequest, seed: int, model: str, parts: StableDiffusionParts | None = None
+) -> dict[str, Any]:
+    """Everything needed to make an image again, losslessly, under the CLI's names.
+
+    The one record of an image: the PNG's sdgen chunk is this, a `--json` line adds where the file went
+    and how long it took, a batch manifest record adds its line, index, path and status. Without `parts`
+    (a plan, a failure before loading) it holds what the request alone says.
+    """
     spec = scheduler_spec(request.scheduler)
-    return {
+    record: dict[str, Any] = {
         "sdgen_version": sdgen.__version__,
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
-        "seed": result.seed,
+        "seed": seed,
         "steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
         "scheduler": request.scheduler,
@@ -76,15 +81,24 @@ def sdgen_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[st
         "height": request.height,
         "strength": request.strength if request.is_img2img else None,
         "init_image": str(request.init_image) if isinstance(request.init_image, (str, Path)) else None,
-        "model": parts.source.model,
-        "revision": parts.source.revision,
-        "commit": parts.source.commit,
-        "unet_sha256": parts.source.unet_sha256,
-        "device": parts.placement.device,
-        "dtype": parts.placement.dtype,
-        "vae_dtype": parts.placement.vae_dtype,
-        "rng": parts.placement.rng,
+        "model": model,
     }
+    if parts is not None:
+        record.update(
+            revision=parts.source.revision,
+            commit=parts.source.commit,
+            unet_sha256=parts.source.unet_sha256,
+            device=parts.placement.device,
+            dtype=parts.placement.dtype,
+            vae_dtype=parts.placement.vae_dtype,
+            rng=parts.placement.rng,
+        )
+    return record
+
+
+def result_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
+    """image_record of a generated image."""
+    return image_record(result.request, result.seed, parts.source.model, parts)
 
 
 def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
@@ -92,7 +106,7 @@ def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
 
     info = PngInfo()
     info.add_text(A1111_KEY, a1111_parameters(result, parts))
-    info.add_text(SDGEN_KEY, json.dumps(sdgen_record(result, parts), ensure_ascii=False, sort_keys=True))
+    info.add_text(SDGEN_KEY, json.dumps(result_record(result, parts), ensure_ascii=False, sort_keys=True))
     return info
 
 

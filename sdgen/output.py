@@ -1,21 +1,23 @@
-"""Where images go: file names from a template, atomic writes that never overwrite unless asked."""
+"""Where images go: every image's destination planned before loading, file names from a template, atomic
+writes that never overwrite unless asked."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdgen.errors import OutputError
+from sdgen.errors import NAME, OutputError
+from sdgen.request import GenerationRequest, OutputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-DEFAULT_NAME = "{index:05d}-{seed}-{slug}"
 DEFAULT_FOLDER = "outputs"
 SLUG_MAX = 60
 
@@ -35,6 +37,7 @@ def render_name(
 
     {line} (the input line number) exists only in batches.
     """
+    key = "name" if line is None else "batch_name"  # the setting the template came from
     fields = dict(index=index, seed=seed, slug=slugify(prompt), steps=steps, scheduler=slugify(scheduler, 30))
     if line is not None:
         fields["line"] = line
@@ -43,9 +46,11 @@ def render_name(
     except (KeyError, IndexError, ValueError) as error:
         known = ", ".join("{" + key + "}" for key in fields)
         example = "{line:05d}-{seed}-{slug}" if line is not None else "{index:05d}-{seed}-{slug}"
-        raise OutputError(f"Invalid --name {template!r}: {error}; use fields {known}, e.g. '{example}'.") from None
+        raise OutputError(
+            f"Invalid {NAME} {template!r}: {error}; use fields {known}, e.g. '{example}'.", key
+        ) from None
     if "/" in name or "\\" in name or name.startswith(".") or not name.strip():
-        raise OutputError(f"Invalid --name {template!r}: gives {name!r}; a name must be a plain file name.")
+        raise OutputError(f"Invalid {NAME} {template!r}: gives {name!r}; a name must be a plain file name.", key)
     return name if name.lower().endswith(".png") else name + ".png"
 
 
@@ -58,6 +63,56 @@ def check_writable_folder(folder: Path) -> None:
         raise OutputError(f"Cannot write to {str(folder)!r}: {str(probe)!r} is a file, not a folder.")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to {str(folder)!r}: no permission to write in {str(probe)!r}.")
+
+
+def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Path | None]:
+    """Every image's destination, decided (and checked) before the model loads; None means stdout."""
+    count = request.num_images
+    target = output.output
+    if target is not None and target != "-":
+        target = os.path.expanduser(target)  # a config file's "~/Pictures/sdgen/" is not expanded by a shell
+    if target == "-":
+        if count != 1:
+            raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
+        if sys.stdout.isatty():
+            raise OutputError("Refusing to write PNG bytes to a terminal; pipe it (-o - | display -) or use -o FILE.")
+        return [None]
+    if target is None or target.endswith(("/", "\\")) or Path(target).is_dir():
+        folder = Path(target or DEFAULT_FOLDER)
+        check_writable_folder(folder)
+        first = next_index(folder)
+        targets: list[Path | None] = [
+            folder
+            / render_name(
+                output.name,
+                index=first + i,
+                seed=seed,
+                prompt=request.prompt,
+                steps=request.num_inference_steps,
+                scheduler=request.scheduler,
+            )
+            for i, seed in enumerate(request.seeds)
+        ]
+    else:
+        path = Path(target)
+        if path.suffix.lower() != ".png":
+            raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
+        check_writable_folder(path.parent)
+        targets = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+    for planned in targets:
+        if planned is not None and planned.exists() and not output.overwrite:
+            raise OutputError(
+                f"{str(planned)!r} already exists; pass --overwrite to replace it or choose another name."
+            )
+    return targets
+
+
+def next_index(folder: Path) -> int:
+    """Continue numbering after the highest `NNNNN-...png` already in the folder."""
+    if not folder.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := re.match(r"^(\d+)-", p.name))]
+    return max(numbers, default=-1) + 1
 
 
 def png_bytes(image: Image.Image, pnginfo: PngInfo | None = None) -> bytes:

@@ -7,15 +7,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sdgen.config import GenerationRequest, ModelSpec
-from sdgen.denoise import StepCallback, denoise
+from sdgen import models
+from sdgen.denoise import NoisePredictor, StepCallback, denoise
+from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
+from sdgen.latents import (
+    decode_latents,
+    encode_image,
+    image_to_tensor,
+    initial_noise,
+    noised_image_latents,
+    set_timesteps,
+)
+from sdgen.models import StableDiffusionParts
+from sdgen.request import GenerationRequest, ModelSpec
+from sdgen.schedulers import make_scheduler
+from sdgen.text import encode_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
-
-    from sdgen.models import StableDiffusionParts
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,7 @@ def iter_generate(
     request = request.validated()
 
     # 2. load the model (once per process when the caller keeps the parts)
-    from sdgen.models import StableDiffusionParts, load_model
-
-    parts = model if isinstance(model, StableDiffusionParts) else load_model(model)
+    parts = model if isinstance(model, StableDiffusionParts) else models.load_model(model)
     tasks = [ImageTask(request, index) for index in range(request.num_images)]
     for start in range(0, len(tasks), request.batch_size):
         yield from generate_batch(tasks[start : start + request.batch_size], parts, on_step)
@@ -97,17 +106,6 @@ def _generate_batch(
     tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None
 ) -> list[GeneratedImage]:
     import torch
-
-    from sdgen.devices import make_generator, torch_dtype
-    from sdgen.latents import (
-        decode_latents,
-        encode_image,
-        image_to_tensor,
-        initial_noise,
-        noised_image_latents,
-        set_timesteps,
-    )
-    from sdgen.schedulers import make_scheduler
 
     started = time.perf_counter()
     request = tasks[0].request  # size, steps, scheduler, guidance and init image are shared
@@ -168,8 +166,6 @@ def _generate_batch(
 
 def _embedding(text: str, parts: StableDiffusionParts, device: str) -> torch.Tensor:
     """(1, 77, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
-    from sdgen.text import encode_prompt
-
     cache = parts.embedding_cache
     if text not in cache:
         if len(cache) > 256:
@@ -178,7 +174,7 @@ def _embedding(text: str, parts: StableDiffusionParts, device: str) -> torch.Ten
     return cache[text]
 
 
-def _unet_predictor(parts: StableDiffusionParts):  # -> NoisePredictor
+def _unet_predictor(parts: StableDiffusionParts) -> NoisePredictor:
     unet = parts.unet
 
     def predict_noise(latent_model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:

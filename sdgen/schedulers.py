@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import SchedulerMixin
@@ -61,7 +61,7 @@ def scheduler_spec(name: str) -> SchedulerSpec:
     spec = SCHEDULERS.get(name.strip().lower())
     if spec is None:
         raise InvalidRequestError(
-            f"Unknown --scheduler {name!r}: choose one of {', '.join(SCHEDULERS)} (see `sdgen schedulers`)."
+            f"Unknown {NAME} {name!r}: choose one of {', '.join(SCHEDULERS)} (see `sdgen schedulers`).", "scheduler"
         )
     return spec
 

@@ -2,15 +2,16 @@
 
 Layers, lowest first; a later layer overrides an earlier one:
 
-    built-in   configs/defaults.toml (shipped with sdgen)
+    built-in   the defaults in sdgen/options.py, the table of every option
     preset     configs/presets/NAME.toml, or [presets.NAME] in the user config (--preset / SDGEN_PRESET)
     user       the user config file (`sdgen config --path`; SDGEN_CONFIG names another)
     env        SDGEN_<KEY> environment variables, e.g. SDGEN_STEPS=30
     image      --from IMAGE: the values an image was made with
     flag       what was typed on the command line
 
-Keys are the CLI option names with `_` for `-` (steps, guidance_scale, negative_prompt ...). Only
-tomllib and the standard library are used here, so `sdgen --help` stays instant.
+Keys are the CLI option names with `_` for `-` (steps, guidance_scale, negative_prompt ...): the rows of
+sdgen/options.py that are `layered`. Only tomllib and the standard library are used here, so
+`sdgen --help` stays instant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdgen import options
 from sdgen.errors import InvalidRequestError
 
 if sys.version_info >= (3, 11):
@@ -32,42 +34,6 @@ else:  # pragma: no cover - Python 3.10
 ENV_PREFIX = "SDGEN_"
 ENV_CONFIG = "SDGEN_CONFIG"  # path of the user config file, overriding the platform's config folder
 ENV_PRESET = "SDGEN_PRESET"
-
-# Every key a settings layer may set, with its type. Absent from defaults.toml means "no value":
-# seed random, size from the model or init image, no revision pin, outputs/ folder.
-KEYS: dict[str, type] = {
-    "model": str,
-    "revision": str,
-    "steps": int,
-    "guidance_scale": float,
-    "negative_prompt": str,
-    "seed": int,
-    "scheduler": str,
-    "width": int,
-    "height": int,
-    "num_images": int,
-    "batch_size": int,
-    "strength": float,
-    "device": str,
-    "dtype": str,
-    "rng": str,
-    "offline": bool,
-    "output": str,
-    "name": str,
-    "metadata": bool,
-    "attention_slicing": bool,
-    "vae_slicing": bool,
-    "vae_tiling": bool,
-    "offload": str,
-    "compile": bool,
-}
-EMPTY_MEANS = {
-    "seed": "random",
-    "width": "512, or the init image's",
-    "height": "512, or the init image's",
-    "revision": "the Hub's main branch",
-    "output": "outputs/",
-}
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -84,9 +50,9 @@ def configs_dir() -> Path:
     """configs/: inside the installed package (wheel) or at the top of a source checkout (editable)."""
     package = Path(__file__).resolve().parent
     for candidate in (package / "configs", package.parent / "configs"):
-        if (candidate / "defaults.toml").is_file():
+        if (candidate / "presets").is_dir():
             return candidate
-    raise FileNotFoundError(f"sdgen's configs/defaults.toml is missing next to {package}; reinstall sdgen.")
+    raise FileNotFoundError(f"sdgen's configs/presets folder is missing next to {package}; reinstall sdgen.")
 
 
 def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -97,10 +63,6 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     from typer import get_app_dir  # click's: ~/.config/sdgen, ~/Library/Application Support/sdgen, %APPDATA%\sdgen
 
     return Path(get_app_dir("sdgen")) / "config.toml"
-
-
-def builtin_defaults() -> dict[str, Any]:
-    return _read_layer(configs_dir() / "defaults.toml", "built-in")
 
 
 def preset_names(user: Mapping[str, Any] | None = None) -> list[str]:
@@ -130,11 +92,11 @@ def resolve(
     elif preset is None and user.get("preset"):
         preset, preset_source = user["preset"], f"'preset' in {user_path}"
 
-    layers: list[tuple[str, Mapping[str, Any]]] = [("built-in", builtin_defaults())]
+    layers: list[tuple[str, Mapping[str, Any]]] = [("built-in", options.builtin_defaults())]
     if preset:
         layers.append((f"preset {preset}", _preset_layer(preset, user, preset_source)))
     layers += [
-        (f"user config {user_path}", {k: v for k, v in user.items() if k in KEYS}),
+        (f"user config {user_path}", {k: v for k, v in user.items() if k not in ("preset", "presets")}),
         *((f"env {ENV_PREFIX}{key.upper()}", {key: value}) for key, value in env.items()),
         ("image", image or {}),
         ("flag", flags or {}),
@@ -185,18 +147,19 @@ def _read_layer(path: Path, what: str, allow_presets: bool = False) -> dict[str,
 
 def _checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Reject unknown keys (a typo must not be ignored silently) and values of the wrong type."""
+    kinds = options.setting_kinds()
     checked: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
-        if key not in KEYS:
+        if key not in kinds:
             raise InvalidRequestError(
-                f"Unknown setting {raw_key!r} in {where}: known settings are {', '.join(sorted(KEYS))}."
+                f"Unknown setting {raw_key!r} in {where}: known settings are {', '.join(sorted(kinds))}."
             )
         try:
-            checked[key] = as_kind(value, KEYS[key])
+            checked[key] = as_kind(value, kinds[key])
         except TypeError:
             raise InvalidRequestError(
-                f"Invalid {key} = {value!r} in {where}: must be {kind_name(KEYS[key])}."
+                f"Invalid {key} = {value!r} in {where}: must be {kind_name(kinds[key])}."
             ) from None
     return checked
 
@@ -213,17 +176,18 @@ def as_kind(value: Any, kind: type) -> Any:
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     """SDGEN_<KEY> variables, converted to each key's type; unknown SDGEN_ names are errors."""
+    kinds = options.setting_kinds()
     layer: dict[str, Any] = {}
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_PRESET):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in KEYS:
+        if key not in kinds:
             raise InvalidRequestError(
                 f"Unknown environment variable {name}: known ones are {ENV_CONFIG}, {ENV_PRESET} and "
-                f"{', '.join(ENV_PREFIX + k.upper() for k in sorted(KEYS))}; unset it."
+                f"{', '.join(ENV_PREFIX + k.upper() for k in sorted(kinds))}; unset it."
             )
-        layer[key] = parse_text(text, KEYS[key], name)
+        layer[key] = parse_text(text, kinds[key], name)
     return layer
 
 

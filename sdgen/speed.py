@@ -1,24 +1,21 @@
 """Speed and memory: what to do to the loaded parts for the device they run on.
 
-The decisions (plan_speed) are plain data, unit-tested without a GPU; apply_speed carries them out with
-the libraries' own switches (diffusers' attention slicing, VAE slicing and tiling, accelerate's offload,
-torch.compile, channels_last). Measured with scripts/bench.py; see the README's performance section.
+Only decisions live here, as plain data, unit-tested without a GPU. The loader carries them out with the
+libraries' own switches (StableDiffusionParts.apply in sdgen/models.py: diffusers' attention slicing,
+VAE slicing and tiling, accelerate's offload, torch.compile, channels_last). Measured with
+scripts/bench.py; see the README's performance section.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdgen.errors import InvalidRequestError
+from sdgen.devices import Placement
+from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdgen.config import ModelSpec
-    from sdgen.devices import Placement
-    from sdgen.models import StableDiffusionParts
-
-log = logging.getLogger("sdgen")
+    from sdgen.request import ModelSpec
 
 OFFLOAD_CHOICES = ("none", "model", "sequential")
 
@@ -41,11 +38,13 @@ def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
     kind = placement.device.partition(":")[0]
     offload = (spec.offload or "none").lower()
     if offload not in OFFLOAD_CHOICES:
-        raise InvalidRequestError(f"Invalid --offload {spec.offload!r}: use one of {', '.join(OFFLOAD_CHOICES)}.")
+        choices = ", ".join(OFFLOAD_CHOICES)
+        raise InvalidRequestError(f"Invalid {NAME} {spec.offload!r}: use one of {choices}.", "offload")
     if offload != "none" and kind != "cuda":
         raise InvalidRequestError(
-            f"Invalid --offload {offload} on {placement.device}: offloading keeps weights in CPU memory and "
-            "moves them to a CUDA GPU when needed; on the CPU they are there already. Drop --offload."
+            f"Invalid {NAME} {offload} on {placement.device}: offloading keeps weights in CPU memory and "
+            f"moves them to a CUDA GPU when needed; on the CPU they are there already. Drop {NAME}.",
+            "offload",
         )
     return SpeedPlan(
         # bench.py on an AMX CPU: channels_last makes the bfloat16 U-Net step 1.09x and the VAE decode 1.7x
@@ -61,61 +60,16 @@ def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
     )
 
 
-def place_module(module: Any, device: str | None, dtype: Any, channels_last: bool = False) -> None:
-    """Device, dtype and layout in one pass over the weights (one copy, not three), then inference mode."""
-    import diffusers.utils.logging
-    import torch
-
-    options: dict[str, Any] = {"dtype": dtype}
-    if device is not None:
-        options["device"] = device
-    if channels_last:
-        options["memory_format"] = torch.channels_last
-    # diffusers warns on any .to(dtype) about keeping modules in float32, even when its list of them is empty
-    level = diffusers.utils.logging.get_verbosity()
-    diffusers.utils.logging.set_verbosity_error()
-    try:
-        module.to(**options)
-    finally:
-        diffusers.utils.logging.set_verbosity(level)
-    module.eval()
-    module.requires_grad_(False)
+@dataclass(frozen=True)
+class CompilePlan:
+    options: dict[str, Any]  # for torch.compile
+    freezing: bool  # inductor folds the weights into the graph (torch._inductor.config.freezing)
 
 
-def apply_speed(parts: StableDiffusionParts, plan: SpeedPlan) -> None:
-    """What comes after the weights are in place (place_module did device, dtype and layout)."""
-    import torch
-
-    device = parts.placement.device
-    if plan.attention_slicing:
-        parts.unet.set_attention_slice("auto")  # half the heads at a time, as diffusers' pipeline does
-    if plan.vae_slicing:
-        parts.vae.enable_slicing()
-    if plan.vae_tiling:
-        parts.vae.enable_tiling()
-    if plan.offload == "model":
-        from accelerate import cpu_offload_with_hook
-
-        hook = None
-        for module in (parts.text_encoder, parts.unet, parts.vae):  # the order they run in
-            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
-    elif plan.offload == "sequential":
-        from accelerate import cpu_offload
-
-        for module in (parts.text_encoder, parts.unet, parts.vae):
-            cpu_offload(module, execution_device=torch.device(device))
-    if plan.compile:
-        log.info("Compiling the U-Net with torch.compile: the first step takes a minute or more.")
-        parts.unet = torch.compile(parts.unet, **compile_options(device))
-
-
-def compile_options(device: str) -> dict[str, Any]:
+def compile_plan(device: str) -> CompilePlan:
     """CPU: inductor's freezing folds the (never trained) weights into the graph and prepacks them for
     oneDNN: bench.py measured the bfloat16 256x256 step 1.76x faster with it, 1.13x without. CUDA:
     diffusers' advice, mode="reduce-overhead" (CUDA graphs)."""
     if device.partition(":")[0] == "cuda":
-        return {"mode": "reduce-overhead"}
-    import torch._inductor.config
-
-    torch._inductor.config.freezing = True
-    return {}
+        return CompilePlan({"mode": "reduce-overhead"}, freezing=False)
+    return CompilePlan({}, freezing=True)

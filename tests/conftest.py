@@ -34,7 +34,7 @@ SIZE = 64  # 64x64 images: 32x32 latents with the tiny VAE's 2x downsampling
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model as a local diffusers folder, with fp32 and fp16-variant weights."""
-    from sdgen.tiny import build_tiny_model
+    from sdgen.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd", fp16_variant=True)
 
@@ -62,8 +62,8 @@ def hf_home(tiny_model_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_parts(tiny_model_dir: Path):
     """The tiny model loaded once on the CPU in float32 (the reference-exact setting)."""
-    from sdgen.config import ModelSpec
     from sdgen.models import load_model
+    from sdgen.request import ModelSpec
 
     return load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
 
@@ -71,13 +71,13 @@ def tiny_parts(tiny_model_dir: Path):
 @pytest.fixture
 def no_weights_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if anything tries to load weights (for 'rejected before loading' tests)."""
-    import sdgen.models
+    import sdgen.models.hub
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("weights were loaded, but the input should have been rejected first")
 
     monkeypatch.setattr(sdgen.models, "load_model", refuse)
-    monkeypatch.setattr(sdgen.models, "resolve_model_folder", refuse)
+    monkeypatch.setattr(sdgen.models.hub, "resolve_model_folder", refuse)
 
 
 def run_cli(args: list[str], **env: str):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from sdgen.latents import decode_latents, image_to_tensor, initial_noise, set_timesteps
 from sdgen.schedulers import make_scheduler
-from sdgen.tiny import SD15_SCHEDULER_CONFIG
+from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 CONFIG = {"_class_name": "PNDMScheduler", **SD15_SCHEDULER_CONFIG}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from sdgen.config import GenerationRequest
-from sdgen.metadata import a1111_parameters, png_info, sdgen_record
+from sdgen.metadata import a1111_parameters, png_info, result_record
 from sdgen.pipeline import GeneratedImage
+from sdgen.request import GenerationRequest
 
 
 def fake_result(**overrides) -> GeneratedImage:
@@ -42,7 +42,7 @@ def test_values_with_commas_or_colons_are_quoted(tiny_parts, monkeypatch) -> Non
 
 
 def test_json_record_is_lossless(tiny_parts) -> None:
-    record = sdgen_record(fake_result(negative_prompt="x"), tiny_parts)
+    record = result_record(fake_result(negative_prompt="x"), tiny_parts)
     assert record["prompt"] == "a cute kitten" and record["seed"] == 42 and record["steps"] == 48
     assert record["scheduler"] == "dpm++2m-karras"
     assert record["scheduler_class"] == "DPMSolverMultistepScheduler"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sdgen.errors import OutputError
+from sdgen.options import describe
 from sdgen.output import render_name, slugify, write_atomic
 
 
@@ -37,16 +40,18 @@ def test_slug_examples() -> None:
 def test_render_name_template() -> None:
     name = render_name("{index:05d}-{seed}-{slug}", index=3, seed=42, prompt="a fox", steps=20, scheduler="euler")
     assert name == "00003-42-a-fox.png"
-    with pytest.raises(OutputError, match="Invalid --name '{nope}'"):
+    with pytest.raises(OutputError) as caught:
         render_name("{nope}", index=0, seed=0, prompt="", steps=1, scheduler="ddim")
+    assert re.search("Invalid --name '{nope}'", describe(caught.value))
 
 
 def test_write_is_atomic_and_never_overwrites(tmp_path) -> None:
     target = tmp_path / "sub" / "a.png"
     write_atomic(target, b"first")
     assert target.read_bytes() == b"first"
-    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+    with pytest.raises(OutputError) as caught:
         write_atomic(target, b"second")
+    assert re.search("already exists; pass --overwrite", describe(caught.value))
     assert target.read_bytes() == b"first"
     write_atomic(target, b"third", overwrite=True)
     assert target.read_bytes() == b"third"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdgen.config import GenerationRequest
+from sdgen.options import describe
 from sdgen.pipeline import generate
+from sdgen.request import GenerationRequest
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
 
 from .conftest import SIZE
@@ -213,12 +214,12 @@ def test_second_order_scheduler_callback_counts_unet_evaluations(tiny_parts) -> 
     ],
 )
 def test_bad_input_is_rejected_before_any_weights_load(no_weights_load, overrides, message) -> None:
-    from sdgen.config import ModelSpec
     from sdgen.errors import InvalidRequestError
+    from sdgen.request import ModelSpec
 
     with pytest.raises(InvalidRequestError) as caught:
         generate(request(**overrides), ModelSpec(model="never/loaded"))
-    assert message in str(caught.value)
+    assert message in describe(caught.value)
 
 
 def test_one_batch_can_mix_prompts_and_seeds(tiny_parts) -> None:

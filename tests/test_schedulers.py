@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from sdgen.errors import InvalidRequestError
+from sdgen.options import describe
 from sdgen.schedulers import SCHEDULERS, make_scheduler, pipeline_config_fixes, scheduler_spec
-from sdgen.tiny import SD15_SCHEDULER_CONFIG
+from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 CONFIG = {"_class_name": "PNDMScheduler", **SD15_SCHEDULER_CONFIG}
 
@@ -56,7 +57,7 @@ def test_each_name_builds_its_class_from_the_model_config(name: str) -> None:
 def test_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         scheduler_spec("k_euler")
-    message = str(caught.value)
+    message = describe(caught.value)
     assert message.startswith("Unknown --scheduler 'k_euler': choose one of ddim, pndm, lms,")
     assert all(name in message for name in SCHEDULERS)
 

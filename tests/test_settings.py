@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from sdgen import settings
-from sdgen.config import GenerationRequest, ModelSpec
+from sdgen import options, settings
 from sdgen.errors import InvalidRequestError
+from sdgen.request import GenerationRequest, ModelSpec
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def user_config(tmp_path):
 
 
 def test_builtin_defaults_are_the_library_defaults() -> None:
-    builtin = settings.builtin_defaults()
+    builtin = options.builtin_defaults()
     request = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
     spec = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
     assert builtin["steps"] == request["num_inference_steps"]
@@ -32,7 +32,7 @@ def test_builtin_defaults_are_the_library_defaults() -> None:
         assert builtin[key] == request[key], key
     for key in ("model", "device", "dtype", "rng", "offline"):
         assert builtin[key] == spec[key], key
-    assert set(builtin) <= set(settings.KEYS)
+    assert set(builtin) <= set(options.setting_kinds())
 
 
 def test_each_layer_overrides_the_one_below(user_config) -> None:

@@ -1,4 +1,4 @@
-"""Running a batch: plan, check what is done, load once, generate chunk by chunk, write, record, summarise.
+"""run_batch: check, plan, see what is done, load once, generate chunk by chunk, write, record, summarise.
 
 Several processes (`accelerate launch ... -m sdgen batch`) each take a share of the chunks, chosen with
 accelerate's split_between_processes; the main process merges their manifest parts at the end.
@@ -10,26 +10,26 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sdgen.batch import (
-    BatchPlanner,
-    Manifest,
-    PlannedImage,
-    Summary,
-    arriving,
-    canonical_model,
-    chunks,
-    chunks_as_they_arrive,
-    done_paths,
-    is_done,
-)
-from sdgen.batchfile import BatchItem, read_items
-from sdgen.config import ModelSpec
-from sdgen.errors import EXIT_FAILURE, GenerationError, InvalidRequestError
+from sdgen import models
+from sdgen.batch.input import BatchItem, read_items
+from sdgen.batch.manifest import Manifest, done_paths, is_done
+from sdgen.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
+from sdgen.devices import Placement, choose_placement
+from sdgen.errors import EXIT_FAILURE, NAME, GenerationError, InvalidRequestError, OutputError
+from sdgen.metadata import png_info
+from sdgen.models.hub import canonical_model
+from sdgen.options import describe
+from sdgen.output import DEFAULT_FOLDER, check_writable_folder, png_bytes, write_atomic
+from sdgen.pipeline import ImageTask, generate_batch
+from sdgen.progress import GenerationProgress
+from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.speed import SpeedPlan, plan_speed
 
 log = logging.getLogger("sdgen")
 
@@ -38,15 +38,31 @@ log = logging.getLogger("sdgen")
 class BatchOptions:
     source: str  # a file path, or "-" for stdin
     fmt: str  # txt, jsonl, csv, tsv
-    folder: Path
-    name_template: str
-    batch_size: int = 1
-    overwrite: bool = False
-    json_lines: bool = False
-    metadata: bool = True
+    output: OutputSpec = field(default_factory=OutputSpec)  # output is the folder, batch_name the template
     fail_fast: bool = False
     dry_run: bool = False
     quiet: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(os.path.expanduser(self.output.output or DEFAULT_FOLDER))
+
+
+@dataclass
+class Summary:
+    made: int = 0
+    skipped: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.made / elapsed * 60 if elapsed > 0 else 0.0
+        return (
+            f"sdgen batch: {self.made} made, {self.skipped} skipped, {self.failed} failed "
+            f"in {elapsed:.1f} s ({rate:.1f} images/min)"
+        )
+
 
 
 @dataclass
@@ -85,23 +101,37 @@ def run_batch(
 ) -> Summary:
     """Generate every image of the input; returns the counts. Bad lines are reported, not fatal
     (unless fail_fast); raises InvalidRequestError for bad usage before any weights load."""
+    # 1. check the run's own settings, the output folder and the device, before reading any input
+    GenerationRequest.from_settings({**defaults, "prompt": "(run defaults)", "seed": 0}).validated()
+    spec = spec.validated()
+    folder = options.output.output or DEFAULT_FOLDER
+    if folder.lower().endswith(".png") or folder == "-":
+        raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
+    check_writable_folder(options.folder)
     processes = Processes.detect()
-    streaming = options.source == "-" and not options.dry_run
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     if spec.device == "auto" and processes.device is not None:
         spec = replace(spec, device=processes.device)  # each process on its own device
-    run = _Run(options, spec, processes, BatchPlanner(defaults, options.folder, options.name_template), emit)
-    if streaming:
+    placement = plan = None
+    if not options.dry_run:  # a dry run may plan for a machine it does not run on
+        placement = choose_placement(spec.device, spec.dtype, spec.rng)
+        plan = plan_speed(spec, placement)
+
+    # 2. plan, see what is done, generate
+    planner = BatchPlanner(defaults, options.folder, options.output.batch_name)
+    run = _Run(options, spec, placement, plan, processes, planner, emit)
+    batch_size = int(defaults.get("batch_size", 1))
+    if options.source == "-" and not options.dry_run:  # streaming: each line is made as it arrives
         inbox = arriving(read_items(_stdin_lines(), options.fmt))
-        run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, options.batch_size))
+        run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, batch_size))
     else:
         images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
         todo = run.todo = run.check_done(images)
         if options.dry_run:
             run.print_plan(images, todo)
         elif todo:
-            run.generate(processes.my_share(list(chunks(images, options.batch_size))))
+            run.generate(processes.my_share(list(chunks(images, batch_size))))
         else:
             run.summary.skipped = len(images) if processes.rank == 0 else 0
     run.finish()
@@ -112,12 +142,20 @@ class _Run:
     """The state of one batch run in one process."""
 
     def __init__(
-        self, options: BatchOptions, spec: ModelSpec, processes: Processes, planner: BatchPlanner, emit: Callable
+        self,
+        options: BatchOptions,
+        spec: ModelSpec,
+        placement: Placement | None,
+        plan: SpeedPlan | None,
+        processes: Processes,
+        planner: BatchPlanner,
+        emit: Callable[[str], None],
     ) -> None:
         self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
+        self.placement, self.plan = placement, plan  # decided once per run, before any input was read
         self.model = canonical_model(spec.model)
         self.manifest = Manifest(options.folder, processes.rank, processes.world)
-        self.done = {} if options.overwrite else done_paths(self.manifest)
+        self.done = {} if options.output.overwrite else done_paths(self.manifest)
         self.summary = Summary()
         self.todo: set[Path] | None = None  # known up front for files; None: decided per chunk (stdin)
         self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
@@ -145,7 +183,7 @@ class _Run:
         try:
             return self.planner.plan(item)
         except InvalidRequestError as error:
-            self.problem(item.line, str(error))
+            self.problem(item.line, describe(error))
             return []
 
     def check_done(self, images: list[PlannedImage]) -> set[Path]:
@@ -153,7 +191,7 @@ class _Run:
         todo: set[Path] = set()
         for image in images:
             try:
-                if self.options.overwrite or not is_done(image, self.done, self.model):
+                if self.options.output.overwrite or not is_done(image, self.done, self.model):
                     todo.add(image.path)
             except InvalidRequestError as error:
                 self.conflicts.add(image.path)
@@ -163,8 +201,6 @@ class _Run:
     # --- the work -------------------------------------------------------------------------------------------
 
     def generate(self, work: Iterable[list[PlannedImage]]) -> None:
-        from sdgen.progress import GenerationProgress
-
         total = len(self.todo) if self.todo is not None else 0
         # several processes share one terminal: their live displays would overwrite each other
         enabled = False if self.options.quiet or self.processes.world > 1 else None
@@ -182,12 +218,8 @@ class _Run:
 
     def _make(self, chunk: list[PlannedImage], todo: set[Path]) -> None:
         """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
-        from sdgen.metadata import png_info
-        from sdgen.output import png_bytes, write_atomic
-        from sdgen.pipeline import ImageTask, generate_batch
-
         if self.parts is None:
-            self.parts = self._load()
+            self.parts = models.load_model(self.spec, self.placement, self.plan, on_part=self.progress.on_part)
         try:
             results = generate_batch(
                 [ImageTask(image.request, image.index) for image in chunk], self.parts, self.progress.on_step
@@ -200,26 +232,18 @@ class _Run:
         for image, result in zip(chunk, results, strict=True):
             if image.path not in todo:
                 continue
-            info = png_info(result, self.parts) if self.options.metadata else None
-            write_atomic(image.path, png_bytes(result.image, info), overwrite=self.options.overwrite)
+            output = self.options.output
+            info = png_info(result, self.parts) if output.metadata else None
+            write_atomic(image.path, png_bytes(result.image, info), overwrite=output.overwrite)
             record = {
-                **image.record(self.model),
+                **image.record(self.model, self.parts),
                 "status": "done",
                 "seconds": round(result.seconds, 3),
                 "error": None,
-                "device": self.parts.placement.device,
-                "dtype": self.parts.placement.dtype,
             }
             self.manifest.append(record)
             self.summary.made += 1
-            self.emit(json.dumps(record, ensure_ascii=False) if self.options.json_lines else str(image.path))
-
-    def _load(self) -> Any:
-        from sdgen.devices import choose_placement
-        from sdgen.models import load_model
-
-        placement = choose_placement(self.spec.device, self.spec.dtype, self.spec.rng)
-        return load_model(self.spec, placement, on_part=self.progress.on_part)
+            self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
 
     # --- dry run and the end ------------------------------------------------------------------------------
 
@@ -231,7 +255,7 @@ class _Run:
             steps = int(request.num_inference_steps * (request.strength if request.is_img2img else 1))
             if status == "todo":
                 passes += steps * (2 if request.guidance_scale > 1 else 1)
-            if self.options.json_lines:
+            if self.options.output.json:
                 self.emit(json.dumps({**image.record(self.model), "status": status}, ensure_ascii=False))
             else:
                 self.emit(

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdgen.batch import derived_seed
+from sdgen.batch.plan import derived_seed
 from sdgen.cli import app
 
 runner = CliRunner()

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from sdgen import settings
-from sdgen.config import IMAGE_KEYS
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import NAME, InvalidRequestError
+from sdgen.options import OPTIONS
+from sdgen.request import IMAGE_KEYS
 
 FORMATS = ("txt", "jsonl", "csv", "tsv")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
 # What one line may set: the prompt and the per-image generation options.
-ITEM_KEYS: dict[str, type] = {
-    key: str if key in ("prompt", "init_image") else settings.KEYS[key] for key in (*IMAGE_KEYS, "num_images")
-}
+ITEM_KEYS: dict[str, type] = {key: str if key == "prompt" else OPTIONS[key].kind for key in (*IMAGE_KEYS, "num_images")}
 # Fields of sdgen's own --json lines and manifest records that describe a result, not a request: accepted
 # (so those files can be fed back in) and ignored. Model, device and dtype are the run's, set by flags.
 RECORD_KEYS = frozenset(
@@ -62,7 +61,7 @@ def detect_format(source: str, explicit: str | None) -> str:
     """--format when given, else the file extension; stdin and unknown extensions read as plain text."""
     if explicit is not None:
         if explicit not in FORMATS:
-            raise InvalidRequestError(f"Invalid --format {explicit!r}: choose one of {', '.join(FORMATS)}.")
+            raise InvalidRequestError(f"Invalid {NAME} {explicit!r}: choose one of {', '.join(FORMATS)}.", "format")
         return explicit
     return _EXTENSIONS.get(Path(source).suffix.lower(), "txt") if source != "-" else "txt"
 

@@ -1,4 +1,8 @@
-"""What a run is asked to do: frozen dataclasses, defaults, and the checks made before any weights load."""
+"""What a run is asked to do: frozen dataclasses, and the checks made before any weights load.
+
+Their defaults and the mapping from settings keys to their fields come from the table of options in
+sdgen/options.py; messages name each setting as `{name}` (see sdgen.errors.UsageError).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from sdgen import options
 from sdgen.devices import normalize_device, normalize_dtype, normalize_rng
-from sdgen.errors import InvalidRequestError
-from sdgen.schedulers import DEFAULT_SCHEDULER, scheduler_spec
+from sdgen.errors import NAME, InvalidRequestError
+from sdgen.options import MODEL, OUTPUT, REQUEST, default
+from sdgen.schedulers import scheduler_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
-
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-# The Hub moved SD1.5 from runwayml/ to stable-diffusion-v1-5/; the old id still appears in every tutorial.
-MODEL_ALIASES = {"runwayml/stable-diffusion-v1-5": DEFAULT_MODEL}
 
 DEFAULT_SIZE = 512
 MIN_SIZE, MAX_SIZE = 64, 4096
@@ -26,8 +28,6 @@ MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep S+i positive and signed
 
 InitImage = Union[str, Path, "Image.Image"]
-
-SPEED_KEYS = ("attention_slicing", "vae_slicing", "vae_tiling", "offload", "compile")
 
 # The options that make one image, under their CLI names: what metadata records, what a batch line may
 # set, what must match for a finished image to count as done.
@@ -49,30 +49,31 @@ IMAGE_KEYS = (
 class ModelSpec:
     """Which weights to load and where to run them."""
 
-    model: str = DEFAULT_MODEL  # Hub id or local diffusers folder
-    revision: str | None = None  # Hub branch, tag or commit to pin
-    device: str = "auto"  # auto, cpu, mps, cuda, cuda:N
-    dtype: str = "auto"  # auto, float32, float16, bfloat16
-    rng: str = "cpu"  # where the initial noise is drawn: cpu (portable) or device
-    offline: bool = False  # never touch the network; use the Hugging Face cache only
+    model: str = default("model")  # Hub id or local diffusers folder
+    revision: str | None = default("revision")  # Hub branch, tag or commit to pin
+    device: str = default("device")  # auto, cpu, mps, cuda, cuda:N
+    dtype: str = default("dtype")  # auto, float32, float16, bfloat16
+    rng: str = default("rng")  # where the initial noise is drawn: cpu (portable) or device
+    offline: bool = default("offline")  # never touch the network; use the Hugging Face cache only
     cache_dir: str | None = None  # Hugging Face cache folder; None = the usual one (HF_HOME ...)
     # speed and memory (sdgen/speed.py)
-    attention_slicing: bool = False
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-    offload: str = "none"  # none, model, sequential (CUDA only)
-    compile: bool = False
+    attention_slicing: bool = default("attention_slicing")
+    vae_slicing: bool = default("vae_slicing")
+    vae_tiling: bool = default("vae_tiling")
+    offload: str = default("offload")  # none, model, sequential (CUDA only)
+    compile: bool = default("compile")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
         """Build from effective settings (sdgen.settings keys); absent keys keep the defaults above."""
-        names = ("model", "revision", "device", "dtype", "rng", "offline", *SPEED_KEYS)
-        return cls(**{name: values[name] for name in names if name in values})
+        return cls(**fields_for(cls, MODEL, values))
 
     def validated(self) -> ModelSpec:
         """Check spellings without probing hardware or touching weights."""
         if not self.model or not self.model.strip():
-            raise InvalidRequestError("Invalid --model '': give a Hub id (owner/name) or a local model folder.")
+            raise InvalidRequestError(
+                f"Invalid {NAME} '': give a Hub id (owner/name) or a local model folder.", "model"
+            )
         return replace(
             self,
             device=normalize_device(self.device),
@@ -86,27 +87,26 @@ class GenerationRequest:
     """One prompt's worth of work: the diffusers names, one field per CLI flag."""
 
     prompt: str
-    negative_prompt: str = ""
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
+    negative_prompt: str = default("negative_prompt")
+    num_inference_steps: int = default("steps")
+    guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported; image i uses seed + i
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str = default("scheduler")
     width: int | None = None  # None: 512, or the init image's own size for image-to-image
     height: int | None = None
-    num_images: int = 1
-    batch_size: int = 1  # images per U-Net call; does not change the pictures
+    num_images: int = default("num_images")
+    batch_size: int = default("batch_size")  # images per U-Net call; does not change the pictures
     init_image: InitImage | None = None  # image-to-image when set
-    strength: float = 0.8  # img2img: how much of the schedule to run (1.0 = ignore the image)
+    strength: float = default("strength")  # img2img: how much of the schedule to run (1.0 = ignore the image)
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
         """Build from effective settings: the CLI's names (steps, ...) mapped to the diffusers ones."""
         if values.get("prompt") is None:
-            raise InvalidRequestError('Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.')
-        renamed = {"steps": "num_inference_steps"}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        chosen = {renamed.get(key, key): value for key, value in values.items() if renamed.get(key, key) in fields}
-        return cls(**chosen)
+            raise InvalidRequestError(
+                'Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.', "prompt"
+            )
+        return cls(prompt=values["prompt"], **fields_for(cls, REQUEST, values))
 
     @property
     def is_img2img(self) -> bool:
@@ -114,31 +114,33 @@ class GenerationRequest:
 
     def validated(self) -> GenerationRequest:
         """Check every rule and fill in the seed and size; raises InvalidRequestError naming the value."""
-        _check_int("--steps", self.num_inference_steps, 1, MAX_STEPS)
-        _check_int("--num-images", self.num_images, 1, 10_000)
-        _check_int("--batch-size", self.batch_size, 1, 1024)
+        _check_int("steps", self.num_inference_steps, 1, MAX_STEPS)
+        _check_int("num_images", self.num_images, 1, 10_000)
+        _check_int("batch_size", self.batch_size, 1, 1024)
         if not isinstance(self.guidance_scale, (int, float)) or not 0 <= self.guidance_scale <= 100:
             raise InvalidRequestError(
-                f"Invalid --guidance-scale {self.guidance_scale!r}: must be between 0 and 100 (7.5 is typical)."
+                f"Invalid {NAME} {self.guidance_scale!r}: must be between 0 and 100 (7.5 is typical).",
+                "guidance_scale",
             )
         if not isinstance(self.prompt, str):
-            raise InvalidRequestError(f"Invalid prompt {self.prompt!r}: must be text.")
+            raise InvalidRequestError(f"Invalid {NAME} {self.prompt!r}: must be text.", "prompt")
         scheduler = scheduler_spec(self.scheduler).name
         seed = self.seed
         if seed is None:
             seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
-        _check_int("--seed", seed, 0, MAX_SEED - self.num_images + 1)
+        _check_int("seed", seed, 0, MAX_SEED - self.num_images + 1)
 
         width, height = self.width, self.height
         if self.init_image is not None:
             if not 0 < self.strength <= 1:
                 raise InvalidRequestError(
-                    f"Invalid --strength {self.strength!r}: must be greater than 0 and at most 1."
+                    f"Invalid {NAME} {self.strength!r}: must be greater than 0 and at most 1.", "strength"
                 )
             if int(self.num_inference_steps * self.strength) < 1:
                 raise InvalidRequestError(
-                    f"Invalid --strength {self.strength!r} with --steps {self.num_inference_steps}: that runs no "
-                    "denoising step; raise --strength or --steps so that steps x strength >= 1."
+                    f"Invalid {NAME} {self.strength!r} with {self.num_inference_steps} steps: that runs no "
+                    "denoising step; raise the strength or the steps so that steps x strength >= 1.",
+                    "strength",
                 )
             image_size = _init_image_size(self.init_image)
             # An unset side follows the image's aspect ratio, rounded down to a multiple of 8.
@@ -150,12 +152,13 @@ class GenerationRequest:
                 height = max(8, round(image_size[1] * width / image_size[0]) // 8 * 8)
         width = DEFAULT_SIZE if width is None else width
         height = DEFAULT_SIZE if height is None else height
-        for flag, value in (("--width", width), ("--height", height)):
-            _check_int(flag, value, MIN_SIZE, MAX_SIZE)
+        for key, value in (("width", width), ("height", height)):
+            _check_int(key, value, MIN_SIZE, MAX_SIZE)
             if value % 8:
                 raise InvalidRequestError(
-                    f"Invalid {flag} {value}: must be a multiple of 8 (the VAE works on 8x8 pixel blocks); "
-                    f"try {value // 8 * 8 or 8} or {value // 8 * 8 + 8}."
+                    f"Invalid {NAME} {value}: must be a multiple of 8 (the VAE works on 8x8 pixel blocks); "
+                    f"try {value // 8 * 8 or 8} or {value // 8 * 8 + 8}.",
+                    key,
                 )
         return replace(self, seed=seed, scheduler=scheduler, width=width, height=height)
 
@@ -167,9 +170,9 @@ class GenerationRequest:
         return [self.seed + i for i in range(self.num_images)]
 
 
-def _check_int(flag: str, value: object, low: int, high: int) -> None:
+def _check_int(key: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequestError(f"Invalid {flag} {value!r}: must be a whole number from {low} to {high}.")
+        raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a whole number from {low} to {high}.", key)
 
 
 def _init_image_size(init_image: InitImage) -> tuple[int, int]:
@@ -180,11 +183,42 @@ def _init_image_size(init_image: InitImage) -> tuple[int, int]:
         return init_image.size
     path = Path(init_image)
     if not path.is_file():
-        raise InvalidRequestError(f"Invalid --init-image {str(path)!r}: no such file.")
+        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: no such file.", "init_image")
     try:
         with Image.open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError) as error:
         raise InvalidRequestError(
-            f"Invalid --init-image {str(path)!r}: not an image Pillow can read ({error.__class__.__name__})."
+            f"Invalid {NAME} {str(path)!r}: not an image Pillow can read ({error.__class__.__name__}).", "init_image"
         ) from None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how images are written."""
+
+    output: str | None = default("output")  # FILE.png, DIR/, or - for stdout; None: the outputs/ folder
+    name: str = default("name")  # file name template of `sdgen PROMPT`
+    batch_name: str = default("batch_name")  # file name template of `sdgen batch`
+    overwrite: bool = default("overwrite")
+    json: bool = default("json")  # one JSON record per image on stdout instead of its path
+    metadata: bool = default("metadata")  # A1111 parameters and sdgen's record in each PNG
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> OutputSpec:
+        return cls(**fields_for(cls, OUTPUT, values))
+
+
+def fields_for(cls: type, target: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that feed `target` (a row's target in sdgen/options.py), under `cls`'s field names."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    chosen: dict[str, Any] = {}
+    for key, value in values.items():
+        option = options.OPTIONS.get(key)
+        if option is None or option.target != target:
+            continue
+        if option.target_field not in names:
+            missing = option.target_field
+            raise TypeError(f"option {key!r} feeds the {target}, but {cls.__name__} has no field {missing!r}")
+        chosen[option.target_field] = value
+    return chosen

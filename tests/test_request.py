@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from sdgen.config import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
+from sdgen.options import describe
+from sdgen.request import GenerationRequest, ModelSpec
 
 
 def valid(**overrides) -> GenerationRequest:
@@ -46,7 +49,7 @@ def test_request_is_frozen() -> None:
 def test_rules(overrides, message) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         valid(**overrides)
-    assert message in str(caught.value)
+    assert message in describe(caught.value)
 
 
 def test_strength_rules(tmp_path) -> None:
@@ -54,8 +57,9 @@ def test_strength_rules(tmp_path) -> None:
 
     path = tmp_path / "init.png"
     Image.new("RGB", (64, 64)).save(path)
-    with pytest.raises(InvalidRequestError, match=r"Invalid --strength 1.5: must be greater than 0 and at most 1"):
+    with pytest.raises(InvalidRequestError) as caught:
         valid(init_image=path, strength=1.5)
+    assert re.search(r"Invalid --strength 1.5: must be greater than 0 and at most 1", describe(caught.value))
     with pytest.raises(InvalidRequestError, match=r"steps x strength >= 1"):
         valid(init_image=path, strength=0.1, num_inference_steps=5)
     assert valid(init_image=path, strength=1.0).is_img2img
@@ -70,5 +74,6 @@ def test_unreadable_init_image(tmp_path) -> None:
 
 def test_model_spec_checks_spelling_only() -> None:
     assert ModelSpec(device="CUDA:1", dtype="fp16").validated().dtype == "float16"
-    with pytest.raises(InvalidRequestError, match="Invalid --model ''"):
+    with pytest.raises(InvalidRequestError) as caught:
         ModelSpec(model=" ").validated()
+    assert re.search("Invalid --model ''", describe(caught.value))

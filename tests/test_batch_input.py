@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from sdgen.batchfile import BatchItem, detect_format, read_items
+from sdgen.batch.input import BatchItem, detect_format, read_items
 from sdgen.errors import InvalidRequestError
+from sdgen.options import describe
 
 
 def items(text: str, fmt: str) -> list[BatchItem]:
@@ -106,8 +108,9 @@ def test_format_from_extension_or_flag() -> None:
         "txt",
     ]
     assert detect_format("-", "jsonl") == "jsonl"
-    with pytest.raises(InvalidRequestError, match="Invalid --format 'yaml': choose one of txt, jsonl, csv, tsv."):
+    with pytest.raises(InvalidRequestError) as caught:
         detect_format("a.txt", "yaml")
+    assert re.search("Invalid --format 'yaml': choose one of txt, jsonl, csv, tsv.", describe(caught.value))
 
 
 def test_items_are_read_lazily_so_stdin_can_stream() -> None:

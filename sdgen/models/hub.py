@@ -1,0 +1,158 @@
+"""Model names: a local diffusers folder, or a Hub id resolved through the Hugging Face cache.
+
+A Hub id is looked up with one `model_info` request (with a timeout) that picks exactly the files sdgen
+loads, then `snapshot_download` fetches only those into the usual cache. Offline (--offline or
+HF_HUB_OFFLINE=1), or when the Hub cannot be reached, the cache alone is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdgen.errors import ModelLoadError, ModelNotFoundError
+from sdgen.models.layout import WEIGHTED_PARTS, download_patterns, weight_candidates
+from sdgen.options import DEFAULT_MODEL
+from sdgen.request import ModelSpec
+
+log = logging.getLogger("sdgen")
+
+# The Hub moved SD1.5 from runwayml/ to stable-diffusion-v1-5/; the old id still appears in every tutorial.
+MODEL_ALIASES = {"runwayml/stable-diffusion-v1-5": DEFAULT_MODEL}
+HUB_TIMEOUT_SECONDS = 15
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights came from, for metadata and error messages."""
+
+    model: str  # what the user asked for, after aliases
+    folder: Path  # local diffusers-layout folder (a Hub snapshot or the user's own)
+    revision: str | None = None  # asked-for revision
+    commit: str | None = None  # resolved Hub commit, when loaded from the Hub
+    unet_sha256: str | None = None  # LFS sha256 of the U-Net weights when the Hub cache tells it for free
+
+
+def canonical_model(model: str) -> str:
+    """An old Hub id under its new name (quietly: for comparing records)."""
+    return MODEL_ALIASES.get(model, model)
+
+
+def canonical_model_id(model: str) -> str:
+    """Map an old Hub id to its new home, with a note on stderr."""
+    if model in MODEL_ALIASES:
+        log.warning("Note: %s is now served as %s; using that.", model, MODEL_ALIASES[model])
+    return canonical_model(model)
+
+
+def hub_cache_dir(spec: ModelSpec) -> Path:
+    from huggingface_hub import constants
+
+    return Path(spec.cache_dir or constants.HF_HUB_CACHE)
+
+
+def is_cached(model: str, spec: ModelSpec) -> bool:
+    """Whether a Hub id has a snapshot in the cache (no network, nothing loaded)."""
+    return (hub_cache_dir(spec) / ("models--" + model.replace("/", "--")) / "snapshots").is_dir()
+
+
+def is_offline(spec: ModelSpec) -> bool:
+    from huggingface_hub import constants
+
+    return spec.offline or bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_model_folder(spec: ModelSpec, variant: str | None) -> ModelSource:
+    """Turn --model into a local diffusers folder, downloading from the Hub into its cache if needed."""
+    model = canonical_model_id(spec.model)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return ModelSource(model=model, folder=path.resolve(), revision=spec.revision)
+    if path.exists() or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+        raise ModelNotFoundError(
+            f"Model {model!r} is not a model folder or a Hub id: pass a folder in diffusers layout "
+            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/) or an id like owner/name."
+        )
+    return _resolve_hub(model, spec, variant)
+
+
+def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> ModelSource:
+    from huggingface_hub import snapshot_download
+
+    local_only = is_offline(spec)
+    patterns = None if local_only else _patterns_from_the_hub(repo_id, spec, variant)
+    local_only = local_only or patterns is None
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=spec.revision,
+            cache_dir=spec.cache_dir,
+            local_files_only=local_only,
+            allow_patterns=patterns,
+        )
+    except Exception as error:
+        why = "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
+        raise ModelNotFoundError(
+            f"Model {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({hub_cache_dir(spec)}) "
+            f"and {why}. Run once with network access to download it into {hub_cache_dir(spec)}, "
+            "or pass --model PATH to a local diffusers folder."
+        ) from error
+    folder_path = Path(folder)
+    commit = folder_path.name if folder_path.parent.name == "snapshots" else None
+    return ModelSource(
+        model=repo_id,
+        folder=folder_path,
+        revision=spec.revision,
+        commit=commit,
+        unet_sha256=_cached_blob_sha256(folder_path, "unet", variant),
+    )
+
+
+def _patterns_from_the_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> list[str] | None:
+    """The files to download, from the Hub's listing; None when the Hub cannot be reached (use the cache)."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return download_patterns(_list_repo_files(repo_id, spec), variant, repo_id)
+    except (RepositoryNotFoundError, GatedRepoError) as error:
+        raise ModelNotFoundError(
+            f"Model {repo_id!r} is not on the Hugging Face Hub or needs a login "
+            f"({error.__class__.__name__}); check the id, or run `hf auth login` for gated models."
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(
+            f"Revision {spec.revision!r} of model {repo_id!r} does not exist on the Hub; check --revision."
+        ) from None
+    except ModelLoadError:
+        raise
+    except Exception as error:  # network down, DNS, proxy, timeouts: use the cache if it has the model
+        log.warning("Could not reach the Hugging Face Hub (%s); looking in the cache.", type(error).__name__)
+        return None
+
+
+def _revision_text(spec: ModelSpec) -> str:
+    return f" at revision {spec.revision!r}" if spec.revision else ""
+
+
+def _list_repo_files(repo_id: str, spec: ModelSpec) -> list[str]:
+    """One request with a timeout (the tree-listing API retries for ~25 s when the Hub is unreachable)."""
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo_id, revision=spec.revision, timeout=HUB_TIMEOUT_SECONDS)
+    return [sibling.rfilename for sibling in info.siblings or []]
+
+
+def _cached_blob_sha256(folder: Path, part_name: str, variant: str | None) -> str | None:
+    """In the Hub cache a weights file links to a blob named by its sha256: a free file hash."""
+    part = next(part for part in WEIGHTED_PARTS if part.name == part_name)
+    for name in weight_candidates(part, variant):
+        path = folder / part.name / name
+        if path.is_symlink():
+            blob = os.path.basename(os.readlink(path))
+            if re.fullmatch(r"[0-9a-f]{64}", blob):
+                return blob
+    return None

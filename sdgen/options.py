@@ -1,0 +1,192 @@
+"""Every option of `sdgen PROMPT` and `sdgen batch`, declared once.
+
+One row per option: its key, type, built-in default, help, the commands that take it and the object it
+feeds. Everything else is made from this table:
+- the settings keys that presets, the config file and SDGEN_* variables may set, and their type checks
+  (sdgen/settings.py; rows with `layered=False` are command-line only);
+- the Typer options of each command, with the defaults `--help` shows (sdgen/cli.py);
+- the mapping from settings to GenerationRequest, ModelSpec and OutputSpec (sdgen/request.py).
+
+Adding an option is one row here plus the code that uses it (a field of its target, and what reads it).
+Only the standard library is imported here, so `sdgen --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from sdgen.errors import UsageError
+from sdgen.schedulers import DEFAULT_SCHEDULER
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+# What a row feeds: the request (one prompt's images), the model spec (weights, device, speed), the output
+# (where and how images are written), or the run itself (logging, the batch reader).
+REQUEST, MODEL, OUTPUT, RUN = "request", "model", "output", "run"
+GENERATE, BATCH = "generate", "batch"
+BOTH = frozenset({GENERATE, BATCH})
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # settings key and Python name: steps, guidance_scale ...
+    kind: type  # int, float, bool or str: what config files, SDGEN_* and batch lines must give
+    default: Any  # the built-in value; None means no value (then `empty` says what happens)
+    help: str
+    target: str  # REQUEST, MODEL, OUTPUT or RUN
+    short: str | None = None  # one-letter flag, e.g. "-g"
+    flag: str | None = None  # the long flag when it is not --key-with-dashes
+    field_name: str | None = None  # the target's field when it is not the key (steps -> num_inference_steps)
+    empty: str | None = None  # what no value means, for --help and `sdgen config` ("random")
+    commands: frozenset[str] = BOTH
+    layered: bool = True  # settable by presets, the config file and SDGEN_*; False: command line only
+    path: bool = False  # a file the command line should expand (~) and show as <path>
+    help_for: Mapping[str, str] = field(default_factory=dict)  # a command's own help text, in full
+
+    @property
+    def long_flag(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+    @property
+    def target_field(self) -> str:
+        return self.field_name or self.key
+
+    def help_text(self, command: str) -> str:
+        """The help `command` shows; the default is added where Typer would not show it well."""
+        if command in self.help_for:
+            return self.help_for[command]
+        if self.kind is bool and self.layered:
+            return f"{self.help} [default: {'on' if self.default else 'off'}]"
+        return self.help + (f" [default: {self.empty}]" if self.empty else "")
+
+
+def _table(*rows: Option) -> Mapping[str, Option]:
+    return MappingProxyType({row.key: row for row in rows})
+
+
+OPTIONS: Mapping[str, Option] = _table(
+    # where the settings come from
+    Option(
+        "from_image", str, None, "Make an image again from its metadata; flags given beside it override.",
+        RUN, flag="--from", commands=frozenset({GENERATE}), layered=False, path=True,
+    ),
+    Option(
+        "format", str, None, "txt, jsonl, csv or tsv.", RUN, commands=frozenset({BATCH}), layered=False,
+        empty="from the extension",
+    ),
+    Option(
+        "preset", str, None, "Named settings from configs/presets (fast, quality, draft) or your config file.",
+        RUN, layered=False,
+    ),
+    # the model
+    Option("model", str, DEFAULT_MODEL, "Hub id or local diffusers folder.", MODEL, short="-m"),
+    # the picture
+    Option("steps", int, 25, "Denoising steps (num_inference_steps).", REQUEST, field_name="num_inference_steps"),
+    Option("guidance_scale", float, 7.5, "Classifier-free guidance; <= 1 turns it off.", REQUEST, short="-g"),
+    Option("negative_prompt", str, "", "What to steer away from.", REQUEST, short="-N"),
+    Option(
+        "seed", int, None, "Seed of image 1; image i uses seed+i.", REQUEST, short="-s", empty="random",
+        help_for={BATCH: "Base seed: a line without a seed gets sha256(base:line). [default: 0]"},
+    ),
+    Option("scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST),
+    Option("width", int, None, "Multiple of 8.", REQUEST, short="-W", empty="512, or the init image's"),
+    Option("height", int, None, "Multiple of 8.", REQUEST, short="-H", empty="512, or the init image's"),
+    Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n"),
+    Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST),
+    Option(
+        "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
+    ),
+    Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
+    # where and how it runs
+    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL),
+    Option(
+        "dtype", str, "auto",
+        "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
+        MODEL,
+    ),
+    Option(
+        "attention_slicing", bool, False,
+        "Attention in slices (old setups; with PyTorch's fused attention it is slower and saves nothing).", MODEL,
+    ),
+    Option("vae_slicing", bool, False, "Decode a batch one image at a time.", MODEL),
+    Option("vae_tiling", bool, False, "Decode in overlapping tiles: large images in little memory.", MODEL),
+    Option("offload", str, "none", "CUDA: none, model (one part on the GPU at a time) or sequential.", MODEL),
+    Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
+    Option(
+        "revision", str, None, "Hub branch, tag or commit of the model.", MODEL, empty="the Hub's main branch"
+    ),
+    Option("offline", bool, False, "Use the Hugging Face cache only.", MODEL),
+    # where the images go
+    Option(
+        "output", str, None, "FILE.png, a folder ending in /, or - for stdout.", OUTPUT, short="-o",
+        empty="outputs/", help_for={BATCH: "Output folder. [default: outputs/]"},
+    ),
+    Option(
+        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False,
+        help_for={BATCH: "Regenerate and replace finished images."},
+    ),
+    Option(
+        "name", str, "{index:05d}-{seed}-{slug}", "File name template: {index} {seed} {slug} {steps} {scheduler}.",
+        OUTPUT, commands=frozenset({GENERATE}),
+    ),
+    Option(
+        "batch_name", str, "{line:05d}-{seed}-{slug}",
+        "File name template: {line} {index} {seed} {slug} {steps} {scheduler}.", OUTPUT, flag="--name",
+        commands=frozenset({BATCH}),
+    ),
+    Option("rng", str, "cpu", "Where noise is drawn: cpu (same picture on every device) or device.", MODEL),
+    Option(
+        "json", bool, False, "Print one JSON object per image on stdout.", OUTPUT, layered=False,
+        help_for={BATCH: "Print each image's manifest record on stdout (valid batch input)."},
+    ),
+    Option("metadata", bool, True, "Write A1111 parameters and sdgen's record into each PNG.", OUTPUT),
+    # the batch reader
+    Option(
+        "fail_fast", bool, False, "Stop at the first bad line or failure.", RUN,
+        commands=frozenset({BATCH}), layered=False,
+    ),
+    Option(
+        "dry_run", bool, False, "Check the whole input and print the plan; load no weights.", RUN,
+        commands=frozenset({BATCH}), layered=False,
+    ),
+    # the terminal
+    Option("quiet", bool, False, "No progress, notes or warnings on stderr.", RUN, short="-q", layered=False),
+    Option("verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False),
+)
+
+
+def options_for(command: str) -> list[Option]:
+    """The rows a command takes, in table order (the order --help lists them)."""
+    return [option for option in OPTIONS.values() if command in option.commands]
+
+
+def setting_kinds() -> dict[str, type]:
+    """Every key a settings layer (preset, config file, SDGEN_*, --from image) may set, with its type."""
+    return {key: option.kind for key, option in OPTIONS.items() if option.layered}
+
+
+def builtin_defaults() -> dict[str, Any]:
+    """The lowest settings layer: every settable key that has a built-in value."""
+    return {key: option.default for key, option in OPTIONS.items() if option.layered and option.default is not None}
+
+
+def default(key: str) -> Any:
+    """A row's built-in value: the dataclasses in request.py take their defaults from here."""
+    return OPTIONS[key].default
+
+
+def flag_of(key: str | None) -> str | None:
+    """How the command line spells a key: steps -> --steps; None for keys it does not have."""
+    option = OPTIONS.get(key or "")
+    return option.long_flag if option is not None else None
+
+
+def describe(error: UsageError, sources: Mapping[str, str] | None = None) -> str:
+    """An error as the command line says it: its setting named by its flag and, for a value that came
+    from a preset, the config file, the environment or an image, where it came from."""
+    source = (sources or {}).get(error.key or "")
+    suffix = f" (set by {source})" if source not in (None, "flag", "built-in") else ""
+    return str(error.named(flag_of(error.key) or error.key or "value", suffix))

@@ -1,0 +1,63 @@
+"""`sdgen PROMPT` as a library call: plan where each image goes, load once, generate, write each image as
+soon as its batch is decoded, and report it. The command line parses and calls run_generate; `sdgen
+batch` has its twin, sdgen.batch.run.run_batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sdgen import models
+from sdgen.devices import choose_placement
+from sdgen.metadata import png_info, result_record
+from sdgen.output import plan_outputs, png_bytes, write_atomic
+from sdgen.pipeline import GeneratedImage, iter_generate
+from sdgen.progress import GenerationProgress
+from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.speed import plan_speed
+
+log = logging.getLogger("sdgen")
+
+Emit = Callable[[str], None]  # one line of stdout
+
+
+def run_generate(
+    request: GenerationRequest, spec: ModelSpec, output: OutputSpec, emit: Emit, quiet: bool = False
+) -> list[Path | None]:
+    """Make the request's images and write them where `output` says; returns where each went (None:
+    stdout). Everything that can be checked is checked before any weights load."""
+    # 1. check: the request, every image's destination, the device and the speed plan
+    request = request.validated()
+    spec = spec.validated()
+    targets = plan_outputs(request, output)
+    placement = choose_placement(spec.device, spec.dtype, spec.rng)
+    plan = plan_speed(spec, placement)  # e.g. --offload on a CPU: refused here
+
+    # 2. load once, 3. generate, 4. write each image as soon as its batch is done
+    with GenerationProgress(request.num_images, enabled=False if quiet else None) as progress:
+        parts = models.load_model(spec, placement, plan, on_part=progress.on_part)
+        seeds = request.seeds
+        log.info("Seed %d%s", seeds[0], f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else "")
+        for result in iter_generate(request, parts, on_step=progress.on_step):
+            _write(result, parts, targets[result.index], output, emit)
+    return targets
+
+
+def _write(
+    result: GeneratedImage, parts: models.StableDiffusionParts, target: Path | None, output: OutputSpec, emit: Emit
+) -> None:
+    data = png_bytes(result.image, png_info(result, parts) if output.metadata else None)
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    write_atomic(target, data, overwrite=output.overwrite)
+    if output.json:
+        record = {"path": str(target), **result_record(result, parts), "seconds": round(result.seconds, 3)}
+        emit(json.dumps(record, ensure_ascii=False))
+    else:
+        emit(str(target))

@@ -1,0 +1,93 @@
+"""Model names: local folders, Hub ids through the cache, revisions, aliases, an unreachable Hub."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sdgen.errors import ModelNotFoundError
+from sdgen.models import load_model
+from sdgen.models.hub import resolve_model_folder
+from sdgen.request import ModelSpec
+
+from .conftest import TINY_COMMIT, TINY_HUB_ID, run_cli
+
+
+def test_hub_id_resolves_from_the_cache_offline(hf_home) -> None:
+    parts = load_model(ModelSpec(model=TINY_HUB_ID, device="cpu", dtype="float32"))
+    assert parts.source.model == TINY_HUB_ID
+    assert parts.source.commit == TINY_COMMIT
+    assert parts.source.folder.parent.name == "snapshots"
+    # the cache names blobs by their sha256: the U-Net's hash comes for free
+    unet_file = parts.source.folder / "unet" / "diffusion_pytorch_model.safetensors"
+    import hashlib
+
+    assert parts.source.unet_sha256 == hashlib.sha256(unet_file.read_bytes()).hexdigest()
+
+
+def test_hub_revision_pins_a_commit(hf_home) -> None:
+    source = resolve_model_folder(ModelSpec(model=TINY_HUB_ID, revision=TINY_COMMIT), None)
+    assert source.commit == TINY_COMMIT
+    with pytest.raises(ModelNotFoundError, match="at revision 'v9'"):
+        resolve_model_folder(ModelSpec(model=TINY_HUB_ID, revision="v9"), None)
+
+
+def test_model_missing_from_cache_offline_names_model_cache_and_fix(hf_home) -> None:
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve_model_folder(ModelSpec(model="nobody/nothing"), None)
+    message = str(caught.value)
+    assert "'nobody/nothing'" in message
+    assert str(hf_home / "hub") in message
+    assert "offline mode is on" in message and "--model PATH" in message
+
+
+def test_old_runwayml_id_is_an_alias_with_a_note(hf_home, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="sdgen")
+    with pytest.raises(ModelNotFoundError, match="'stable-diffusion-v1-5/stable-diffusion-v1-5'"):
+        resolve_model_folder(ModelSpec(model="runwayml/stable-diffusion-v1-5"), None)
+    assert "runwayml/stable-diffusion-v1-5 is now served as stable-diffusion-v1-5/stable-diffusion-v1-5" in caplog.text
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_message(tmp_path) -> None:
+    """Online mode with the Hub unreachable (a closed local port): no hang, one clear line, exit 1."""
+    result = run_cli(
+        ["a fox", "--model", "nobody/nothing", "-o", str(tmp_path / "x.png")],
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_ETAG_TIMEOUT="2",
+    )
+    assert result.returncode == 1, result.stderr
+    stderr = result.stderr.decode()
+    assert "sdgen: error: Model 'nobody/nothing' is not in the Hugging Face cache" in stderr
+    assert "the Hub is unreachable" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_unreachable_hub_falls_back_to_the_cache(hf_home, tmp_path) -> None:
+    result = run_cli(
+        [
+            "a fox",
+            "--model",
+            TINY_HUB_ID,
+            "-W",
+            "64",
+            "-H",
+            "64",
+            "--steps",
+            "1",
+            "-o",
+            str(tmp_path / "x.png"),
+        ],
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT="http://127.0.0.1:9",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_not_a_folder_nor_a_hub_id(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match="is not a model folder or a Hub id"):
+        resolve_model_folder(ModelSpec(model=str(tmp_path / "missing")), None)
+    with pytest.raises(ModelNotFoundError, match="is not a model folder or a Hub id"):
+        resolve_model_folder(ModelSpec(model="not a hub id"), None)
