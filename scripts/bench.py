@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# DESIGN.md: FLOP counts at 512x512; they scale with the number of pixels.
+# FLOP counts at 512x512 (docs/performance.md; derived by scripts/count_flops.py); they scale with pixels.
 UNET_TFLOP_GUIDED_512 = 1.61  # 0.80 per sample per step, x2 with guidance
 VAE_DECODE_TFLOP_512 = 2.51
 PROMPT = "a cute British short hair kitten, looking directly at you"

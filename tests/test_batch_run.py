@@ -236,3 +236,14 @@ def test_two_processes_through_accelerate_make_the_same_files(tiny_model_dir, tm
     assert pngs(tmp_path / "two") == pngs(tmp_path / "one") and len(pngs(tmp_path / "one")) == 5
     merged = [json.loads(t)["line"] for t in (tmp_path / "two/manifest.jsonl").read_text().splitlines()]
     assert merged == [1, 2, 3, 4, 5] and not list((tmp_path / "two").glob(".manifest*"))
+
+
+def test_batch_name_setting_names_batch_files_and_not_single_runs(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("a fox\n")
+    env = {"SDGEN_BATCH_NAME": "b-{seed}-{slug}", "SDGEN_NAME": "single-{seed}"}
+    result = batch(tiny_model_dir, source, tmp_path / "out", "--seed", "3", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path}/out/b-{derived_seed(3, 1)}-a-fox.png\n"
+    single = runner.invoke(app, ["a fox", *tiny(tiny_model_dir, "-s", "5", "-o", f"{tmp_path}/one/")], env=env)
+    assert single.stdout == f"{tmp_path}/one/single-5.png\n"

@@ -1,4 +1,4 @@
-"""scripts/bench.py's table: ratios against diffusers and GFLOP/s from DESIGN.md's FLOP counts."""
+"""scripts/bench.py's table: ratios against diffusers and GFLOP/s from the FLOP counts in docs/performance.md."""
 
 from __future__ import annotations
 

@@ -388,3 +388,16 @@ def test_offload_on_a_cpu_is_refused_before_loading(no_weights_load, tmp_path, c
     result = runner.invoke(app, [*command, "--device", "cpu", "--offload", "model", "-o", f"{tmp_path}/"])
     assert result.exit_code == 2
     assert result.stderr.startswith("sdgen: error: Invalid --offload model on cpu:")
+
+
+def test_on_off_flags_undo_what_settings_switched_on(tiny_model_dir, tmp_path) -> None:
+    env = {"SDGEN_METADATA": "false", "SDGEN_VAE_TILING": "true"}
+    result = runner.invoke(app, ["a fox", *tiny_args(tiny_model_dir, "-o", str(tmp_path / "a.png"))], env=env)
+    assert result.exit_code == 0, result.output
+    assert "parameters" not in Image.open(tmp_path / "a.png").text
+    args = tiny_args(tiny_model_dir, "--metadata", "--no-vae-tiling", "-o", str(tmp_path / "b.png"))
+    result = runner.invoke(app, ["a fox", *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert "Steps: 2" in Image.open(tmp_path / "b.png").text["parameters"]
+    shown = runner.invoke(app, ["config", "--json"], env=env).stdout
+    assert json.loads(shown)["vae_tiling"] == {"value": True, "source": "env SDGEN_VAE_TILING"}
