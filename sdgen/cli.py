@@ -20,10 +20,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sdgen import __version__, doctor, options, settings
+from sdgen import __version__, doctor, interrupts, options, settings
 from sdgen.batch.input import detect_format
 from sdgen.batch.run import BatchOptions, exit_code, run_batch
 from sdgen.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, SdgenError, UsageError
+from sdgen.interrupts import Interrupted
 from sdgen.metadata import parse_a1111, read_image_metadata, replay_values
 from sdgen.options import BATCH, GENERATE, RUN, Option
 from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
@@ -148,9 +149,10 @@ class CliErrors:
     def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
         if error is None or isinstance(error, typer.Exit):
             return False
-        if isinstance(error, KeyboardInterrupt):
-            typer.echo("sdgen: interrupted; finished images are kept.", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM/SIGHUP (sdgen.interrupts)
+            by = error.by if isinstance(error, Interrupted) else ""
+            typer.echo(f"sdgen: interrupted{by}; finished images are kept.", err=True)
+            raise typer.Exit(getattr(error, "exit_code", EXIT_INTERRUPTED))
         if isinstance(error, SdgenError):
             if self.verbose:
                 import traceback
@@ -190,7 +192,7 @@ def generate_command(
     **values: Any,
 ) -> None:
     setup_logging(values["verbose"], values["quiet"])
-    with CliErrors(values["verbose"]) as errors:
+    with CliErrors(values["verbose"]) as errors, interrupts.handled():
         chosen = errors.knows(effective_settings(ctx, {**values, "prompt": prompt}))
         request = GenerationRequest.from_settings(chosen).validated()
         spec = ModelSpec.from_settings(chosen).validated()
@@ -203,7 +205,7 @@ def batch_command(
     **values: Any,
 ) -> None:
     setup_logging(values["verbose"], values["quiet"])
-    with CliErrors(values["verbose"]) as errors:
+    with CliErrors(values["verbose"]) as errors, interrupts.handled():
         chosen = errors.knows(effective_settings(ctx, values))
         batch = BatchOptions(
             source=source,

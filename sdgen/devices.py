@@ -39,7 +39,8 @@ DTYPE_ALIASES = {
 }
 RNG_CHOICES = ("cpu", "device")
 
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# torch's spellings too (accelerate hands each process "cpu", "cpu:0", "cuda:1" or "mps")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda)(:\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,15 @@ class Placement:
 
 
 def normalize_device(device: str) -> str:
-    """Check the spelling of a device name (no hardware probe); return it lower-cased."""
+    """Check the spelling of a device name (no hardware probe): auto, cpu, mps, cuda or cuda:N, also in
+    torch's forms with an index (cpu:0, mps:0), which mean the one CPU or Apple GPU."""
     name = device.strip().lower()
-    if not _DEVICE_PATTERN.match(name):
+    match = _DEVICE_PATTERN.match(name)
+    if not match or (match.group(1) == "auto" and match.group(2)):
         raise InvalidRequestError(
             f"Invalid {NAME} {device!r}: use one of auto, cpu, mps, cuda or cuda:N (e.g. cuda:1).", "device"
         )
-    return name
+    return name if match.group(1) == "cuda" else match.group(1)
 
 
 def normalize_dtype(dtype: str) -> str:

@@ -5,6 +5,7 @@
 | 2    | bad usage or bad input, always reported before any weights load               |
 | 1    | a failure while running: model missing, out of memory, NaN output ...         |
 | 130  | interrupted (Ctrl-C); finished images are kept                                |
+| 143  | stopped by SIGTERM (129: SIGHUP): 128 + the signal's number, as shells do     |
 """
 
 from __future__ import annotations
@@ -68,3 +69,12 @@ class ModelLoadError(SdgenError):
 
 class GenerationError(SdgenError):
     """The denoising loop or the decoder failed (NaN output, out of memory ...)."""
+
+
+class WriteError(SdgenError):
+    """An image or record could not be written while running (disk full, read-only, permission)."""
+
+
+def os_reason(error: OSError) -> str:
+    """`No space left on device`, `Read-only file system`, `Permission denied` ... for one-line messages."""
+    return error.strerror or type(error).__name__

@@ -1,17 +1,23 @@
-"""Where images go: every image's destination planned before loading, file names from a template, atomic
-writes that never overwrite unless asked."""
+"""Where images go: every image's destination planned (and the folder proven writable) before loading,
+file names from a template, numbered names claimed when written, atomic writes that never overwrite
+unless asked."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import string
 import sys
 import tempfile
 import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sdgen.errors import NAME, OutputError
+from sdgen.errors import NAME, OutputError, WriteError, os_reason
+from sdgen.interrupts import finishing
 from sdgen.request import GenerationRequest, OutputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,19 +60,49 @@ def render_name(
     return name if name.lower().endswith(".png") else name + ".png"
 
 
-def check_writable_folder(folder: Path) -> None:
-    """Fail before any weights load when images could not be saved."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"Cannot write to {str(folder)!r}: {str(probe)!r} is a file, not a folder.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"Cannot write to {str(folder)!r}: no permission to write in {str(probe)!r}.")
+def check_writable_folder(folder: Path, create: bool = True) -> None:
+    """Create the folder and write a probe file in it, before any weights load. (os.access says yes to
+    root on a read-only file system: only a real write tells.) Without `create` (a dry run), nothing is
+    made: the nearest existing folder must be a folder that permissions let us write."""
+    if not create:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"Cannot write to {str(folder)!r}: {str(existing)!r} is not a writable folder.")
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".sdgen-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"Cannot write to {str(folder)!r}: a file is in the way, not a folder.") from None
+    except OSError as error:
+        raise OutputError(f"Cannot write to {str(folder)!r}: {os_reason(error)}; choose another -o folder.") from None
 
 
-def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Path | None]:
-    """Every image's destination, decided (and checked) before the model loads; None means stdout."""
+@dataclass(frozen=True)
+class Target:
+    """Where one image goes: stdout (no path, no folder), a fixed file, or the next free number in a
+    folder, claimed when the image is written so that runs sharing a folder never take the same name."""
+
+    path: Path | None = None
+    folder: Path | None = None
+    template: str = ""  # the --name template of a numbered target
+    fields: Mapping[str, Any] = field(default_factory=dict)  # its fields other than {index}
+
+    def write(self, data: bytes, overwrite: bool = False) -> Path | None:
+        """Write the PNG bytes; returns the file written, or None for stdout."""
+        if self.folder is not None:
+            return write_numbered(self.folder, self.template, self.fields, data)
+        if self.path is not None:
+            return write_atomic(self.path, data, overwrite)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return None
+
+
+def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Target]:
+    """Every image's destination, decided (and checked) before the model loads."""
     count = request.num_images
     target = output.output
     if target is not None and target != "-":
@@ -76,42 +112,69 @@ def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Path | 
             raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
         if sys.stdout.isatty():
             raise OutputError("Refusing to write PNG bytes to a terminal; pipe it (-o - | display -) or use -o FILE.")
-        return [None]
+        return [Target()]
     if target is None or target.endswith(("/", "\\")) or Path(target).is_dir():
         folder = Path(target or DEFAULT_FOLDER)
         check_writable_folder(folder)
-        first = next_index(folder)
-        targets: list[Path | None] = [
-            folder
-            / render_name(
-                output.name,
-                index=first + i,
-                seed=seed,
-                prompt=request.prompt,
-                steps=request.num_inference_steps,
-                scheduler=request.scheduler,
-            )
-            for i, seed in enumerate(request.seeds)
-        ]
-    else:
-        path = Path(target)
-        if path.suffix.lower() != ".png":
-            raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
-        check_writable_folder(path.parent)
-        targets = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
-    for planned in targets:
-        if planned is not None and planned.exists() and not output.overwrite:
-            raise OutputError(
-                f"{str(planned)!r} already exists; pass --overwrite to replace it or choose another name."
-            )
-    return targets
+        return _folder_targets(request, folder, output)
+    path = Path(target)
+    if path.suffix.lower() != ".png":
+        raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
+    check_writable_folder(path.parent)
+    paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+    return [_fixed(p, output.overwrite) for p in paths]
 
 
-def next_index(folder: Path) -> int:
-    """Continue numbering after the highest `NNNNN-...png` already in the folder."""
+def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec) -> list[Target]:
+    fields = [
+        {"seed": seed, "prompt": request.prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
+        for seed in request.seeds
+    ]
+    render_name(output.name, index=0, **fields[0])  # a bad template fails here, before loading
+    if "index" in template_fields(output.name):
+        return [Target(folder=folder, template=output.name, fields=f) for f in fields]
+    paths = [folder / render_name(output.name, index=i, **f) for i, f in enumerate(fields)]
+    if len(set(paths)) < len(paths):
+        raise OutputError(
+            f"Invalid {NAME} {output.name!r}: gives every image the same file name; put {{index}} or {{seed}} in it.",
+            "name",
+        )
+    return [_fixed(p, output.overwrite) for p in paths]
+
+
+def _fixed(path: Path, overwrite: bool) -> Target:
+    if path.exists() and not overwrite:
+        raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name.")
+    return Target(path=path)
+
+
+def template_fields(template: str) -> set[str]:
+    """The field names a --name template uses: {index:05d}-{seed} -> {"index", "seed"}."""
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:
+        return set()
+
+
+def index_pattern(template: str) -> re.Pattern[str]:
+    """Names the template makes, with the number in group 1: "img-{index:04d}" -> ^img\\-(\\d+)\\.png$.
+    Other fields match anything: the number counts up across the folder, whatever the prompt or seed."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if name:
+            parts.append(r"(\d+)" if name.split(".")[0] == "index" else ".*?")
+    suffix = "" if template.lower().endswith(".png") else re.escape(".png")
+    return re.compile("^" + "".join(parts) + suffix + "$")
+
+
+def next_index(folder: Path, pattern: re.Pattern[str] | None = None) -> int:
+    """One more than the highest number among the folder's files that the template's pattern matches
+    (by default `NNNNN-...`)."""
+    pattern = pattern or index_pattern("{index:05d}-{seed}-{slug}")
     if not folder.is_dir():
         return 0
-    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := re.match(r"^(\d+)-", p.name))]
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return max(numbers, default=-1) + 1
 
 
@@ -129,33 +192,76 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> Path:
     An interrupted run leaves no half-written image. Without `overwrite`, an existing file is never
     replaced: the final step is a hard link, which fails if the name is taken.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name.")
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; images get the usual permissions
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        if overwrite:
-            os.replace(temp_name, path)
-        else:
+    return _write_through_temp(path.parent, data, lambda temp: _put(temp, path, overwrite), path)
+
+
+def write_numbered(folder: Path, template: str, fields: Mapping[str, Any], data: bytes) -> Path:
+    """Write under the template's next free number in the folder, claimed atomically: two runs that pick
+    the same number find out at the link, and the later one takes the next."""
+    pattern = index_pattern(template)
+
+    def claim(temp: str) -> Path:
+        index = next_index(folder, pattern)
+        while True:
+            path = folder / render_name(template, index=index, **fields)
             try:
-                os.link(temp_name, path)
-            except FileExistsError:
-                raise OutputError(
-                    f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name."
-                ) from None
-            except OSError:  # file systems without hard links: check, then rename
-                if path.exists():
-                    raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it.") from None
-                os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
+                return _put(temp, path, overwrite=False)
+            except OutputError:  # taken since we looked
+                index = max(index + 1, next_index(folder, pattern))
+
+    return _write_through_temp(folder, data, claim, folder)
+
+
+def _write_through_temp(folder: Path, data: bytes, put: Callable[[str], Path], target: Path) -> Path:
+    """The bytes into a synced temporary file in `folder`, then `put` gives it its name. A stop signal
+    waits for this to finish; any OSError becomes one line naming the file (`target`) and the reason."""
+    with finishing():
+        temp_name = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, temp_name = tempfile.mkstemp(prefix=".sdgen-", suffix=".part", dir=folder)
+            os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; images get the usual permissions
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                os.fsync(temp.fileno())
+            return put(temp_name)
+        except OSError as error:
+            raise WriteError(
+                f"Cannot write {str(target)!r}: {os_reason(error)}. Finished images are kept; "
+                "free space or fix the folder, then run again."
+            ) from None
+        finally:
+            if temp_name is not None and os.path.exists(temp_name):
+                os.unlink(temp_name)
+
+
+def _put(temp_name: str, path: Path, overwrite: bool) -> Path:
+    """Give the written file its name: replace (overwrite), or a hard link that fails if the name is taken."""
+    if overwrite:
+        os.replace(temp_name, path)
+        return path
+    try:
+        os.link(temp_name, path)
+    except FileExistsError:
+        raise OutputError(
+            f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name."
+        ) from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        # a file system without hard links: claim the name exclusively, then move the bytes onto it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it.") from None
+        os.replace(temp_name, path)
     return path
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
 def _umask() -> int:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sdgen import models
 from sdgen.devices import choose_placement
 from sdgen.metadata import png_info, result_record
-from sdgen.output import plan_outputs, png_bytes, write_atomic
+from sdgen.output import Target, plan_outputs, png_bytes
 from sdgen.pipeline import GeneratedImage, iter_generate
 from sdgen.progress import GenerationProgress
 from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
@@ -30,6 +29,7 @@ def run_generate(
 ) -> list[Path | None]:
     """Make the request's images and write them where `output` says; returns where each went (None:
     stdout). Everything that can be checked is checked before any weights load."""
+    written: list[Path | None] = []
     # 1. check: the request, every image's destination, the device and the speed plan
     request = request.validated()
     spec = spec.validated()
@@ -43,21 +43,20 @@ def run_generate(
         seeds = request.seeds
         log.info("Seed %d%s", seeds[0], f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else "")
         for result in iter_generate(request, parts, on_step=progress.on_step):
-            _write(result, parts, targets[result.index], output, emit)
-    return targets
+            written.append(_write(result, parts, targets[result.index], output, emit))
+    return written
 
 
 def _write(
-    result: GeneratedImage, parts: models.StableDiffusionParts, target: Path | None, output: OutputSpec, emit: Emit
-) -> None:
+    result: GeneratedImage, parts: models.StableDiffusionParts, target: Target, output: OutputSpec, emit: Emit
+) -> Path | None:
     data = png_bytes(result.image, png_info(result, parts) if output.metadata else None)
-    if target is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    write_atomic(target, data, overwrite=output.overwrite)
+    path = target.write(data, overwrite=output.overwrite)
+    if path is None:  # stdout carried the PNG itself
+        return None
     if output.json:
-        record = {"path": str(target), **result_record(result, parts), "seconds": round(result.seconds, 3)}
+        record = {"path": str(path), **result_record(result, parts), "seconds": round(result.seconds, 3)}
         emit(json.dumps(record, ensure_ascii=False))
     else:
-        emit(str(target))
+        emit(str(path))
+    return path

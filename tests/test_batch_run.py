@@ -224,8 +224,10 @@ def test_two_processes_through_accelerate_make_the_same_files(tiny_model_dir, tm
         "-m",
         "sdgen",
     ]
+    # no --device: each process takes the device accelerate gives it (on a CPU: "cpu" or "cpu:0")
+    args = [a for a in tiny(tiny_model_dir, "-o", f"{tmp_path}/two/") if a not in ("--device", "cpu")]
     double = subprocess.run(
-        [*launch, "batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/two/")],
+        [*launch, "batch", str(source), *args],
         env=env,
         capture_output=True,
         check=False,

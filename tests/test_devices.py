@@ -103,3 +103,29 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
     assert {"avx512_bf16", "amx_tile"} <= cpu_flags(str(info))
     assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize(
+    "given, meant, placed",
+    [
+        ("cpu", "cpu", "cpu"),
+        ("cpu:0", "cpu", "cpu"),
+        ("CPU", "cpu", "cpu"),
+        ("mps:0", "mps", "mps"),
+        ("cuda", "cuda", "cuda:0"),
+        ("cuda:1", "cuda:1", "cuda:1"),
+    ],
+)
+def test_torch_device_spellings_are_accepted(given, meant, placed) -> None:
+    """accelerate hands each process a torch device name such as cpu:0 (`--device auto` under
+    `accelerate launch` on a CPU failed with "Invalid --device 'cpu:0'")."""
+    from sdgen.devices import normalize_device
+
+    assert normalize_device(given) == meant
+    probe = HardwareProbe(cuda_device_count=2, mps_available=True)
+    assert choose_placement(given, "float32", probe=probe).device == placed
+
+
+def test_auto_takes_no_index() -> None:
+    with pytest.raises(InvalidRequestError):
+        choose_placement("auto:0", probe=CPU_ONLY)

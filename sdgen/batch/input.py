@@ -66,12 +66,43 @@ def detect_format(source: str, explicit: str | None) -> str:
     return _EXTENSIONS.get(Path(source).suffix.lower(), "txt") if source != "-" else "txt"
 
 
+class Unreadable(str):
+    """A line that is not text (invalid UTF-8, a NUL byte): empty, with the reason it was not read."""
+
+    reason: str
+
+    def __new__(cls, reason: str) -> Unreadable:
+        line = super().__new__(cls, "\n")
+        line.reason = reason
+        return line
+
+
+def text_lines(raw: Iterable[bytes]) -> Iterator[str]:
+    """Bytes lines as text, one at a time: a UTF-8 byte order mark is dropped and CRLF endings are read
+    like LF (by read_items). A line that is not UTF-8 or holds a NUL byte becomes Unreadable, so it is
+    reported with its line number while the other lines are made."""
+    for number, data in enumerate(raw, start=1):
+        if number == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            yield Unreadable(f"holds a NUL byte (column {nul + 1}); is this a text file?")
+            continue
+        try:
+            yield data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield Unreadable(f"not UTF-8 text ({error.reason} at byte {error.start + 1}); save the file as UTF-8")
+
+
 def read_items(lines: Iterable[str], fmt: str) -> Iterator[BatchItem]:
     """Yield items as lines arrive (nothing is read ahead), skipping blank lines and # comments."""
     if fmt in ("csv", "tsv"):
         yield from _table_items(lines, "\t" if fmt == "tsv" else ",")
         return
     for number, text in enumerate(lines, start=1):
+        if isinstance(text, Unreadable):
+            yield BatchItem(number, error=text.reason)
+            continue
         text = text.rstrip("\r\n")
         if not text.strip() or text.lstrip().startswith("#"):
             continue
@@ -90,9 +121,19 @@ def read_items(lines: Iterable[str], fmt: str) -> Iterator[BatchItem]:
 
 
 def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
-    reader = csv.reader(lines, delimiter=delimiter)
+    unreadable: list[BatchItem] = []  # lines csv saw as blank because they were not text
+
+    def noting(lines: Iterable[str]) -> Iterator[str]:
+        for number, text in enumerate(lines, start=1):
+            if isinstance(text, Unreadable):
+                unreadable.append(BatchItem(number, error=text.reason))
+            yield text
+
+    reader = csv.reader(noting(lines), delimiter=delimiter)
     header: list[str] | None = None
     for row in reader:
+        yield from unreadable
+        unreadable.clear()
         number = reader.line_num
         if not row or not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
@@ -110,6 +151,7 @@ def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
             yield BatchItem(number, error=f"{len(row)} cells, but the header has {len(header)} columns")
             continue
         yield _typed_item(number, {name: cell for name, cell in zip(header, row, strict=True) if cell != ""}, True)
+    yield from unreadable
 
 
 def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem:

@@ -6,12 +6,13 @@ With several processes each appends to its own part file and the main process me
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sdgen.batch.plan import PlannedImage
-from sdgen.errors import InvalidRequestError, SdgenError
+from sdgen.errors import InvalidRequestError, SdgenError, WriteError, os_reason
 from sdgen.metadata import read_image_metadata
 from sdgen.request import IMAGE_KEYS
 
@@ -31,11 +32,14 @@ class Manifest:
         self._handle: Any = None
 
     def append(self, record: Mapping[str, Any]) -> None:
-        if self._handle is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.write_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
+        """One record, flushed at once; a disk that fails is one line naming the file (WriteError)."""
+        try:
+            if self._handle is None:
+                self._handle = _open_for_append(self.write_path)
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as error:
+            raise WriteError(f"Cannot write {str(self.write_path)!r}: {os_reason(error)}.") from None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -44,32 +48,53 @@ class Manifest:
 
     def records(self) -> list[dict[str, Any]]:
         """Every record so far, the merged file first, then any part files left by processes."""
-        found = []
-        for path in [self.path, *sorted(self.folder.glob(f".{MANIFEST}.rank*"))]:
-            if path.is_file():
-                for text in path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        found.append(json.loads(text))
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a crash: that image is simply not done
-        return found
+        return [record for path in [self.path, *self.part_files()] for record in read_records(path)]
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.folder.glob(f".{MANIFEST}.rank*"))
 
     def merge_parts(self) -> None:
         """Main process: move the part files' records into manifest.jsonl, in line order."""
-        parts = sorted(self.folder.glob(f".{MANIFEST}.rank*"))
-        records = []
-        for path in parts:
-            records += [json.loads(t) for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-        if not records:
-            for path in parts:
-                path.unlink()
-            return
-        records.sort(key=lambda r: (r.get("line", 0), r.get("index", 0)))
-        with open(self.path, "a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        parts = self.part_files()
+        records = sorted(
+            (record for path in parts for record in read_records(path)),
+            key=lambda r: (r.get("line", 0), r.get("index", 0)),
+        )
+        if records:
+            with _open_for_append(self.path) as handle:
+                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         for path in parts:
             path.unlink()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A manifest file's records. A line cut by a crash (a process killed mid-write) is skipped: that image
+    is simply not done, and the next run makes it again."""
+    if not path.is_file():
+        return []
+    found = []
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+def _open_for_append(path: Path) -> Any:
+    """Open for appending, first ending a line cut by a crash, so the next record starts on its own line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            torn = existing.read(1) != b"\n"
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - the caller keeps it open for the run
+    if torn:
+        handle.write("\n")
+    return handle
 
 
 def done_paths(manifest: Manifest) -> dict[Path, dict[str, Any]]:
@@ -107,3 +132,66 @@ def is_done(image: PlannedImage, done: Mapping[Path, Mapping[str, Any]], model: 
 
 def _same(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return all(record.get(key) == wanted[key] for key in _SAME_IMAGE_KEYS)
+
+
+LOCK = ".sdgen-batch.lock"
+
+
+class FolderLock:
+    """DIR/.sdgen-batch.lock, held by the one batch run writing to DIR: a second run refuses at once,
+    naming the lock and the process that holds it. The operating system lets go of the lock when that
+    process ends, however it ends (SIGKILL included), so a crash never leaves the folder locked."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        while True:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+            try:
+                _lock_file(handle)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                handle.close()
+                raise InvalidRequestError(
+                    f"Another sdgen batch (process {owner}) is writing to {str(self.path.parent)!r} "
+                    f"(lock {str(self.path)!r}); wait for it to finish, or use another -o folder."
+                ) from None
+            if _same_file(handle, self.path):
+                break
+            handle.close()  # the holder removed the file as we opened it: lock the new one
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        """Remove the file while still holding the lock, then let go (a run that opened the old file
+        meanwhile sees it is gone and locks a new one)."""
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)
+            self._handle.close()  # closing the file releases the lock
+            self._handle = None
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _lock_file(handle: Any) -> None:
+    """An exclusive lock that fails at once (OSError) when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from sdgen import models
-from sdgen.batch.input import BatchItem, read_items
-from sdgen.batch.manifest import Manifest, done_paths, is_done
+from sdgen.batch.input import BatchItem, read_items, text_lines
+from sdgen.batch.manifest import FolderLock, Manifest, done_paths, is_done
 from sdgen.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
 from sdgen.devices import Placement, choose_placement
-from sdgen.errors import EXIT_FAILURE, NAME, GenerationError, InvalidRequestError, OutputError
+from sdgen.errors import (
+    EXIT_FAILURE,
+    NAME,
+    GenerationError,
+    InvalidRequestError,
+    OutputError,
+    UsageError,
+    WriteError,
+    os_reason,
+)
+from sdgen.interrupts import Interrupted, finishing
 from sdgen.metadata import png_info
 from sdgen.models.hub import canonical_model
 from sdgen.options import describe
@@ -55,12 +65,14 @@ class Summary:
     failed: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def line(self) -> str:
+    def line(self, stopped: str = "") -> str:
+        """The summary; `stopped` says why a run ended early ("interrupted by SIGTERM")."""
         elapsed = time.perf_counter() - self.started
         rate = self.made / elapsed * 60 if elapsed > 0 else 0.0
+        how = f"{stopped} after" if stopped else "in"
         return (
             f"sdgen batch: {self.made} made, {self.skipped} skipped, {self.failed} failed "
-            f"in {elapsed:.1f} s ({rate:.1f} images/min)"
+            f"{how} {elapsed:.1f} s ({rate:.1f} images/min)"
         )
 
 
@@ -95,6 +107,23 @@ class Processes:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def lock(self, folder: Path) -> FolderLock | None:
+        """The main process locks the folder for the whole launch; every process learns whether it could."""
+        lock, problem = None, None
+        if self.rank == 0:
+            lock = FolderLock(folder)
+            try:
+                lock.acquire()
+            except InvalidRequestError as error:
+                lock, problem = None, str(error)
+        if self.state is not None:
+            from accelerate.utils import broadcast_object_list
+
+            problem = broadcast_object_list([problem])[0]
+        if problem is not None:
+            raise InvalidRequestError(problem)
+        return lock
+
 
 def run_batch(
     options: BatchOptions, defaults: Mapping[str, Any], spec: ModelSpec, emit: Callable[[str], None]
@@ -107,7 +136,7 @@ def run_batch(
     folder = options.output.output or DEFAULT_FOLDER
     if folder.lower().endswith(".png") or folder == "-":
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
-    check_writable_folder(options.folder)
+    check_writable_folder(options.folder, create=not options.dry_run)
     processes = Processes.detect()
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
@@ -118,24 +147,35 @@ def run_batch(
         placement = choose_placement(spec.device, spec.dtype, spec.rng)
         plan = plan_speed(spec, placement)
 
-    # 2. plan, see what is done, generate
+    # 2. one run per folder at a time; plan, see what is done, generate
+    lock = None if options.dry_run else processes.lock(options.folder)
     planner = BatchPlanner(defaults, options.folder, options.output.batch_name)
     run = _Run(options, spec, placement, plan, processes, planner, emit)
-    batch_size = int(defaults.get("batch_size", 1))
+    try:
+        _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
+    except BaseException as error:  # interrupted, disk full ...: keep what is done, say how far it got
+        run.stop(error)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    run.finish()
+    return run.summary
+
+
+def _plan_and_generate(run: _Run, options: BatchOptions, processes: Processes, batch_size: int) -> None:
     if options.source == "-" and not options.dry_run:  # streaming: each line is made as it arrives
         inbox = arriving(read_items(_stdin_lines(), options.fmt))
         run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, batch_size))
+        return
+    images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
+    todo = run.todo = run.check_done(images)
+    if options.dry_run:
+        run.print_plan(images, todo)
+    elif todo:
+        run.generate(processes.my_share(list(chunks(images, batch_size))))
     else:
-        images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
-        todo = run.todo = run.check_done(images)
-        if options.dry_run:
-            run.print_plan(images, todo)
-        elif todo:
-            run.generate(processes.my_share(list(chunks(images, batch_size))))
-        else:
-            run.summary.skipped = len(images) if processes.rank == 0 else 0
-    run.finish()
-    return run.summary
+        run.summary.skipped = len(images) if processes.rank == 0 else 0
 
 
 class _Run:
@@ -234,15 +274,17 @@ class _Run:
                 continue
             output = self.options.output
             info = png_info(result, self.parts) if output.metadata else None
-            write_atomic(image.path, png_bytes(result.image, info), overwrite=output.overwrite)
+            data = png_bytes(result.image, info)
             record = {
                 **image.record(self.model, self.parts),
                 "status": "done",
                 "seconds": round(result.seconds, 3),
                 "error": None,
             }
-            self.manifest.append(record)
-            self.summary.made += 1
+            with finishing():  # a stop signal waits until the image and its record are both written
+                write_atomic(image.path, data, overwrite=output.overwrite)
+                self.manifest.append(record)
+                self.summary.made += 1
             self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
 
     # --- dry run and the end ------------------------------------------------------------------------------
@@ -274,14 +316,32 @@ class _Run:
             self.summary.failed,
         )
 
+    def stop(self, error: BaseException) -> None:
+        """The run ends early: close the manifest (records so far are kept) and print how far it got.
+        No waiting for other processes: they may be gone. The next run merges any part files."""
+        self.manifest.close()
+        if self.options.dry_run or isinstance(error, UsageError):  # bad input: its one line says it all
+            return
+        if isinstance(error, Interrupted):
+            stopped = f"interrupted{error.by}"
+        elif isinstance(error, KeyboardInterrupt):
+            stopped = "interrupted"
+        elif isinstance(error, WriteError):
+            stopped = "stopped: cannot write"
+        else:
+            stopped = "stopped"
+        log.warning("%s%s", self._prefix(), self.summary.line(stopped))
+
+    def _prefix(self) -> str:
+        return f"[process {self.processes.rank}/{self.processes.world}] " if self.processes.world > 1 else ""
+
     def finish(self) -> None:
         self.manifest.close()
         self.processes.wait_for_everyone()
         if self.processes.rank == 0 and self.processes.world > 1 and not self.options.dry_run:
             self.manifest.merge_parts()
         if not self.options.dry_run:
-            prefix = f"[process {self.processes.rank}/{self.processes.world}] " if self.processes.world > 1 else ""
-            log.warning("%s%s", prefix, self.summary.line())
+            log.warning("%s%s", self._prefix(), self.summary.line())
 
 
 def _read_all(options: BatchOptions) -> list[BatchItem]:
@@ -291,20 +351,22 @@ def _read_all(options: BatchOptions) -> list[BatchItem]:
     if not path.is_file():
         raise InvalidRequestError(f"Invalid batch input {options.source!r}: no such file; give a file or - for stdin.")
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return list(read_items(handle, options.fmt))
-    except UnicodeDecodeError as error:
-        raise InvalidRequestError(f"Invalid batch input {options.source!r}: not UTF-8 text ({error.reason}).") from None
+        with open(path, "rb") as handle:
+            return list(read_items(text_lines(handle), options.fmt))
+    except OSError as error:
+        raise InvalidRequestError(f"Cannot read batch input {options.source!r}: {os_reason(error)}.") from None
 
 
 def _stdin_lines() -> Iterable[str]:
-    """stdin line by line as it arrives (iterating sys.stdin would read ahead in blocks on a pipe)."""
-    stream = sys.stdin
-    while True:
-        line = stream.readline()
-        if not line:
-            return
-        yield line
+    """stdin line by line as it arrives (iterating sys.stdin would read ahead in blocks on a pipe), as
+    bytes, so a line that is not text is reported on its own."""
+    stream = sys.stdin.buffer
+
+    def raw() -> Iterable[bytes]:
+        while line := stream.readline():
+            yield line
+
+    return text_lines(raw())
 
 
 def exit_code(summary: Summary) -> int:
