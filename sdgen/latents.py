@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import AutoencoderKL, SchedulerMixin
     from PIL import Image
 
+from sdgen.errors import GenerationError
+
 log = logging.getLogger("sdgen")
 
 
@@ -105,22 +107,28 @@ def noised_image_latents(
     return scheduler.add_noise(image_latents, noise, timesteps)
 
 
-def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> list[Image.Image]:
-    """Clean latents -> RGB images: undo the VAE's scaling, decode, map [-1, 1] to 0..255.
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> tuple[list[Image.Image], str]:
+    """Clean latents -> RGB images: undo the VAE's scaling, decode, map [-1, 1] to 0..255. Returns the
+    images and the dtype the VAE decoded them in.
 
     NaN guard: the SD1.5 VAE can overflow in float16 (the "black image" bug). A non-finite decode is
-    retried once with the VAE upcast to float32, with a warning; if that fails too, no image is made.
+    retried once with the VAE upcast to float32, with a warning, and the VAE goes back to its dtype after
+    (so later images run as planned, and each image records the dtype that really decoded it); if the
+    float32 decode fails too, no image is made.
     """
     import torch
     from PIL import Image
 
-    from sdgen.errors import GenerationError
-
+    dtype = vae.dtype
     decoded = _decode(vae, latents)  # (B, 3, H, W) in about [-1, 1]
-    if not bool(torch.isfinite(decoded).all()) and vae.dtype != torch.float32:
-        log.warning("The VAE gave NaN or infinite values in %s; decoding again in float32.", vae.dtype)
+    if not bool(torch.isfinite(decoded).all()) and dtype != torch.float32:
+        log.warning("The VAE gave NaN or infinite values in %s; decoding again in float32.", dtype)
         vae.to(torch.float32)
-        decoded = _decode(vae, latents)
+        try:
+            decoded = _decode(vae, latents)
+        finally:
+            vae.to(dtype)
+        dtype = torch.float32
     if not bool(torch.isfinite(decoded).all()):
         raise GenerationError(
             "The VAE decoded NaN or infinite values even in float32 (the latents are broken); no image written. "
@@ -128,4 +136,4 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> list[Image.Imag
         )
     decoded = (decoded / 2 + 0.5).clamp(0, 1)
     pixels = (decoded.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")  # (B, H, W, 3)
-    return [Image.fromarray(array) for array in pixels]
+    return [Image.fromarray(array) for array in pixels], str(dtype).removeprefix("torch.")

@@ -7,6 +7,7 @@ what sdgen replays first.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 import sdgen
 from sdgen.errors import InvalidRequestError
 from sdgen.models import StableDiffusionParts
+from sdgen.options import OPTIONS
 from sdgen.pipeline import GeneratedImage
 from sdgen.request import IMAGE_KEYS, GenerationRequest
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
+from sdgen.settings import as_kind, kind_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.PngImagePlugin import PngInfo
+
+log = logging.getLogger("sdgen")
 
 A1111_KEY = "parameters"
 SDGEN_KEY = "sdgen"
@@ -97,8 +102,10 @@ def image_record(
 
 
 def result_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
-    """image_record of a generated image."""
-    return image_record(result.request, result.seed, parts.source.model, parts)
+    """image_record of a generated image, with the VAE dtype that really decoded it."""
+    record = image_record(result.request, result.seed, parts.source.model, parts)
+    record["vae_dtype"] = result.vae_dtype or record["vae_dtype"]
+    return record
 
 
 def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
@@ -191,8 +198,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
     parameters, record = read_image_metadata(path)
     if record is not None:
-        keys = (*IMAGE_KEYS, "model", "revision", "dtype", "rng")
-        return {key: record[key] for key in keys if record.get(key) is not None}
+        return _typed_record(path, record)
     if not parameters:
         raise InvalidRequestError(
             f"{str(path)!r} holds no generation parameters (no sdgen chunk, no A1111 `parameters`); "
@@ -225,6 +231,26 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
+    """The replayable values of an sdgen chunk, each checked for its type: an image is input like any
+    other, and one made (or edited) to break sdgen gets a one-line error, not a traceback."""
+    if not isinstance(record, dict):
+        raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
+    values = {}
+    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng"):
+        if record.get(key) is None:
+            continue
+        kind = str if key == "prompt" else OPTIONS[key].kind
+        try:
+            values[key] = as_kind(record[key], kind)
+        except TypeError:
+            raise InvalidRequestError(
+                f"{str(path)!r} records {key} = {record[key]!r}, which is not {kind_name(kind)}; "
+                f"pass --{key.replace('_', '-')} yourself."
+            ) from None
+    return values
+
+
 def replay_values(path: str | Path, given: set[str]) -> dict[str, Any]:
     """The --from layer: an image's values for every option not typed beside --from."""
     recorded = {key: value for key, value in request_values_from_image(path).items() if key not in given}
@@ -234,4 +260,7 @@ def replay_values(path: str | Path, given: set[str]) -> dict[str, Any]:
         )
     if recorded.get("dtype") == "float16" and "device" not in given:
         recorded.pop("dtype")  # float16 was a CUDA choice; let auto pick again on this machine
+    if "model" in recorded:  # say which weights an image is about to make sdgen load (or download)
+        model = recorded["model"]
+        log.warning("Note: %s was made with model %r; using it (pass --model to choose another).", path, model)
     return recorded

@@ -36,6 +36,7 @@ class GeneratedImage:
     index: int  # position in the run: image i has seed request.seed + i
     request: GenerationRequest  # validated: seed, size and scheduler filled in
     seconds: float  # this image's share of its batch's wall time (encode, denoise, decode)
+    vae_dtype: str | None = None  # the dtype that decoded it (float32 after the NaN guard's retry)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,33 @@ def generate_batch(
 
     if len({batch_key(task.request) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
-    with torch.inference_mode():
-        return _generate_batch(tasks, parts, on_step)
+    try:
+        with torch.inference_mode():
+            return _generate_batch(tasks, parts, on_step)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        if parts.placement.device.startswith("cuda"):
+            torch.cuda.empty_cache()  # give the next chunk of a batch its chance
+        request = tasks[0].request
+        raise GenerationError(
+            f"Out of memory making {len(tasks)} image(s) at {request.width}x{request.height} on "
+            f"{parts.placement.device} ({_first_line(error)}); try --batch-size 1, --vae-tiling, "
+            "--offload model (CUDA) or a smaller size."
+        ) from error
+
+
+# What running out of memory says: torch.OutOfMemoryError (CUDA), MPS, the CPU allocator, oneDNN.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "could not allocate", "failed to allocate")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in _OUT_OF_MEMORY)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _generate_batch(
@@ -156,10 +182,10 @@ def _generate_batch(
         )
 
     # 6. decode to RGB
-    images = decode_latents(parts.vae, latents)
+    images, vae_dtype = decode_latents(parts.vae, latents)
     seconds = (time.perf_counter() - started) / len(images)
     return [
-        GeneratedImage(image, task.seed, task.index, task.request, seconds)
+        GeneratedImage(image, task.seed, task.index, task.request, seconds, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
 

@@ -176,20 +176,36 @@ def _check_int(key: str, value: object, low: int, high: int) -> None:
 
 
 def _init_image_size(init_image: InitImage) -> tuple[int, int]:
-    """Open the init image's header only (cheap, no torch) so a bad file fails before loading."""
+    """Read the whole init image (no torch) so a bad file fails before any weights load: empty, truncated,
+    not an image, or a decompression bomb (a header that claims more pixels than Pillow will open)."""
+    return checked_image_size(init_image, "init_image")
+
+
+def checked_image_size(image: InitImage, key: str) -> tuple[int, int]:
+    """(width, height) of an image file after decoding it all; InvalidRequestError naming `key` if not."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(init_image, Image.Image):
-        return init_image.size
-    path = Path(init_image)
+    if isinstance(image, Image.Image):
+        return image.size
+    path = Path(image)
     if not path.is_file():
-        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: no such file.", "init_image")
+        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: no such file.", key)
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # past ~89 megapixels: refuse
+            with Image.open(path) as opened:
+                opened.load()  # every byte: a truncated file fails now, not after the model has loaded
+                return opened.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidRequestError(
-            f"Invalid {NAME} {str(path)!r}: not an image Pillow can read ({error.__class__.__name__}).", "init_image"
+            f"Invalid {NAME} {str(path)!r}: too many pixels to open safely ({error}); use a smaller image.", key
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = "empty file" if path.stat().st_size == 0 else f"{error.__class__.__name__}: {error}"
+        raise InvalidRequestError(
+            f"Invalid {NAME} {str(path)!r}: not an image Pillow can read ({reason}).", key
         ) from None
 
 

@@ -123,3 +123,34 @@ def test_items_are_read_lazily_so_stdin_can_stream() -> None:
 
     reader = read_items(producer(), "txt")
     assert next(reader).values["prompt"] == "a fox" and consumed == ["a fox\n"]
+
+
+def test_a_bom_and_crlf_endings_are_read_transparently() -> None:
+    from sdgen.batch.input import text_lines
+
+    raw = [b"\xef\xbb\xbfa red fox\r\n", b"an owl\r\n"]
+    assert list(read_items(text_lines(raw), "txt")) == [
+        BatchItem(1, {"prompt": "a red fox"}),
+        BatchItem(2, {"prompt": "an owl"}),
+    ]
+    table = [b"\xef\xbb\xbfprompt,seed\r\n", b"a fox,7\r\n"]
+    assert list(read_items(text_lines(table), "csv")) == [BatchItem(2, {"prompt": "a fox", "seed": 7})]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
+def test_lines_that_are_not_text_are_reported_with_their_numbers(fmt) -> None:
+    from sdgen.batch.input import text_lines
+
+    good = {"txt": b"a fox\n", "jsonl": b'{"prompt": "a fox"}\n', "csv": b"a fox\n"}[fmt]
+    raw = [b"prompt\n"] if fmt == "csv" else []
+    raw += [good, b"caf\xe9 latin-1\n", b"a\x00b\n", good]
+    found = list(read_items(text_lines(raw), fmt))
+    first = 2 if fmt == "csv" else 1
+    assert [(item.line, item.error is None) for item in found] == [
+        (first, True),
+        (first + 1, False),
+        (first + 2, False),
+        (first + 3, True),
+    ]
+    assert found[1].error.startswith("not UTF-8 text (invalid continuation byte at byte 4)")
+    assert found[2].error == "holds a NUL byte (column 2); is this a text file?"

@@ -40,3 +40,51 @@ def test_done_means_same_request_and_a_foreign_file_is_a_conflict(tmp_path) -> N
     assert is_done(image, {image.path: record}, "m")
     with pytest.raises(InvalidRequestError, match="exists but was not made"):
         is_done(image, {image.path: {**record, "steps": 99}}, "m")  # the line was edited: never overwrite
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_new_line(tmp_path) -> None:
+    """A process killed while writing a record leaves half a line (no newline). Reading skips it, merging
+    process parts skips it, and appending after it starts on a fresh line."""
+    (tmp_path / "a.png").write_bytes(b"png")
+    good = {"line": 1, "index": 0, "path": str(tmp_path / "a.png"), "status": "done"}
+    part = tmp_path / ".manifest.jsonl.rank1"
+    part.write_text(json.dumps(good) + '\n{"line": 2, "ind')
+    manifest = Manifest(tmp_path)
+    assert manifest.records() == [good]
+    manifest.merge_parts()  # used to crash on the torn line
+    assert [json.loads(t) for t in (tmp_path / "manifest.jsonl").read_text().splitlines()] == [good]
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(good) + '\n{"line": 3, "in')
+    manifest = Manifest(tmp_path)
+    manifest.append({**good, "line": 4})
+    manifest.close()
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert lines[1] == '{"line": 3, "in' and json.loads(lines[2])["line"] == 4
+    assert [r["line"] for r in manifest.records()] == [1, 4]
+
+
+def test_the_folder_lock_names_its_holder_and_goes_with_it(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from sdgen.batch.manifest import FolderLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from sdgen.batch.manifest import FolderLock; from pathlib import Path; "
+         f"lock = FolderLock(Path({str(tmp_path)!r})); lock.acquire(); print('locked', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InvalidRequestError) as caught:
+            FolderLock(tmp_path).acquire()
+        assert f"Another sdgen batch (process {holder.pid}) is writing to" in str(caught.value)
+        assert ".sdgen-batch.lock" in str(caught.value)
+    finally:
+        holder.kill()  # no chance to clean up: the operating system releases the lock
+        holder.wait()
+    lock = FolderLock(tmp_path)
+    lock.acquire()
+    assert (tmp_path / ".sdgen-batch.lock").read_text() == f"{os.getpid()}\n"
+    lock.release()
+    assert not (tmp_path / ".sdgen-batch.lock").exists()

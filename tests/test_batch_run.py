@@ -249,3 +249,122 @@ def test_batch_name_setting_names_batch_files_and_not_single_runs(tiny_model_dir
     assert result.stdout == f"{tmp_path}/out/b-{derived_seed(3, 1)}-a-fox.png\n"
     single = runner.invoke(app, ["a fox", *tiny(tiny_model_dir, "-s", "5", "-o", f"{tmp_path}/one/")], env=env)
     assert single.stdout == f"{tmp_path}/one/single-5.png\n"
+
+
+def test_a_full_disk_mid_batch_keeps_finished_work_and_a_rerun_completes_it(tiny_model_dir, tmp_path, monkeypatch):
+    import errno
+
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(4)))
+    assert batch(tiny_model_dir, source, tmp_path / "whole").exit_code == 0
+    real_fsync, calls = os.fsync, []
+
+    def disk_fills_at_the_second_image(fd):
+        calls.append(fd)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", disk_fills_at_the_second_image)
+        full = batch(tiny_model_dir, source, tmp_path / "out")
+    assert full.exit_code == 1
+    lines = full.stderr.splitlines()
+    assert lines[-2].startswith("sdgen batch: 1 made, 0 skipped, 0 failed stopped: cannot write after")
+    assert lines[-1].startswith(f"sdgen: error: Cannot write '{tmp_path}/out/00002-") and "No space left" in lines[-1]
+    first_image = sorted(pngs(tmp_path / "whole"))[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [first_image, "manifest.jsonl"]  # no .part
+    assert [json.loads(t)["line"] for t in (tmp_path / "out/manifest.jsonl").read_text().splitlines()] == [1]
+    again = batch(tiny_model_dir, source, tmp_path / "out")  # space freed
+    assert again.exit_code == 0 and "3 made, 1 skipped, 0 failed" in again.stderr
+    assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")
+
+
+def test_a_killed_batch_resumes_to_the_same_set_past_a_torn_manifest_line(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(8)))
+    assert batch(tiny_model_dir, source, tmp_path / "whole").exit_code == 0
+    process = sdgen_process(
+        ["batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/cut/")], stdout=subprocess.PIPE
+    )
+    assert process.stdout.readline()  # one image finished
+    process.kill()  # SIGKILL: no handler runs
+    process.wait()
+    with open(tmp_path / "cut/manifest.jsonl", "a") as manifest:
+        manifest.write('{"line": 7, "index": 0, "prompt": "pro')  # a record cut by the kill
+    resumed = batch(tiny_model_dir, source, tmp_path / "cut")
+    assert resumed.exit_code == 0, resumed.output
+    assert pngs(tmp_path / "cut") == pngs(tmp_path / "whole")
+    records = [json.loads(t) for t in (tmp_path / "cut/manifest.jsonl").read_text().splitlines() if t.endswith("}")]
+    assert sorted(r["line"] for r in records if r["status"] == "done") == list(range(1, 9))
+    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_stops_a_batch_with_its_summary(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(30)))
+    args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "30", "-o", f"{tmp_path}/out/")]
+    process = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    rest, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    lines = stderr.decode().splitlines()
+    assert lines[-2].startswith("sdgen batch: ") and " interrupted by SIGTERM after " in lines[-2]
+    assert lines[-1] == "sdgen: interrupted by SIGTERM; finished images are kept."
+    made = len(pngs(tmp_path / "out"))
+    assert lines[-2].startswith(f"sdgen batch: {made} made")
+    assert len((tmp_path / "out/manifest.jsonl").read_text().splitlines()) == made  # a record for each image
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".part" or p.name.startswith(".")]
+
+
+def test_a_second_batch_on_the_same_folder_refuses_naming_the_lock(tiny_model_dir, tmp_path, no_weights_load):
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(30)))
+    args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "30", "-o", f"{tmp_path}/out/")]
+    first = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert first.stdout.readline()  # it is running
+        second = runner.invoke(app, args)
+        assert second.exit_code == 2
+        assert second.stderr == (
+            f"sdgen: error: Another sdgen batch (process {first.pid}) is writing to '{tmp_path}/out' "
+            f"(lock '{tmp_path}/out/.sdgen-batch.lock'); wait for it to finish, or use another -o folder.\n"
+        )
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_messy_prompt_files_are_read_and_bad_lines_reported(tiny_model_dir, tmp_path) -> None:
+    source = tmp_path / "p.txt"
+    source.write_bytes(b"\xef\xbb\xbfa red fox\r\nan \xff owl\r\nnul\x00here\r\na cat\r\n")
+    result = batch(tiny_model_dir, source, tmp_path / "out")
+    assert result.exit_code == 1
+    assert [Path(p).name.split("-", 2)[2] for p in result.stdout.split()] == ["a-red-fox.png", "a-cat.png"]
+    assert "sdgen: line 2: not UTF-8 text (invalid start byte at byte 4)" in result.stderr
+    assert "sdgen: line 3: holds a NUL byte (column 4)" in result.stderr
+    assert "2 made, 0 skipped, 2 failed" in result.stderr
+    prompts = [Image.open(p).text["parameters"].splitlines()[0] for p in result.stdout.split()]
+    assert prompts == ["a red fox", "a cat"]  # no byte order mark, no carriage return
+
+
+def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    import sdgen.pipeline
+
+    real, calls = sdgen.pipeline._generate_batch, []
+
+    def first_chunk_runs_out(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sdgen.pipeline, "_generate_batch", first_chunk_runs_out)
+    source = tmp_path / "p.txt"
+    source.write_text("a fox\nan owl\na cat\n")
+    result = batch(tiny_model_dir, source, tmp_path / "out", "--batch-size", "2")
+    assert result.exit_code == 1
+    assert result.stderr.count("Out of memory making 2 image(s) at 64x64 on cpu (MemoryError)") == 2  # lines 1, 2
+    assert "sdgen: line 1: Out of memory" in result.stderr and "try --batch-size 1" in result.stderr
+    assert result.stdout.strip().endswith("-a-cat.png") and "1 made, 0 skipped, 2 failed" in result.stderr

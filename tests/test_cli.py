@@ -112,11 +112,16 @@ def test_hub_id_through_the_cli_offline(hf_home, tmp_path) -> None:
     assert result.stdout.decode() == f"{tmp_path / 'a.png'}\n"
 
 
-def test_old_model_name_prints_a_note(hf_home, tmp_path) -> None:
+def test_old_model_name_prints_a_note_and_asks_for_the_new_one(hf_home, tmp_path) -> None:
     result = runner.invoke(app, ["a fox", "--model", "runwayml/stable-diffusion-v1-5", "-o", str(tmp_path / "a.png")])
     assert (
         "Note: runwayml/stable-diffusion-v1-5 is now served as stable-diffusion-v1-5/stable-diffusion-v1-5"
         in result.stderr
+    )
+    # the tests' cache has neither: the failure names the new id, so the alias was followed
+    assert result.exit_code == 1
+    assert "sdgen: error: Model 'stable-diffusion-v1-5/stable-diffusion-v1-5' is not in the Hugging Face cache" in (
+        result.stderr
     )
 
 

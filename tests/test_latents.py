@@ -46,5 +46,6 @@ def test_image_to_tensor_range_shape_and_resize() -> None:
 
 def test_decode_maps_minus_one_to_one_onto_0_255(tiny_parts) -> None:
     latents = torch.zeros(1, 4, 8, 8)
-    [image] = decode_latents(tiny_parts.vae, latents)
+    [image], vae_dtype = decode_latents(tiny_parts.vae, latents)
+    assert vae_dtype == "float32"
     assert image.size == (16, 16) and image.mode == "RGB"

@@ -91,3 +91,54 @@ def test_not_a_folder_nor_a_hub_id(tmp_path) -> None:
         resolve_model_folder(ModelSpec(model=str(tmp_path / "missing")), None)
     with pytest.raises(ModelNotFoundError, match="is not a model folder or a Hub id"):
         resolve_model_folder(ModelSpec(model="not a hub id"), None)
+
+
+@pytest.fixture
+def online_listing(monkeypatch):
+    """The Hub's file listing answers (as if online); the download itself is what each test breaks."""
+    import huggingface_hub
+
+    from sdgen.models import hub
+
+    files = [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json",
+        *(f"{p}/config.json" for p in ("unet", "vae", "text_encoder")),
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_list_repo_files", lambda repo_id, spec: files)
+
+    def breaks_with(error: Exception) -> None:
+        def download(*args, **kwargs):
+            assert kwargs["local_files_only"] is False
+            raise error
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+
+    return breaks_with
+
+
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (OSError(28, "No space left on device"), "Downloading 'someone/model' into {cache} failed: No space left"),
+        (OSError(30, "Read-only file system"), "Cannot write the Hugging Face cache {cache} (Read-only file system)"),
+        (PermissionError(13, "Permission denied"), "Cannot write the Hugging Face cache {cache} (Permission denied)"),
+        (ConnectionResetError(104, "Connection reset by peer"), "The download of 'someone/model' into {cache} broke"),
+        (TimeoutError("read timed out"), "The download of 'someone/model' into {cache} broke off (TimeoutError"),
+    ],
+)
+def test_download_failures_say_what_happened(online_listing, hf_home, error, message) -> None:
+    from sdgen.errors import ModelLoadError
+
+    online_listing(error)
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_model_folder(ModelSpec(model="someone/model"), None)
+    assert message.format(cache=hf_home / "hub") in str(caught.value)
+    assert "not in the Hugging Face cache" not in str(caught.value)
+    if "broke off" in message or "No space" in message:
+        assert "run again" in str(caught.value) and "resume" in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,51 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         write_atomic(tmp_path / "a.png", b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_part_file(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    from sdgen.errors import WriteError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteError) as caught:
+        write_atomic(tmp_path / "a.png", b"data")
+    assert str(caught.value).startswith(f"Cannot write '{tmp_path / 'a.png'}': No space left on device.")
+    assert "\n" not in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "where, reason",
+    [("file/sub", "a file is in the way, not a folder"), ("/proc/sdgen-test/out", "No such file or directory")],
+)
+def test_a_folder_that_cannot_be_made_is_found_before_loading(tmp_path, where, reason) -> None:
+    from sdgen.output import check_writable_folder
+
+    (tmp_path / "file").write_text("x")
+    folder = tmp_path / where if not where.startswith("/") else Path(where)
+    with pytest.raises(OutputError, match=reason):
+        check_writable_folder(folder)
+
+
+def test_numbered_names_follow_the_template_and_skip_taken_numbers(tmp_path, monkeypatch) -> None:
+    from sdgen import output
+    from sdgen.output import index_pattern, next_index, write_numbered
+
+    pattern = index_pattern("img-{index:04d}")
+    assert pattern.match("img-0012.png").group(1) == "0012" and not pattern.match("img-12-x.png")
+    assert index_pattern("{index:05d}-{seed}-{slug}").match("00007-42-a-fox.png").group(1) == "00007"
+    (tmp_path / "img-0004.png").write_bytes(b"old")
+    fields = {"seed": 1, "prompt": "a fox", "steps": 2, "scheduler": "ddim"}
+    assert write_numbered(tmp_path, "img-{index:04d}", fields, b"a").name == "img-0005.png"
+    # another run takes img-0006 between our look at the folder and our write: we take the next one
+    stale = iter([6, 6])
+    monkeypatch.setattr(output, "next_index", lambda folder, pattern=None: next(stale, next_index(folder, pattern)))
+    (tmp_path / "img-0006.png").write_bytes(b"theirs")
+    assert write_numbered(tmp_path, "img-{index:04d}", fields, b"b").name == "img-0007.png"
+    assert (tmp_path / "img-0006.png").read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"img-000{i}.png" for i in (4, 5, 6, 7)]

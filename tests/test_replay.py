@@ -181,3 +181,62 @@ def test_parse_a1111_multiline_prompt() -> None:
     parsed = parse_a1111("line one\nline two\nNegative prompt: bad\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 3")
     assert parsed["prompt"] == "line one\nline two" and parsed["negative_prompt"] == "bad"
     assert parsed["fields"]["Sampler"] == "Euler"
+
+
+def png_with(tmp_path, name: str, **text: str):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    path = tmp_path / name
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "chunk, message",
+    [
+        ('["not", "a", "record"]', "has an sdgen record that is not a JSON object"),
+        ('{"prompt": "a fox", "steps": "many"}', "records steps = 'many', which is not a whole number; pass --steps"),
+        ('{"prompt": ["a", "list"]}', "records prompt = ['a', 'list'], which is not text"),
+        ('{"prompt": "a fox", "scheduler": 5}', "records scheduler = 5, which is not text"),
+        (
+            '{"prompt": "a fox", "width": 1000000000}',
+            "Invalid --width 1000000000: must be a whole number from 64 to 4096. (set by image)",
+        ),
+        ('{"prompt": "a fox", "scheduler": "warp-drive"}', "Unknown --scheduler 'warp-drive': choose one of"),
+        ('{"prompt": "a fox", "guidance_scale": true}', "records guidance_scale = True, which is not a number"),
+    ],
+)
+def test_hostile_sdgen_records_are_one_line_errors_before_loading(tmp_path, no_weights_load, chunk, message) -> None:
+    path = png_with(tmp_path, "hostile.png", sdgen=chunk)
+    result = runner.invoke(app, ["--from", str(path), "-o", f"{tmp_path}/out/"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("sdgen: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a fox\nSteps: many, Sampler: Euler, Seed: 1, Size: 64x64", "has unreadable A1111 parameters"),
+        ("a fox\nSteps: 3, Sampler: Warp, Seed: 1, Size: 64x64", "was made with sampler 'Warp'"),
+        ("a fox\nSteps: 3, Sampler: Euler, Seed: 1, Size: 64x64000000", "Invalid --height 64000000: must be"),
+    ],
+)
+def test_hostile_a1111_text_is_a_one_line_error(tmp_path, no_weights_load, text, message) -> None:
+    path = png_with(tmp_path, "a1111.png", parameters=text)
+    result = runner.invoke(app, ["--from", str(path), "-o", f"{tmp_path}/out/"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("sdgen: error: ") and message in result.stderr
+
+
+def test_a_model_named_only_by_the_image_is_shown_before_it_loads(hf_home, tmp_path) -> None:
+    record = '{"prompt": "a fox", "model": "someone/else", "width": 64, "height": 64}'
+    path = png_with(tmp_path, "other.png", sdgen=record)
+    result = runner.invoke(app, ["--from", str(path), "-o", f"{tmp_path}/out/"])
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Note: {path} was made with model 'someone/else'; using it (pass --model to choose another)."
+    assert result.exit_code == 1 and lines[-1].startswith("sdgen: error: Model 'someone/else' is not in the")

@@ -95,11 +95,19 @@ def test_bad_settings_name_the_place_and_the_fix(user_config, text, env, message
     assert message in str(caught.value)
 
 
-def test_shipped_presets_make_valid_requests() -> None:
+def test_shipped_presets_make_valid_requests_with_their_own_values() -> None:
+    tomllib = settings.tomllib  # tomli on Python 3.10
+
     for name in settings.preset_names():
         values = settings.values(settings.resolve(environ={}, preset=name, flags={"prompt": "a fox"}))
-        GenerationRequest.from_settings(values).validated()
-        ModelSpec.from_settings(values).validated()
+        request = GenerationRequest.from_settings(values).validated()
+        spec = ModelSpec.from_settings(values).validated()
+        written = tomllib.loads((settings.configs_dir() / "presets" / f"{name}.toml").read_text())
+        assert written, name
+        for key, value in written.items():
+            option = options.OPTIONS[key]
+            target = request if option.target == "request" else spec
+            assert getattr(target, option.target_field) == value, (name, key)
 
 
 def test_user_config_path_follows_the_platform(monkeypatch, tmp_path) -> None:
@@ -107,3 +115,10 @@ def test_user_config_path_follows_the_platform(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr("sys.platform", "linux")
     assert settings.user_config_path({}) == tmp_path / "sdgen" / "config.toml"
     assert settings.user_config_path({settings.ENV_CONFIG: "~/my.toml"}).name == "my.toml"
+
+
+def test_python_3_10_gets_a_toml_reader() -> None:
+    """Python 3.10 has no tomllib: sdgen falls back to tomli, which must then be a dependency."""
+    project = settings.tomllib.loads((settings.configs_dir().parent / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.10"
+    assert "tomli>=1.1; python_version < '3.11'" in project["dependencies"]

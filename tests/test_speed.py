@@ -84,7 +84,7 @@ def test_cuda_compile_follows_diffusers_advice() -> None:
     assert compile_plan("cuda:0").options == {"mode": "reduce-overhead"}
 
 
-def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir) -> None:
+def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir, tiny_parts) -> None:
     from sdgen.errors import GenerationError
     from sdgen.latents import decode_latents
     from sdgen.models import load_model
@@ -98,11 +98,37 @@ def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir) -> None:
         return (out * float("nan"),) if vae.dtype != torch.float32 else (out,)
 
     vae.decode = overflow_below_float32
-    [image] = decode_latents(vae, torch.zeros(1, 4, 8, 8))
-    assert vae.dtype == torch.float32 and np.asarray(image).std() >= 0
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    [image], used = decode_latents(vae, latents)
+    [reference], _ = decode_latents(tiny_parts.vae, latents)  # the float32 VAE (bf16 weights differ slightly)
+    assert used == "float32" and vae.dtype == torch.bfloat16  # retried in float32, then put back
+    difference = np.abs(np.asarray(image).astype(int) - np.asarray(reference).astype(int))
+    assert difference.mean() < 3 and np.asarray(image).std() > 5  # a real picture, not a black one
     vae.decode = lambda latents, return_dict=False: (torch.full((1, 3, 16, 16), float("nan")),)
     with pytest.raises(GenerationError, match="NaN or infinite values even in float32"):
         decode_latents(vae, torch.zeros(1, 4, 8, 8))
+    assert vae.dtype == torch.bfloat16
+
+
+def test_each_image_records_the_vae_dtype_that_decoded_it(tiny_model_dir) -> None:
+    """After the NaN guard's float32 retry, later images decode in the run's dtype again and say so."""
+    from sdgen.metadata import result_record
+    from sdgen.models import load_model
+    from sdgen.pipeline import generate
+
+    parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
+    vae, real_decode, calls = parts.vae, parts.vae.decode, []
+
+    def first_overflows(latents, return_dict=False):
+        calls.append(vae.dtype)
+        out = real_decode(latents, return_dict=False)[0]
+        return (out * float("nan"),) if len(calls) == 1 else (out,)
+
+    vae.decode = first_overflows
+    request = GenerationRequest("a fox", seed=1, num_inference_steps=2, width=64, height=64, num_images=2)
+    records = [result_record(result, parts) for result in generate(request, parts)]
+    assert [r["vae_dtype"] for r in records] == ["float32", "bfloat16"]
+    assert calls == [torch.bfloat16, torch.float32, torch.bfloat16]
 
 
 def test_vae_tiling_decodes_large_images_in_tiles_without_seams(tiny_model_dir, tiny_parts) -> None:

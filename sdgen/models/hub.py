@@ -7,13 +7,14 @@ HF_HUB_OFFLINE=1), or when the Hub cannot be reached, the cache alone is used.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdgen.errors import ModelLoadError, ModelNotFoundError
+from sdgen.errors import ModelLoadError, ModelNotFoundError, SdgenError, os_reason
 from sdgen.models.layout import WEIGHTED_PARTS, download_patterns, weight_candidates
 from sdgen.options import DEFAULT_MODEL
 from sdgen.request import ModelSpec
@@ -95,12 +96,7 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> ModelSou
             allow_patterns=patterns,
         )
     except Exception as error:
-        why = "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
-        raise ModelNotFoundError(
-            f"Model {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({hub_cache_dir(spec)}) "
-            f"and {why}. Run once with network access to download it into {hub_cache_dir(spec)}, "
-            "or pass --model PATH to a local diffusers folder."
-        ) from error
+        raise _download_failure(repo_id, spec, error, downloading=not local_only) from error
     folder_path = Path(folder)
     commit = folder_path.name if folder_path.parent.name == "snapshots" else None
     return ModelSource(
@@ -109,6 +105,35 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> ModelSou
         revision=spec.revision,
         commit=commit,
         unet_sha256=_cached_blob_sha256(folder_path, "unet", variant),
+    )
+
+
+def _download_failure(repo_id: str, spec: ModelSpec, error: Exception, downloading: bool) -> SdgenError:
+    """Say what really went wrong. huggingface_hub writes each file as `<blob>.incomplete` and renames it
+    only when whole, so a failed download never leaves a file a later run takes for complete, and the
+    next run resumes it."""
+    cache = hub_cache_dir(spec)
+    number = getattr(error, "errno", None)
+    if number == errno.ENOSPC:
+        return ModelLoadError(
+            f"Downloading {repo_id!r} into {cache} failed: {os_reason(error)}. Free some space (SD1.5 needs "
+            "2-4 GB) or set HF_HOME to a bigger disk, then run again: the download resumes where it stopped."
+        )
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ModelLoadError(
+            f"Cannot write the Hugging Face cache {cache} ({os_reason(error)}): set HF_HOME to a writable "
+            "folder, or use --offline with a cache that has the model."
+        )
+    if downloading:
+        return ModelLoadError(
+            f"The download of {repo_id!r}{_revision_text(spec)} into {cache} broke off "
+            f"({type(error).__name__}: {str(error).strip()[:200]}); run again to resume it."
+        )
+    why = "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
+    return ModelNotFoundError(
+        f"Model {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({cache}) and {why}. "
+        f"Run once with network access to download it into {cache}, or pass --model PATH to a local diffusers "
+        "folder."
     )
 
 
