@@ -1,4 +1,4 @@
-"""Error classes. Each carries the exit code the CLI returns for it (README: Exit codes).
+"""Error classes. Each carries the exit code the CLI returns for it (README: When things go wrong).
 
 | code | meaning                                                                       |
 | 0    | success                                                                       |
