@@ -133,7 +133,8 @@ _LEGACY_KARRAS = {f"{spec.a1111_sampler} Karras": name for name, spec in SCHEDUL
 
 
 def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
-    """(A1111 parameters text, sdgen record) from a PNG's text chunks or a JPEG/WebP's EXIF UserComment."""
+    """(A1111 parameters text, sdgen record) from a PNG's text chunks, a GIF's comment or a JPEG/WebP's EXIF
+    UserComment."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -142,7 +143,7 @@ def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | 
             exif = image.getexif()
     except (OSError, UnidentifiedImageError) as error:
         raise InvalidRequestError(f"Cannot read {str(path)!r}: not an image Pillow can open ({error}).") from None
-    parameters = info.get(A1111_KEY)
+    parameters = info.get(A1111_KEY) or info.get("comment")  # PNG text chunk; a GIF's comment
     if parameters is None:
         comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
         parameters = _decode_user_comment(comment) if comment else None

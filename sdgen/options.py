@@ -24,10 +24,13 @@ from sdgen.schedulers import DEFAULT_SCHEDULER
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 # What a row feeds: the request (one prompt's images), the model spec (weights, device, speed), the output
-# (where and how images are written), or the run itself (logging, the batch reader).
-REQUEST, MODEL, OUTPUT, RUN = "request", "model", "output", "run"
-GENERATE, BATCH = "generate", "batch"
+# (where and how images are written), the pictures of the process (strips, previews, grids), or the run
+# itself (logging, the batch reader).
+REQUEST, MODEL, OUTPUT, PICTURES, RUN = "request", "model", "output", "pictures", "run"
+GENERATE, BATCH, GRID, NOISE, SCHEDULE = "generate", "batch", "grid", "noise", "schedule"
 BOTH = frozenset({GENERATE, BATCH})
+MAKERS = frozenset({GENERATE, BATCH, GRID})  # the commands that generate images
+LOADERS = frozenset({GENERATE, BATCH, GRID, NOISE, SCHEDULE})  # the commands that read a model
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Option:
     flag: str | None = None  # the long flag when it is not --key-with-dashes
     field_name: str | None = None  # the target's field when it is not the key (steps -> num_inference_steps)
     empty: str | None = None  # what no value means, for --help and `sdgen config` ("random")
-    commands: frozenset[str] = BOTH
+    commands: frozenset[str] = MAKERS
     layered: bool = True  # settable by presets, the config file and SDGEN_*; False: command line only
     path: bool = False  # a file the command line should expand (~) and show as <path>
     help_for: Mapping[str, str] = field(default_factory=dict)  # a command's own help text, in full
@@ -79,33 +82,44 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "preset", str, None, "Named settings from configs/presets (fast, quality, draft) or your config file.",
-        RUN, layered=False,
+        RUN, layered=False, commands=LOADERS,
     ),
     # the model
-    Option("model", str, DEFAULT_MODEL, "Hub id or local diffusers folder.", MODEL, short="-m"),
+    Option("model", str, DEFAULT_MODEL, "Hub id or local diffusers folder.", MODEL, short="-m", commands=LOADERS),
     # the picture
     Option("steps", int, 25, "Denoising steps (num_inference_steps).", REQUEST, field_name="num_inference_steps"),
     Option("guidance_scale", float, 7.5, "Classifier-free guidance; <= 1 turns it off.", REQUEST, short="-g"),
     Option("negative_prompt", str, "", "What to steer away from.", REQUEST, short="-N"),
     Option(
         "seed", int, None, "Seed of image 1; image i uses seed+i.", REQUEST, short="-s", empty="random",
-        help_for={BATCH: "Base seed: a line without a seed gets sha256(base:line). [default: 0]"},
+        commands=MAKERS | {NOISE},
+        help_for={
+            BATCH: "Base seed: a line without a seed gets sha256(base:line). [default: 0]",
+            GRID: "Seed of every cell (unless seed is an axis). [default: random]",
+            NOISE: "Seed of the noise added (the same noise at every timestep). [default: random]",
+        },
     ),
     Option("scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST),
-    Option("width", int, None, "Multiple of 8.", REQUEST, short="-W", empty="512, or the init image's"),
-    Option("height", int, None, "Multiple of 8.", REQUEST, short="-H", empty="512, or the init image's"),
-    Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n"),
+    Option(
+        "width", int, None, "Multiple of 8.", REQUEST, short="-W", empty="512, or the init image's",
+        commands=MAKERS | {NOISE},
+    ),
+    Option(
+        "height", int, None, "Multiple of 8.", REQUEST, short="-H", empty="512, or the init image's",
+        commands=MAKERS | {NOISE},
+    ),
+    Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n", commands=BOTH),
     Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST),
     Option(
         "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
     ),
     Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
     # where and how it runs
-    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL),
+    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(
         "dtype", str, "auto",
         "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
-        MODEL,
+        MODEL, commands=MAKERS | {NOISE},
     ),
     Option(
         "attention_slicing", bool, False,
@@ -116,16 +130,17 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("offload", str, "none", "CUDA: none, model (one part on the GPU at a time) or sequential.", MODEL),
     Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
     Option(
-        "revision", str, None, "Hub branch, tag or commit of the model.", MODEL, empty="the Hub's main branch"
+        "revision", str, None, "Hub branch, tag or commit of the model.", MODEL, empty="the Hub's main branch",
+        commands=LOADERS,
     ),
-    Option("offline", bool, False, "Use the Hugging Face cache only.", MODEL),
+    Option("offline", bool, False, "Use the Hugging Face cache only.", MODEL, commands=LOADERS),
     # where the images go
     Option(
         "output", str, None, "FILE.png, a folder ending in /, or - for stdout.", OUTPUT, short="-o",
-        empty="outputs/", help_for={BATCH: "Output folder. [default: outputs/]"},
+        empty="outputs/", commands=LOADERS, help_for={BATCH: "Output folder. [default: outputs/]"},
     ),
     Option(
-        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False,
+        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False, commands=LOADERS,
         help_for={BATCH: "Regenerate and replace finished images."},
     ),
     Option(
@@ -137,12 +152,59 @@ OPTIONS: Mapping[str, Option] = _table(
         "File name template: {line} {index} {seed} {slug} {steps} {scheduler}.", OUTPUT, flag="--name",
         commands=frozenset({BATCH}),
     ),
-    Option("rng", str, "cpu", "Where noise is drawn: cpu (same picture on every device) or device.", MODEL),
+    Option(
+        "rng", str, "cpu", "Where noise is drawn: cpu (same picture on every device) or device.", MODEL,
+        commands=MAKERS | {NOISE},
+    ),
     Option(
         "json", bool, False, "Print one JSON object per image on stdout.", OUTPUT, layered=False,
-        help_for={BATCH: "Print each image's manifest record on stdout (valid batch input)."},
+        commands=MAKERS | {SCHEDULE},
+        help_for={
+            BATCH: "Print each image's manifest record on stdout (valid batch input).",
+            GRID: "Print each cell's record on stdout, one JSON object per line.",
+            SCHEDULE: "Print the numbers (alpha-bar per schedule, visited timesteps and sigmas) as JSON; no plot.",
+        },
     ),
-    Option("metadata", bool, True, "Write A1111 parameters and sdgen's record into each PNG.", OUTPUT),
+    Option(
+        "metadata", bool, True, "Write A1111 parameters and sdgen's record into each PNG.", OUTPUT,
+        commands=MAKERS | {NOISE},
+    ),
+    # pictures of the process (sdgen/pictures/)
+    Option(
+        "save_steps", str, None,
+        "Write the denoising sequence: x_t and predicted x0 at chosen steps, the final image last (PNG).",
+        PICTURES, layered=False, path=True, commands=frozenset({GENERATE}),
+    ),
+    Option(
+        "every", int, None, "--save-steps/--animation: a frame every K steps.", PICTURES,
+        commands=frozenset({GENERATE}), empty="--frames",
+    ),
+    Option(
+        "frames", int, 8, "--save-steps/--animation: N evenly spaced frames (the last step always).", PICTURES,
+        commands=frozenset({GENERATE}),
+    ),
+    Option(
+        "animation", str, None, "Write the same frames as an animation (.gif or .webp).", PICTURES,
+        layered=False, path=True, commands=frozenset({GENERATE}),
+    ),
+    Option(
+        "preview", str, "auto",
+        "How step previews are decoded: approx (a fixed linear map, no network), tiny (a tiny autoencoder, "
+        "--preview-model), full (the model's VAE), none; auto: full for --save-steps/--animation, approx live.",
+        PICTURES,
+    ),
+    Option(
+        "preview_model", str, "madebyollin/taesd", "Tiny autoencoder of --preview tiny: Hub id or folder.", PICTURES,
+    ),
+    Option(
+        "preview_file", str, None, "Rewrite this PNG with the picture forming as the steps run (live preview).",
+        PICTURES, path=True,
+    ),
+    Option("preview_every", int, 1, "Live preview: every K steps.", PICTURES),
+    Option(
+        "grid", str, None, "Also put this run's images in one labelled picture (PNG), as A1111 does.", PICTURES,
+        layered=False, path=True, commands=frozenset({GENERATE}),
+    ),
     # the batch reader
     Option(
         "fail_fast", bool, False, "Stop at the first bad line or failure.", RUN,
@@ -153,8 +215,13 @@ OPTIONS: Mapping[str, Option] = _table(
         commands=frozenset({BATCH}), layered=False,
     ),
     # the terminal
-    Option("quiet", bool, False, "No progress, notes or warnings on stderr.", RUN, short="-q", layered=False),
-    Option("verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False),
+    Option(
+        "quiet", bool, False, "No progress, notes or warnings on stderr.", RUN, short="-q", layered=False,
+        commands=LOADERS,
+    ),
+    Option(
+        "verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False, commands=LOADERS
+    ),
 )
 
 
@@ -189,4 +256,12 @@ def describe(error: UsageError, sources: Mapping[str, str] | None = None) -> str
     from a preset, the config file, the environment or an image, where it came from."""
     source = (sources or {}).get(error.key or "")
     suffix = f" (set by {source})" if source not in (None, "flag", "built-in") else ""
-    return str(error.named(flag_of(error.key) or error.key or "value", suffix))
+    name = flag_of(error.key) or _command_flag(error.key)
+    return str(error.named(name, suffix))
+
+
+def _command_flag(key: str | None) -> str:
+    """A command's own option outside the table (--timesteps of `sdgen noise`); the prompt is an argument."""
+    if not key:
+        return "value"
+    return key if key == "prompt" else "--" + key.replace("_", "-")

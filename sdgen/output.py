@@ -110,9 +110,7 @@ def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Target]
     if target == "-":
         if count != 1:
             raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
-        if sys.stdout.isatty():
-            raise OutputError("Refusing to write PNG bytes to a terminal; pipe it (-o - | display -) or use -o FILE.")
-        return [Target()]
+        return [_stdout_target()]
     if target is None or target.endswith(("/", "\\")) or Path(target).is_dir():
         folder = Path(target or DEFAULT_FOLDER)
         check_writable_folder(folder)
@@ -123,6 +121,35 @@ def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Target]
     check_writable_folder(path.parent)
     paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
     return [_fixed(p, output.overwrite) for p in paths]
+
+
+def picture_target(output: OutputSpec, template: str, about: str) -> Target:
+    """Where one picture of the process (a strip, a grid, a plot) goes: -o FILE.png, -o - for stdout, or
+    the next number of `template` ({index} and {slug}, the slug made from `about`) in -o DIR/ or outputs/."""
+    target = output.output
+    if target == "-":
+        return _stdout_target()
+    if target is None or target.endswith(("/", "\\")) or Path(os.path.expanduser(target)).is_dir():
+        folder = Path(os.path.expanduser(target or DEFAULT_FOLDER))
+        check_writable_folder(folder)
+        fields = {"seed": 0, "prompt": about, "steps": 0, "scheduler": ""}
+        return Target(folder=folder, template=template, fields=fields)
+    path = Path(os.path.expanduser(target))
+    if path.suffix.lower() != ".png":
+        raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
+    return fixed_target(path, output.overwrite)
+
+
+def fixed_target(path: Path, overwrite: bool) -> Target:
+    """A named file: refused now if it exists (without --overwrite) or its folder cannot be written."""
+    check_writable_folder(path.parent)
+    return _fixed(path, overwrite)
+
+
+def _stdout_target() -> Target:
+    if sys.stdout.isatty():
+        raise OutputError("Refusing to write PNG bytes to a terminal; pipe it (-o - | display -) or use -o FILE.")
+    return Target()
 
 
 def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec) -> list[Target]:

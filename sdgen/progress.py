@@ -1,4 +1,5 @@
-"""Progress on stderr with rich: which part is loading, then step k of N with it/s and ETA per batch.
+"""Progress on stderr with rich: which part is loading, then step k of N with it/s and ETA per batch, and
+under it the live preview where the terminal can show images (sdgen.pictures.live).
 
 Shown only when stderr is a terminal, so logs and pipelines stay clean.
 """
@@ -6,18 +7,24 @@ Shown only when stderr is a terminal, so logs and pipelines stay clean.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
     from sdgen.denoise import StepInfo
+
+PREVIEW_ROWS = 12  # terminal lines the preview picture takes
 
 
 class GenerationProgress:
     """Callbacks for load_model(on_part=...) and generate(on_step=...), drawing one rich display."""
 
-    def __init__(self, num_images: int, enabled: bool | None = None) -> None:
+    def __init__(self, num_images: int, enabled: bool | None = None, terminal_image: Any | None = None) -> None:
         self.num_images = num_images
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.terminal_image = terminal_image  # a rich renderable class for pictures (textual-image), or None
+        self.preview: Any | None = None
         self._progress = None
         self._load_task = None
         self._step_task = None
@@ -36,7 +43,15 @@ class GenerationProgress:
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(
+            owner = self
+
+            class WithPreview(Progress):
+                def get_renderables(self) -> Any:
+                    yield self.make_tasks_table(self.tasks)
+                    if owner.preview is not None:
+                        yield owner.preview
+
+            self._progress = WithPreview(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -53,6 +68,17 @@ class GenerationProgress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+    @property
+    def shows_pictures(self) -> bool:
+        return self.enabled and self.terminal_image is not None
+
+    def show(self, picture: Image.Image) -> None:
+        """The live preview's picture under the bars (sdgen.pictures.live.LivePreview calls this)."""
+        if self.shows_pictures:
+            self.preview = self.terminal_image(picture, height=PREVIEW_ROWS)
+            if self._progress is not None:
+                self._progress.refresh()
 
     def on_part(self, part: str, size: int) -> None:
         if self._progress is None:

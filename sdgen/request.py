@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 from sdgen import options
 from sdgen.devices import normalize_device, normalize_dtype, normalize_rng
 from sdgen.errors import NAME, InvalidRequestError
-from sdgen.options import MODEL, OUTPUT, REQUEST, default
+from sdgen.options import MODEL, OUTPUT, PICTURES, REQUEST, default
 from sdgen.schedulers import scheduler_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -223,6 +223,54 @@ class OutputSpec:
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> OutputSpec:
         return cls(**fields_for(cls, OUTPUT, values))
+
+
+PREVIEW_KINDS = ("auto", "approx", "tiny", "full", "none")
+ANIMATION_SUFFIXES = (".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class PicturesSpec:
+    """The pictures of the process a run makes besides its images: the denoising sequence as a contact
+    sheet and an animation, a live preview file, and a grid of the run's images."""
+
+    save_steps: str | None = default("save_steps")  # contact sheet PNG
+    every: int | None = default("every")  # a frame every K steps, else `frames` evenly spaced frames
+    frames: int = default("frames")
+    animation: str | None = default("animation")  # .gif or .webp
+    preview: str = default("preview")  # auto, approx, tiny, full or none
+    preview_model: str = default("preview_model")  # AutoencoderTiny weights: Hub id or folder
+    preview_file: str | None = default("preview_file")  # live preview PNG, rewritten atomically
+    preview_every: int = default("preview_every")
+    grid: str | None = default("grid")  # the run's images in one labelled PNG
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> PicturesSpec:
+        return cls(**fields_for(cls, PICTURES, values))
+
+    @property
+    def records_steps(self) -> bool:
+        return self.save_steps is not None or self.animation is not None
+
+    def validated(self) -> PicturesSpec:
+        """Every check that needs no weights, with paths expanded (a config file's ~ is not a shell's)."""
+        if self.preview not in PREVIEW_KINDS:
+            choices = ", ".join(PREVIEW_KINDS)
+            raise InvalidRequestError(f"Invalid {NAME} {self.preview!r}: choose one of {choices}.", "preview")
+        if self.every is not None:
+            _check_int("every", self.every, 1, MAX_STEPS)
+        _check_int("frames", self.frames, 1, MAX_STEPS)
+        _check_int("preview_every", self.preview_every, 1, MAX_STEPS)
+        keys = ("save_steps", "animation", "preview_file", "grid")
+        paths = {key: str(getattr(self, key)) for key in keys if getattr(self, key) is not None}  # Path from Typer
+        for key, path in paths.items():
+            suffixes = ANIMATION_SUFFIXES if key == "animation" else (".png",)
+            if not path.lower().endswith(suffixes) or path == "-":
+                raise InvalidRequestError(
+                    f"Invalid {NAME} {path!r}: use a file name ending in {' or '.join(suffixes)}.", key
+                )
+        expanded = {key: str(Path(path).expanduser()) for key, path in paths.items()}
+        return replace(self, **expanded)
 
 
 def fields_for(cls: type, target: str, values: Mapping[str, Any]) -> dict[str, Any]:

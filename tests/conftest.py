@@ -89,3 +89,11 @@ def run_cli(args: list[str], **env: str):
     return subprocess.run(
         [sys.executable, "-m", "sdgen", *args], capture_output=True, env=full_env, timeout=240, check=False
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_autoencoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random AutoencoderTiny: the stand-in for TAESD (madebyollin/taesd) in --preview tiny."""
+    from sdgen.testing.tiny_model import build_tiny_autoencoder
+
+    return build_tiny_autoencoder(tmp_path_factory.mktemp("models") / "tiny-taesd")

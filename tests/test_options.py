@@ -9,7 +9,7 @@ from types import MappingProxyType
 import pytest
 from typer.testing import CliRunner
 
-import sdgen.cli
+import sdgen.cli.generate
 from sdgen import options
 from sdgen.cli import build_app
 from sdgen.options import BATCH, GENERATE, MODEL, OUTPUT, REQUEST, Option
@@ -49,8 +49,8 @@ def test_a_new_row_alone_reaches_help_config_env_the_config_file_and_the_request
     assert bad.exit_code == 2 and "Invalid SDGEN_SHARPNESS='very': must be a number." in bad.stderr
 
     made = []
-    monkeypatch.setattr(sdgen.cli, "GenerationRequest", SharperRequest)
-    monkeypatch.setattr(sdgen.cli, "run_generate", lambda request, *rest, **kw: made.append(request))
+    monkeypatch.setattr(sdgen.cli.generate, "GenerationRequest", SharperRequest)
+    monkeypatch.setattr(sdgen.cli.generate, "run_generate", lambda request, *rest, **kw: made.append(request))
     assert runner.invoke(app, ["a fox", "--sharpness", "0.25"]).exit_code == 0
     assert runner.invoke(app, ["a fox"], env=env).exit_code == 0
     assert runner.invoke(app, ["a fox"], env={**env, "SDGEN_SHARPNESS": "0.9"}).exit_code == 0

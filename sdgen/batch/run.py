@@ -36,9 +36,10 @@ from sdgen.metadata import png_info
 from sdgen.models.hub import canonical_model
 from sdgen.options import describe
 from sdgen.output import DEFAULT_FOLDER, check_writable_folder, png_bytes, write_atomic
+from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
 from sdgen.pipeline import ImageTask, generate_batch
 from sdgen.progress import GenerationProgress
-from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
 from sdgen.speed import SpeedPlan, plan_speed
 
 log = logging.getLogger("sdgen")
@@ -49,6 +50,7 @@ class BatchOptions:
     source: str  # a file path, or "-" for stdin
     fmt: str  # txt, jsonl, csv, tsv
     output: OutputSpec = field(default_factory=OutputSpec)  # output is the folder, batch_name the template
+    pictures: PicturesSpec = field(default_factory=PicturesSpec)  # the live preview
     fail_fast: bool = False
     dry_run: bool = False
     quiet: bool = False
@@ -137,6 +139,7 @@ def run_batch(
     if folder.lower().endswith(".png") or folder == "-":
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
     check_writable_folder(options.folder, create=not options.dry_run)
+    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
     processes = Processes.detect()
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
@@ -201,6 +204,7 @@ class _Run:
         self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
         self.parts: Any = None
         self.progress: Any = None
+        self.watchers: Any = None  # the live preview, once the model is loaded
 
     # --- problems: reported once (main process), counted everywhere -------------------------------------
 
@@ -244,7 +248,8 @@ class _Run:
         total = len(self.todo) if self.todo is not None else 0
         # several processes share one terminal: their live displays would overwrite each other
         enabled = False if self.options.quiet or self.processes.world > 1 else None
-        with GenerationProgress(total, enabled=enabled) as self.progress:
+        terminal = terminal_pictures(self.options.pictures, self.options.quiet) if enabled is None else None
+        with GenerationProgress(total, enabled=enabled, terminal_image=terminal) as self.progress:
             for chunk in work:
                 todo = self._still_to_make(chunk)
                 self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
@@ -260,10 +265,11 @@ class _Run:
         """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
         if self.parts is None:
             self.parts = models.load_model(self.spec, self.placement, self.plan, on_part=self.progress.on_part)
+            show = self.progress.show if self.progress.shows_pictures else None
+            self.watchers = start_watching(self.options.pictures, self.parts, None, show, self.spec.offline)
+        on_step = chain(self.progress.on_step, *self.watchers.callbacks)
         try:
-            results = generate_batch(
-                [ImageTask(image.request, image.index) for image in chunk], self.parts, self.progress.on_step
-            )
+            results = generate_batch([ImageTask(image.request, image.index) for image in chunk], self.parts, on_step)
         except GenerationError as error:
             for image in chunk:
                 if image.path in todo:
@@ -285,6 +291,7 @@ class _Run:
                 write_atomic(image.path, data, overwrite=output.overwrite)
                 self.manifest.append(record)
                 self.summary.made += 1
+            self.watchers.finished(result)
             self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
 
     # --- dry run and the end ------------------------------------------------------------------------------

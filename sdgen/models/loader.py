@@ -139,6 +139,58 @@ def load_model(
     return parts
 
 
+def load_scheduler_config(spec: ModelSpec) -> tuple[dict[str, Any], str]:
+    """The model's scheduler config (its noise schedule) and where it came from. SD1.5's ships with sdgen
+    (configs/sd15), so its schedule needs no download when the model is not in the cache."""
+    from sdgen.models.hub import canonical_model_id, is_cached
+    from sdgen.options import DEFAULT_MODEL
+    from sdgen.settings import configs_dir
+
+    spec = spec.validated()
+    model = canonical_model_id(spec.model)
+    if model == DEFAULT_MODEL and spec.revision is None and not is_cached(model, spec):
+        return json.loads((configs_dir() / "sd15" / "scheduler_config.json").read_text()), model
+    source = hub.resolve_model_folder(spec, None)
+    return json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text()), source.model
+
+
+def load_vae(spec: ModelSpec, placement: Placement) -> tuple[AutoencoderKL, ModelSource]:
+    """Only the VAE of a model (forward noising in latent space needs nothing else), placed as a run would."""
+    spec = spec.validated()
+    source = hub.resolve_model_folder(spec, placement.weight_variant)
+    files = check_model_folder(source.folder, source.model, placement.weight_variant)
+    _quiet_library_progress_bars()
+    vae = next(part for part in PARTS if part.name == "vae")
+    return _load_part(vae, source, files.get("vae"), placement, plan_speed(spec, placement), None), source
+
+
+def load_tiny_autoencoder(name: str, placement: Placement, offline: bool = False) -> Any:
+    """A tiny autoencoder (diffusers' AutoencoderTiny, e.g. TAESD `madebyollin/taesd`) from a folder or the
+    Hub, in safetensors, placed beside the VAE in the VAE's dtype."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderTiny
+
+    folder = Path(name).expanduser()
+    source = str(folder) if folder.is_dir() else name
+    _quiet_library_progress_bars()
+    try:
+        module = AutoencoderTiny.from_pretrained(
+            source,
+            use_safetensors=True,
+            local_files_only=hub.is_offline(ModelSpec(offline=offline)),
+            torch_dtype=torch_dtype("float32"),
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        where = "a folder that is not there" if name.startswith((".", "/", "~")) else "not in the cache and offline?"
+        raise ModelLoadError(
+            f"Cannot load the tiny autoencoder {name!r} (--preview-model; {where}): {_first_line(error)}. "
+            "Give a local AutoencoderTiny folder, or let sdgen download madebyollin/taesd."
+        ) from error
+    place_module(module, placement.device, torch_dtype(placement.vae_dtype))
+    return module
+
+
 def _load_part(
     part: Part, source: ModelSource, weights: Path | None, placement: Placement, plan: SpeedPlan, on_part: OnPart | None
 ) -> Any:

@@ -145,3 +145,21 @@ def write_model_index(folder: Path) -> None:
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+
+def build_tiny_autoencoder(folder: str | Path) -> Path:
+    """A tiny random AutoencoderTiny (TAESD's class) that decodes the tiny model's 4-channel latents at its
+    2x scale (32x32 latents -> 64x64 pixels): the stand-in for madebyollin/taesd in tests."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    folder = Path(folder)
+    torch.manual_seed(1)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(folder)
+    return folder

@@ -1,0 +1,78 @@
+"""The Typer app: `sdgen PROMPT` routes to generate; every other command registers itself here."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from sdgen import __version__
+from sdgen.cli import generate, pictures, tools
+from sdgen.errors import EXIT_INTERRUPTED
+from sdgen.options import GENERATE
+
+APP_HELP = (
+    "Text-to-image with Stable Diffusion 1.x, from the terminal.\n\n"
+    "\b\nExamples:\n"
+    '  sdgen "a cute kitten" --steps 48\n'
+    '  sdgen "a fox in the snow" -n 4 --seed 42 -o fox.png\n'
+    '  sdgen "oil painting" --init-image photo.jpg --strength 0.6\n'
+    '  sdgen "a cute kitten" --steps 48 --save-steps kitten-steps.png\n'
+    "  sdgen schedulers"
+)
+
+
+class DefaultToGenerate(TyperGroup):
+    """Route `sdgen "a prompt" ...` to the generate command; `sdgen -- info` generates the prompt "info"."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [GENERATE, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        formatter.write_usage("sdgen", "PROMPT [OPTIONS]  |  sdgen COMMAND [ARGS]")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sdgen {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Text-to-image with Stable Diffusion 1.x."""
+
+
+def build_app() -> typer.Typer:
+    """The Typer app, its options made from the table in sdgen/options.py as it is now."""
+    app = typer.Typer(
+        cls=DefaultToGenerate,
+        add_completion=False,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        help=APP_HELP,
+    )
+    app.callback()(_root)
+    for commands in (generate, pictures, tools):
+        commands.register(app)
+    return app
+
+
+app = build_app()
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(prog_name="sdgen")
+    except KeyboardInterrupt:
+        sys.stderr.write("sdgen: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)

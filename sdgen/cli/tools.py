@@ -1,0 +1,118 @@
+"""The small commands: schedulers, info, config, doctor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sdgen import doctor, options, settings
+from sdgen.cli.common import CliErrors, setup_logging
+from sdgen.errors import EXIT_FAILURE, EXIT_USAGE, SdgenError
+from sdgen.metadata import parse_a1111, read_image_metadata
+from sdgen.schedulers import SCHEDULERS
+
+
+def schedulers_command() -> None:
+    for spec in SCHEDULERS.values():
+        choices = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        a1111 = spec.a1111_sampler + (f" ({spec.a1111_schedule_type})" if spec.a1111_schedule_type else "")
+        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + choices + ')' if choices else ''}  [{a1111}]")
+
+
+def info_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
+) -> None:
+    setup_logging(False)
+    failed = False
+    for path in images:
+        try:
+            parameters, record = read_image_metadata(path)
+        except SdgenError as error:
+            typer.echo(f"sdgen: error: {error}", err=True)
+            failed = True
+            continue
+        if json_lines:
+            parsed = parse_a1111(parameters) if parameters else None
+            line = {"path": str(path), "parameters": parameters, "a1111": parsed, "sdgen": record}
+            typer.echo(json.dumps(line, ensure_ascii=False))
+            continue
+        typer.echo(f"{path}:")
+        if parameters is None and record is None:
+            typer.echo("  (no generation parameters)")
+        for line in (parameters or "").splitlines():
+            typer.echo(f"  {line}")
+        if record is not None:
+            typer.echo("  sdgen:")
+            for key, value in record.items():
+                typer.echo(f"    {key}: {value}")
+    if failed:
+        raise typer.Exit(EXIT_USAGE)
+
+
+def config_command(
+    preset: Annotated[str | None, typer.Option("--preset", help=options.OPTIONS["preset"].help)] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object: key -> {value, source}.")] = False,
+    path: Annotated[bool, typer.Option("--path", help="Print the user config file's path and exit.")] = False,
+) -> None:
+    with CliErrors():
+        config_path = settings.user_config_path()
+        if path:
+            typer.echo(str(config_path))
+            return
+        effective = settings.resolve(preset=preset)
+        if json_lines:
+            record = {key: {"value": s.value, "source": s.source} for key, s in effective.items()}
+            typer.echo(json.dumps(record, ensure_ascii=False))
+            return
+        exists = "" if config_path.is_file() else " (not created yet)"
+        typer.echo(f"# user config: {config_path}{exists}")
+        typer.echo(f"# presets: {', '.join(settings.preset_names())}")
+        for key in options.setting_kinds():
+            if key in effective:
+                value, source = json.dumps(effective[key].value, ensure_ascii=False), effective[key].source
+            else:
+                value, source = f"({options.OPTIONS[key].empty or 'unset'})", "built-in"
+            typer.echo(f"{key:16} {value:40} {source}")
+
+
+def doctor_command(
+    device: Annotated[str, typer.Option("--device", help="Device to test: auto, cpu, mps, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="dtype to test: auto, float32, float16, bfloat16.")] = "auto",
+) -> None:
+    setup_logging(False, quiet=True)
+    with CliErrors():
+        try:
+            for line in doctor.report(device, dtype):
+                typer.echo(line)
+        except doctor.DoctorFailed:
+            raise typer.Exit(EXIT_FAILURE) from None
+
+
+
+
+HELP = {
+    "schedulers": "List scheduler names, their diffusers classes and A1111 names.\n\n"
+    '\b\nExamples:\n  sdgen schedulers\n  sdgen "a fox" --scheduler euler-a',
+    "info": "Show how images were made: sdgen's record and A1111 parameters (PNG, JPEG, WebP).\n\n"
+    "\b\nExamples:\n  sdgen info outputs/*.png\n  sdgen info photo.webp --json | jq .a1111.fields.Seed",
+    "config": "Show the effective settings and where each came from.\n\n"
+    "Precedence, lowest first: built-in < preset < user config file < SDGEN_* environment variables < "
+    "--from IMAGE < flags.\n\n"
+    '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  $EDITOR "$(sdgen config --path)"',
+    "doctor": "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
+    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16",
+}
+
+
+def register(app: typer.Typer) -> None:
+    for name, func in (
+        ("schedulers", schedulers_command),
+        ("info", info_command),
+        ("config", config_command),
+        ("doctor", doctor_command),
+    ):
+        app.command(name, help=HELP[name])(func)
