@@ -198,6 +198,9 @@ def _unquote(value: str) -> str:
 def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
     parameters, record = read_image_metadata(path)
+    if isinstance(record, dict) and "picture" in record:  # a strip or grid: its first image
+        images = record.get("images") or record.get("cells")
+        record = images[0] if isinstance(images, list) and images else None
     if record is not None:
         return _typed_record(path, record)
     if not parameters:

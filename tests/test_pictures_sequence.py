@@ -140,3 +140,13 @@ def test_an_existing_strip_is_refused_before_loading(tmp_path, no_weights_load) 
     result = runner.invoke(app, ["a fox", "-o", str(tmp_path / "x.png"), "--save-steps", str(tmp_path / "s.png")])
     assert result.exit_code == 2 and "already exists; pass --overwrite" in result.stderr
     assert (tmp_path / "s.png").read_bytes() == b"mine"
+
+
+def test_a_strip_or_grid_replays_its_first_image(tiny_model_dir, tmp_path) -> None:
+    args = tiny_args(tiny_model_dir, "-n", "2", "-o", f"{tmp_path}/", "--save-steps", str(tmp_path / "s.png"))
+    assert runner.invoke(app, ["a fox", *args, "--grid", str(tmp_path / "g.png")]).exit_code == 0
+    for picture in ("s.png", "g.png"):
+        again = tmp_path / f"again-{picture}"
+        result = runner.invoke(app, ["--from", str(tmp_path / picture), "-o", str(again)])
+        assert result.exit_code == 0, result.output
+        assert Image.open(again).tobytes() == Image.open(tmp_path / "00000-3-a-fox.png").tobytes()
