@@ -17,6 +17,7 @@ from sdgen.errors import InvalidRequestError
 from sdgen.models import StableDiffusionParts
 from sdgen.options import OPTIONS
 from sdgen.pipeline import GeneratedImage
+from sdgen.prompts.networks import short_hash
 from sdgen.request import IMAGE_KEYS, GenerationRequest
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
 from sdgen.settings import as_kind, kind_name
@@ -54,12 +55,32 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     ]
     if request.is_img2img:
         fields.append(("Denoising strength", _number(request.strength)))
+    fields += _prompt_fields(request)
     fields.append(("Version", f"sdgen {sdgen.__version__}"))
     lines = [request.prompt.replace("\n", " ")]
     if request.negative_prompt:
         lines.append("Negative prompt: " + request.negative_prompt.replace("\n", " "))
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def _prompt_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+    """A1111's fields for clip skip, emphasis off, LoRAs and embeddings (with its short hashes), and the
+    Dynamic Prompts extension's `Template`."""
+    fields: list[tuple[str, object]] = []
+    if request.clip_skip > 1:
+        fields.append(("Clip skip", request.clip_skip))
+    if not request.weighting:
+        fields.append(("Emphasis", "None"))
+    hashed = [(lora.name, short_hash(lora.source)) for lora in request.lora_refs]
+    if hashed:
+        fields.append(("Lora hashes", ", ".join(f"{name}: {digest}" for name, digest in hashed if digest)))
+    embedded = [(ref.token, short_hash(ref.path)) for ref in request.embedding_refs]
+    if embedded:
+        fields.append(("TI hashes", ", ".join(f"{token}: {digest}" for token, digest in embedded)))
+    if request.prompt_template is not None:
+        fields.append(("Template", request.prompt_template.replace("\n", " ")))
+    return [(key, value) for key, value in fields if value != ""]
 
 
 def image_record(
@@ -86,8 +107,21 @@ def image_record(
         "height": request.height,
         "strength": request.strength if request.is_img2img else None,
         "init_image": str(request.init_image) if isinstance(request.init_image, (str, Path)) else None,
+        "lora": [str(spec) for spec in request.loras],
+        "embedding": [str(spec) for spec in request.embeddings],
+        "clip_skip": request.clip_skip,
+        "weighting": request.weighting,
         "model": model,
     }
+    if request.prompt_template is not None:
+        record["prompt_template"] = request.prompt_template
+    if request.lora_refs:
+        record["loras"] = [
+            {"name": lora.name, "source": lora.source, "scale": lora.scale, "hash": short_hash(lora.source)}
+            for lora in request.lora_refs
+        ]
+    if request.embedding_refs:
+        record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in request.embedding_refs]
     if parts is not None:
         record.update(
             revision=parts.source.revision,
@@ -218,6 +252,10 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             values["guidance_scale"] = float(fields["CFG scale"])
         if "Seed" in fields:
             values["seed"] = int(fields["Seed"])
+        if "Clip skip" in fields:
+            values["clip_skip"] = int(fields["Clip skip"])
+        if fields.get("Emphasis") == "None":
+            values["weighting"] = False
         if "Size" in fields:
             width, height = fields["Size"].lower().split("x")
             values["width"], values["height"] = int(width), int(height)

@@ -36,7 +36,8 @@ LOADERS = frozenset({GENERATE, BATCH, GRID, NOISE, SCHEDULE})  # the commands th
 @dataclass(frozen=True)
 class Option:
     key: str  # settings key and Python name: steps, guidance_scale ...
-    kind: type  # int, float, bool or str: what config files, SDGEN_* and batch lines must give
+    kind: type  # int, float, bool, str or list (of texts, a repeatable flag): what config files, SDGEN_* and
+    # batch lines must give
     default: Any  # the built-in value; None means no value (then `empty` says what happens)
     help: str
     target: str  # REQUEST, MODEL, OUTPUT or RUN
@@ -114,6 +115,38 @@ OPTIONS: Mapping[str, Option] = _table(
         "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
     ),
     Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
+    # prompts as A1111 users write them (sdgen/prompts/)
+    Option(
+        "weighting", bool, True,
+        "A1111 emphasis: (word:1.3), (word) x1.1, [word] /1.1, BREAK; --no-weighting reads prompts literally.",
+        REQUEST,
+    ),
+    Option(
+        "clip_skip", int, 1, "Use CLIP's N-th last layer (A1111's Clip skip; 1 = the last, 2 for many anime models).",
+        REQUEST,
+    ),
+    Option(
+        "lora", list, None, "LoRA: a .safetensors file, diffusers folder or Hub id, with :SCALE (default 1); repeat.",
+        REQUEST, field_name="loras",
+    ),
+    Option("lora_dir", str, None, "Folder where <lora:name:0.8> tags in a prompt find name.safetensors.", REQUEST,
+           path=True),
+    Option(
+        "embedding", list, None, "Textual-inversion embedding file, with :TOKEN (default: its file name); repeat.",
+        REQUEST, field_name="embeddings",
+    ),
+    Option(
+        "embedding_dir", str, None, "Folder of embeddings used by name: a prompt word that is a file's name loads it.",
+        REQUEST, path=True,
+    ),
+    Option(
+        "wildcard_dir", str, None, "Folder where __name__ in a prompt finds name.txt (one choice per line).", REQUEST,
+        path=True,
+    ),
+    Option(
+        "combinatorial", bool, False, "Make every expansion of {a|b} and __name__, not one random one per image.",
+        REQUEST,
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(

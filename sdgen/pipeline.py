@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ from sdgen.latents import (
     set_timesteps,
 )
 from sdgen.models import StableDiffusionParts
+from sdgen.prompts.networks import without_tags
 from sdgen.request import GenerationRequest, ModelSpec
 from sdgen.schedulers import make_scheduler
-from sdgen.text import encode_prompt
+from sdgen.text import TextOptions, encode_prompt, pad_to_chunks
+
+CLIP_TOKENS = 77  # one chunk of a prompt's embedding
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -63,6 +67,7 @@ def batch_key(request: GenerationRequest) -> tuple:
         request.guidance_scale,
         str(request.init_image) if request.is_img2img else None,
         request.strength if request.is_img2img else None,
+        request.lora_refs,  # fused into the weights: one set per U-Net call
     )
 
 
@@ -86,9 +91,21 @@ def iter_generate(
 
     # 2. load the model (once per process when the caller keeps the parts)
     parts = model if isinstance(model, StableDiffusionParts) else models.load_model(model)
-    tasks = [ImageTask(request, index) for index in range(request.num_images)]
-    for start in range(0, len(tasks), request.batch_size):
-        yield from generate_batch(tasks[start : start + request.batch_size], parts, on_step)
+    tasks = [ImageTask(request.for_image(index), index) for index in range(request.num_images)]
+    for batch in consecutive_batches(tasks, request.batch_size):
+        yield from generate_batch(batch, parts, on_step)
+
+
+def consecutive_batches(tasks: list[ImageTask], batch_size: int) -> Iterator[list[ImageTask]]:
+    """Runs of consecutive tasks that can share U-Net calls (wildcards may give images other LoRAs)."""
+    batch: list[ImageTask] = []
+    for task in tasks:
+        if batch and (len(batch) == batch_size or batch_key(batch[0].request) != batch_key(task.request)):
+            yield batch
+            batch = []
+        batch.append(task)
+    if batch:
+        yield batch
 
 
 def generate_batch(
@@ -131,20 +148,52 @@ def _first_line(error: BaseException) -> str:
 def _generate_batch(
     tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None
 ) -> list[GeneratedImage]:
+    started = time.perf_counter()
+    request = tasks[0].request  # size, steps, scheduler, guidance, init image and LoRAs are shared
+    if parts.adapters.use_loras(request.lora_refs):
+        parts.embedding_cache.clear()  # the text encoder's weights changed
+
+    # 3. encode each prompt and negative prompt (once per distinct text); guidance <= 1 needs no negatives
+    conditions = [_conditions(task.request, parts) for task in tasks]
+    # A prompt past 75 tokens is longer (77 per chunk); only prompts of one length stack into a U-Net call
+    results: dict[int, GeneratedImage] = {}
+    for length in dict.fromkeys(cond.shape[1] for cond, _ in conditions):
+        group = [number for number, (cond, _) in enumerate(conditions) if cond.shape[1] == length]
+        made = _denoise_and_decode([tasks[n] for n in group], [conditions[n] for n in group], parts, on_step)
+        results.update(zip(group, made, strict=True))
+    seconds = (time.perf_counter() - started) / len(tasks)
+    return [dataclasses.replace(results[number], seconds=seconds) for number in range(len(tasks))]
+
+
+def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prompt, negative prompt) embeddings, the shorter padded with empty chunks to the longer's length."""
+    prompt = _embedding(without_tags(request.prompt), request, parts)
+    if request.guidance_scale <= 1.0:
+        return prompt, None
+    negative = _embedding(without_tags(request.negative_prompt), request, parts)
+    chunks = max(prompt.shape[1], negative.shape[1]) // CLIP_TOKENS
+    if prompt.shape[1] == negative.shape[1]:
+        return prompt, negative
+    empty = _embedding("", request, parts)
+    return pad_to_chunks(prompt, chunks, empty), pad_to_chunks(negative, chunks, empty)
+
+
+def _denoise_and_decode(
+    tasks: list[ImageTask],
+    conditions: list[tuple[torch.Tensor, torch.Tensor | None]],
+    parts: StableDiffusionParts,
+    on_step: StepCallback | None,
+) -> list[GeneratedImage]:
     import torch
 
-    started = time.perf_counter()
-    request = tasks[0].request  # size, steps, scheduler, guidance and init image are shared
+    request = tasks[0].request
     device = parts.placement.device
     dtype = torch_dtype(parts.placement.dtype)
     assert request.width is not None and request.height is not None
-
-    # 3. encode each prompt and negative prompt (once per distinct text); guidance <= 1 needs no negatives
-    do_guidance = request.guidance_scale > 1.0
-    prompt_embeds = torch.cat([_embedding(task.request.prompt, parts, device) for task in tasks])  # (B, 77, D)
+    prompt_embeds = torch.cat([cond for cond, _ in conditions])  # (B, 77 k, D)
     negative_prompt_embeds = None
-    if do_guidance:
-        negative_prompt_embeds = torch.cat([_embedding(task.request.negative_prompt, parts, device) for task in tasks])
+    if request.guidance_scale > 1.0:
+        negative_prompt_embeds = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
 
     seeds = [task.seed for task in tasks]
     generators = [make_generator(seed, parts.placement) for seed in seeds]
@@ -183,21 +232,25 @@ def _generate_batch(
 
     # 6. decode to RGB
     images, vae_dtype = decode_latents(parts.vae, latents)
-    seconds = (time.perf_counter() - started) / len(images)
     return [
-        GeneratedImage(image, task.seed, task.index, task.request, seconds, vae_dtype)
+        GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
 
 
-def _embedding(text: str, parts: StableDiffusionParts, device: str) -> torch.Tensor:
-    """(1, 77, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
+def _embedding(text: str, request: GenerationRequest, parts: StableDiffusionParts) -> torch.Tensor:
+    """(1, 77 k, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
+    options = TextOptions(request.weighting, request.clip_skip)
+    key = (text, options, request.embedding_refs)
     cache = parts.embedding_cache
-    if text not in cache:
+    if key not in cache:
         if len(cache) > 256:
             cache.clear()
-        cache[text] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device)
-    return cache[text]
+        adapters = parts.adapters
+        adapters.use_embeddings(request.embedding_refs)
+        device = parts.placement.device
+        cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
+    return cache[key]
 
 
 def _unet_predictor(parts: StableDiffusionParts) -> NoisePredictor:

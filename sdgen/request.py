@@ -22,6 +22,8 @@ from sdgen.schedulers import scheduler_spec
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from sdgen.prompts.networks import EmbeddingRef, LoraRef
+
 DEFAULT_SIZE = 512
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_STEPS = 1000
@@ -42,6 +44,10 @@ IMAGE_KEYS = (
     "height",
     "strength",
     "init_image",
+    "lora",
+    "embedding",
+    "clip_skip",
+    "weighting",
 )
 
 
@@ -98,6 +104,20 @@ class GenerationRequest:
     batch_size: int = default("batch_size")  # images per U-Net call; does not change the pictures
     init_image: InitImage | None = None  # image-to-image when set
     strength: float = default("strength")  # img2img: how much of the schedule to run (1.0 = ignore the image)
+    # prompts as A1111 users write them (sdgen/prompts/)
+    loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
+    lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors
+    embeddings: tuple[str, ...] = ()  # --embedding PATH[:TOKEN]
+    embedding_dir: str | None = default("embedding_dir")  # files used when their name is a word of a prompt
+    clip_skip: int = default("clip_skip")  # 1: CLIP's last layer; N: the N-th last (A1111's count)
+    weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
+    wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
+    combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
+    # filled in by validated() / for_image(): what each image really uses
+    image_prompts: tuple[str, ...] = ()  # the prompt of each image, wildcards expanded
+    prompt_template: str | None = None  # an image's prompt before its wildcards were expanded
+    lora_refs: tuple[LoraRef, ...] = ()  # the LoRAs found for --lora and the prompt's tags
+    embedding_refs: tuple[EmbeddingRef, ...] = ()
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
@@ -125,10 +145,13 @@ class GenerationRequest:
         if not isinstance(self.prompt, str):
             raise InvalidRequestError(f"Invalid {NAME} {self.prompt!r}: must be text.", "prompt")
         scheduler = scheduler_spec(self.scheduler).name
+        _check_int("clip_skip", self.clip_skip, 1, 12)
         seed = self.seed
         if seed is None:
             seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
         _check_int("seed", seed, 0, MAX_SEED - self.num_images + 1)
+        prompts = self._image_prompts(seed)
+        _check_int("seed", seed, 0, MAX_SEED - len(prompts) + 1)
 
         width, height = self.width, self.height
         if self.init_image is not None:
@@ -160,7 +183,50 @@ class GenerationRequest:
                     f"try {value // 8 * 8 or 8} or {value // 8 * 8 + 8}.",
                     key,
                 )
-        return replace(self, seed=seed, scheduler=scheduler, width=width, height=height)
+        checked = replace(
+            self,
+            seed=seed,
+            scheduler=scheduler,
+            width=width,
+            height=height,
+            num_images=len(prompts),
+            loras=tuple(self.loras),
+            embeddings=tuple(self.embeddings),
+            image_prompts=prompts if prompts != (self.prompt,) * len(prompts) else (),
+        )
+        for index in {prompt: index for index, prompt in reversed(list(enumerate(prompts)))}.values():
+            checked.for_image(index)  # every LoRA and embedding is found now, before any weights load
+        return checked
+
+    def _image_prompts(self, seed: int) -> tuple[str, ...]:
+        """Each image's prompt: wildcards expanded from the image's seed, or every combination."""
+        from sdgen.prompts import wildcards
+
+        if self.image_prompts:  # validated already
+            return self.image_prompts
+        if not wildcards.has_wildcards(self.prompt):
+            return (self.prompt,) * self.num_images
+        if self.combinatorial:  # each combination num_images times; image j still has seed + j
+            combinations = wildcards.expand_all(self.prompt, self.wildcard_dir)
+            return tuple(prompt for prompt in combinations for _ in range(self.num_images))
+        seeds = [seed + index for index in range(self.num_images)]
+        return tuple(wildcards.expand_random(self.prompt, seeds, self.wildcard_dir))
+
+    def for_image(self, index: int) -> GenerationRequest:
+        """Image `index`'s own request: its prompt (wildcards expanded, the template kept), and the LoRAs
+        and embeddings that prompt names, found on disk (InvalidRequestError naming any that is not)."""
+        from sdgen.prompts.networks import resolve_embeddings, resolve_loras
+
+        request = self
+        if self.image_prompts:
+            request = replace(self, prompt=self.image_prompts[index], prompt_template=self.prompt, image_prompts=())
+        return replace(
+            request,
+            lora_refs=resolve_loras(request.loras, request.prompt, request.lora_dir),
+            embedding_refs=resolve_embeddings(
+                request.embeddings, (request.prompt, request.negative_prompt), request.embedding_dir
+            ),
+        )
 
     @property
     def seeds(self) -> list[int]:

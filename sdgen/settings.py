@@ -169,6 +169,12 @@ def as_kind(value: Any, kind: type) -> Any:
     for a number included) raises TypeError."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is list:  # a repeatable option: one text, or a list of texts
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return list(value)
+        raise TypeError(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(value)
     return value
@@ -197,10 +203,13 @@ def parse_text(text: str, kind: type, name: str) -> Any:
             if text.strip().lower() in _TRUE | _FALSE:
                 return text.strip().lower() in _TRUE
             raise ValueError
+        if kind is list:  # SDGEN_LORA="a.safetensors:0.5,b.safetensors"; a CSV cell the same
+            return [item.strip() for item in text.split(",") if item.strip()]
         return kind(text.strip()) if kind is not str else text
     except ValueError:
         raise InvalidRequestError(f"Invalid {name}={text!r}: must be {kind_name(kind)}.") from None
 
 
 def kind_name(kind: type) -> str:
-    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[kind]
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    return names.get(kind, "text or a list of texts")

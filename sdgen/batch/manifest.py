@@ -130,8 +130,12 @@ def is_done(image: PlannedImage, done: Mapping[Path, Mapping[str, Any]], model: 
     )
 
 
+# What a record written before these keys existed means by leaving them out.
+_UNRECORDED = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True}
+
+
 def _same(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    return all(record.get(key) == wanted[key] for key in _SAME_IMAGE_KEYS)
+    return all(record.get(key, _UNRECORDED.get(key)) == wanted[key] for key in _SAME_IMAGE_KEYS)
 
 
 LOCK = ".sdgen-batch.lock"

@@ -21,19 +21,18 @@ from sdgen.options import RUN, Option
 log = logging.getLogger("sdgen")
 
 
-
-
 def typer_parameter(option: Option, command: str) -> inspect.Parameter:
     """One row of sdgen/options.py as a Typer option of `command`; the default shown is the built-in value.
 
     A setting that a config file can switch on can be switched off again: `--vae-tiling/--no-vae-tiling`.
     """
-    kind: Any = Path if option.path else option.kind
+    kind: Any = Path if option.path else list[str] if option.kind is list else option.kind
     flag = option.long_flag
     if option.kind is bool and option.layered:
         flag = f"{flag}/--no-{flag[2:]}"
     names = [flag, *([option.short] if option.short else [])]
-    info = typer.Option(*names, help=option.help_text(command), show_default=option.kind is not bool)
+    extra = {"metavar": "<text>"} if option.kind is list else {}  # not Typer's <list[str]>
+    info = typer.Option(*names, help=option.help_text(command), show_default=option.kind is not bool, **extra)
     annotation = Annotated[kind | None if option.default is None else kind, info]
     return inspect.Parameter(option.key, inspect.Parameter.KEYWORD_ONLY, default=option.default, annotation=annotation)
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from sdgen.models.adapters import Adapters
+
 log = logging.getLogger("sdgen")
 
 OnPart = Callable[[str, int], None]  # (part name, bytes of weights) before each part loads
@@ -45,8 +47,19 @@ class StableDiffusionParts:
     placement: Placement
     source: ModelSource
     load_seconds: float = 0.0
-    # text -> its (1, 77, D) CLIP embedding: batches repeat the same prompt and "" over and over
-    embedding_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    offline: bool = False  # LoRAs named by Hub id come from the cache only
+    # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
+    embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _adapters: Adapters | None = field(default=None, repr=False)
+
+    @property
+    def adapters(self) -> Adapters:
+        """The LoRAs and embeddings loaded into the parts now (sdgen/models/adapters.py)."""
+        if self._adapters is None:
+            from sdgen.models.adapters import Adapters
+
+            self._adapters = Adapters(self, self.offline)
+        return self._adapters
 
     @property
     def vae_scale_factor(self) -> int:
@@ -133,7 +146,9 @@ def load_model(
             "model); sdgen's text-to-image and image-to-image need a standard 4-channel SD1.x model."
         )
     scheduler_config = json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text())
-    parts = StableDiffusionParts(**loaded, scheduler_config=scheduler_config, placement=placement, source=source)
+    parts = StableDiffusionParts(
+        **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline
+    )
     parts.apply(plan)
     parts.load_seconds = time.perf_counter() - started
     return parts

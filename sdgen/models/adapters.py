@@ -1,0 +1,175 @@
+"""LoRAs and textual-inversion embeddings on sdgen's own parts, through diffusers' own loaders (peft).
+
+LoRAs are fused into the weights for as long as a run (or a run of batch lines) uses the same set, so they
+cost nothing per step; the weights they touch are kept aside first and put back exactly when the set
+changes (unfusing by subtraction would drift in bfloat16). Embeddings add tokens to the tokenizer and
+rows to the text encoder's token table; a set change unloads them all and loads the new set, so a prompt
+never meets an embedding its own request did not ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdgen.errors import GenerationError
+from sdgen.prompts.networks import EmbeddingRef, LoraRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from sdgen.models.loader import StableDiffusionParts
+
+log = logging.getLogger("sdgen")
+
+
+def _host_class() -> type:
+    """Diffusers' loader mixins expect a pipeline's attributes; the host gives them sdgen's parts."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+
+    class Host(StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin):
+        hf_device_map = None  # a pipeline spread over devices by accelerate; sdgen places parts itself
+
+        def __init__(self, parts: StableDiffusionParts) -> None:
+            self.unet = getattr(parts.unet, "_orig_mod", parts.unet)  # under torch.compile's wrapper
+            self.text_encoder = parts.text_encoder
+            self.tokenizer = parts.tokenizer
+
+        @property
+        def components(self) -> dict[str, Any]:
+            return {"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
+
+    return Host
+
+
+class Adapters:
+    """What LoRAs and embeddings the parts hold now; `use_*` switches them, doing nothing when unchanged."""
+
+    def __init__(self, parts: StableDiffusionParts, offline: bool = False) -> None:
+        self.parts = parts
+        self.offline = offline
+        self.loras: tuple[LoraRef, ...] = ()
+        self.embeddings: tuple[EmbeddingRef, ...] = ()
+        self._host = _host_class()(parts)
+        self._originals: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight, its value before fusing)
+
+    def convert(self, text: str) -> str:
+        """A multi-vector embedding's token becomes its tokens `tok tok_1 tok_2`, as diffusers writes them."""
+        return self._host.maybe_convert_prompt(text, self.parts.tokenizer) if self.embeddings else text
+
+    # --- LoRA ------------------------------------------------------------------------------------
+
+    def use_loras(self, loras: tuple[LoraRef, ...]) -> bool:
+        """Make `loras` the fused set; True when the weights changed (text embeddings must be redone)."""
+        if loras == self.loras:
+            return False
+        self._restore()
+        self.loras = ()
+        if loras:
+            self._fuse(loras)
+            self.loras = loras
+        return True
+
+    def _fuse(self, loras: tuple[LoraRef, ...]) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        names = [f"sdgen_{number}" for number in range(len(loras))]
+        try:
+            for name, lora in zip(names, loras, strict=True):
+                self._load(lora, name)
+            touched = [
+                module.get_base_layer().weight
+                for model in (self._host.unet, self._host.text_encoder)
+                for module in model.modules()
+                if isinstance(module, BaseTunerLayer)
+            ]
+            self._originals = [(weight, weight.detach().clone()) for weight in touched]
+            self._host.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+            self._host.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=names)
+        except BaseException:
+            self._restore()
+            raise
+        finally:
+            self._host.unload_lora_weights()  # the peft layers go; fused weights stay
+        log.info("LoRA: %s", ", ".join(f"{lora.name} x{lora.scale:g}" for lora in loras))
+
+    def _load(self, lora: LoraRef, name: str) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        source: Any = lora.source
+        if Path(source).is_file():
+            from safetensors.torch import load_file
+
+            source = load_file(source)
+        try:
+            self._host.load_lora_weights(source, adapter_name=name, local_files_only=self.offline)
+        except (ValueError, RuntimeError, KeyError, OSError) as error:
+            raise GenerationError(
+                f"LoRA {lora.source!r} does not fit this model ({_first_line(error)}); is it made for SD 1.x?"
+            ) from None
+        wrapped = [
+            module
+            for model in (self._host.unet, self._host.text_encoder)
+            for module in model.modules()
+            if isinstance(module, BaseTunerLayer) and name in module.lora_A
+        ]
+        if not wrapped:
+            raise GenerationError(
+                f"LoRA {lora.source!r} does not fit this model: none of its layers match the U-Net or text "
+                "encoder (is it made for SD 1.x?)."
+            )
+
+    def _restore(self) -> None:
+        """Put back the weights the fused LoRAs changed, bit for bit."""
+        import torch
+
+        with torch.no_grad():
+            for weight, original in self._originals:
+                weight.copy_(original)
+        self._originals = []
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def use_embeddings(self, embeddings: tuple[EmbeddingRef, ...]) -> None:
+        if embeddings == self.embeddings:
+            return
+        if self.embeddings:
+            self._host.unload_textual_inversion()
+            self.embeddings = ()
+        for embedding in embeddings:
+            try:
+                state = _read_embedding(embedding.path)
+                self._host.load_textual_inversion(state, token=embedding.token)
+            except (ValueError, RuntimeError, KeyError, TypeError) as error:
+                self._host.unload_textual_inversion()
+                raise GenerationError(
+                    f"Embedding {embedding.path!r} does not fit this model ({_first_line(error)}); "
+                    "is it made for SD 1.x?"
+                ) from None
+        self.embeddings = embeddings
+
+
+def _read_embedding(path: str) -> Any:
+    """The file's tensors: safetensors, or a pickle read with torch.load(weights_only=True), which refuses
+    anything but tensors and plain containers (a pickle that would run code is an error, not a risk)."""
+    import pickle
+
+    import torch
+
+    if path.lower().endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise GenerationError(
+            f"Embedding {path!r} could not be read safely ({_first_line(error)}); only tensors are loaded from "
+            ".pt/.bin files; use its .safetensors version."
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

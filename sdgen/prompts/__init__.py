@@ -1,0 +1,3 @@
+"""Prompts as people write them for AUTOMATIC1111: emphasis and BREAK (emphasis.py), `<lora:name:0.8>`
+tags (tags.py), wildcards and alternatives through dynamicprompts (wildcards.py). Standard library only at
+import time: every prompt is checked before any weights load."""
