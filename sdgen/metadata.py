@@ -113,6 +113,9 @@ def image_record(
         "weighting": request.weighting,
         "model": model,
     }
+    for key in ("lora_dir", "embedding_dir"):  # where prompt tags and embedding names were found
+        if getattr(request, key) is not None:
+            record[key] = str(getattr(request, key))
     if request.prompt_template is not None:
         record["prompt_template"] = request.prompt_template
     if request.lora_refs:
@@ -279,7 +282,7 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
-    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng"):
+    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir"):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind

@@ -153,9 +153,10 @@ def _stdout_target() -> Target:
 
 
 def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec) -> list[Target]:
+    prompts = request.image_prompts or (request.prompt,) * request.num_images  # wildcards expanded
     fields = [
-        {"seed": seed, "prompt": request.prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
-        for seed in request.seeds
+        {"seed": seed, "prompt": prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
+        for seed, prompt in zip(request.seeds, prompts, strict=True)
     ]
     render_name(output.name, index=0, **fields[0])  # a bad template fails here, before loading
     if "index" in template_fields(output.name):

@@ -257,3 +257,49 @@ def test_iter_generate_yields_each_batch_as_it_is_done(tiny_parts) -> None:
     first = next(images)
     assert first.seed == 5 and len(steps_seen) == STEPS  # the later images are not made yet
     assert [r.seed for r in images] == [6, 7] and len(steps_seen) == 3 * STEPS
+
+
+LONG = "cat " * 25 + "dog " * 25 + "owl " * 17  # 201 tokens for the tiny tokenizer: 3 chunks
+
+
+def test_a_long_prompt_is_read_whole(tiny_parts) -> None:
+    first_75 = "cat " * 25
+    long_image = pixels(generate(request(prompt=LONG, seed=4), tiny_parts)[0].image)
+    assert np.abs(long_image - pixels(generate(request(prompt=first_75, seed=4), tiny_parts)[0].image)).max() > 5
+    assert np.array_equal(long_image, pixels(generate(request(prompt=LONG, seed=4), tiny_parts)[0].image))
+
+
+def test_prompts_of_different_lengths_in_one_batch_equal_single_runs(tiny_parts) -> None:
+    from sdgen.pipeline import ImageTask, generate_batch
+
+    long = request(prompt=LONG, negative_prompt="blurry", seed=3).validated()
+    short = request(prompt="a fox", negative_prompt="blurry " * 30, seed=8).validated()  # a long negative
+    tasks = [ImageTask(long), ImageTask(short), ImageTask(request(seed=2).validated())]
+    together = generate_batch(tasks, tiny_parts)
+    assert [r.seed for r in together] == [3, 8, 2]  # in the order asked, though made in two groups
+    for result, task in zip(together, tasks, strict=True):
+        [alone] = generate_batch([task], tiny_parts)
+        assert np.abs(pixels(result.image) - pixels(alone.image)).max() <= 1
+
+
+def test_a_negative_prompt_longer_than_the_prompt_is_padded_with_the_empty_prompt(tiny_parts) -> None:
+    import torch
+
+    from sdgen.pipeline import _conditions
+
+    cond, uncond = _conditions(request(prompt="a fox", negative_prompt="blurry " * 15).validated(), tiny_parts)
+    assert cond.shape == uncond.shape == (1, 154, 32)
+    from sdgen.text import encode_prompt
+
+    empty = encode_prompt("", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu")
+    assert torch.equal(cond[:, 77:], empty)
+
+
+def test_wildcard_images_match_their_prompts_made_alone(tiny_parts, tmp_path) -> None:
+    (tmp_path / "animals.txt").write_text("fox\nowl\nwhale\n")
+    made = generate(request(prompt="a __animals__", seed=20, num_images=3, batch_size=3, wildcard_dir=str(tmp_path)),
+                    tiny_parts)
+    for result in made:
+        assert result.request.prompt_template == "a __animals__" and result.request.prompt.startswith("a ")
+        [alone] = generate(request(prompt=result.request.prompt, seed=result.seed), tiny_parts)
+        assert np.abs(pixels(result.image) - pixels(alone.image)).max() <= 1

@@ -77,11 +77,12 @@ class BatchPlanner:
         request = GenerationRequest.from_settings(values).validated()
         images = []
         for index in range(request.num_images):
+            image_request = request.for_image(index)  # wildcards expanded: each image its own prompt
             name = render_name(
                 self.name_template,
                 index=index,
                 seed=request.seed + index,
-                prompt=request.prompt,
+                prompt=image_request.prompt,
                 steps=request.num_inference_steps,
                 scheduler=request.scheduler,
                 line=item.line,
@@ -91,7 +92,7 @@ class BatchPlanner:
                 raise InvalidRequestError(
                     f"file name {name!r} is also used by line {self._names[path]}; put {{line}} or {{seed}} in --name"
                 )
-            images.append(PlannedImage(item.line, request, index, path))
+            images.append(PlannedImage(item.line, image_request, index, path))
         return images
 
 

@@ -10,6 +10,7 @@ never meets an embedding its own request did not ask for.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,10 @@ class Adapters:
 
         names = [f"sdgen_{number}" for number in range(len(loras))]
         try:
-            for name, lora in zip(names, loras, strict=True):
-                self._load(lora, name)
+            with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                for name, lora in zip(names, loras, strict=True):
+                    self._load(lora, name)
             touched = [
                 module.get_base_layer().weight
                 for model in (self._host.unet, self._host.text_encoder)

@@ -26,9 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("sdgen")
 
 # The options an axis may vary: every option of the picture (not how many images or how they are batched)
+# Request options that say how many images or where files are, not what a picture looks like.
+_NOT_AXES = ("num_images", "batch_size", "lora_dir", "embedding_dir", "wildcard_dir", "combinatorial")
 AXIS_KINDS: dict[str, type] = {
     "prompt": str,
-    **{key: o.kind for key, o in OPTIONS.items() if o.target == REQUEST and key not in ("num_images", "batch_size")},
+    **{key: o.kind for key, o in OPTIONS.items() if o.target == REQUEST and key not in _NOT_AXES},
 }
 MAX_VALUES = 64
 
@@ -77,7 +79,8 @@ def cell_requests(base: GenerationRequest, x: Axis, y: Axis | None) -> list[list
             if y is not None:
                 changes[_field(y.key)] = y_value
             try:
-                row.append(replace(base, num_images=1, **changes).validated())
+                cell = replace(base, num_images=1, image_prompts=(), **changes).validated()
+                row.append(cell.for_image(0))  # wildcards expanded, LoRAs and embeddings found
             except UsageError as error:
                 axis = "--x" if x.key in error.template or error.key == x.key else "--y"
                 raise type(error)(error.template + f" (a value of {axis})", error.key) from None

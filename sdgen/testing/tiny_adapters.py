@@ -54,6 +54,7 @@ def to_kohya(tensors: dict, out_file: str | Path) -> Path:
         name = ("lora_unet_" if component == "unet" else "lora_te_") + module.replace(".", "_")
         kohya[f"{name}.lora_{'down' if kind == 'A' else 'up'}.weight"] = value
         kohya[f"{name}.alpha"] = torch.tensor(float(ALPHA))
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     save_file(kohya, str(out_file))
     return Path(out_file)
 
@@ -69,6 +70,7 @@ def build_tiny_embedding(model_dir: str | Path, out_file: str | Path, vectors: i
     generator = torch.Generator().manual_seed(seed)
     vectors_tensor = torch.randn((vectors, dim), generator=generator)
     out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     if out_file.suffix == ".pt":
         torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors_tensor},
                     "name": out_file.stem, "step": 100, "sd_checkpoint": None}, out_file)
