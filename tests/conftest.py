@@ -41,22 +41,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def hf_home(tiny_model_dir: Path) -> Path:
-    """Put the tiny model in the Hugging Face cache under TINY_HUB_ID, in the hub's own layout:
-    blobs named by sha256, snapshots/<commit>/ of symlinks to them, refs/main holding the commit."""
-    repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + TINY_HUB_ID.replace("/", "--"))
-    snapshot = repo / "snapshots" / TINY_COMMIT
-    for source in tiny_model_dir.rglob("*"):
+    """Put the tiny model in the Hugging Face cache under TINY_HUB_ID."""
+    put_in_hub_cache(tiny_model_dir, TINY_HUB_ID, TINY_COMMIT)
+    return Path(_HF_HOME)
+
+
+def put_in_hub_cache(folder: Path, repo_id: str, commit: str) -> None:
+    """A folder as a Hub repo in the Hugging Face cache, in the hub's own layout: blobs named by sha256,
+    snapshots/<commit>/ of symlinks to them, refs/main holding the commit."""
+    repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    for source in folder.rglob("*"):
         if source.is_file():
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
             blob = repo / "blobs" / digest
             blob.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, blob)
-            link = snapshot / source.relative_to(tiny_model_dir)
+            link = snapshot / source.relative_to(folder)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(TINY_COMMIT)
-    return Path(_HF_HOME)
+    (repo / "refs" / "main").write_text(commit)
 
 
 @pytest.fixture(scope="session")

@@ -156,6 +156,11 @@ def test_batch_lines_switch_loras_and_equal_single_runs(tiny_model_dir, files, t
         assert alone.exit_code == 0, alone.output
         assert np.abs(pixels(single) - pixels(path)).max() <= 1, path.name
     assert not np.array_equal(pixels(made[0]), pixels(made[1]))  # line 2 really ran without the LoRA
+    replay = runner.invoke(app, ["batch", str(tmp_path / "batch" / "manifest.jsonl"),
+                                 *tiny(tiny_model_dir, "-o", f"{tmp_path}/replay/")])
+    assert replay.exit_code == 0, replay.output  # a manifest is valid input, with its LoRA records
+    for first, second in zip(made, sorted((tmp_path / "replay").glob("*.png")), strict=True):
+        assert np.array_equal(pixels(first), pixels(second))
 
 
 def test_batch_wildcard_line_makes_one_item_per_expansion(tiny_model_dir, files, tmp_path) -> None:

@@ -96,6 +96,23 @@ def test_prompt_tag_equals_the_flag_and_stays_in_the_recorded_prompt(parts, file
     assert np.abs(np.asarray(result.image).astype(np.int16) - flagged).max() <= 1
 
 
+def test_a_lora_folder_and_a_hub_id_in_the_cache_load_offline(parts, files, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from .conftest import put_in_hub_cache
+
+    folder = tmp_path / "lora-folder"
+    folder.mkdir()
+    shutil.copyfile(files / "loras" / "detail.safetensors", folder / "pytorch_lora_weights.safetensors")
+    put_in_hub_cache(folder, "someone/tiny-lora", "c" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    expected = pixels(parts, loras=(f"{files / 'loras' / 'detail.safetensors'}:0.6",))
+    assert np.array_equal(pixels(parts, loras=(f"{folder}:0.6",)), expected)
+    assert np.array_equal(pixels(parts, loras=("someone/tiny-lora:0.6",)), expected)
+    with pytest.raises(GenerationError, match="'someone/not-cached' could not be downloaded or found in the cache"):
+        pixels(parts, loras=("someone/not-cached",))
+
+
 def test_two_loras_fuse_together(parts, files) -> None:
     one = files / "loras" / "detail.safetensors"
     two = files / "loras" / "kohya" / "detail-kohya.safetensors"

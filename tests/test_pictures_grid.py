@@ -147,3 +147,10 @@ def test_bad_grids_fail_before_loading(no_weights_load) -> None:
     assert result.stderr.startswith(
         "sdgen: error: Invalid --steps 0: must be a whole number from 1 to 1000. (a value of --x)"
     )
+
+
+def test_list_axes_take_one_lora_per_value_and_label_file_names() -> None:
+    axis = parse_axis("lora=/loras/ink.safetensors:0.5,/loras/ink.safetensors:1", "y")
+    assert axis.values == (["/loras/ink.safetensors:0.5"], ["/loras/ink.safetensors:1"])
+    assert axis.label(axis.values[0]) == "lora: ink.safetensors:0.5"
+    assert parse_axis("clip-skip=1,2", "x").values == (1, 2)

@@ -22,7 +22,8 @@ FORMATS = ("txt", "jsonl", "csv", "tsv")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
 # What one line may set: the prompt and the per-image generation options.
-ITEM_KEYS: dict[str, type] = {key: str if key == "prompt" else OPTIONS[key].kind for key in (*IMAGE_KEYS, "num_images")}
+_LINE_KEYS = (*IMAGE_KEYS, "num_images", "lora_dir", "embedding_dir")
+ITEM_KEYS: dict[str, type] = {key: str if key == "prompt" else OPTIONS[key].kind for key in _LINE_KEYS}
 # Fields of sdgen's own --json lines and manifest records that describe a result, not a request: accepted
 # (so those files can be fed back in) and ignored. Model, device and dtype are the run's, set by flags.
 RECORD_KEYS = frozenset(
@@ -44,6 +45,9 @@ RECORD_KEYS = frozenset(
         "scheduler_class",
         "scheduler_options",
         "unet_sha256",
+        "loras",  # the LoRAs and embeddings found: the line's lora/embedding keys and prompt say it again
+        "embeddings",
+        "prompt_template",  # the prompt is already expanded
     }
 )
 

@@ -87,7 +87,8 @@ class Adapters:
                 for module in model.modules()
                 if isinstance(module, BaseTunerLayer)
             ]
-            self._originals = [(weight, weight.detach().clone()) for weight in touched]
+            # kept in CPU memory: on a GPU, a second copy of the touched layers would cost its memory
+            self._originals = [(weight, weight.detach().to("cpu", copy=True)) for weight in touched]
             self._host.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
             self._host.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=names)
         except BaseException:
@@ -99,15 +100,12 @@ class Adapters:
 
     def _load(self, lora: LoraRef, name: str) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
+        from safetensors.torch import load_file
 
-        source: Any = lora.source
-        if Path(source).is_file():
-            from safetensors.torch import load_file
-
-            source = load_file(source)
+        tensors = load_file(_lora_file(lora.source, self.offline))  # safetensors only: no pickle runs
         try:
-            self._host.load_lora_weights(source, adapter_name=name, local_files_only=self.offline)
-        except (ValueError, RuntimeError, KeyError, OSError) as error:
+            self._host.load_lora_weights(tensors, adapter_name=name)
+        except (ValueError, RuntimeError, KeyError) as error:
             raise GenerationError(
                 f"LoRA {lora.source!r} does not fit this model ({_first_line(error)}); is it made for SD 1.x?"
             ) from None
@@ -151,6 +149,32 @@ class Adapters:
                     "is it made for SD 1.x?"
                 ) from None
         self.embeddings = embeddings
+
+
+def _lora_file(source: str, offline: bool) -> str:
+    """The .safetensors file of a LoRA given as a file, a folder, or a Hub id (downloaded to, or found in,
+    the Hugging Face cache; only its .safetensors files)."""
+    path = Path(source)
+    if path.is_file():
+        return source
+    if not path.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(source, allow_patterns=["*.safetensors"], local_files_only=offline))
+        except Exception as error:  # offline and not cached, no such repo, the network ...
+            raise GenerationError(
+                f"LoRA {source!r} could not be downloaded or found in the cache ({_first_line(error)})."
+            ) from None
+    files = sorted(path.glob("*.safetensors"))
+    preferred = [file for file in files if file.name == "pytorch_lora_weights.safetensors"]
+    if len(preferred or files) != 1:
+        found = ", ".join(file.name for file in files) or "none"
+        raise GenerationError(
+            f"LoRA {source!r}: expected one .safetensors file (or pytorch_lora_weights.safetensors), found {found}; "
+            "pass the file itself."
+        )
+    return str((preferred or files)[0])
 
 
 def _read_embedding(path: str) -> Any:

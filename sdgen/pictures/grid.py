@@ -45,6 +45,8 @@ class Axis:
         return self.key.replace("_", "-")
 
     def label(self, value: Any) -> str:
+        if isinstance(value, (list, tuple)):  # a LoRA or embedding axis: file names, not whole paths
+            value = ", ".join(item.replace("\\", "/").rsplit("/", 1)[-1] for item in value)
         return f"{self.name}: {value}"
 
 
