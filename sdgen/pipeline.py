@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen import models
 from sdgen.denoise import NoisePredictor, StepCallback, denoise
@@ -96,9 +96,17 @@ def iter_generate(
         yield from generate_batch(batch, parts, on_step)
 
 
-def consecutive_batches(tasks: list[ImageTask], batch_size: int) -> Iterator[list[ImageTask]]:
-    """Runs of consecutive tasks that can share U-Net calls (wildcards may give images other LoRAs)."""
-    batch: list[ImageTask] = []
+Task = TypeVar("Task", bound="HasRequest")
+
+
+class HasRequest(Protocol):
+    request: GenerationRequest
+
+
+def consecutive_batches(tasks: Iterable[Task], batch_size: int) -> Iterator[list[Task]]:
+    """Runs of consecutive tasks (anything with a .request) that can share U-Net calls, up to batch_size
+    each: a fixed grouping that depends on the input alone (wildcards may give images other LoRAs)."""
+    batch: list[Task] = []
     for task in tasks:
         if batch and (len(batch) == batch_size or batch_key(batch[0].request) != batch_key(task.request)):
             yield batch

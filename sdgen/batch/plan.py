@@ -22,7 +22,7 @@ from sdgen.metadata import image_record
 from sdgen.models import StableDiffusionParts
 from sdgen.options import default
 from sdgen.output import render_name
-from sdgen.pipeline import batch_key
+from sdgen.pipeline import batch_key, consecutive_batches
 from sdgen.request import GenerationRequest
 
 
@@ -98,14 +98,7 @@ class BatchPlanner:
 
 def chunks(images: Iterable[PlannedImage], batch_size: int) -> Iterator[list[PlannedImage]]:
     """Consecutive images that can share U-Net calls, up to batch_size each (a fixed, input-only grouping)."""
-    chunk: list[PlannedImage] = []
-    for image in images:
-        if chunk and (len(chunk) == batch_size or batch_key(chunk[0].request) != batch_key(image.request)):
-            yield chunk
-            chunk = []
-        chunk.append(image)
-    if chunk:
-        yield chunk
+    return consecutive_batches(images, batch_size)
 
 
 # --- streaming: items as they arrive -------------------------------------------------------------------
