@@ -71,6 +71,20 @@ def resolve_loras(specs: tuple[str, ...], prompt: str, lora_dir: str | None) -> 
     return tuple(found.values())
 
 
+def _files(folder: Path) -> list[Path]:
+    """Every file under a folder, sorted; listed once per change of the folder (every image of a run asks)."""
+    try:
+        changed = folder.stat().st_mtime_ns
+    except OSError:
+        return []
+    return _listing(str(folder), changed)
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(folder: str, changed: int) -> list[Path]:
+    return sorted(path for path in Path(folder).rglob("*") if path.is_file())
+
+
 def _split_scale(spec: str) -> tuple[str, float]:
     """'file.safetensors:0.7' -> ('file.safetensors', 0.7); a Windows drive letter is no scale."""
     head, sep, tail = spec.rpartition(":")
@@ -90,7 +104,7 @@ def _in_folder(name: str, lora_dir: str | None) -> str:
             "prompt",
         )
     folder = Path(lora_dir).expanduser()
-    matches = sorted(path for path in folder.rglob("*") if path.stem == name and path.suffix in LORA_SUFFIXES)
+    matches = [path for path in _files(folder) if path.stem == name and path.suffix in LORA_SUFFIXES]
     if not matches:
         raise InvalidRequestError(
             f"Invalid {NAME} tag <lora:{name}>: no {name}.safetensors in {str(folder)!r} or its subfolders.",
@@ -137,7 +151,7 @@ def resolve_embeddings(
         if not folder.is_dir():
             raise InvalidRequestError(f"Invalid {NAME} {embedding_dir!r}: no such folder.", "embedding_dir")
         words = {word.lower() for text in texts for word in re.findall(r"[\w\-.]+", text)}
-        for path in sorted(folder.rglob("*")):
+        for path in _files(folder):
             if path.suffix.lower() in EMBEDDING_SUFFIXES and path.stem.lower() in words and path.stem not in refs:
                 refs[path.stem] = EmbeddingRef(str(path), path.stem)
     return tuple(refs.values())
