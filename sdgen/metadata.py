@@ -53,6 +53,10 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
         ("Size", f"{request.width}x{request.height}"),
         ("Model", parts.source.model.rsplit("/", 1)[-1]),
     ]
+    if parts.vae_name is not None:  # --vae
+        fields.append(("VAE", parts.vae_name))
+        if parts.vae_hash:
+            fields.append(("VAE hash", parts.vae_hash))
     if request.is_img2img:
         fields.append(("Denoising strength", _number(request.strength)))
     fields += _prompt_fields(request)
@@ -126,6 +130,8 @@ def image_record(
     if request.embedding_refs:
         record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in request.embedding_refs]
     if parts is not None:
+        if parts.vae_name is not None:
+            record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
         record.update(
             revision=parts.source.revision,
             commit=parts.source.commit,
@@ -282,7 +288,7 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
-    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir"):
+    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae"):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind

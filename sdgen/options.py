@@ -87,6 +87,10 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     # the model
     Option("model", str, DEFAULT_MODEL, "Hub id or local diffusers folder.", MODEL, short="-m", commands=LOADERS),
+    Option(
+        "vae", str, None, "Another VAE: .safetensors file, diffusers folder or Hub id (stabilityai/sd-vae-ft-mse).",
+        MODEL, empty="the model's own", commands=MAKERS | {NOISE},
+    ),
     # the picture
     Option("steps", int, 25, "Denoising steps (num_inference_steps).", REQUEST, field_name="num_inference_steps"),
     Option("guidance_scale", float, 7.5, "Classifier-free guidance; <= 1 turns it off.", REQUEST, short="-g"),

@@ -56,6 +56,7 @@ class ModelSpec:
     """Which weights to load and where to run them."""
 
     model: str = default("model")  # Hub id or local diffusers folder
+    vae: str | None = default("vae")  # another VAE: file, folder or Hub id (sdgen/models/vae.py)
     revision: str | None = default("revision")  # Hub branch, tag or commit to pin
     device: str = default("device")  # auto, cpu, mps, cuda, cuda:N
     dtype: str = default("dtype")  # auto, float32, float16, bfloat16
@@ -80,6 +81,10 @@ class ModelSpec:
             raise InvalidRequestError(
                 f"Invalid {NAME} '': give a Hub id (owner/name) or a local model folder.", "model"
             )
+        if self.vae is not None:
+            from sdgen.models.vae import vae_source
+
+            vae_source(str(self.vae))  # a missing file or a pickle: an error now, before any weights load
         return replace(
             self,
             device=normalize_device(self.device),

@@ -48,6 +48,8 @@ RECORD_KEYS = frozenset(
         "loras",  # the LoRAs and embeddings found: the line's lora/embedding keys and prompt say it again
         "embeddings",
         "prompt_template",  # the prompt is already expanded
+        "vae",  # like the model, the VAE belongs to the run
+        "vae_hash",
     }
 )
 

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdgen.devices import Placement, choose_placement, torch_dtype
@@ -21,7 +22,6 @@ from sdgen.request import ModelSpec
 from sdgen.speed import SpeedPlan, compile_plan, plan_speed
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pathlib import Path
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -48,6 +48,9 @@ class StableDiffusionParts:
     source: ModelSource
     load_seconds: float = 0.0
     offline: bool = False  # LoRAs named by Hub id come from the cache only
+    vae_source: str | None = None  # --vae as given: what replaced the model's VAE, its name and A1111 hash
+    vae_name: str | None = None
+    vae_hash: str | None = None
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _adapters: Adapters | None = field(default=None, repr=False)
@@ -138,7 +141,12 @@ def load_model(
     source = hub.resolve_model_folder(spec, placement.weight_variant)
     files = check_model_folder(source.folder, source.model, placement.weight_variant)
     _quiet_library_progress_bars()
-    loaded = {part.name: _load_part(part, source, files.get(part.name), placement, plan, on_part) for part in PARTS}
+    loaded = {
+        part.name: _load_part(part, source, files.get(part.name), placement, plan, on_part)
+        for part in PARTS
+        if part.name != "vae"
+    }
+    loaded["vae"], vae_name, vae_hash = _load_vae(spec, source, files, placement, plan, on_part)
     unet = loaded["unet"]
     if unet.config.in_channels != 4:
         raise ModelLoadError(
@@ -147,7 +155,8 @@ def load_model(
         )
     scheduler_config = json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text())
     parts = StableDiffusionParts(
-        **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline
+        **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline,
+        vae_source=str(spec.vae) if spec.vae else None, vae_name=vae_name, vae_hash=vae_hash,
     )
     parts.apply(plan)
     parts.load_seconds = time.perf_counter() - started
@@ -175,8 +184,26 @@ def load_vae(spec: ModelSpec, placement: Placement) -> tuple[AutoencoderKL, Mode
     source = hub.resolve_model_folder(spec, placement.weight_variant)
     files = check_model_folder(source.folder, source.model, placement.weight_variant)
     _quiet_library_progress_bars()
-    vae = next(part for part in PARTS if part.name == "vae")
-    return _load_part(vae, source, files.get("vae"), placement, plan_speed(spec, placement), None), source
+    return _load_vae(spec, source, files, placement, plan_speed(spec, placement), None)[0], source
+
+
+def _load_vae(
+    spec: ModelSpec, source: ModelSource, files: dict[str, Path], placement: Placement, plan: SpeedPlan,
+    on_part: OnPart | None,
+) -> tuple[Any, str | None, str | None]:
+    """The model's VAE, or --vae's in its place (placed the same way); with the replacement's name and hash."""
+    if not spec.vae:
+        vae = next(part for part in PARTS if part.name == "vae")
+        return _load_part(vae, source, files.get("vae"), placement, plan, on_part), None, None
+    from sdgen.models.vae import load_replacement_vae, vae_hash, vae_source
+
+    replacement = vae_source(str(spec.vae))
+    if on_part is not None:
+        on_part("vae", 0)
+    module = load_replacement_vae(replacement, source.folder, hub.is_offline(spec))
+    device = placement.device if plan.move_to_device else None
+    place_module(module, device, torch_dtype(placement.vae_dtype), plan.channels_last)
+    return module, replacement.name, vae_hash(replacement)
 
 
 def load_tiny_autoencoder(name: str, placement: Placement, offline: bool = False) -> Any:
