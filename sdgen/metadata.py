@@ -18,7 +18,7 @@ from sdgen.models import StableDiffusionParts
 from sdgen.options import OPTIONS
 from sdgen.pipeline import GeneratedImage
 from sdgen.prompts.networks import short_hash
-from sdgen.request import IMAGE_KEYS, GenerationRequest
+from sdgen.request import HIRES_UPSCALERS, IMAGE_KEYS, GenerationRequest
 from sdgen.schedulers import SCHEDULERS, scheduler_spec
 from sdgen.settings import as_kind, kind_name
 
@@ -59,6 +59,12 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
             fields.append(("VAE hash", parts.vae_hash))
     if request.is_img2img:
         fields.append(("Denoising strength", _number(request.strength)))
+    if request.hires_scale is not None:  # A1111's hires fix fields; Size stays the first pass's size
+        fields.append(("Denoising strength", _number(request.hires_strength)))
+        fields.append(("Hires upscale", _number(request.hires_scale)))
+        if request.hires_steps is not None:
+            fields.append(("Hires steps", request.hires_steps))
+        fields.append(("Hires upscaler", HIRES_UPSCALERS[request.hires_upscaler]))
     fields += _prompt_fields(request)
     fields.append(("Version", f"sdgen {sdgen.__version__}"))
     lines = [request.prompt.replace("\n", " ")]
@@ -115,6 +121,7 @@ def image_record(
         "embedding": [str(spec) for spec in request.embeddings],
         "clip_skip": request.clip_skip,
         "weighting": request.weighting,
+        **_hires_record(request),
         "model": model,
     }
     for key in ("lora_dir", "embedding_dir"):  # where prompt tags and embedding names were found
@@ -142,6 +149,16 @@ def image_record(
             rng=parts.placement.rng,
         )
     return record
+
+
+def _hires_record(request: GenerationRequest) -> dict[str, Any]:
+    on = request.hires_scale is not None
+    return {
+        "hires_scale": request.hires_scale,
+        "hires_steps": request.hires_steps if on else None,
+        "hires_strength": request.hires_strength if on else None,
+        "hires_upscaler": request.hires_upscaler if on else None,
+    }
 
 
 def result_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
@@ -265,6 +282,20 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             values["clip_skip"] = int(fields["Clip skip"])
         if fields.get("Emphasis") == "None":
             values["weighting"] = False
+        if "Hires upscale" in fields:
+            values["hires_scale"] = float(fields["Hires upscale"])
+            if "Denoising strength" in fields:
+                values["hires_strength"] = float(fields["Denoising strength"])
+            if "Hires steps" in fields:
+                values["hires_steps"] = int(fields["Hires steps"])
+            upscaler = fields.get("Hires upscaler", "Latent")
+            known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
+            if upscaler.lower() not in known:
+                raise InvalidRequestError(
+                    f"{str(path)!r} was made with hires upscaler {upscaler!r}, which sdgen does not have; "
+                    "pass --hires-upscaler latent or lanczos."
+                )
+            values["hires_upscaler"] = known[upscaler.lower()]
         if "Size" in fields:
             width, height = fields["Size"].lower().split("x")
             values["width"], values["height"] = int(width), int(height)

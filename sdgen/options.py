@@ -119,6 +119,17 @@ OPTIONS: Mapping[str, Option] = _table(
         "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
     ),
     Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
+    # the hires pass (A1111's "hires fix")
+    Option(
+        "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",
+        REQUEST, empty="off",
+    ),
+    Option("hires_steps", int, None, "Hires pass: steps of the second pass.", REQUEST, empty="--steps"),
+    Option("hires_strength", float, 0.7, "Hires pass: denoising strength of the second pass.", REQUEST),
+    Option(
+        "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents) or lanczos (scale the image).",
+        REQUEST,
+    ),
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
         "weighting", bool, True,

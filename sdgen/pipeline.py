@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -68,6 +68,10 @@ def batch_key(request: GenerationRequest) -> tuple:
         str(request.init_image) if request.is_img2img else None,
         request.strength if request.is_img2img else None,
         request.lora_refs,  # fused into the weights: one set per U-Net call
+        request.hires_scale,
+        request.hires_steps,
+        request.hires_strength,
+        request.hires_upscaler,
     )
 
 
@@ -195,32 +199,81 @@ def _denoise_and_decode(
     import torch
 
     request = tasks[0].request
-    device = parts.placement.device
-    dtype = torch_dtype(parts.placement.dtype)
     assert request.width is not None and request.height is not None
     prompt_embeds = torch.cat([cond for cond, _ in conditions])  # (B, 77 k, D)
     negative_prompt_embeds = None
     if request.guidance_scale > 1.0:
         negative_prompt_embeds = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
+    embeds = (prompt_embeds, negative_prompt_embeds)
 
+    # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
+    start = None
+    if request.is_img2img:
+        pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
+        start = _encoded(pixels, parts)
+    strength = request.strength if request.is_img2img else None
+    size = (request.width, request.height)
+    latents = _run_loop(tasks, embeds, parts, on_step, size, request.num_inference_steps, strength, start)
+
+    # 5b. the hires pass: upscale, then image-to-image at the large size with the same prompt and seed
+    if request.hires_scale is not None:
+        latents = _hires_pass(tasks, embeds, parts, on_step, latents)
+
+    # 6. decode to RGB
+    _check_finite(latents, tasks[0].seed)
+    images, vae_dtype = decode_latents(parts.vae, latents)
+    return [
+        GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
+        for task, image in zip(tasks, images, strict=True)
+    ]
+
+
+StartLatents = Callable[[list["torch.Generator"]], "torch.Tensor"]  # each image's generator -> x0 latents
+
+
+def _encoded(pixels: torch.Tensor | list[torch.Tensor], parts: StableDiffusionParts) -> StartLatents:
+    """The clean latents an image-to-image run starts from: the VAE's latent distribution of the image (one
+    for all, or one per image), sampled with each image's generator first, as diffusers' img2img does."""
+    import torch
+
+    dtype, device = torch_dtype(parts.placement.dtype), parts.placement.device
+
+    def start(generators: list[torch.Generator]) -> torch.Tensor:
+        if not isinstance(pixels, list):
+            return encode_image(parts.vae, pixels, generators, dtype, device)
+        pairs = zip(pixels, generators, strict=True)
+        return torch.cat([encode_image(parts.vae, one, [generator], dtype, device) for one, generator in pairs])
+
+    return start
+
+
+def _run_loop(
+    tasks: list[ImageTask],
+    embeds: tuple[torch.Tensor, torch.Tensor | None],
+    parts: StableDiffusionParts,
+    on_step: StepCallback | None,
+    size: tuple[int, int],
+    steps: int,
+    strength: float | None,
+    start: StartLatents | None,
+) -> torch.Tensor:
+    """One denoising run from fresh generators and a fresh scheduler: from noise, or (img2img, the hires
+    pass) from `start`'s clean latents noised to the step that `strength` starts at."""
+    request = tasks[0].request
+    device = parts.placement.device
     seeds = [task.seed for task in tasks]
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
-
-    # 4. timesteps, and the starting latents: pure noise, or the init image noised to the start step
-    strength = request.strength if request.is_img2img else None
-    timesteps = set_timesteps(scheduler, request.num_inference_steps, device, strength)
-    if not request.is_img2img:
+    timesteps = set_timesteps(scheduler, steps, device, strength)
+    if start is None:
         scale = parts.vae_scale_factor
-        latent_shape = (parts.unet.config.in_channels, request.height // scale, request.width // scale)
+        latent_shape = (parts.unet.config.in_channels, size[1] // scale, size[0] // scale)
+        dtype = torch_dtype(parts.placement.dtype)
         latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
     else:
-        init_pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
-        image_latents = encode_image(parts.vae, init_pixels, generators, dtype, device)
-        latents = noised_image_latents(image_latents, generators, scheduler, timesteps[:1])
-
-    # 5. the denoising loop
-    latents = denoise(
+        latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
+    prompt_embeds, negative_prompt_embeds = embeds
+    return denoise(
         _unet_predictor(parts),
         latents,
         timesteps,
@@ -232,18 +285,40 @@ def _denoise_and_decode(
         on_step,
         tuple(seeds),
     )
+
+
+def _hires_pass(
+    tasks: list[ImageTask],
+    embeds: tuple[torch.Tensor, torch.Tensor | None],
+    parts: StableDiffusionParts,
+    on_step: StepCallback | None,
+    latents: torch.Tensor,
+) -> torch.Tensor:
+    """A1111's hires fix. `latent`: the latents scaled up (bilinear, A1111's "Latent"); `lanczos`: the
+    image decoded, scaled up with Pillow's Lanczos and encoded again, exactly as `--init-image` of that image
+    at the large size would. Then image-to-image with --hires-steps and --hires-strength."""
+    import torch
+
+    request = tasks[0].request
+    width, height = request.hires_size
+    _check_finite(latents, tasks[0].seed)
+    if request.hires_upscaler == "latent":
+        scale = parts.vae_scale_factor
+        upscaled = torch.nn.functional.interpolate(latents, size=(height // scale, width // scale), mode="bilinear")
+        start: StartLatents = lambda generators: upscaled  # noqa: E731
+    else:
+        images, _ = decode_latents(parts.vae, latents)
+        start = _encoded([image_to_tensor(image, width, height) for image in images], parts)
+    steps = request.hires_steps or request.num_inference_steps
+    return _run_loop(tasks, embeds, parts, on_step, (width, height), steps, request.hires_strength, start)
+
+
+def _check_finite(latents: torch.Tensor, seed: int) -> None:
     if not torch_isfinite(latents):
         raise GenerationError(
-            f"The denoising loop produced NaN or infinite latents for seed {seeds[0]}; "
+            f"The denoising loop produced NaN or infinite latents for seed {seed}; "
             "try --dtype float32 or another --scheduler."
         )
-
-    # 6. decode to RGB
-    images, vae_dtype = decode_latents(parts.vae, latents)
-    return [
-        GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
-        for task, image in zip(tasks, images, strict=True)
-    ]
 
 
 def _embedding(text: str, request: GenerationRequest, parts: StableDiffusionParts) -> torch.Tensor:

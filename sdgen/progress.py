@@ -107,4 +107,6 @@ class GenerationProgress:
             self._step_task = self._progress.add_task(f"Denoising {which}{of}", total=info.total, rate="")
         task = self._progress.tasks[-1]
         speed = task.speed
-        self._progress.update(self._step_task, completed=info.index + 1, rate=f"{speed:.2f} it/s" if speed else "")
+        # total again: a hires pass is a second run of other length for the same images
+        rate = f"{speed:.2f} it/s" if speed else ""
+        self._progress.update(self._step_task, completed=info.index + 1, total=info.total, rate=rate)

@@ -28,6 +28,7 @@ DEFAULT_SIZE = 512
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep S+i positive and signed
+HIRES_UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}  # sdgen name -> A1111's
 
 InitImage = Union[str, Path, "Image.Image"]
 
@@ -48,6 +49,10 @@ IMAGE_KEYS = (
     "embedding",
     "clip_skip",
     "weighting",
+    "hires_scale",
+    "hires_steps",
+    "hires_strength",
+    "hires_upscaler",
 )
 
 
@@ -109,6 +114,11 @@ class GenerationRequest:
     batch_size: int = default("batch_size")  # images per U-Net call; does not change the pictures
     init_image: InitImage | None = None  # image-to-image when set
     strength: float = default("strength")  # img2img: how much of the schedule to run (1.0 = ignore the image)
+    # the hires pass: generate, upscale by hires_scale, then img2img at the large size (None: off)
+    hires_scale: float | None = default("hires_scale")
+    hires_steps: int | None = default("hires_steps")  # None: num_inference_steps
+    hires_strength: float = default("hires_strength")
+    hires_upscaler: str = default("hires_upscaler")  # latent or lanczos
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors
@@ -188,6 +198,7 @@ class GenerationRequest:
                     f"try {value // 8 * 8 or 8} or {value // 8 * 8 + 8}.",
                     key,
                 )
+        self._check_hires(width, height)
         checked = replace(
             self,
             seed=seed,
@@ -202,6 +213,49 @@ class GenerationRequest:
         for index in {prompt: index for index, prompt in reversed(list(enumerate(prompts)))}.values():
             checked.for_image(index)  # every LoRA and embedding is found now, before any weights load
         return checked
+
+    @property
+    def hires_size(self) -> tuple[int, int]:
+        """The hires pass's size: the image's times --hires-scale, rounded down to a multiple of 8."""
+        assert self.width is not None and self.height is not None and self.hires_scale is not None
+        return int(self.width * self.hires_scale) // 8 * 8, int(self.height * self.hires_scale) // 8 * 8
+
+    def _check_hires(self, width: int, height: int) -> None:
+        if self.hires_scale is None:
+            return
+        if not isinstance(self.hires_scale, (int, float)) or not 1 < self.hires_scale <= 8:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_scale!r}: must be more than 1 and at most 8 (2 is typical).", "hires_scale"
+            )
+        if self.init_image is not None:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_scale!r} with --init-image: the hires pass follows text-to-image; "
+                "for image-to-image give the large --width/--height instead.",
+                "hires_scale",
+            )
+        big = max(int(width * self.hires_scale), int(height * self.hires_scale))
+        if big > MAX_SIZE:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_scale!r}: {width}x{height} scaled up is {big} pixels on a side, more "
+                f"than {MAX_SIZE}; use a smaller scale or size.",
+                "hires_scale",
+            )
+        steps = self.hires_steps if self.hires_steps is not None else self.num_inference_steps
+        _check_int("hires_steps", steps, 1, MAX_STEPS)
+        if not isinstance(self.hires_strength, (int, float)) or not 0 < self.hires_strength <= 1:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_strength!r}: must be greater than 0 and at most 1.", "hires_strength"
+            )
+        if int(steps * self.hires_strength) < 1:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_strength!r} with {steps} hires steps: that runs no step; raise one "
+                "so that hires steps x strength >= 1.",
+                "hires_strength",
+            )
+        if self.hires_upscaler not in HIRES_UPSCALERS:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.hires_upscaler!r}: choose latent or lanczos.", "hires_upscaler"
+            )
 
     def _image_prompts(self, seed: int) -> tuple[str, ...]:
         """Each image's prompt: wildcards expanded from the image's seed, or every combination."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sdgen import models
 from sdgen.devices import choose_placement
+from sdgen.errors import InvalidRequestError
 from sdgen.metadata import png_info, result_record
 from sdgen.output import Target, plan_outputs, png_bytes
 from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures, write_pictures
@@ -42,6 +43,12 @@ def run_generate(
     spec = spec.validated()
     targets = plan_outputs(request, output)
     pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    if request.hires_scale is not None and pictures.records_steps:
+        raise InvalidRequestError(
+            "--save-steps and --animation show one denoising run; with --hires-scale there are two at two sizes. "
+            "Leave one out (the live --preview-file works with both).",
+            "save_steps",
+        )
     placement = choose_placement(spec.device, spec.dtype, spec.rng)
     plan = plan_speed(spec, placement)  # e.g. --offload on a CPU: refused here
 

@@ -406,3 +406,33 @@ def test_on_off_flags_undo_what_settings_switched_on(tiny_model_dir, tmp_path) -
     assert "Steps: 2" in Image.open(tmp_path / "b.png").text["parameters"]
     shown = runner.invoke(app, ["config", "--json"], env=env).stdout
     assert json.loads(shown)["vae_tiling"] == {"value": True, "source": "env SDGEN_VAE_TILING"}
+
+
+def test_hires_pass_through_the_cli_is_recorded_the_a1111_way_and_replayed(tiny_model_dir, tmp_path) -> None:
+    hires = ["--hires-scale", "2", "--hires-steps", "4", "--hires-strength", "0.5", "--hires-upscaler", "lanczos"]
+    args = ["a fox", *tiny_args(tiny_model_dir, "--seed", "4", *hires, "-o", str(tmp_path / "a.png"))]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    image = Image.open(tmp_path / "a.png")
+    assert image.size == (128, 128)
+    assert ("Size: 64x64, Model: tiny-model, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, "
+            "Hires upscaler: Lanczos") in image.text["parameters"].replace(tiny_model_dir.name, "tiny-model")
+    again = runner.invoke(app, ["--from", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "b.png")))
+    from sdgen.metadata import parse_a1111, request_values_from_image
+
+    assert parse_a1111(image.text["parameters"])["fields"]["Hires upscale"] == "2"
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", image.text["parameters"])
+    image.save(tmp_path / "a1111-only.png", pnginfo=info)
+    values = request_values_from_image(tmp_path / "a1111-only.png")
+    assert (values["hires_scale"], values["hires_steps"], values["hires_strength"], values["hires_upscaler"]) == (
+        2.0, 4, 0.5, "lanczos")
+
+
+def test_hires_with_save_steps_is_refused_before_loading(no_weights_load, tmp_path) -> None:
+    result = runner.invoke(app, ["a fox", "--hires-scale", "2", "--save-steps", str(tmp_path / "s.png")])
+    assert result.exit_code == 2 and "--hires-scale" in result.stderr

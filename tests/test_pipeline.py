@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdgen.errors import InvalidRequestError
 from sdgen.options import describe
 from sdgen.pipeline import generate
 from sdgen.request import GenerationRequest
@@ -303,3 +304,53 @@ def test_wildcard_images_match_their_prompts_made_alone(tiny_parts, tmp_path) ->
         assert result.request.prompt_template == "a __animals__" and result.request.prompt.startswith("a ")
         [alone] = generate(request(prompt=result.request.prompt, seed=result.seed), tiny_parts)
         assert np.abs(pixels(result.image) - pixels(alone.image)).max() <= 1
+
+
+def hires_reference(parts, upscaler: str) -> np.ndarray:
+    """diffusers' own two runs: text-to-image at 64x64, scaled up 2x (the latents bilinearly, or the image with
+    Pillow's Lanczos), then its image-to-image pipeline at 128x128 with 6 steps and strength 0.5."""
+    import torch
+
+    scheduler = request().validated().scheduler
+    generator = torch.Generator("cpu").manual_seed(3)
+    if upscaler == "latent":
+        latents = reference_pipeline(parts, scheduler)(
+            PROMPT, width=SIZE, height=SIZE, num_inference_steps=STEPS, generator=generator, output_type="latent"
+        ).images
+        start = torch.nn.functional.interpolate(latents, scale_factor=2, mode="bilinear")
+    else:
+        image = reference_pipeline(parts, scheduler)(
+            PROMPT, width=SIZE, height=SIZE, num_inference_steps=STEPS, generator=generator
+        ).images[0]
+        start = image.resize((2 * SIZE, 2 * SIZE), Image.Resampling.LANCZOS)
+    img2img = reference_pipeline(parts, scheduler, img2img=True)
+    out = img2img(PROMPT, image=start, strength=0.5, num_inference_steps=6,
+                  generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    return pixels(out)
+
+
+@pytest.mark.parametrize("upscaler", ["latent", "lanczos"])
+def test_hires_pass_equals_text_to_image_then_image_to_image(tiny_parts, upscaler: str) -> None:
+    hires = request(seed=3, hires_scale=2.0, hires_steps=6, hires_strength=0.5, hires_upscaler=upscaler)
+    [result] = generate(hires, tiny_parts)
+    assert result.image.size == (2 * SIZE, 2 * SIZE)
+    assert np.abs(pixels(result.image) - hires_reference(tiny_parts, upscaler)).max() <= 1
+    if upscaler == "lanczos":  # and exactly sdgen's own --init-image run of the first image at the large size
+        [first] = generate(request(seed=3), tiny_parts)
+        [again] = generate(request(seed=3, init_image=first.image, width=2 * SIZE, height=2 * SIZE,
+                                   num_inference_steps=6, strength=0.5), tiny_parts)
+        assert np.array_equal(pixels(result.image), pixels(again.image))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hires_scale": 1.0}, "Invalid hires_scale 1.0: must be more than 1"),
+        ({"hires_scale": 2.0, "hires_upscaler": "esrgan"}, "choose latent or lanczos"),
+        ({"hires_scale": 2.0, "hires_strength": 0.05, "hires_steps": 10}, "runs no step"),
+        ({"hires_scale": 8.0, "width": 1024}, "more than 4096"),
+    ],
+)
+def test_bad_hires_values_are_refused_before_loading(no_weights_load, overrides, message) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        request(**overrides).validated()

@@ -131,7 +131,7 @@ def is_done(image: PlannedImage, done: Mapping[Path, Mapping[str, Any]], model: 
 
 
 # What a record written before these keys existed means by leaving them out.
-_UNRECORDED = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True}
+_UNRECORDED = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True}  # the hires keys: None
 
 
 def _same(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
