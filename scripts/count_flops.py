@@ -41,9 +41,9 @@ def main() -> None:
         return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(config("unet_config.json"))
-        vae = AutoencoderKL.from_config(config("vae_config.json"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**config("text_encoder_config.json")))
+        unet = UNet2DConditionModel.from_config(config("unet/config.json"))
+        vae = AutoencoderKL.from_config(config("vae/config.json"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**config("text_encoder/config.json")))
     side = size // 8
     unet_one = count(lambda: unet(torch.randn(1, 4, side, side), 500, encoder_hidden_states=torch.randn(1, 77, 768)))
     print(f"{size}x{size}")

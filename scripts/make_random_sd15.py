@@ -32,9 +32,9 @@ def build_sd15_modules(seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(json.loads((CONFIGS / "unet_config.json").read_text()))
-    vae = AutoencoderKL.from_config(json.loads((CONFIGS / "vae_config.json").read_text()))
-    text_config = json.loads((CONFIGS / "text_encoder_config.json").read_text())
+    unet = UNet2DConditionModel.from_config(json.loads((CONFIGS / "unet" / "config.json").read_text()))
+    vae = AutoencoderKL.from_config(json.loads((CONFIGS / "vae" / "config.json").read_text()))
+    text_config = json.loads((CONFIGS / "text_encoder" / "config.json").read_text())
     text_config.pop("architectures", None)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
     return unet, vae, text_encoder
@@ -51,7 +51,7 @@ def write_model(out: Path, seed: int = 0) -> Path:
         module.half().save_pretrained(partial / name, variant="fp16")
         print(f"  wrote {name}", file=sys.stderr)
     (partial / "scheduler").mkdir(parents=True)
-    shutil.copyfile(CONFIGS / "scheduler_config.json", partial / "scheduler" / "scheduler_config.json")
+    shutil.copyfile(CONFIGS / "scheduler" / "scheduler_config.json", partial / "scheduler" / "scheduler_config.json")
     write_tiny_tokenizer(partial / "tokenizer")
     write_model_index(partial)
     (partial / DONE_MARKER).write_text("ok\n")

@@ -87,7 +87,8 @@ def _step_kwargs(scheduler: SchedulerMixin, generators: list[torch.Generator] | 
 def predicted_clean_latents(
     scheduler: SchedulerMixin, output: Any, latents: torch.Tensor, noise_pred: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:
-    """x0: the scheduler's own estimate where it reports one, else x0 = (x_t - sqrt(1-a_t) eps) / sqrt(a_t).
+    """x0: the scheduler's own estimate where it reports one, else x0 = (x_t - sqrt(1-a_t) eps) / sqrt(a_t)
+    (or sqrt(a_t) x_t - sqrt(1-a_t) v for v-prediction models).
 
     Only PNDM, DPM-Solver and UniPC report none; all three work in the VP parameterization with integer
     timesteps, where that formula holds.
@@ -97,4 +98,6 @@ def predicted_clean_latents(
         if value is not None:
             return value
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=latents.dtype)
+    if scheduler.config.get("prediction_type") == "v_prediction":  # SD 2.x 768-v: v = sqrt(a) eps - sqrt(1-a) x0
+        return alpha_bar.sqrt() * latents - (1 - alpha_bar).sqrt() * noise_pred
     return (latents - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()

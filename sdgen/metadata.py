@@ -51,7 +51,7 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
         ("CFG scale", _number(request.guidance_scale)),
         ("Seed", result.seed),
         ("Size", f"{request.width}x{request.height}"),
-        ("Model", parts.source.model.rsplit("/", 1)[-1]),
+        ("Model", _model_name(parts.source.model)),
     ]
     if parts.vae_name is not None:  # --vae
         fields.append(("VAE", parts.vae_name))
@@ -72,6 +72,12 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
         lines.append("Negative prompt: " + request.negative_prompt.replace("\n", " "))
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def _model_name(model: str) -> str:
+    """A1111's `Model`: a checkpoint file's name without its extension, a Hub id's or folder's last part."""
+    last = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return last.rsplit(".", 1)[0] if last.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")) else last
 
 
 def _prompt_fields(request: GenerationRequest) -> list[tuple[str, object]]:
@@ -137,6 +143,9 @@ def image_record(
     if request.embedding_refs:
         record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in request.embedding_refs]
     if parts is not None:
+        for key in ("model_config", "prediction_type"):  # how a single-file model was read
+            if parts.model_spec_values.get(key) is not None:
+                record[key] = parts.model_spec_values[key]
         if parts.vae_name is not None:
             record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
         record.update(
@@ -319,7 +328,8 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
-    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae"):
+    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
+                "model_config", "prediction_type"):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind

@@ -86,7 +86,23 @@ OPTIONS: Mapping[str, Option] = _table(
         RUN, layered=False, commands=LOADERS,
     ),
     # the model
-    Option("model", str, DEFAULT_MODEL, "Hub id or local diffusers folder.", MODEL, short="-m", commands=LOADERS),
+    Option(
+        "model", str, DEFAULT_MODEL, "Hub id, local diffusers folder, or one .safetensors checkpoint (A1111 layout).",
+        MODEL, short="-m", commands=LOADERS,
+    ),
+    Option(
+        "model_config", str, None, "Architecture of a single-file --model: diffusers folder or Hub id (configs only).",
+        MODEL, empty="SD 1.5's, shipped with sdgen", commands=LOADERS,
+    ),
+    Option(
+        "prediction_type", str, None, "What the U-Net predicts: epsilon or v_prediction (SD 2.x 768-v models).", MODEL,
+        empty="the model's scheduler config", commands=LOADERS,
+    ),
+    Option(
+        "allow_unsafe_pickle", bool, False,
+        "Load a pickled .ckpt/.pt --model, reading tensors only (torch.load weights_only); better: sdgen convert.",
+        MODEL, layered=False, commands=LOADERS,
+    ),
     Option(
         "vae", str, None, "Another VAE: .safetensors file, diffusers folder or Hub id (stabilityai/sd-vae-ft-mse).",
         MODEL, empty="the model's own", commands=MAKERS | {NOISE},

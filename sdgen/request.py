@@ -62,6 +62,9 @@ class ModelSpec:
 
     model: str = default("model")  # Hub id or local diffusers folder
     vae: str | None = default("vae")  # another VAE: file, folder or Hub id (sdgen/models/vae.py)
+    model_config: str | None = default("model_config")  # architecture configs of a single-file model
+    prediction_type: str | None = default("prediction_type")  # epsilon or v_prediction; None: the model's
+    allow_unsafe_pickle: bool = default("allow_unsafe_pickle")  # pickled checkpoints, read weights-only
     revision: str | None = default("revision")  # Hub branch, tag or commit to pin
     device: str = default("device")  # auto, cpu, mps, cuda, cuda:N
     dtype: str = default("dtype")  # auto, float32, float16, bfloat16
@@ -86,6 +89,14 @@ class ModelSpec:
             raise InvalidRequestError(
                 f"Invalid {NAME} '': give a Hub id (owner/name) or a local model folder.", "model"
             )
+        if self.prediction_type not in (None, "epsilon", "v_prediction"):
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.prediction_type!r}: choose epsilon or v_prediction.", "prediction_type"
+            )
+        from sdgen.models.single_file import inspect_checkpoint, is_checkpoint_file
+
+        if is_checkpoint_file(self.model):  # which family, from the header: refused by name before loading
+            inspect_checkpoint(self.model, self.allow_unsafe_pickle, self.model_config is not None)
         if self.vae is not None:
             from sdgen.models.vae import vae_source
 

@@ -354,3 +354,47 @@ def test_hires_pass_equals_text_to_image_then_image_to_image(tiny_parts, upscale
 def test_bad_hires_values_are_refused_before_loading(no_weights_load, overrides, message) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         request(**overrides).validated()
+
+
+@pytest.fixture(scope="module")
+def tiny_v_model(tiny_model_dir, tmp_path_factory):
+    """The tiny model as a v-prediction model (SD 2.x 768-v style): only its scheduler config says so."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("v") / "tiny-v"
+    shutil.copytree(tiny_model_dir, folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": "v_prediction"}))
+    return folder
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++2m-karras", "euler-a", "ddim"])
+def test_v_prediction_model_matches_diffusers(tiny_v_model, scheduler: str) -> None:
+    from sdgen.models import load_model
+    from sdgen.request import ModelSpec
+
+    parts = load_model(ModelSpec(model=str(tiny_v_model), device="cpu", dtype="float32"))
+    assert parts.scheduler_config["prediction_type"] == "v_prediction"
+    [result] = generate(request(scheduler=scheduler, seed=9), parts)
+    expected = reference_image(parts, scheduler, 9)
+    assert np.abs(pixels(result.image) - expected).max() <= 1
+    epsilon = load_model(ModelSpec(model=str(tiny_v_model), device="cpu", dtype="float32", prediction_type="epsilon"))
+    assert np.abs(pixels(generate(request(scheduler=scheduler, seed=9), epsilon)[0].image) - expected).max() > 5
+
+
+def test_v_prediction_clean_estimate_for_schedulers_that_report_none(tiny_v_model) -> None:
+    import torch
+
+    from sdgen.denoise import predicted_clean_latents
+    from sdgen.schedulers import make_scheduler
+
+    parts_config = __import__("json").loads((tiny_v_model / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = make_scheduler("dpm++2m", parts_config)
+    x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    t = torch.tensor(500)
+    a = scheduler.alphas_cumprod[500]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    v = a.sqrt() * eps - (1 - a).sqrt() * x0
+    output = type("Output", (), {"prev_sample": x_t})()
+    assert torch.allclose(predicted_clean_latents(scheduler, output, x_t, v, t), x0, atol=1e-5)

@@ -74,5 +74,5 @@ def test_pipeline_config_fixes_match_diffusers_constructor() -> None:
 
 
 def test_tiny_model_uses_the_published_sd15_scheduler_config() -> None:
-    published = json.loads((Path(__file__).parent.parent / "configs/sd15/scheduler_config.json").read_text())
+    published = json.loads((Path(__file__).parent.parent / "configs/sd15/scheduler/scheduler_config.json").read_text())
     assert {k: v for k, v in published.items() if not k.startswith("_")} == SD15_SCHEDULER_CONFIG

@@ -50,6 +50,8 @@ RECORD_KEYS = frozenset(
         "prompt_template",  # the prompt is already expanded
         "vae",  # like the model, the VAE belongs to the run
         "vae_hash",
+        "model_config",
+        "prediction_type",
     }
 )
 

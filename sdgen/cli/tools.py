@@ -1,4 +1,4 @@
-"""The small commands: schedulers, info, config, doctor."""
+"""The small commands: schedulers, info, config, doctor, convert."""
 
 from __future__ import annotations
 
@@ -94,6 +94,21 @@ def doctor_command(
 
 
 
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="A pickled checkpoint: .ckpt, .pt, .pth or .bin.", show_default=False)],
+    target: Annotated[Path, typer.Argument(help="The .safetensors file to write.", show_default=False)],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace TARGET if it exists.")] = False,
+) -> None:
+    setup_logging(False)
+    with CliErrors() as errors:
+        from sdgen.models.single_file import convert_to_safetensors
+
+        errors.sources = {}
+        count = convert_to_safetensors(str(source), str(target), overwrite)
+        typer.echo(str(target))
+        typer.echo(f"sdgen: {count} tensors written; use {target} as --model.", err=True)
+
+
 HELP = {
     "schedulers": "List scheduler names, their diffusers classes and A1111 names.\n\n"
     '\b\nExamples:\n  sdgen schedulers\n  sdgen "a fox" --scheduler euler-a',
@@ -103,6 +118,11 @@ HELP = {
     "Precedence, lowest first: built-in < preset < user config file < SDGEN_* environment variables < "
     "--from IMAGE < flags.\n\n"
     '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  $EDITOR "$(sdgen config --path)"',
+    "convert": "Convert a pickled checkpoint (.ckpt, .pt) to .safetensors, once, safely.\n\n"
+    "A pickle can run code when loaded; convert reads it with torch.load(weights_only=True), which takes tensors "
+    "and plain data only and refuses anything else, and writes the tensors (an A1111 checkpoint's state_dict) "
+    "as .safetensors, which sdgen loads without --allow-unsafe-pickle.\n\n"
+    "\b\nExamples:\n  sdgen convert model.ckpt model.safetensors\n  sdgen \"a fox\" --model model.safetensors",
     "doctor": "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
     "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16",
 }
@@ -114,5 +134,6 @@ def register(app: typer.Typer) -> None:
         ("info", info_command),
         ("config", config_command),
         ("doctor", doctor_command),
+        ("convert", convert_command),
     ):
         app.command(name, help=HELP[name])(func)

@@ -75,8 +75,9 @@ def resolve_model_folder(spec: ModelSpec, variant: str | None) -> ModelSource:
         return ModelSource(model=model, folder=path.resolve(), revision=spec.revision)
     if path.exists() or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise ModelNotFoundError(
-            f"Model {model!r} is not a model folder or a Hub id: pass a folder in diffusers layout "
-            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/) or an id like owner/name."
+            f"Model {model!r} is not a model folder, a checkpoint file or a Hub id: pass a folder in diffusers layout "
+            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a .safetensors checkpoint, or an id like "
+            "owner/name."
         )
     return _resolve_hub(model, spec, variant)
 

@@ -18,6 +18,7 @@ from sdgen.errors import ModelLoadError
 from sdgen.models import hub
 from sdgen.models.hub import ModelSource
 from sdgen.models.layout import PARTS, Part, check_model_folder
+from sdgen.models.single_file import is_checkpoint_file
 from sdgen.request import ModelSpec
 from sdgen.speed import SpeedPlan, compile_plan, plan_speed
 
@@ -51,6 +52,7 @@ class StableDiffusionParts:
     vae_source: str | None = None  # --vae as given: what replaced the model's VAE, its name and A1111 hash
     vae_name: str | None = None
     vae_hash: str | None = None
+    model_spec_values: dict[str, Any] = field(default_factory=dict)  # --model-config, --prediction-type as given
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _adapters: Adapters | None = field(default=None, repr=False)
@@ -138,25 +140,32 @@ def load_model(
     placement = placement or choose_placement(spec.device, spec.dtype, spec.rng)
     plan = plan or plan_speed(spec, placement)
     started = time.perf_counter()
-    source = hub.resolve_model_folder(spec, placement.weight_variant)
-    files = check_model_folder(source.folder, source.model, placement.weight_variant)
     _quiet_library_progress_bars()
-    loaded = {
-        part.name: _load_part(part, source, files.get(part.name), placement, plan, on_part)
-        for part in PARTS
-        if part.name != "vae"
-    }
-    loaded["vae"], vae_name, vae_hash = _load_vae(spec, source, files, placement, plan, on_part)
+    vae_name = vae_hash = None
+    if is_checkpoint_file(spec.model):  # one LDM/A1111 file (sdgen/models/single_file.py)
+        source, loaded = _load_checkpoint(spec, placement, plan, on_part)
+        files: dict[str, Path] = {}
+    else:
+        source = hub.resolve_model_folder(spec, placement.weight_variant)
+        files = check_model_folder(source.folder, source.model, placement.weight_variant)
+        loaded = {
+            part.name: _load_part(part, source, files.get(part.name), placement, plan, on_part)
+            for part in PARTS
+            if part.name != "vae"
+        }
+    if spec.vae or "vae" not in loaded:
+        loaded["vae"], vae_name, vae_hash = _load_vae(spec, source, files, placement, plan, on_part)
     unet = loaded["unet"]
     if unet.config.in_channels != 4:
         raise ModelLoadError(
             f"Model {source.model!r} has a {unet.config.in_channels}-channel U-Net (an inpainting or other special "
             "model); sdgen's text-to-image and image-to-image need a standard 4-channel SD1.x model."
         )
-    scheduler_config = json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text())
+    scheduler_config = _scheduler_config(source.folder, spec)
     parts = StableDiffusionParts(
         **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline,
         vae_source=str(spec.vae) if spec.vae else None, vae_name=vae_name, vae_hash=vae_hash,
+        model_spec_values={"model_config": spec.model_config, "prediction_type": spec.prediction_type},
     )
     parts.apply(plan)
     parts.load_seconds = time.perf_counter() - started
@@ -173,17 +182,56 @@ def load_scheduler_config(spec: ModelSpec) -> tuple[dict[str, Any], str]:
     spec = spec.validated()
     model = canonical_model_id(spec.model)
     if model == DEFAULT_MODEL and spec.revision is None and not is_cached(model, spec):
-        return json.loads((configs_dir() / "sd15" / "scheduler_config.json").read_text()), model
+        return _scheduler_config(configs_dir() / "sd15", spec), model
+    if is_checkpoint_file(spec.model):
+        from sdgen.models.single_file import config_folder
+
+        return _scheduler_config(config_folder(spec.model_config, hub.is_offline(spec)), spec), spec.model
     source = hub.resolve_model_folder(spec, None)
-    return json.loads((source.folder / "scheduler" / "scheduler_config.json").read_text()), source.model
+    return _scheduler_config(source.folder, spec), source.model
+
+
+def _scheduler_config(folder: Path, spec: ModelSpec) -> dict[str, Any]:
+    """The model's noise schedule; --prediction-type overrides what it predicts (epsilon or v)."""
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    if spec.prediction_type is not None:
+        config["prediction_type"] = spec.prediction_type
+    return config
+
+
+def _load_checkpoint(
+    spec: ModelSpec, placement: Placement, plan: SpeedPlan, on_part: OnPart | None
+) -> tuple[ModelSource, dict[str, Any]]:
+    """Every part from one checkpoint file, placed as a folder's parts would be."""
+    from sdgen.models import single_file
+
+    checkpoint = single_file.inspect_checkpoint(spec.model, spec.allow_unsafe_pickle, spec.model_config is not None)
+    config = single_file.config_folder(spec.model_config, hub.is_offline(spec))
+    for part in PARTS:
+        if on_part is not None:
+            on_part(part.name, checkpoint.path.stat().st_size if part.name == "unet" else 0)
+    loaded = single_file.load_checkpoint_parts(checkpoint, config)
+    device = placement.device if plan.move_to_device else None
+    for part in PARTS:
+        if part.dtype_role is not None:
+            dtype = placement.dtype if part.dtype_role == "model" else placement.vae_dtype
+            place_module(loaded[part.name], device, torch_dtype(dtype), plan.channels_last and part.channels_last)
+    if spec.vae:
+        del loaded["vae"]
+    return ModelSource(model=str(checkpoint.path), folder=config), loaded
 
 
 def load_vae(spec: ModelSpec, placement: Placement) -> tuple[AutoencoderKL, ModelSource]:
     """Only the VAE of a model (forward noising in latent space needs nothing else), placed as a run would."""
     spec = spec.validated()
+    _quiet_library_progress_bars()
+    if is_checkpoint_file(spec.model):
+        source, loaded = _load_checkpoint(spec, placement, plan_speed(spec, placement), None)
+        if "vae" in loaded:
+            return loaded["vae"], source
+        return _load_vae(spec, source, {}, placement, plan_speed(spec, placement), None)[0], source
     source = hub.resolve_model_folder(spec, placement.weight_variant)
     files = check_model_folder(source.folder, source.model, placement.weight_variant)
-    _quiet_library_progress_bars()
     return _load_vae(spec, source, files, placement, plan_speed(spec, placement), None)[0], source
 
 
