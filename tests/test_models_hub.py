@@ -87,9 +87,9 @@ def test_unreachable_hub_falls_back_to_the_cache(hf_home, tmp_path) -> None:
 
 
 def test_not_a_folder_nor_a_hub_id(tmp_path) -> None:
-    with pytest.raises(ModelNotFoundError, match="is not a model folder or a Hub id"):
+    with pytest.raises(ModelNotFoundError, match="is not a model folder, a checkpoint file or a Hub id"):
         resolve_model_folder(ModelSpec(model=str(tmp_path / "missing")), None)
-    with pytest.raises(ModelNotFoundError, match="is not a model folder or a Hub id"):
+    with pytest.raises(ModelNotFoundError, match="is not a model folder, a checkpoint file or a Hub id"):
         resolve_model_folder(ModelSpec(model="not a hub id"), None)
 
 

@@ -101,7 +101,7 @@ def convert_command(
 ) -> None:
     setup_logging(False)
     with CliErrors() as errors:
-        from sdgen.models.single_file import convert_to_safetensors
+        from sdgen.models.convert import convert_to_safetensors
 
         errors.sources = {}
         count = convert_to_safetensors(str(source), str(target), overwrite)
