@@ -44,11 +44,13 @@ def denoise(
     generators: list[torch.Generator] | None = None,
     on_step: StepCallback | None = None,
     seeds: tuple[int, ...] = (),
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run the reverse diffusion from `latents` (B, 4, h, w) over `timesteps`; return clean latents.
 
     Classifier-free guidance runs when `negative_prompt_embeds` is given: one U-Net call on the batch
-    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond).
+    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond). `after_step`
+    may change each step's result (inpainting puts the known region back).
     """
     import torch
 
@@ -71,10 +73,11 @@ def denoise(
             noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
         # 4. one scheduler step: x_t -> x_{t-1}
         output = scheduler.step(noise_pred, t, latents, **step_kwargs)
+        stepped = output.prev_sample if after_step is None else after_step(index, output.prev_sample)
         if on_step is not None:
             pred_x0 = predicted_clean_latents(scheduler, output, latents, noise_pred, t)
-            on_step(StepInfo(index, len(timesteps), t, output.prev_sample, pred_x0, seeds))
-        latents = output.prev_sample
+            on_step(StepInfo(index, len(timesteps), t, stepped, pred_x0, seeds))
+        latents = stepped
     return latents
 
 

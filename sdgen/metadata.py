@@ -59,6 +59,8 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
             fields.append(("VAE hash", parts.vae_hash))
     if request.is_img2img:
         fields.append(("Denoising strength", _number(request.strength)))
+    if request.mask is not None:
+        fields.append(("Mask blur", request.mask_blur))
     if request.hires_scale is not None:  # A1111's hires fix fields; Size stays the first pass's size
         fields.append(("Denoising strength", _number(request.hires_strength)))
         fields.append(("Hires upscale", _number(request.hires_scale)))
@@ -123,6 +125,9 @@ def image_record(
         "height": request.height,
         "strength": request.strength if request.is_img2img else None,
         "init_image": str(request.init_image) if isinstance(request.init_image, (str, Path)) else None,
+        "mask": str(request.mask) if isinstance(request.mask, (str, Path)) else None,
+        "invert_mask": request.invert_mask if request.mask is not None else None,
+        "mask_blur": request.mask_blur if request.mask is not None else None,
         "lora": [str(spec) for spec in request.loras],
         "embedding": [str(spec) for spec in request.embeddings],
         "clip_skip": request.clip_skip,
@@ -346,6 +351,8 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
 def replay_values(path: str | Path, given: set[str]) -> dict[str, Any]:
     """The --from layer: an image's values for every option not typed beside --from."""
     recorded = {key: value for key, value in request_values_from_image(path).items() if key not in given}
+    if recorded.get("mask") and not Path(recorded["mask"]).is_file():
+        raise InvalidRequestError(f"{str(path)!r} was made with mask {recorded['mask']!r}, which is gone; pass --mask.")
     if recorded.get("init_image") and not Path(recorded["init_image"]).is_file():
         raise InvalidRequestError(
             f"{str(path)!r} was made from init image {recorded['init_image']!r}, which is gone; pass --init-image."

@@ -135,6 +135,12 @@ OPTIONS: Mapping[str, Option] = _table(
         "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
     ),
     Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
+    Option(
+        "mask", str, None, "Inpainting: repaint where this mask is white (needs --init-image).", REQUEST,
+        layered=False, path=True,
+    ),
+    Option("invert_mask", bool, False, "Inpainting: repaint where the mask is black instead.", REQUEST),
+    Option("mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST),
     # the hires pass (A1111's "hires fix")
     Option(
         "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",

@@ -12,6 +12,7 @@ from sdgen import models
 from sdgen.denoise import NoisePredictor, StepCallback, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
+from sdgen.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
 from sdgen.latents import (
     decode_latents,
     encode_image,
@@ -72,6 +73,7 @@ def batch_key(request: GenerationRequest) -> tuple:
         request.hires_steps,
         request.hires_strength,
         request.hires_upscaler,
+        (str(request.mask), request.invert_mask, request.mask_blur) if request.mask is not None else None,
     )
 
 
@@ -162,6 +164,11 @@ def _generate_batch(
 ) -> list[GeneratedImage]:
     started = time.perf_counter()
     request = tasks[0].request  # size, steps, scheduler, guidance, init image and LoRAs are shared
+    if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask is None:
+        raise GenerationError(
+            f"{parts.source.model!r} is an inpainting model (a 9-channel U-Net): give --init-image and --mask, or "
+            "use a standard model for text-to-image and image-to-image."
+        )
     if parts.adapters.use_loras(request.lora_refs):
         parts.embedding_cache.clear()  # the text encoder's weights changed
 
@@ -208,12 +215,16 @@ def _denoise_and_decode(
 
     # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
     start = None
-    if request.is_img2img:
+    inpainting = None
+    if request.mask is not None:  # inpainting (sdgen/inpaint.py): the mask decides what is repainted
+        inputs = inpaint_inputs(request, _open_image(request.init_image), parts.vae_scale_factor)
+        inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
+    elif request.is_img2img:
         pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
         start = _encoded(pixels, parts)
     strength = request.strength if request.is_img2img else None
     size = (request.width, request.height)
-    latents = _run_loop(tasks, embeds, parts, on_step, size, request.num_inference_steps, strength, start)
+    latents = _run_loop(tasks, embeds, parts, on_step, size, request.num_inference_steps, strength, start, inpainting)
 
     # 5b. the hires pass: upscale, then image-to-image at the large size with the same prompt and seed
     if request.hires_scale is not None:
@@ -222,6 +233,8 @@ def _denoise_and_decode(
     # 6. decode to RGB
     _check_finite(latents, tasks[0].seed)
     images, vae_dtype = decode_latents(parts.vae, latents)
+    if inpainting is not None:
+        images = inpainting.paste(images)
     return [
         GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
@@ -256,6 +269,7 @@ def _run_loop(
     steps: int,
     strength: float | None,
     start: StartLatents | None,
+    inpainting: Inpainting | None = None,
 ) -> torch.Tensor:
     """One denoising run from fresh generators and a fresh scheduler: from noise, or (img2img, the hires
     pass) from `start`'s clean latents noised to the step that `strength` starts at."""
@@ -265,7 +279,14 @@ def _run_loop(
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
-    if start is None:
+    predictor, after_step = _unet_predictor(parts), None
+    if inpainting is not None:
+        assert strength is not None
+        latents = inpainting.start(generators, scheduler, timesteps, strength)
+        unet_predict = predictor
+        predictor = lambda x, t, embeds: unet_predict(inpainting.unet_input(x), t, embeds)  # noqa: E731
+        after_step = lambda index, x: inpainting.after_step(index, timesteps, scheduler, x)  # noqa: E731
+    elif start is None:
         scale = parts.vae_scale_factor
         latent_shape = (parts.unet.config.in_channels, size[1] // scale, size[0] // scale)
         dtype = torch_dtype(parts.placement.dtype)
@@ -274,7 +295,7 @@ def _run_loop(
         latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
     prompt_embeds, negative_prompt_embeds = embeds
     return denoise(
-        _unet_predictor(parts),
+        predictor,
         latents,
         timesteps,
         scheduler,
@@ -284,6 +305,7 @@ def _run_loop(
         generators,
         on_step,
         tuple(seeds),
+        after_step,
     )
 
 

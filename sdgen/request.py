@@ -45,6 +45,9 @@ IMAGE_KEYS = (
     "height",
     "strength",
     "init_image",
+    "mask",
+    "invert_mask",
+    "mask_blur",
     "lora",
     "embedding",
     "clip_skip",
@@ -125,6 +128,10 @@ class GenerationRequest:
     batch_size: int = default("batch_size")  # images per U-Net call; does not change the pictures
     init_image: InitImage | None = None  # image-to-image when set
     strength: float = default("strength")  # img2img: how much of the schedule to run (1.0 = ignore the image)
+    # inpainting (sdgen/inpaint.py): repaint where the mask is white
+    mask: InitImage | None = None
+    invert_mask: bool = default("invert_mask")
+    mask_blur: int = default("mask_blur")
     # the hires pass: generate, upscale by hires_scale, then img2img at the large size (None: off)
     hires_scale: float | None = default("hires_scale")
     hires_steps: int | None = default("hires_steps")  # None: num_inference_steps
@@ -180,6 +187,10 @@ class GenerationRequest:
         _check_int("seed", seed, 0, MAX_SEED - len(prompts) + 1)
 
         width, height = self.width, self.height
+        if self.mask is not None and self.init_image is None:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {str(self.mask)!r}: a mask says what to repaint of an --init-image; give one.", "mask"
+            )
         if self.init_image is not None:
             if not 0 < self.strength <= 1:
                 raise InvalidRequestError(
@@ -192,6 +203,9 @@ class GenerationRequest:
                     "strength",
                 )
             image_size = _init_image_size(self.init_image)
+            if self.mask is not None:
+                checked_image_size(self.mask, "mask")  # the whole file, before any weights load
+                _check_int("mask_blur", self.mask_blur, 0, 256)
             # An unset side follows the image's aspect ratio, rounded down to a multiple of 8.
             if width is None and height is None:
                 width, height = (image_size[0] // 8) * 8, (image_size[1] // 8) * 8

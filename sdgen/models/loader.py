@@ -156,10 +156,10 @@ def load_model(
     if spec.vae or "vae" not in loaded:
         loaded["vae"], vae_name, vae_hash = _load_vae(spec, source, files, placement, plan, on_part)
     unet = loaded["unet"]
-    if unet.config.in_channels != 4:
+    if unet.config.in_channels not in (4, 9):
         raise ModelLoadError(
-            f"Model {source.model!r} has a {unet.config.in_channels}-channel U-Net (an inpainting or other special "
-            "model); sdgen's text-to-image and image-to-image need a standard 4-channel SD1.x model."
+            f"Model {source.model!r} has a {unet.config.in_channels}-channel U-Net; sdgen runs standard (4) and "
+            "inpainting (9) Stable Diffusion U-Nets."
         )
     scheduler_config = _scheduler_config(source.folder, spec)
     parts = StableDiffusionParts(

@@ -67,8 +67,9 @@ def write_tiny_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-def build_tiny_model(folder: str | Path, fp16_variant: bool = False) -> Path:
-    """Write the tiny model to `folder` (created); with `fp16_variant`, also the `*.fp16.safetensors` files."""
+def build_tiny_model(folder: str | Path, fp16_variant: bool = False, in_channels: int = 4) -> Path:
+    """Write the tiny model to `folder` (created); with `fp16_variant`, also the `*.fp16.safetensors` files;
+    `in_channels=9` makes an inpainting model (latents, mask, masked-image latents)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -79,7 +80,7 @@ def build_tiny_model(folder: str | Path, fp16_variant: bool = False) -> Path:
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=32,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
