@@ -122,12 +122,12 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option("scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST),
     Option(
-        "width", int, None, "Multiple of 8.", REQUEST, short="-W", empty="512, or the init image's",
-        commands=MAKERS | {NOISE},
+        "width", int, None, "Multiple of 8.", REQUEST, short="-W",
+        empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},
     ),
     Option(
-        "height", int, None, "Multiple of 8.", REQUEST, short="-H", empty="512, or the init image's",
-        commands=MAKERS | {NOISE},
+        "height", int, None, "Multiple of 8.", REQUEST, short="-H",
+        empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},
     ),
     Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n", commands=BOTH),
     Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST),

@@ -147,6 +147,7 @@ class GenerationRequest:
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
     # filled in by validated() / for_image(): what each image really uses
+    default_size: int = DEFAULT_SIZE  # the model's own size (768 for SD 2.x 768-v), used when none is given
     image_prompts: tuple[str, ...] = ()  # the prompt of each image, wildcards expanded
     prompt_template: str | None = None  # an image's prompt before its wildcards were expanded
     lora_refs: tuple[LoraRef, ...] = ()  # the LoRAs found for --lora and the prompt's tags
@@ -159,7 +160,10 @@ class GenerationRequest:
             raise InvalidRequestError(
                 'Missing PROMPT: give a prompt, e.g. sdgen "a cute kitten", or --from IMAGE.', "prompt"
             )
-        return cls(prompt=values["prompt"], **fields_for(cls, REQUEST, values))
+        from sdgen.models.layout import native_size
+
+        size = native_size(values.get("model"), values.get("model_config")) or DEFAULT_SIZE
+        return cls(prompt=values["prompt"], default_size=size, **fields_for(cls, REQUEST, values))
 
     @property
     def is_img2img(self) -> bool:
@@ -213,8 +217,8 @@ class GenerationRequest:
                 width = max(8, round(image_size[0] * height / image_size[1]) // 8 * 8)
             elif height is None:
                 height = max(8, round(image_size[1] * width / image_size[0]) // 8 * 8)
-        width = DEFAULT_SIZE if width is None else width
-        height = DEFAULT_SIZE if height is None else height
+        width = self.default_size if width is None else width
+        height = self.default_size if height is None else height
         for key, value in (("width", width), ("height", height)):
             _check_int(key, value, MIN_SIZE, MAX_SIZE)
             if value % 8:

@@ -70,3 +70,21 @@ def test_missing_part_names_the_file(tiny_model_dir, tmp_path) -> None:
     shutil.rmtree(model / "vae")
     with pytest.raises(ModelLoadError, match=r"is incomplete: .*vae/config.json is missing"):
         load_model(ModelSpec(model=str(model), device="cpu"))
+
+
+def test_native_size_comes_from_the_configs_on_disk(tmp_path, tiny_model_dir) -> None:
+    import json
+
+    from sdgen.models.layout import native_size
+    from sdgen.request import GenerationRequest
+
+    for part, config in (("unet", {"sample_size": 96}), ("vae", {"block_out_channels": [128, 256, 512, 512]})):
+        (tmp_path / "sd2-v" / part).mkdir(parents=True)
+        (tmp_path / "sd2-v" / part / "config.json").write_text(json.dumps(config))
+    assert native_size(str(tmp_path / "sd2-v")) == 768  # SD 2.x 768-v
+    assert native_size(str(tiny_model_dir)) == 64
+    assert native_size("someone/not-in-the-cache") is None
+    request = GenerationRequest.from_settings({"prompt": "a fox", "model": str(tmp_path / "sd2-v")}).validated()
+    assert (request.width, request.height) == (768, 768)
+    sized = GenerationRequest.from_settings({"prompt": "a fox", "model": str(tmp_path / "sd2-v"), "width": 512})
+    assert sized.validated().width == 512 and sized.validated().height == 768

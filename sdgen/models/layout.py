@@ -94,3 +94,41 @@ def download_patterns(files: list[str], variant: str | None, model: str) -> list
             raise ModelLoadError(missing_weights_message(model, part, candidates, files))
         patterns.append(f"{part.name}/{chosen}")
     return patterns
+
+
+def native_size(model: str | None, model_config: str | None = None) -> int | None:
+    """The side a model was trained at (the U-Net's sample_size times the VAE's scale: 512 for SD 1.x, 768
+    for SD 2.x 768-v), from configs already on disk (a folder, the Hugging Face cache, the configs of a
+    single file); None when they are not there yet (the model is about to be downloaded)."""
+    import json
+
+    configs = [_config_file(model, model_config, part) for part in ("unet", "vae")]
+    if None in configs:
+        return None
+    try:
+        unet, vae = (json.loads(path.read_text()) for path in configs if path is not None)
+    except (OSError, ValueError):
+        return None
+    sample, blocks = unet.get("sample_size"), vae.get("block_out_channels")
+    if not isinstance(sample, int) or not isinstance(blocks, list) or not blocks:
+        return None
+    return sample * 2 ** (len(blocks) - 1)
+
+
+def _config_file(model: str | None, model_config: str | None, part: str) -> Path | None:
+    if not model:
+        return None
+    path = Path(model).expanduser()
+    if path.is_file():  # a single-file checkpoint: its --model-config, else the shipped SD 1.5 configs
+        if model_config is None:
+            from sdgen.settings import configs_dir
+
+            return configs_dir() / "sd15" / part / "config.json"
+        return _config_file(model_config, None, part)
+    if path.is_dir():
+        file = path / part / "config.json"
+        return file if file.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, f"{part}/config.json")  # an old id's new name: SD 1.5, 512 anyway
+    return Path(cached) if isinstance(cached, str) else None
