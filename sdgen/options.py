@@ -91,6 +91,10 @@ OPTIONS: Mapping[str, Option] = _table(
         MODEL, short="-m", commands=LOADERS,
     ),
     Option(
+        "models_dir", str, None, "Folder of single-file checkpoints: --model NAME finds NAME.safetensors there.",
+        MODEL, path=True, commands=LOADERS,
+    ),
+    Option(
         "model_config", str, None, "Architecture of a single-file --model: diffusers folder or Hub id (configs only).",
         MODEL, empty="SD 1.5's, shipped with sdgen", commands=LOADERS,
     ),

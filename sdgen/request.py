@@ -65,6 +65,7 @@ class ModelSpec:
 
     model: str = default("model")  # Hub id or local diffusers folder
     vae: str | None = default("vae")  # another VAE: file, folder or Hub id (sdgen/models/vae.py)
+    models_dir: str | None = default("models_dir")  # where --model NAME finds NAME.safetensors (A1111's way)
     model_config: str | None = default("model_config")  # architecture configs of a single-file model
     prediction_type: str | None = default("prediction_type")  # epsilon or v_prediction; None: the model's
     allow_unsafe_pickle: bool = default("allow_unsafe_pickle")  # pickled checkpoints, read weights-only
@@ -96,16 +97,23 @@ class ModelSpec:
             raise InvalidRequestError(
                 f"Invalid {NAME} {self.prediction_type!r}: choose epsilon or v_prediction.", "prediction_type"
             )
+        from sdgen.models.catalog import find_in_models_dir
         from sdgen.models.single_file import inspect_checkpoint, is_checkpoint_file
 
-        if is_checkpoint_file(self.model):  # which family, from the header: refused by name before loading
-            inspect_checkpoint(self.model, self.allow_unsafe_pickle, self.model_config is not None)
+        model = self.model
+        if self.models_dir and not Path(model).expanduser().exists():
+            if not Path(str(self.models_dir)).expanduser().is_dir():
+                raise InvalidRequestError(f"Invalid {NAME} {str(self.models_dir)!r}: no such folder.", "models_dir")
+            model = find_in_models_dir(model, str(self.models_dir)) or model
+        if is_checkpoint_file(model):  # which family, from the header: refused by name before loading
+            inspect_checkpoint(model, self.allow_unsafe_pickle, self.model_config is not None)
         if self.vae is not None:
             from sdgen.models.vae import vae_source
 
             vae_source(str(self.vae))  # a missing file or a pickle: an error now, before any weights load
         return replace(
             self,
+            model=model,
             device=normalize_device(self.device),
             dtype=normalize_dtype(self.dtype),
             rng=normalize_rng(self.rng),

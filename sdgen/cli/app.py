@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from sdgen import __version__
-from sdgen.cli import generate, pictures, tools
+from sdgen.cli import generate, models, pictures, tools
 from sdgen.errors import EXIT_INTERRUPTED
 from sdgen.options import GENERATE
 
@@ -61,7 +61,7 @@ def build_app() -> typer.Typer:
         help=APP_HELP,
     )
     app.callback()(_root)
-    for commands in (generate, pictures, tools):
+    for commands in (generate, pictures, tools, models):
         commands.register(app)
     return app
 

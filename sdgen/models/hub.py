@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sdgen.errors import ModelLoadError, ModelNotFoundError, SdgenError, os_reason
 from sdgen.models.layout import WEIGHTED_PARTS, download_patterns, weight_candidates
@@ -67,7 +68,7 @@ def is_offline(spec: ModelSpec) -> bool:
     return spec.offline or bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_model_folder(spec: ModelSpec, variant: str | None) -> ModelSource:
+def resolve_model_folder(spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:
     """Turn --model into a local diffusers folder, downloading from the Hub into its cache if needed."""
     model = canonical_model_id(spec.model)
     path = Path(model).expanduser()
@@ -79,10 +80,11 @@ def resolve_model_folder(spec: ModelSpec, variant: str | None) -> ModelSource:
             "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a .safetensors checkpoint, or an id like "
             "owner/name."
         )
-    return _resolve_hub(model, spec, variant)
+    return _resolve_hub(model, spec, variant, progress)
 
 
-def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> ModelSource:
+def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:
+    """Download (or find in the cache) a Hub model's files; `progress` is a tqdm class for the bars."""
     from huggingface_hub import snapshot_download
 
     local_only = is_offline(spec)
@@ -95,6 +97,7 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> ModelSou
             cache_dir=spec.cache_dir,
             local_files_only=local_only,
             allow_patterns=patterns,
+            **({"tqdm_class": progress} if progress is not None else {}),
         )
     except Exception as error:
         raise _download_failure(repo_id, spec, error, downloading=not local_only) from error
