@@ -49,12 +49,14 @@ def chunk_prompt(
 
     Each piece of emphasis is tokenized on its own; a chunk that reaches 75 tokens moves the words after
     its last comma (if that comma is within 20 tokens of the end) to the next chunk; short chunks are
-    padded with the end token. `convert` rewrites each piece first (multi-vector embedding tokens).
+    padded with the tokenizer's pad token (the end token for SD 1.x, "!" for SD 2.x's OpenCLIP).
+    `convert` rewrites each piece first (multi-vector embedding tokens).
     """
     pieces = parse_emphasis(text) if weighting else literal_pieces(text)
     texts = [convert(piece.text) if convert else piece.text for piece in pieces]
     tokenized = tokenizer(texts, add_special_tokens=False, truncation=False).input_ids
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end  # SD 1.x: the end token; 2.x: "!"
     comma = tokenizer.convert_tokens_to_ids(",</w>")
     chunks = Chunks()
     ids: list[int] = []
@@ -64,7 +66,7 @@ def chunk_prompt(
     def close_chunk() -> None:
         nonlocal ids, weights, last_comma
         padding = CHUNK_TOKENS - len(ids)
-        chunks.ids.append([start, *ids, *[end] * padding, end])
+        chunks.ids.append([start, *ids, *[pad] * padding, end])
         chunks.weights.append([1.0, *weights, *[1.0] * padding, 1.0])
         ids, weights, last_comma = [], [], -1
 

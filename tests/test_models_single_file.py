@@ -140,3 +140,25 @@ def test_the_shipped_configs_hold_sd15_and_the_clip_tokenizer() -> None:
     assert len(tokenizer) == 49408
     # the ids SD 1.5's own tokenizer gives: start, a, photo, of, a, cat, ',', end
     assert tokenizer("a photo of a cat,").input_ids == [49406, 320, 1125, 539, 320, 2368, 267, 49407]
+
+
+def test_an_inpainting_checkpoint_loads_with_the_sd1_configs_and_inpaints(tiny_model_dir, tmp_path) -> None:
+    """A 9-channel file read with a 4-channel model's configs: the input channels come from the file."""
+    from sdgen.testing.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny-inpainting", in_channels=9)
+    save_file(model_to_ldm(folder), str(tmp_path / "inpainting.safetensors"))
+    found = inspect_checkpoint(str(tmp_path / "inpainting.safetensors"))
+    assert (found.in_channels, found.description) == (9, "SD 1.x inpainting")
+    init, mask = tmp_path / "init.png", tmp_path / "mask.png"
+    Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)).save(init)
+    Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16)).save(mask)
+    request = GenerationRequest(PROMPT, seed=SEED, num_inference_steps=STEPS, init_image=str(init), mask=str(mask),
+                                strength=1.0)
+    made = {}
+    for name, spec in (("file", dict(model=str(tmp_path / "inpainting.safetensors"), model_config=str(tiny_model_dir))),
+                       ("folder", dict(model=str(folder)))):
+        parts = load_model(ModelSpec(device="cpu", dtype="float32", **spec))
+        assert parts.unet.config.in_channels == 9
+        made[name] = np.asarray(generate(request, parts)[0].image)
+    assert np.array_equal(made["file"], made["folder"])

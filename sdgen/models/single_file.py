@@ -155,10 +155,28 @@ def config_folder(model_config: str | None, offline: bool) -> Path:
         raise ModelLoadError(f"Cannot get the configs of --model-config {model_config!r}: {error}") from None
 
 
+def _with_in_channels(config: Path, in_channels: int) -> Path:
+    """The configs with the U-Net's input channels the file has: the SD 1.x configs serve its inpainting
+    variant too (9 channels). A folder beside them in the temp dir, linking everything else."""
+    import tempfile
+
+    unet_config = json.loads((config / "unet" / "config.json").read_text())
+    if unet_config.get("in_channels") == in_channels:
+        return config
+    overlay = Path(tempfile.mkdtemp(prefix="sdgen-config-"))
+    for item in config.iterdir():
+        if item.name != "unet":
+            (overlay / item.name).symlink_to(item.resolve())
+    (overlay / "unet").mkdir()
+    (overlay / "unet" / "config.json").write_text(json.dumps({**unet_config, "in_channels": in_channels}))
+    return overlay
+
+
 def load_checkpoint_parts(checkpoint: Checkpoint, config: Path) -> dict[str, Any]:
     """tokenizer, text_encoder, unet, vae in float32 on the CPU, through diffusers' from_single_file."""
     from diffusers import StableDiffusionPipeline
 
+    config = _with_in_channels(config, checkpoint.in_channels)
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(checkpoint.path),
