@@ -106,7 +106,7 @@ class ModelSpec:
                 raise InvalidRequestError(f"Invalid {NAME} {str(self.models_dir)!r}: no such folder.", "models_dir")
             model = find_in_models_dir(model, str(self.models_dir)) or model
         if is_checkpoint_file(model):  # which family, from the header: refused by name before loading
-            inspect_checkpoint(model, self.allow_unsafe_pickle, self.model_config is not None)
+            inspect_checkpoint(model, self.allow_unsafe_pickle)
         if self.vae is not None:
             from sdgen.models.vae import vae_source
 
@@ -170,7 +170,8 @@ class GenerationRequest:
             )
         from sdgen.models.layout import native_size
 
-        size = native_size(values.get("model"), values.get("model_config")) or DEFAULT_SIZE
+        model, config, prediction = (values.get(key) for key in ("model", "model_config", "prediction_type"))
+        size = native_size(model, config, prediction) or DEFAULT_SIZE
         return cls(prompt=values["prompt"], default_size=size, **fields_for(cls, REQUEST, values))
 
     @property

@@ -162,3 +162,38 @@ def test_an_inpainting_checkpoint_loads_with_the_sd1_configs_and_inpaints(tiny_m
         assert parts.unet.config.in_channels == 9
         made[name] = np.asarray(generate(request, parts)[0].image)
     assert np.array_equal(made["file"], made["folder"])
+
+
+def test_an_sd2_file_gets_the_shipped_sd2_configs_and_its_native_size(tmp_path) -> None:
+    from sdgen.models.layout import native_size
+    from sdgen.models.single_file import config_folder
+
+    header_only = {"model.diffusion_model.input_blocks.0.0.weight": torch.ones(320, 4, 3, 3),
+                   "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": torch.ones(2, 2)}
+    save_file(header_only, str(tmp_path / "sd21.safetensors"))
+    found = inspect_checkpoint(str(tmp_path / "sd21.safetensors"))
+    assert found.family == "sd2" and found.description == "SD 2.x"
+    folder = config_folder(None, offline=True, family="sd2")
+    assert folder.name == "sd2"
+    assert native_size(str(tmp_path / "sd21.safetensors")) == 768  # SD 2.1 768-v, diffusers' assumption too
+    assert native_size(str(tmp_path / "sd21.safetensors"), prediction_type="epsilon") == 512  # SD 2.x base
+
+
+def test_the_shipped_sd2_configs_build_sd2s_architecture() -> None:
+    import json
+
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
+
+    from sdgen.settings import configs_dir
+
+    folder = configs_dir() / "sd2"
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+    assert unet.config.cross_attention_dim == 1024 and unet.config.use_linear_projection
+    assert sum(p.numel() for p in unet.parameters()) == 865_910_724  # SD 2.x's U-Net
+    text = CLIPTextConfig(**json.loads((folder / "text_encoder" / "config.json").read_text()))
+    assert (text.hidden_size, text.num_hidden_layers, text.hidden_act) == (1024, 23, "gelu")  # OpenCLIP-H, penultimate
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    assert CLIPTokenizer.from_pretrained(folder / "tokenizer").pad_token_id == 0  # OpenCLIP pads with "!"

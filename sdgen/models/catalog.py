@@ -92,7 +92,7 @@ def _single_files(models_dir: str | None) -> list[ModelEntry]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
             try:
-                kind = inspect_checkpoint(str(path), allow_pickle=False, has_config=True).description
+                kind = inspect_checkpoint(str(path), allow_pickle=False).description
             except InvalidRequestError as error:  # a VAE, a LoRA, an SDXL file ...: say why in a few words
                 reason = str(error).split(": ", 1)[-1].split(";")[0].split(" (")[0]
                 kind = "not loadable: " + (reason[:60] + "..." if len(reason) > 60 else reason)
@@ -106,14 +106,14 @@ def model_info(model: str, model_config: str | None = None) -> dict[str, Any]:
     from sdgen.models.single_file import config_folder, is_checkpoint_file
 
     if is_checkpoint_file(model):
-        checkpoint = inspect_checkpoint(model, allow_pickle=False, has_config=True)
-        config = config_folder(model_config, offline=True) if checkpoint.family == "sd1" or model_config else None
-        scheduler = _json(config / "scheduler" / "scheduler_config.json") if config else {}
+        checkpoint = inspect_checkpoint(model, allow_pickle=False)
+        config = config_folder(model_config, offline=True, family=checkpoint.family)
+        scheduler = _json(config / "scheduler" / "scheduler_config.json")
         return {
             "model": model, "format": "single file (LDM/A1111 layout)", "family": checkpoint.description,
             "in_channels": checkpoint.in_channels, "prediction_type": scheduler.get("prediction_type", "epsilon"),
             "native_size": native_size(model, model_config), "size": checkpoint.path.stat().st_size,
-            "loads_with": str(config) if config else "needs --model-config (an SD 2.x file)",
+            "loads_with": str(config),
         }
     folder = _local_folder(model)
     unet, scheduler = _json(folder / "unet" / "config.json"), _json(folder / "scheduler" / "scheduler_config.json")

@@ -184,9 +184,10 @@ def load_scheduler_config(spec: ModelSpec) -> tuple[dict[str, Any], str]:
     if model == DEFAULT_MODEL and spec.revision is None and not is_cached(model, spec):
         return _scheduler_config(configs_dir() / "sd15", spec), model
     if is_checkpoint_file(spec.model):
-        from sdgen.models.single_file import config_folder
+        from sdgen.models.single_file import config_folder, inspect_checkpoint
 
-        return _scheduler_config(config_folder(spec.model_config, hub.is_offline(spec)), spec), spec.model
+        family = inspect_checkpoint(spec.model, spec.allow_unsafe_pickle).family
+        return _scheduler_config(config_folder(spec.model_config, hub.is_offline(spec), family), spec), spec.model
     source = hub.resolve_model_folder(spec, None)
     return _scheduler_config(source.folder, spec), source.model
 
@@ -205,8 +206,8 @@ def _load_checkpoint(
     """Every part from one checkpoint file, placed as a folder's parts would be."""
     from sdgen.models import single_file
 
-    checkpoint = single_file.inspect_checkpoint(spec.model, spec.allow_unsafe_pickle, spec.model_config is not None)
-    config = single_file.config_folder(spec.model_config, hub.is_offline(spec))
+    checkpoint = single_file.inspect_checkpoint(spec.model, spec.allow_unsafe_pickle)
+    config = single_file.config_folder(spec.model_config, hub.is_offline(spec), checkpoint.family)
     for part in PARTS:
         if on_part is not None:
             on_part(part.name, checkpoint.path.stat().st_size if part.name == "unet" else 0)

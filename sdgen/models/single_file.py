@@ -55,7 +55,7 @@ def is_checkpoint_file(model: str) -> bool:
     return path.is_file() and path.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES
 
 
-def inspect_checkpoint(model: str, allow_pickle: bool = False, has_config: bool = False) -> Checkpoint:
+def inspect_checkpoint(model: str, allow_pickle: bool = False) -> Checkpoint:
     """Identify a checkpoint from its keys and shapes; InvalidRequestError naming the file if sdgen cannot
     or will not load it. Reads the safetensors header only; a pickle (allowed) safely, weights only."""
     path = Path(model).expanduser()
@@ -86,12 +86,6 @@ def inspect_checkpoint(model: str, allow_pickle: bool = False, has_config: bool 
         family = "sd1"
     else:
         raise InvalidRequestError(f"Invalid {NAME} {model!r}: it holds no text encoder sdgen knows.", "model")
-    if family == "sd2" and not has_config:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {model!r}: an SD 2.x checkpoint; sdgen ships SD 1.x configs only, so give its "
-            "architecture with --model-config (e.g. stabilityai/stable-diffusion-2-1 in the cache, or a folder).",
-            "model",
-        )
     return Checkpoint(path, family, shapes[UNET_IN][1], suffix in PICKLE_SUFFIXES)
 
 
@@ -137,13 +131,15 @@ def read_pickled_tensors(path: Path) -> dict[str, Any]:
     return {key: value for key, value in data.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
 
 
-def config_folder(model_config: str | None, offline: bool) -> Path:
+def config_folder(model_config: str | None, offline: bool, family: str = "sd1") -> Path:
     """The architecture configs to read a checkpoint with: --model-config (a folder, or a Hub id whose
-    configs and tokenizer come from the cache or the Hub, no weights), else sdgen's shipped SD 1.x configs."""
+    configs and tokenizer come from the cache or the Hub, no weights), else the shipped ones: configs/sd15,
+    or configs/sd2 (SD 2.1 768-v; its file says nothing of v, so --prediction-type epsilon makes it the
+    512 base model, as diffusers also assumes v for SD 2.x files)."""
     if model_config is None:
         from sdgen.settings import configs_dir
 
-        return configs_dir() / "sd15"
+        return configs_dir() / ("sd2" if family == "sd2" else "sd15")
     folder = Path(model_config).expanduser()
     if folder.is_dir():
         return folder
