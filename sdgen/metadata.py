@@ -269,6 +269,11 @@ def _unquote(value: str) -> str:
     return value
 
 
+# A1111 fields that are plain numbers: name -> (sdgen setting, type)
+_A1111_NUMBERS = {"Steps": ("steps", int), "CFG scale": ("guidance_scale", float), "Seed": ("seed", int),
+                  "Clip skip": ("clip_skip", int)}
+
+
 def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
     parameters, record = read_image_metadata(path)
@@ -286,22 +291,14 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
     fields = parsed["fields"]
     values: dict[str, Any] = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
     try:
-        if "Steps" in fields:
-            values["steps"] = int(fields["Steps"])
-        if "CFG scale" in fields:
-            values["guidance_scale"] = float(fields["CFG scale"])
-        if "Seed" in fields:
-            values["seed"] = int(fields["Seed"])
-        if "Clip skip" in fields:
-            values["clip_skip"] = int(fields["Clip skip"])
+        numbers = dict(_A1111_NUMBERS)
+        if "Hires upscale" in fields:  # then the strength is the hires pass's
+            numbers |= {"Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
+                        "Denoising strength": ("hires_strength", float)}
+        values |= {key: kind(fields[name]) for name, (key, kind) in numbers.items() if name in fields}
         if fields.get("Emphasis") == "None":
             values["weighting"] = False
         if "Hires upscale" in fields:
-            values["hires_scale"] = float(fields["Hires upscale"])
-            if "Denoising strength" in fields:
-                values["hires_strength"] = float(fields["Denoising strength"])
-            if "Hires steps" in fields:
-                values["hires_steps"] = int(fields["Hires steps"])
             upscaler = fields.get("Hires upscaler", "Latent")
             known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
             if upscaler.lower() not in known:
