@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,20 @@ def test_the_cli_inpaints_records_and_replays(tiny_model_dir, files, tmp_path) -
     again = runner.invoke(app, ["--from", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")])
     assert again.exit_code == 0, again.output
     assert np.array_equal(pixels(Image.open(tmp_path / "a.png")), pixels(Image.open(tmp_path / "b.png")))
+
+
+def test_a_batch_line_inpaints_like_the_command(tiny_model_dir, files, tmp_path) -> None:
+    line = {"prompt": PROMPT, "seed": 2, "init_image": str(files / "init.png"), "mask": str(files / "mask.png"),
+            "mask_blur": 0, "invert_mask": True, "strength": 1.0}
+    source = tmp_path / "lines.jsonl"
+    source.write_text(json.dumps(line) + "\n")
+    common = ["--model", str(tiny_model_dir), "--steps", "2"]
+    result = runner.invoke(app, ["batch", str(source), *common, "-o", f"{tmp_path}/batch/"])
+    assert result.exit_code == 0, result.output
+    [made] = sorted((tmp_path / "batch").glob("*.png"))
+    single = runner.invoke(app, [PROMPT, *common, "--seed", "2", "--init-image", str(files / "init.png"), "--mask",
+                                 str(files / "mask.png"), "--mask-blur", "0", "--invert-mask", "--strength", "1",
+                                 "-o", str(tmp_path / "single.png")])
+    assert single.exit_code == 0, single.output
+    assert np.array_equal(pixels(Image.open(made)), pixels(Image.open(tmp_path / "single.png")))
+    assert read_image_metadata(made)[1]["invert_mask"] is True
