@@ -4,6 +4,11 @@
 - hub.py     model names: local folders, Hub ids through the Hugging Face cache, old ids mapped to new
 - loader.py  load each part on its own and place it: StableDiffusionParts, which also owns the
              speed and memory switches (as diffusers keeps `enable_*` on the pipeline that owns them)
+- single_file.py  one LDM/A1111 checkpoint file: its family from the header, pickles read weights-only
+- convert.py      `sdgen convert`: a pickled checkpoint to .safetensors
+- vae.py          --vae: another VAE from a file, a folder or a Hub id
+- adapters.py     LoRAs (fused, put back exactly) and textual-inversion embeddings
+- catalog.py      `sdgen models`: the cache and the models folder
 """
 
 from __future__ import annotations
