@@ -20,6 +20,8 @@ APP_HELP = (
     '  sdgen "a fox in the snow" -n 4 --seed 42 -o fox.png\n'
     '  sdgen "oil painting" --init-image photo.jpg --strength 0.6\n'
     '  sdgen "a cute kitten" --steps 48 --save-steps kitten-steps.png\n'
+    '  sdgen "a (red:1.3) fox <lora:ink:0.7>" --lora-dir ~/loras --hires-scale 2\n'
+    "  sdgen --model ~/models/finetune.safetensors \"a fox\"\n"
     "  sdgen schedulers"
 )
 
