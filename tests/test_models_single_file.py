@@ -197,3 +197,11 @@ def test_the_shipped_sd2_configs_build_sd2s_architecture() -> None:
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == "v_prediction"
     assert CLIPTokenizer.from_pretrained(folder / "tokenizer").pad_token_id == 0  # OpenCLIP pads with "!"
+
+
+def test_an_old_non_zip_pickle_converts_too(checkpoints, tmp_path) -> None:
+    tensors = load_file(checkpoints / "tiny.safetensors")
+    torch.save({"state_dict": tensors}, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    result = runner.invoke(app, ["convert", str(tmp_path / "old.ckpt"), str(tmp_path / "old.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert load_file(tmp_path / "old.safetensors").keys() == tensors.keys()

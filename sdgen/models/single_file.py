@@ -13,6 +13,7 @@ even then read only with torch.load(weights_only=True), which refuses anything b
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,8 @@ def inspect_checkpoint(model: str, allow_pickle: bool = False) -> Checkpoint:
             "or pass --allow-unsafe-pickle to load it that same safe way.",
             "model",
         )
-    shapes = _safetensors_shapes(path) if suffix in SAFE_SUFFIXES else _pickle_shapes(path)
+    stat = path.stat()
+    shapes = _shapes(str(path), stat.st_size, stat.st_mtime_ns)
     for prefix, family in _OTHER_FAMILIES:
         if any(key.startswith(prefix) for key in shapes):
             raise InvalidRequestError(
@@ -87,6 +89,13 @@ def inspect_checkpoint(model: str, allow_pickle: bool = False) -> Checkpoint:
     else:
         raise InvalidRequestError(f"Invalid {NAME} {model!r}: it holds no text encoder sdgen knows.", "model")
     return Checkpoint(path, family, shapes[UNET_IN][1], suffix in PICKLE_SUFFIXES)
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(path: str, size: int, mtime: int) -> dict[str, list[int]]:
+    """Keys and shapes, read once per file version: a run checks its --model several times before loading."""
+    file = Path(path)
+    return _safetensors_shapes(file) if file.suffix.lower() in SAFE_SUFFIXES else _pickle_shapes(file)
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -116,7 +125,12 @@ def read_pickled_tensors(path: Path) -> dict[str, Any]:
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mapped, not read, for the zip format torch has written since 1.6
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)  # an older, legacy-format file
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         lines = str(error).strip().splitlines()
         raise InvalidRequestError(
