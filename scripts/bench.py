@@ -17,10 +17,30 @@ Configurations:
   sdgen-bf16-plain   sdgen in bfloat16 without channels_last (what channels_last buys in bfloat16)
   sdgen-slicing      sdgen's defaults plus attention slicing
   sdgen-low-memory   sdgen's defaults plus VAE slicing and tiling (--preset low-memory)
-  sdgen-compile      sdgen's defaults plus torch.compile on the U-Net (its first step holds the compile)
+  sdgen-compile      sdgen's defaults plus --compile, compile cache warm (models/compile-cache, filled by
+                     sdgen-compile-cold or an earlier run): what a second process pays
+  sdgen-compile-cold the same with the compile cache emptied first (its first step holds the compile)
+  sdgen-fp32-compile sdgen in float32 with --compile (cache warm, as sdgen-compile)
+  sdgen-cache3       sdgen's defaults plus --cache-interval 3 (DeepCache)
+  sdgen-cache5       sdgen's defaults plus --cache-interval 5
+  sdgen-cfg-half     sdgen's defaults plus --cfg-end 0.5
+  sdgen-taesd        sdgen's defaults plus --decoder (TAESD's architecture, random: models/taesd-random)
+  sdgen-tomesd       sdgen's defaults with tomesd's token merging (ratio 0.5) patched into the U-Net
+  sdgen-turbo        --preset turbo (configs/presets/turbo.toml; its decoder is models/taesd-random)
+  sdgen-lcm          --preset lcm without the LoRA (not downloadable here; fused, it costs nothing per
+                     step): 4 steps, LCM scheduler, no guidance
+  openvino           optimum-intel's OVStableDiffusionPipeline (the engine of FastSD CPU) with its defaults,
+                     exported once to models/sd15-random-openvino (the export is timed and reported apart);
+                     needs `pip install "sdgen[bench]"`
 
     python scripts/bench.py                                   # 256 and 512, 20 steps: diffusers vs sdgen
     python scripts/bench.py --sizes 512 --steps 4 --configs diffusers,sdgen-fp32,sdgen-bf16-plain,sdgen
+    python scripts/bench.py --sizes 512 --rounds 2 --configs diffusers,sdgen,sdgen-turbo,openvino
+
+Every table starts with the machine: CPU model, vector units, threads, and the float32 and bfloat16
+matrix-multiply peaks measured by sdgen/machine.py; the "% peak" column is the U-Net's GFLOP/s over the
+peak of its dtype (for step savers the GFLOP/s are nominal: the FLOPs of a whole guided step over the time
+of one, so above the peak means FLOPs skipped).
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,16 +62,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 UNET_TFLOP_GUIDED_512 = 1.61  # 0.80 per sample per step, x2 with guidance
 VAE_DECODE_TFLOP_512 = 2.51
 PROMPT = "a cute British short hair kitten, looking directly at you"
-CONFIGS = (
-    "diffusers",
-    "sdgen",
-    "sdgen-fp32",
-    "sdgen-fp32-cl",
-    "sdgen-bf16-plain",
-    "sdgen-slicing",
-    "sdgen-low-memory",
-    "sdgen-compile",
-)
+ROOT = Path(__file__).resolve().parent.parent
+COMPILE_CACHE = ROOT / "models" / "compile-cache"
+OPENVINO_OUT = ROOT / "models" / "sd15-random-openvino"
+# config -> (ModelSpec options, GenerationRequest options) on top of sdgen's defaults on the CPU
+SDGEN_CONFIGS: dict[str, tuple[dict, dict]] = {
+    "sdgen": ({}, {}),
+    "sdgen-fp32": ({"dtype": "float32"}, {}),
+    "sdgen-fp32-cl": ({"dtype": "float32"}, {}),
+    "sdgen-bf16-plain": ({"dtype": "bfloat16"}, {}),
+    "sdgen-slicing": ({"attention_slicing": True}, {}),
+    "sdgen-low-memory": ({"vae_slicing": True, "vae_tiling": True}, {}),
+    "sdgen-compile": ({"compile": True}, {}),
+    "sdgen-compile-cold": ({"compile": True}, {}),
+    "sdgen-fp32-compile": ({"dtype": "float32", "compile": True}, {}),
+    "sdgen-cache3": ({}, {"cache_interval": 3}),
+    "sdgen-cache5": ({}, {"cache_interval": 5}),
+    "sdgen-cfg-half": ({}, {"cfg_end": 0.5}),
+    "sdgen-taesd": ({"decoder": "TAESD"}, {}),
+    "sdgen-tomesd": ({}, {}),
+    "sdgen-turbo": ({}, {}),  # from configs/presets/turbo.toml
+    "sdgen-lcm": ({}, {}),  # from configs/presets/lcm.toml
+}
+CONFIGS = ("diffusers", *SDGEN_CONFIGS, "openvino")
 
 
 def peak_rss_gib() -> float:
@@ -98,6 +132,19 @@ def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
     return _timings(load, text, started, stamps, time.perf_counter())
 
 
+def preset_options(name: str) -> tuple[dict, dict]:
+    """A shipped preset's values split into ModelSpec and GenerationRequest options."""
+    import tomllib
+
+    from sdgen.options import MODEL, OPTIONS, REQUEST
+
+    values = tomllib.loads((ROOT / "configs" / "presets" / f"{name}.toml").read_text())
+    values.pop("lora", None)  # sdgen-lcm: the LCM-LoRA cannot be downloaded here (see the docstring)
+    model = {k: v for k, v in values.items() if OPTIONS[k].target == MODEL}
+    request = {OPTIONS[k].target_field: v for k, v in values.items() if OPTIONS[k].target == REQUEST}
+    return model, request
+
+
 def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) -> dict:
     import torch
 
@@ -105,17 +152,13 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     from sdgen.pipeline import generate
     from sdgen.text import encode_prompt
 
-    options: dict = {"model": str(folder), "device": "cpu"}
-    if config.startswith("sdgen-fp32"):
-        options["dtype"] = "float32"
-    elif config == "sdgen-bf16-plain":
-        options["dtype"] = "bfloat16"
-    if config == "sdgen-low-memory":
-        options.update(vae_slicing=True, vae_tiling=True)
-    if config == "sdgen-slicing":
-        options["attention_slicing"] = True
-    if config == "sdgen-compile":
-        options["compile"] = True
+    model_options, request_options = SDGEN_CONFIGS[config]
+    if config in ("sdgen-turbo", "sdgen-lcm"):
+        model_options, request_options = preset_options(config.removeprefix("sdgen-"))
+    options: dict = {"model": str(folder), "device": "cpu", **model_options}
+    if options.get("decoder"):
+        options["decoder"] = str(ensure_taesd())  # madebyollin/taesd's architecture, random weights
+    request_values = {"num_inference_steps": steps, "scheduler": scheduler, **request_options}
 
     started = time.perf_counter()
     parts = load_model(ModelSpec(**options))
@@ -125,6 +168,10 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     if config.endswith("-cl"):
         parts.unet.to(memory_format=torch.channels_last)
         parts.vae.to(memory_format=torch.channels_last)
+    if config == "sdgen-tomesd":
+        import tomesd
+
+        tomesd.apply_patch(parts.unet, ratio=0.5)
     load = time.perf_counter() - started
 
     with torch.inference_mode():
@@ -135,11 +182,61 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     parts.embedding_cache.clear()  # the timed run encodes again, as a fresh run would
 
     stamps: list[float] = []
-    request = GenerationRequest(PROMPT, seed=0, num_inference_steps=steps, scheduler=scheduler, width=size, height=size)
+    request = GenerationRequest(PROMPT, seed=0, width=size, height=size, **request_values)
     started = time.perf_counter()
     generate(request, parts, on_step=lambda info: stamps.append(time.perf_counter()))
     result = _timings(load, text_seconds, started, stamps, time.perf_counter())
     result["dtype"] = parts.placement.dtype
+    return result
+
+
+def ensure_taesd() -> Path:
+    from bench_pictures import ensure_taesd as ensure
+
+    return ensure()
+
+
+def run_openvino(folder: Path, size: int, steps: int, scheduler: str) -> dict:
+    """optimum-intel with its defaults: the model exported to OpenVINO IR once (timed apart), then loaded,
+    reshaped to the size (static shapes, as FastSD CPU does) and compiled by OpenVINO at load."""
+    import diffusers
+    import torch
+
+    try:
+        from optimum.intel import OVStableDiffusionPipeline
+    except ImportError as error:
+        raise SystemExit(f'openvino needs optimum-intel: pip install "sdgen[bench]" ({error})') from None
+    from sdgen.schedulers import scheduler_spec
+
+    export = 0.0
+    if not (OPENVINO_OUT / "model_index.json").is_file():
+        started = time.perf_counter()
+        OVStableDiffusionPipeline.from_pretrained(folder, export=True, compile=False).save_pretrained(OPENVINO_OUT)
+        export = time.perf_counter() - started
+    started = time.perf_counter()
+    pipe = OVStableDiffusionPipeline.from_pretrained(OPENVINO_OUT, compile=False)
+    pipe.reshape(batch_size=1, height=size, width=size, num_images_per_prompt=1)
+    pipe.compile()
+    spec = scheduler_spec(scheduler)
+    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
+    pipe.set_progress_bar_config(disable=True)
+    load = time.perf_counter() - started
+
+    started = time.perf_counter()
+    pipe.encode_prompt(PROMPT, "cpu", 1, True) if hasattr(pipe, "encode_prompt") else None
+    text = time.perf_counter() - started
+    stamps: list[float] = []
+
+    def on_step_end(pipeline, index, timestep, kwargs):
+        stamps.append(time.perf_counter())
+        return kwargs
+
+    started = time.perf_counter()
+    pipe(PROMPT, num_inference_steps=steps, width=size, height=size,
+         generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=on_step_end)
+    result = _timings(load, text, started, stamps, time.perf_counter())
+    result["dtype"] = "openvino"
+    result["export"] = export
     return result
 
 
@@ -170,34 +267,56 @@ def worker(args: argparse.Namespace) -> None:
     folder = ensure_model()
     if args.worker == "diffusers":
         result = run_diffusers(folder, args.size, args.steps, args.scheduler)
+    elif args.worker == "openvino":
+        result = run_openvino(folder, args.size, args.steps, args.scheduler)
     else:
         result = run_sdgen(folder, args.size, args.steps, args.scheduler, args.worker)
     print("BENCH " + json.dumps(result), flush=True)
 
 
-def run_config(config: str, size: int, steps: int, scheduler: str) -> dict:
-    command = [sys.executable, __file__, "--worker", config, "--size", str(size), "--steps", str(steps)]
+def run_config(config: str, size: int, steps: int, scheduler: str, openvino_python: str | None = None) -> dict:
+    python = openvino_python if config == "openvino" and openvino_python else sys.executable
+    command = [python, __file__, "--worker", config, "--size", str(size), "--steps", str(steps)]
     command += ["--scheduler", scheduler]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
+    env = {**os.environ}
+    if "compile" in config:  # a compile cache of the bench's own; -cold empties it first
+        env["SDGEN_CACHE_DIR"] = str(COMPILE_CACHE)
+        if config.endswith("-cold"):
+            shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{config} at {size} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("BENCH ") :])
 
 
-def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]]) -> str:
+def machine() -> dict:
+    """The CPU and its measured matmul peaks (sdgen/machine.py), once per bench run."""
+    from sdgen.machine import cpu_info, gemm_peaks
+
+    info = cpu_info()
+    return {"cpu": info.summary(), "kind": info.kind, "peaks": gemm_peaks(info.native_bf16)}
+
+
+def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]], machine: dict | None = None) -> str:
     scale = (size / 512) ** 2
     median = {
         config: {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "dtype"}
         for config, runs in results.items()
     }
     base = median.get("diffusers")
-    rows = [
-        f"### {size}x{size}, {steps} steps, guidance 7.5, {scheduler}, CPU ({os.cpu_count()} threads)",
-        "",
+    peaks = (machine or {}).get("peaks", {})
+    rows = [f"### {size}x{size}, {steps} steps, guidance 7.5, {scheduler}, CPU ({os.cpu_count()} threads)", ""]
+    if machine:
+        rows += [
+            f"CPU: {machine['cpu']}, {machine['kind']}. Measured GEMM peak: float32 {peaks['float32']:.0f} GFLOP/s, "
+            f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s.",
+            "",
+        ]
+    rows += [
         "| config | dtype | load s | text s | 1st step s | s/step | decode s | end to end s | peak RSS GiB "
-        "| step x | decode x | e2e x | RSS ratio | U-Net GFLOP/s | VAE GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| step x | decode x | e2e x | RSS ratio | U-Net GFLOP/s | VAE GFLOP/s | U-Net % peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, m in median.items():
         dtype = results[config][0].get("dtype", "float32")
@@ -206,15 +325,20 @@ def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]])
             return f"{base[key] / m[key]:.2f}" if base else "-"
 
         rss = f"{m['peak_rss'] / base['peak_rss']:.2f}" if base else "-"
+        unet_gflops = UNET_TFLOP_GUIDED_512 * scale * 1000 / m["step"]
+        peak = f"{100 * unet_gflops / peaks[dtype]:.0f}%" if dtype in peaks else "-"
         rows.append(
             f"| {config} | {dtype} | {m['load']:.1f} | {m['text']:.2f} | {m['first_step']:.1f} | {m['step']:.2f} "
             f"| {m['decode']:.2f} "
             f"| {m['e2e']:.1f} | {m['peak_rss']:.2f} | {faster('step')} | {faster('decode')} | {faster('e2e')} "
-            f"| {rss} | {UNET_TFLOP_GUIDED_512 * scale * 1000 / m['step']:.0f} "
-            f"| {VAE_DECODE_TFLOP_512 * scale * 1000 / m['decode']:.0f} |"
+            f"| {rss} | {unet_gflops:.0f} "
+            f"| {VAE_DECODE_TFLOP_512 * scale * 1000 / m['decode']:.0f} | {peak} |"
         )
     rows.append("")
     rows.append("x columns: diffusers' time / this config's time (higher is faster); RSS ratio: this / diffusers.")
+    exports = [run["export"] for run in results.get("openvino", []) if run.get("export")]
+    if exports:
+        rows.append(f"OpenVINO's one-time export to IR (not in its load or end to end): {max(exports):.0f} s.")
     return "\n".join(rows)
 
 
@@ -225,6 +349,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds over the configurations")
     parser.add_argument("--configs", default="diffusers,sdgen", help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--scheduler", default="dpm++2m-karras")
+    parser.add_argument(
+        "--openvino-python", help="the Python of an environment with sdgen[bench] (optimum-intel pins its own "
+        "transformers, so a separate venv keeps sdgen's); default: this one",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,13 +366,15 @@ def main() -> None:
     from make_random_sd15 import ensure_model
 
     ensure_model()  # build once, outside the timings
+    where = machine()
+    print(f"CPU: {where['cpu']}; GEMM peak GFLOP/s: {where['peaks']}", file=sys.stderr, flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         results: dict[str, list[dict]] = {config: [] for config in configs}
         for _ in range(args.rounds):
             for config in configs:
                 print(f"running {config} at {size}x{size} ...", file=sys.stderr, flush=True)
-                results[config].append(run_config(config, size, args.steps, args.scheduler))
-        print(table(size, args.steps, args.scheduler, results), flush=True)
+                results[config].append(run_config(config, size, args.steps, args.scheduler, args.openvino_python))
+        print(table(size, args.steps, args.scheduler, results, where), flush=True)
         print(flush=True)
 
 

@@ -45,23 +45,27 @@ def denoise(
     on_step: StepCallback | None = None,
     seeds: tuple[int, ...] = (),
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    guided_steps: int | None = None,
 ) -> torch.Tensor:
     """Run the reverse diffusion from `latents` (B, 4, h, w) over `timesteps`; return clean latents.
 
     Classifier-free guidance runs when `negative_prompt_embeds` is given: one U-Net call on the batch
-    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond). `after_step`
-    may change each step's result (inpainting puts the known region back).
+    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond); with
+    `guided_steps` only for that many first steps, the rest on the conditional half alone (--cfg-end).
+    `after_step` may change each step's result (inpainting puts the known region back).
     """
     import torch
 
-    do_guidance = negative_prompt_embeds is not None
     batch = latents.shape[0]
-    embeds = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt per image, or one for all
-    if do_guidance:
-        embeds = torch.cat([negative_prompt_embeds.expand(batch, -1, -1), embeds])  # (2B, 77, D)
+    conditional = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt per image, or one for all
+    guided = None  # (2B, 77, D): [unconditional, conditional]
+    if negative_prompt_embeds is not None:
+        guided = torch.cat([negative_prompt_embeds.expand(batch, -1, -1), conditional])
     step_kwargs = _step_kwargs(scheduler, generators)
 
     for index, t in enumerate(timesteps):
+        do_guidance = guided is not None and (guided_steps is None or index < guided_steps)
+        embeds = guided if do_guidance else conditional
         # 1. the same latents twice when guiding: once for each half of the batch
         model_input = torch.cat([latents] * 2) if do_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)  # sigma schedulers divide by sqrt(sigma^2+1)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import sdgen
 from sdgen import models
-from sdgen.devices import HardwareProbe, choose_placement, cpu_flags
+from sdgen.devices import HardwareProbe, choose_placement
+from sdgen.machine import cpu_info, gemm_peaks
 from sdgen.options import DEFAULT_MODEL
 from sdgen.pipeline import generate
 from sdgen.request import GenerationRequest, ModelSpec
@@ -37,8 +38,12 @@ def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
     yield f"CUDA          {', '.join(gpus) if gpus else 'none'}"
     yield f"MPS           {'available' if probe.mps_available else 'none'}"
-    bf16_units = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    yield f"CPU bfloat16  {'native (' + ', '.join(bf16_units) + ')' if bf16_units else 'emulated (slow)'}"
+    cpu = cpu_info()
+    yield f"CPU           {cpu.model}"
+    yield f"vector units  {', '.join(cpu.vector_units) or 'none reported'} (torch kernels: {cpu.kernel_level})"
+    yield f"CPU bfloat16  {'native' if cpu.native_bf16 else 'emulated (slow)'}; {cpu.threads} threads"
+    peaks = gemm_peaks(cpu.native_bf16)
+    yield f"GEMM peak     float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s (measured)"
     placement = choose_placement(device, dtype, probe=probe)
     yield f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})"
     spec = ModelSpec()

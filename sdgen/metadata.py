@@ -133,6 +133,8 @@ def image_record(
         "clip_skip": request.clip_skip,
         "weighting": request.weighting,
         **_hires_record(request),
+        "cache_interval": request.cache_interval,
+        "cfg_end": request.cfg_end,
         "model": model,
     }
     for key in ("lora_dir", "embedding_dir"):  # where prompt tags and embedding names were found
@@ -153,6 +155,8 @@ def image_record(
                 record[key] = parts.model_spec_values[key]
         if parts.vae_name is not None:
             record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
+        if parts.decoder_source is not None:
+            record["decoder"] = parts.decoder_source
         record.update(
             revision=parts.source.revision,
             commit=parts.source.commit,
@@ -331,7 +335,7 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
     for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
-                "model_config", "prediction_type"):
+                "model_config", "prediction_type", "decoder"):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind

@@ -188,6 +188,15 @@ OPTIONS: Mapping[str, Option] = _table(
         "combinatorial", bool, False, "Make every expansion of {a|b} and __name__, not one random one per image.",
         REQUEST,
     ),
+    # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
+    Option(
+        "cache_interval", int, 1, "DeepCache: the whole U-Net every N-th step, only its shallow branch between.",
+        REQUEST, empty="1, off",
+    ),
+    Option(
+        "cfg_end", float, 1.0, "Guidance only for the first fraction F of the steps (0-1), then one U-Net pass.",
+        REQUEST, empty="1, always",
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(
@@ -203,6 +212,10 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("vae_tiling", bool, False, "Decode in overlapping tiles: large images in little memory.", MODEL),
     Option("offload", str, "none", "CUDA: none, model (one part on the GPU at a time) or sequential.", MODEL),
     Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
+    Option(
+        "decoder", str, None, "Decode the final image with a tiny autoencoder (folder or Hub id, madebyollin/taesd).",
+        MODEL, empty="the VAE",
+    ),
     Option(
         "revision", str, None, "Hub branch, tag or commit of the model.", MODEL, empty="the Hub's main branch",
         commands=LOADERS,

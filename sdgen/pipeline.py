@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen import models
-from sdgen.denoise import NoisePredictor, StepCallback, denoise
+from sdgen.denoise import StepCallback, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
 from sdgen.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
@@ -25,6 +25,7 @@ from sdgen.models import StableDiffusionParts
 from sdgen.prompts.networks import without_tags
 from sdgen.request import GenerationRequest, ModelSpec
 from sdgen.schedulers import make_scheduler
+from sdgen.stepsavers import guided_steps, unet_predictor
 from sdgen.text import TextOptions, encode_prompt, pad_to_chunks
 
 CLIP_TOKENS = 77  # one chunk of a prompt's embedding
@@ -73,6 +74,8 @@ def batch_key(request: GenerationRequest) -> tuple:
         request.hires_steps,
         request.hires_strength,
         request.hires_upscaler,
+        request.cache_interval,
+        request.cfg_end,
         (str(request.mask), request.invert_mask, request.mask_blur) if request.mask is not None else None,
     )
 
@@ -230,9 +233,9 @@ def _denoise_and_decode(
     if request.hires_scale is not None:
         latents = _hires_pass(tasks, embeds, parts, on_step, latents)
 
-    # 6. decode to RGB
+    # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE)
     _check_finite(latents, tasks[0].seed)
-    images, vae_dtype = decode_latents(parts.vae, latents)
+    images, vae_dtype = decode_latents(parts.decoder or parts.vae, latents)
     if inpainting is not None:
         images = inpainting.paste(images)
     return [
@@ -279,7 +282,7 @@ def _run_loop(
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
-    predictor, after_step = _unet_predictor(parts), None
+    predictor, after_step = unet_predictor(parts.unet, request.cache_interval), None  # fresh DeepCache per run
     if inpainting is not None:
         assert strength is not None
         latents = inpainting.start(generators, scheduler, timesteps, strength)
@@ -306,6 +309,7 @@ def _run_loop(
         on_step,
         tuple(seeds),
         after_step,
+        guided_steps(len(timesteps), request.cfg_end),
     )
 
 
@@ -356,15 +360,6 @@ def _embedding(text: str, request: GenerationRequest, parts: StableDiffusionPart
         device = parts.placement.device
         cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
     return cache[key]
-
-
-def _unet_predictor(parts: StableDiffusionParts) -> NoisePredictor:
-    unet = parts.unet
-
-    def predict_noise(latent_model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        return unet(latent_model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
-
-    return predict_noise
 
 
 def torch_isfinite(tensor: torch.Tensor) -> bool:

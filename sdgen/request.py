@@ -56,6 +56,8 @@ IMAGE_KEYS = (
     "hires_steps",
     "hires_strength",
     "hires_upscaler",
+    "cache_interval",
+    "cfg_end",
 )
 
 
@@ -81,6 +83,7 @@ class ModelSpec:
     vae_tiling: bool = default("vae_tiling")
     offload: str = default("offload")  # none, model, sequential (CUDA only)
     compile: bool = default("compile")
+    decoder: str | None = default("decoder")  # a tiny autoencoder for the final decode (TAESD)
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
@@ -111,9 +114,12 @@ class ModelSpec:
             from sdgen.models.vae import vae_source
 
             vae_source(str(self.vae))  # a missing file or a pickle: an error now, before any weights load
+        if self.decoder:  # "" undoes a preset's decoder: the VAE decodes
+            _check_local_folder("decoder", str(self.decoder))
         return replace(
             self,
             model=model,
+            decoder=self.decoder or None,
             device=normalize_device(self.device),
             dtype=normalize_dtype(self.dtype),
             rng=normalize_rng(self.rng),
@@ -154,6 +160,9 @@ class GenerationRequest:
     weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
+    # step savers (sdgen/stepsavers.py)
+    cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
+    cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
     # filled in by validated() / for_image(): what each image really uses
     default_size: int = DEFAULT_SIZE  # the model's own size (768 for SD 2.x 768-v), used when none is given
     image_prompts: tuple[str, ...] = ()  # the prompt of each image, wildcards expanded
@@ -192,6 +201,12 @@ class GenerationRequest:
             raise InvalidRequestError(f"Invalid {NAME} {self.prompt!r}: must be text.", "prompt")
         scheduler = scheduler_spec(self.scheduler).name
         _check_int("clip_skip", self.clip_skip, 1, 12)
+        _check_int("cache_interval", self.cache_interval, 1, MAX_STEPS)
+        if isinstance(self.cfg_end, bool) or not isinstance(self.cfg_end, (int, float)) or not 0 <= self.cfg_end <= 1:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {self.cfg_end!r}: a fraction of the steps from 0 to 1 (e.g. 0.5; 1 = always).",
+                "cfg_end",
+            )
         seed = self.seed
         if seed is None:
             seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
@@ -331,6 +346,18 @@ class GenerationRequest:
         if self.seed is None:
             raise ValueError("call validated() first: the seed is chosen there")
         return [self.seed + i for i in range(self.num_images)]
+
+
+def _check_local_folder(key: str, value: str) -> None:
+    """A value written as a path (./x, /x, ~/x) or that exists must be a folder; else it is a Hub id."""
+    path = Path(value).expanduser()
+    looks_local = value.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        raise InvalidRequestError(
+            f"Invalid {NAME} {value!r}: not a model folder with a config.json; give a folder or a Hub id "
+            "(e.g. madebyollin/taesd).",
+            key,
+        )
 
 
 def _check_int(key: str, value: object, low: int, high: int) -> None:

@@ -8,7 +8,11 @@ scripts/bench.py; see the README's performance section.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdgen.devices import Placement
@@ -73,3 +77,23 @@ def compile_plan(device: str) -> CompilePlan:
     if device.partition(":")[0] == "cuda":
         return CompilePlan({"mode": "reduce-overhead"}, freezing=False)
     return CompilePlan({}, freezing=True)
+
+
+def sdgen_cache_root(environ: dict[str, str] | None = None) -> Path:
+    """$SDGEN_CACHE_DIR, else $XDG_CACHE_HOME/sdgen, else ~/.cache/sdgen."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get("SDGEN_CACHE_DIR"):
+        return Path(environ["SDGEN_CACHE_DIR"]).expanduser()
+    base = environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+    return Path(base) / "sdgen"
+
+
+def compile_cache_dir(model: str, dtype: str, device: str, torch_version: str, root: Path | None = None) -> Path:
+    """Where --compile keeps inductor's compiled graphs and kernels between processes (inductor's FX graph
+    and AOTAutograd caches, pointed here through TORCHINDUCTOR_CACHE_DIR): one folder per torch version,
+    model, device kind and dtype. Inside, inductor keys each graph by its shapes, so every image size gets
+    its own entries; a new size compiles once, then starts warm too."""
+    digest = hashlib.sha256(model.encode()).hexdigest()[:10]  # two folders named "model" never share
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")[-60:] or "model"
+    kind = device.partition(":")[0]
+    return (root or sdgen_cache_root()) / "compile" / f"torch-{torch_version}" / f"{slug}-{digest}" / f"{kind}-{dtype}"

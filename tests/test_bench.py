@@ -46,3 +46,19 @@ def test_quarter_size_quarter_flops() -> None:
     text = bench.table(256, 4, "euler", {"sdgen": [run(0.5, 0.5, 10.0, 3.0)]})
     row = [line for line in text.splitlines() if line.startswith("| sdgen")][0].split("|")
     assert row[14].strip() == "805" and row[10].strip() == "-"  # no diffusers row: no ratios
+
+
+def test_table_names_the_machine_and_how_close_to_its_peak_each_config_runs() -> None:
+    where = {"cpu": "AMD EPYC 7R32 (AVX2, FMA; 2 threads)", "kind": "float32 only",
+             "peaks": {"float32": 200.0, "bfloat16": 40.0}}
+    text = bench.table(512, 20, "euler", {"sdgen-fp32": [run(16.1, 20.0, 300.0, 4.0)]}, where)
+    assert "CPU: AMD EPYC 7R32 (AVX2, FMA; 2 threads), float32 only. Measured GEMM peak: float32 200 GFLOP/s" in text
+    row = [line for line in text.splitlines() if line.startswith("| sdgen-fp32")][0].split("|")
+    assert row[14].strip() == "100" and row[16].strip() == "50%"  # 1.61 TFLOP / 16.1 s = 100 of 200 GFLOP/s
+
+
+def test_presets_feed_the_bench_as_the_cli_reads_them() -> None:
+    model, request = bench.preset_options("turbo")
+    assert model == {"decoder": "madebyollin/taesd"} and request == {"cache_interval": 3, "cfg_end": 0.5}
+    model, request = bench.preset_options("lcm")
+    assert model == {} and request == {"scheduler": "lcm", "num_inference_steps": 4, "guidance_scale": 1.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -278,7 +279,11 @@ def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
     auto = choose_placement("cpu", "auto").dtype
     assert f"sdgen uses    cpu, {auto} (VAE {auto})" in lines
     bf16_line = next(line for line in lines if line.startswith("CPU bfloat16  "))
-    assert bf16_line.startswith("CPU bfloat16  native (") == (auto == "bfloat16")
+    assert bf16_line.startswith("CPU bfloat16  native;") == (auto == "bfloat16")
+    assert any(line.startswith("CPU           ") and len(line) > 14 for line in lines)
+    assert any(line.startswith("vector units  ") for line in lines)
+    peak = next(line for line in lines if line.startswith("GEMM peak     "))
+    assert re.match(r"GEMM peak     float32 \d+ GFLOP/s, bfloat16 \d+ GFLOP/s", peak), peak
     assert f"HF cache      {hf_home / 'hub'}" in lines
     assert "default model stable-diffusion-v1-5/stable-diffusion-v1-5: not downloaded yet" in lines
     assert lines[-1].startswith("tiny model    ok: 4 steps at 64x64 on cpu in ")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from sdgen.devices import Placement
 from sdgen.errors import InvalidRequestError
 from sdgen.options import describe
 from sdgen.request import GenerationRequest, ModelSpec
-from sdgen.speed import SpeedPlan, compile_plan, plan_speed
+from sdgen.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
 
 CUDA = Placement("cuda:0", "float16", "float16")
 CPU = Placement("cpu", "bfloat16", "bfloat16")
@@ -68,16 +70,52 @@ def test_slicing_does_not_change_the_picture(tiny_model_dir, tiny_parts) -> None
         assert np.abs(np.asarray(a.image).astype(int) - np.asarray(b.image).astype(int)).max() <= 1
 
 
-def test_compile_goes_through_torch_compile(monkeypatch, tiny_parts) -> None:
+def test_compile_goes_through_torch_compile_with_sdgens_cache(monkeypatch, tiny_parts, tmp_path, caplog) -> None:
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **options: compiled.append((module, options)) or module)
     from torch._inductor import config as inductor_config
 
     monkeypatch.setattr(inductor_config, "freezing", False)
+    monkeypatch.setenv("SDGEN_CACHE_DIR", str(tmp_path))
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what torch sets; restored after
     unet = tiny_parts.unet
     plan = SpeedPlan(False, False, False, False, "none", True, True)
-    tiny_parts.apply(plan)
+    try:
+        tiny_parts.apply(plan)
+    finally:
+        tiny_parts.unet = unet
     assert compiled == [(unet, {})] and inductor_config.freezing  # CPU: freeze and prepack weights
+    folder = tiny_parts.compile_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder) and folder.is_dir()
+    assert folder == compile_cache_dir(
+        f"{tiny_parts.source.model}@{tiny_parts.source.folder.resolve()}", "float32", "cpu", torch.__version__, tmp_path
+    )
+    assert "measured slower than no compile in float32" in caplog.text  # the tiny parts run in float32
+
+
+def test_compile_cache_folders_are_keyed_by_torch_model_device_and_dtype(tmp_path) -> None:
+    key = ("org/model@abc", "bfloat16", "cpu", "2.13.0+cpu")
+    folder = compile_cache_dir(*key, root=tmp_path)
+    assert folder.is_relative_to(tmp_path / "compile" / "torch-2.13.0+cpu")
+    assert folder.name == "cpu-bfloat16" and folder.parent.name.startswith("org-model-abc-")
+    assert compile_cache_dir(*key, root=tmp_path) == folder  # the second process finds the first one's
+    others = [
+        ("org/model@abd", "bfloat16", "cpu", "2.13.0+cpu"),
+        ("org/model@abc", "float32", "cpu", "2.13.0+cpu"),
+        ("org/model@abc", "bfloat16", "cuda:0", "2.13.0+cpu"),
+        ("org/model@abc", "bfloat16", "cpu", "2.14.0+cpu"),
+    ]
+    assert len({compile_cache_dir(*other, root=tmp_path) for other in others} | {folder}) == 5
+    one, other = (compile_cache_dir("m", "float16", device, "2", tmp_path) for device in ("cuda:0", "cuda:1"))
+    assert one == other  # every GPU of a kind shares compiled kernels
+
+
+def test_cache_root_follows_sdgen_cache_dir_then_xdg() -> None:
+    assert sdgen_cache_root({"SDGEN_CACHE_DIR": "/a", "XDG_CACHE_HOME": "/b"}) == Path("/a")
+    assert sdgen_cache_root({"XDG_CACHE_HOME": "/b"}) == Path("/b/sdgen")
+    assert sdgen_cache_root({}) == Path("~/.cache/sdgen").expanduser()
 
 
 def test_cuda_compile_follows_diffusers_advice() -> None:
@@ -166,3 +204,9 @@ def test_offload_hooks_run_the_whole_loop(tiny_model_dir, tiny_parts, offload) -
     ours = np.asarray(generate(request, parts)[0].image).astype(int)
     plain = np.asarray(generate(request, tiny_parts)[0].image).astype(int)
     assert np.abs(ours - plain).max() <= 1
+
+
+def test_a_users_own_inductor_cache_is_left_alone(monkeypatch, tiny_parts, tmp_path) -> None:
+    monkeypatch.setenv("SDGEN_CACHE_DIR", str(tmp_path / "sdgen"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert tiny_parts.compile_cache_dir() is None

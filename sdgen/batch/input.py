@@ -50,6 +50,7 @@ RECORD_KEYS = frozenset(
         "prompt_template",  # the prompt is already expanded
         "vae",  # like the model, the VAE belongs to the run
         "vae_hash",
+        "decoder",  # the tiny autoencoder belongs to the run too
         "model_config",
         "prediction_type",
     }

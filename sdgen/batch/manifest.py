@@ -131,7 +131,9 @@ def is_done(image: PlannedImage, done: Mapping[Path, Mapping[str, Any]], model: 
 
 
 # What a record written before these keys existed means by leaving them out.
-_UNRECORDED = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True}  # the hires keys: None
+_UNRECORDED = {  # the hires keys: None
+    "lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
+}
 
 
 def _same(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
