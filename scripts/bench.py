@@ -6,7 +6,7 @@ Uses the full-size SD1.5 architecture with random weights (scripts/make_random_s
 cached in models/sd15-random); speed does not depend on the weights' values. Every configuration runs in
 its own fresh process (so peak RSS is its own), all with the same prompt, size, steps, scheduler and
 guidance; configurations alternate within each round so machine drift hits all of them. Step time is
-the median of the steps after the first (the first builds oneDNN kernels). Quote ratios: these machines
+the mean of the steps after the first (the first builds oneDNN kernels). Quote ratios: these machines
 are shared and noisy.
 
 Configurations:
@@ -14,6 +14,7 @@ Configurations:
   sdgen              sdgen's defaults (`--dtype auto`: bfloat16 on CPUs with AMX/AVX512-BF16, channels_last)
   sdgen-fp32         sdgen in float32 (the reference-exact setting: the same arithmetic as diffusers)
   sdgen-fp32-cl      sdgen in float32 with channels_last (what channels_last buys in float32)
+  sdgen-fp32-vae-cl  sdgen in float32 with channels_last for the VAE only (its 512x512 convolutions)
   sdgen-bf16-plain   sdgen in bfloat16 without channels_last (what channels_last buys in bfloat16)
   sdgen-slicing      sdgen's defaults plus attention slicing
   sdgen-low-memory   sdgen's defaults plus VAE slicing and tiling (--preset low-memory)
@@ -25,8 +26,9 @@ Configurations:
   sdgen-cache5       sdgen's defaults plus --cache-interval 5
   sdgen-cfg-half     sdgen's defaults plus --cfg-end 0.5
   sdgen-taesd        sdgen's defaults plus --decoder (TAESD's architecture, random: models/taesd-random)
-  sdgen-tomesd       sdgen's defaults with tomesd's token merging (ratio 0.5) patched into the U-Net
+  sdgen-tomesd       sdgen's defaults plus --token-merging 0.5 (tomesd)
   sdgen-turbo        --preset turbo (configs/presets/turbo.toml; its decoder is models/taesd-random)
+  sdgen-fp32-turbo   the same in float32 (sdgen's default on a CPU without bf16 units)
   sdgen-lcm          --preset lcm without the LoRA (not downloadable here; fused, it costs nothing per
                      step): 4 steps, LCM scheduler, no guidance
   openvino           optimum-intel's OVStableDiffusionPipeline (the engine of FastSD CPU) with its defaults,
@@ -70,6 +72,7 @@ SDGEN_CONFIGS: dict[str, tuple[dict, dict]] = {
     "sdgen": ({}, {}),
     "sdgen-fp32": ({"dtype": "float32"}, {}),
     "sdgen-fp32-cl": ({"dtype": "float32"}, {}),
+    "sdgen-fp32-vae-cl": ({"dtype": "float32"}, {}),
     "sdgen-bf16-plain": ({"dtype": "bfloat16"}, {}),
     "sdgen-slicing": ({"attention_slicing": True}, {}),
     "sdgen-low-memory": ({"vae_slicing": True, "vae_tiling": True}, {}),
@@ -80,8 +83,9 @@ SDGEN_CONFIGS: dict[str, tuple[dict, dict]] = {
     "sdgen-cache5": ({}, {"cache_interval": 5}),
     "sdgen-cfg-half": ({}, {"cfg_end": 0.5}),
     "sdgen-taesd": ({"decoder": "TAESD"}, {}),
-    "sdgen-tomesd": ({}, {}),
+    "sdgen-tomesd": ({"token_merging": 0.5}, {}),
     "sdgen-turbo": ({}, {}),  # from configs/presets/turbo.toml
+    "sdgen-fp32-turbo": ({"dtype": "float32"}, {}),  # turbo in float32: what an AVX2 CPU's default gets
     "sdgen-lcm": ({}, {}),  # from configs/presets/lcm.toml
 }
 CONFIGS = ("diffusers", *SDGEN_CONFIGS, "openvino")
@@ -92,11 +96,8 @@ def peak_rss_gib() -> float:
 
 
 def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
-    import diffusers
     import torch
     from diffusers import StableDiffusionPipeline
-
-    from sdgen.schedulers import scheduler_spec
 
     started = time.perf_counter()
     # float32 is diffusers' default; said explicitly because transformers 5 would otherwise follow the
@@ -104,6 +105,17 @@ def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
     )
+    return run_pipeline(pipe, started, size, steps, scheduler)
+
+
+def run_pipeline(pipe, started: float, size: int, steps: int, scheduler: str) -> dict:
+    """Time a diffusers-style pipeline loaded since `started`: its scheduler set to ours, text encoding,
+    then one image with a timestamp at every step."""
+    import diffusers
+    import torch
+
+    from sdgen.schedulers import scheduler_spec
+
     spec = scheduler_spec(scheduler)
     pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
     pipe.set_progress_bar_config(disable=True)
@@ -153,8 +165,9 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     from sdgen.text import encode_prompt
 
     model_options, request_options = SDGEN_CONFIGS[config]
-    if config in ("sdgen-turbo", "sdgen-lcm"):
-        model_options, request_options = preset_options(config.removeprefix("sdgen-"))
+    if config.endswith(("-turbo", "-lcm")):
+        model_options, request_options = preset_options(config.rpartition("-")[2])
+        model_options = {**SDGEN_CONFIGS[config][0], **model_options}
     options: dict = {"model": str(folder), "device": "cpu", **model_options}
     if options.get("decoder"):
         options["decoder"] = str(ensure_taesd())  # madebyollin/taesd's architecture, random weights
@@ -166,12 +179,9 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
         parts.unet.to(memory_format=torch.contiguous_format)
         parts.vae.to(memory_format=torch.contiguous_format)
     if config.endswith("-cl"):
-        parts.unet.to(memory_format=torch.channels_last)
+        if not config.endswith("-vae-cl"):
+            parts.unet.to(memory_format=torch.channels_last)
         parts.vae.to(memory_format=torch.channels_last)
-    if config == "sdgen-tomesd":
-        import tomesd
-
-        tomesd.apply_patch(parts.unet, ratio=0.5)
     load = time.perf_counter() - started
 
     with torch.inference_mode():
@@ -199,14 +209,10 @@ def ensure_taesd() -> Path:
 def run_openvino(folder: Path, size: int, steps: int, scheduler: str) -> dict:
     """optimum-intel with its defaults: the model exported to OpenVINO IR once (timed apart), then loaded,
     reshaped to the size (static shapes, as FastSD CPU does) and compiled by OpenVINO at load."""
-    import diffusers
-    import torch
-
     try:
         from optimum.intel import OVStableDiffusionPipeline
     except ImportError as error:
         raise SystemExit(f'openvino needs optimum-intel: pip install "sdgen[bench]" ({error})') from None
-    from sdgen.schedulers import scheduler_spec
 
     export = 0.0
     if not (OPENVINO_OUT / "model_index.json").is_file():
@@ -217,24 +223,7 @@ def run_openvino(folder: Path, size: int, steps: int, scheduler: str) -> dict:
     pipe = OVStableDiffusionPipeline.from_pretrained(OPENVINO_OUT, compile=False)
     pipe.reshape(batch_size=1, height=size, width=size, num_images_per_prompt=1)
     pipe.compile()
-    spec = scheduler_spec(scheduler)
-    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
-    pipe.set_progress_bar_config(disable=True)
-    load = time.perf_counter() - started
-
-    started = time.perf_counter()
-    pipe.encode_prompt(PROMPT, "cpu", 1, True) if hasattr(pipe, "encode_prompt") else None
-    text = time.perf_counter() - started
-    stamps: list[float] = []
-
-    def on_step_end(pipeline, index, timestep, kwargs):
-        stamps.append(time.perf_counter())
-        return kwargs
-
-    started = time.perf_counter()
-    pipe(PROMPT, num_inference_steps=steps, width=size, height=size,
-         generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=on_step_end)
-    result = _timings(load, text, started, stamps, time.perf_counter())
+    result = run_pipeline(pipe, started, size, steps, scheduler)
     result["dtype"] = "openvino"
     result["export"] = export
     return result
@@ -246,7 +235,8 @@ def _timings(load: float, text: float, started: float, stamps: list[float], ende
         "load": load,
         "text": text,
         "first_step": stamps[0] - started,
-        "step": statistics.median(steps) if steps else stamps[0] - started,
+        # the mean, not the median: with DeepCache or --cfg-end the steps differ, and what counts is their sum
+        "step": statistics.mean(steps) if steps else stamps[0] - started,
         "decode": ended - stamps[-1],  # VAE decode and conversion to an image
         "e2e": ended - started + load,  # what a user waits for one image, load included
         "peak_rss": peak_rss_gib(),
@@ -274,11 +264,18 @@ def worker(args: argparse.Namespace) -> None:
     print("BENCH " + json.dumps(result), flush=True)
 
 
-def run_config(config: str, size: int, steps: int, scheduler: str, openvino_python: str | None = None) -> dict:
+# Caps torch's own kernels, oneDNN and MKL at AVX2 (their documented switches): an approximation of an
+# AVX2-only CPU on a newer one (same cores, caches and clocks), never a measurement of one.
+AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def run_config(
+    config: str, size: int, steps: int, scheduler: str, openvino_python: str | None = None, cap_avx2: bool = False
+) -> dict:
     python = openvino_python if config == "openvino" and openvino_python else sys.executable
     command = [python, __file__, "--worker", config, "--size", str(size), "--steps", str(steps)]
     command += ["--scheduler", scheduler]
-    env = {**os.environ}
+    env = {**os.environ, **(AVX2_CAP if cap_avx2 else {})}
     if "compile" in config:  # a compile cache of the bench's own; -cold empties it first
         env["SDGEN_CACHE_DIR"] = str(COMPILE_CACHE)
         if config.endswith("-cold"):
@@ -290,21 +287,23 @@ def run_config(config: str, size: int, steps: int, scheduler: str, openvino_pyth
     return json.loads(lines[-1][len("BENCH ") :])
 
 
-def machine() -> dict:
+def machine(cap_avx2: bool = False) -> dict:
     """The CPU and its measured matmul peaks (sdgen/machine.py), once per bench run."""
     from sdgen.machine import cpu_info, gemm_peaks
 
     info = cpu_info()
-    return {"cpu": info.summary(), "kind": info.kind, "peaks": gemm_peaks(info.native_bf16)}
+    native_bf16 = info.native_bf16 and not cap_avx2  # capped, bfloat16 is emulated: measure a small product
+    return {"cpu": info.summary(), "kind": info.kind, "peaks": gemm_peaks(native_bf16)}
 
 
 def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]], machine: dict | None = None) -> str:
     scale = (size / 512) ** 2
-    median = {
-        config: {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "dtype"}
+    # best of the rounds (the least disturbed run on a shared machine), each figure on its own
+    best = {
+        config: {key: min(run[key] for run in runs) for key in runs[0] if key != "dtype"}
         for config, runs in results.items()
     }
-    base = median.get("diffusers")
+    base = best.get("diffusers")
     peaks = (machine or {}).get("peaks", {})
     rows = [f"### {size}x{size}, {steps} steps, guidance 7.5, {scheduler}, CPU ({os.cpu_count()} threads)", ""]
     if machine:
@@ -318,7 +317,7 @@ def table(size: int, steps: int, scheduler: str, results: dict[str, list[dict]],
         "| step x | decode x | e2e x | RSS ratio | U-Net GFLOP/s | VAE GFLOP/s | U-Net % peak |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for config, m in median.items():
+    for config, m in best.items():
         dtype = results[config][0].get("dtype", "float32")
 
         def faster(key: str, m=m) -> str:
@@ -353,6 +352,10 @@ def main() -> None:
         "--openvino-python", help="the Python of an environment with sdgen[bench] (optimum-intel pins its own "
         "transformers, so a separate venv keeps sdgen's); default: this one",
     )
+    parser.add_argument(
+        "--cap-avx2", action="store_true",
+        help="cap torch, oneDNN and MKL at AVX2 in every configuration (an AVX2-only CPU, approximated)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -366,14 +369,20 @@ def main() -> None:
     from make_random_sd15 import ensure_model
 
     ensure_model()  # build once, outside the timings
-    where = machine()
+    if args.cap_avx2:
+        os.environ.update(AVX2_CAP)  # the GEMM peaks below are measured under the cap too
+    where = machine(args.cap_avx2)
+    if args.cap_avx2:
+        where["cpu"] += " capped at AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS)"
+        where["kind"] = "float32 only, approximated"
     print(f"CPU: {where['cpu']}; GEMM peak GFLOP/s: {where['peaks']}", file=sys.stderr, flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         results: dict[str, list[dict]] = {config: [] for config in configs}
         for _ in range(args.rounds):
             for config in configs:
                 print(f"running {config} at {size}x{size} ...", file=sys.stderr, flush=True)
-                results[config].append(run_config(config, size, args.steps, args.scheduler, args.openvino_python))
+                run = run_config(config, size, args.steps, args.scheduler, args.openvino_python, args.cap_avx2)
+                results[config].append(run)
         print(table(size, args.steps, args.scheduler, results, where), flush=True)
         print(flush=True)
 

@@ -157,6 +157,8 @@ def image_record(
             record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
         if parts.decoder_source is not None:
             record["decoder"] = parts.decoder_source
+        if parts.token_merging:
+            record["token_merging"] = parts.token_merging
         record.update(
             revision=parts.source.revision,
             commit=parts.source.commit,
@@ -335,7 +337,8 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
     for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
-                "model_config", "prediction_type", "decoder"):
+                "model_config", "prediction_type", "decoder",
+                "token_merging"):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind

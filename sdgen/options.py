@@ -82,7 +82,8 @@ OPTIONS: Mapping[str, Option] = _table(
         empty="from the extension",
     ),
     Option(
-        "preset", str, None, "Named settings from configs/presets (fast, quality, draft) or your config file.",
+        "preset", str, None,
+        "Named settings: fast, quality, draft, low-memory, turbo, lcm (configs/presets) or your config file's.",
         RUN, layered=False, commands=LOADERS,
     ),
     # the model
@@ -212,6 +213,10 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("vae_tiling", bool, False, "Decode in overlapping tiles: large images in little memory.", MODEL),
     Option("offload", str, "none", "CUDA: none, model (one part on the GPU at a time) or sequential.", MODEL),
     Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
+    Option(
+        "token_merging", float, 0.0, "Token merging (tomesd): merge this fraction of attention tokens, 0 to 0.75.",
+        MODEL, empty="0, off",
+    ),
     Option(
         "decoder", str, None, "Decode the final image with a tiny autoencoder (folder or Hub id, madebyollin/taesd).",
         MODEL, empty="the VAE",

@@ -84,6 +84,7 @@ class ModelSpec:
     offload: str = default("offload")  # none, model, sequential (CUDA only)
     compile: bool = default("compile")
     decoder: str | None = default("decoder")  # a tiny autoencoder for the final decode (TAESD)
+    token_merging: float = default("token_merging")  # tomesd's ratio; 0: off
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
@@ -114,6 +115,11 @@ class ModelSpec:
             from sdgen.models.vae import vae_source
 
             vae_source(str(self.vae))  # a missing file or a pickle: an error now, before any weights load
+        ratio = self.token_merging
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 0.75:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {ratio!r}: a fraction of the tokens from 0 (off) to 0.75 (e.g. 0.5).", "token_merging"
+            )
         if self.decoder:  # "" undoes a preset's decoder: the VAE decodes
             _check_local_folder("decoder", str(self.decoder))
         return replace(
@@ -201,12 +207,7 @@ class GenerationRequest:
             raise InvalidRequestError(f"Invalid {NAME} {self.prompt!r}: must be text.", "prompt")
         scheduler = scheduler_spec(self.scheduler).name
         _check_int("clip_skip", self.clip_skip, 1, 12)
-        _check_int("cache_interval", self.cache_interval, 1, MAX_STEPS)
-        if isinstance(self.cfg_end, bool) or not isinstance(self.cfg_end, (int, float)) or not 0 <= self.cfg_end <= 1:
-            raise InvalidRequestError(
-                f"Invalid {NAME} {self.cfg_end!r}: a fraction of the steps from 0 to 1 (e.g. 0.5; 1 = always).",
-                "cfg_end",
-            )
+        _check_step_savers(self.cache_interval, self.cfg_end)
         seed = self.seed
         if seed is None:
             seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
@@ -346,6 +347,14 @@ class GenerationRequest:
         if self.seed is None:
             raise ValueError("call validated() first: the seed is chosen there")
         return [self.seed + i for i in range(self.num_images)]
+
+
+def _check_step_savers(cache_interval: object, cfg_end: object) -> None:
+    _check_int("cache_interval", cache_interval, 1, MAX_STEPS)
+    if isinstance(cfg_end, bool) or not isinstance(cfg_end, (int, float)) or not 0 <= cfg_end <= 1:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {cfg_end!r}: a fraction of the steps from 0 to 1 (e.g. 0.5; 1 = always).", "cfg_end"
+        )
 
 
 def _check_local_folder(key: str, value: str) -> None:

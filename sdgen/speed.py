@@ -35,6 +35,7 @@ class SpeedPlan:
     offload: str  # none, model (one part on the GPU at a time), sequential (one layer at a time)
     compile: bool  # torch.compile the U-Net: faster steps after a slow first call
     move_to_device: bool  # False when offload hooks move the weights instead
+    token_merging: float = 0.0  # tomesd's ratio (0: off): fewer attention tokens, a slightly different picture
 
 
 def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
@@ -61,6 +62,7 @@ def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
         offload=offload,
         compile=spec.compile,
         move_to_device=offload == "none",
+        token_merging=spec.token_merging,
     )
 
 

@@ -15,6 +15,7 @@ They change the picture slightly (README, "Step savers"); none is on unless aske
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from sdgen.denoise import NoisePredictor
@@ -22,6 +23,8 @@ from sdgen.denoise import NoisePredictor
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import UNet2DConditionModel
+
+log = logging.getLogger("sdgen")
 
 
 def guided_steps(total: int, cfg_end: float) -> int:
@@ -37,8 +40,10 @@ class DeepCache:
     on the calls between. Make a fresh one per run (it counts calls and keeps the features)."""
 
     def __init__(self, unet: UNet2DConditionModel, interval: int) -> None:
-        self.unet = getattr(unet, "_orig_mod", unet)  # the module itself under torch.compile
-        self.full_unet = unet
+        # Under torch.compile the module itself runs: a hook added to a compiled graph would recompile it
+        self.unet = getattr(unet, "_orig_mod", unet)
+        if self.unet is not unet:
+            log.warning("Note: --cache-interval runs the U-Net uncompiled; --compile does not speed it up.")
         self.interval = interval
         self.calls = 0
         self.features: torch.Tensor | None = None  # what entered the last up-block resnet, minus the skip
@@ -58,7 +63,7 @@ class DeepCache:
 
         hook = self.last_up.resnets[-1].register_forward_pre_hook(keep)
         try:
-            return self.full_unet(latents, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            return self.unet(latents, t, encoder_hidden_states=embeds, return_dict=False)[0]
         finally:
             hook.remove()
 

@@ -355,8 +355,8 @@ def test_bad_setting_names_its_source_before_loading(no_weights_load, tmp_path) 
     assert result.stderr == (
         "sdgen: error: Invalid --steps 0: must be a whole number from 1 to 1000. (set by env SDGEN_STEPS)\n"
     )
-    result = runner.invoke(app, ["a fox", "--preset", "turbo"])
-    assert result.exit_code == 2 and "Unknown preset 'turbo' (from --preset)" in result.stderr
+    result = runner.invoke(app, ["a fox", "--preset", "warp"])
+    assert result.exit_code == 2 and "Unknown preset 'warp' (from --preset)" in result.stderr
 
 
 def test_ctrl_c_exits_130_and_keeps_finished_images(tiny_model_dir, tmp_path) -> None:

@@ -42,7 +42,7 @@ def references(pipe, **kwargs) -> tuple:
     return reference(pipe, **kwargs), reference(pipe, output_type="latent", **kwargs)
 
 
-def assert_same_and_changed(parts, expected: tuple, overrides: dict) -> None:
+def assert_same_and_changed(parts, expected: tuple, overrides: dict, unchanged=None) -> None:
     """Pixels within 1/255 of the reference, latents within float32 noise of its latents, and latents
     clearly not those of a run without the saver (the tiny model's pixels move little late in a run)."""
     import torch
@@ -51,7 +51,7 @@ def assert_same_and_changed(parts, expected: tuple, overrides: dict) -> None:
     latents: list = []
     assert np.abs(ours(parts, latents, **overrides) - expected).max() <= 1
     assert torch.allclose(latents[0], expected_latents, atol=1e-4)
-    ours(parts, latents)
+    ours(unchanged or parts, latents)  # the same run without the saver (its own parts for model-level ones)
     assert (latents[0] - latents[1]).abs().max() > 1e-3, "the saver must change the run"
 
 
@@ -202,7 +202,75 @@ def test_turbo_and_lcm_presets_resolve_to_what_the_readme_says() -> None:
         resolved = settings.resolve(environ={}, preset=name)
         return {key: value.value for key, value in resolved.items() if value.source == f"preset {name}"}
 
-    assert preset("turbo") == {"cache_interval": 3, "cfg_end": 0.5, "decoder": "madebyollin/taesd"}
+    assert preset("turbo") == {
+        "cache_interval": 3, "cfg_end": 0.5, "token_merging": 0.5, "decoder": "madebyollin/taesd",
+    }
     assert preset("lcm") == {
         "lora": ["latent-consistency/lcm-lora-sdv1-5"], "scheduler": "lcm", "steps": 4, "guidance_scale": 1.0,
     }
+
+
+def test_a_compiled_unet_runs_uncompiled_under_deepcache(caplog) -> None:
+    import torch
+
+    unet = sd15_ordered_unet()
+
+    class Compiled(torch.nn.Module):  # what torch.compile returns: the module as _orig_mod
+        def __init__(self) -> None:
+            super().__init__()
+            self._orig_mod = unet
+
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the compiled graph must not run with hooks added")
+
+    cache = DeepCache(Compiled(), interval=2)
+    latents, embeds = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 32)
+    with torch.inference_mode():
+        assert cache(latents, torch.tensor(10), embeds).shape == latents.shape
+    assert "runs the U-Net uncompiled" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def attention_at_full_resolution(tiny_model_dir, tmp_path_factory):
+    """The tiny model with the SD1.5-ordered U-Net: transformer blocks at full latent resolution, where
+    tomesd merges tokens (in the tiny model's own U-Net they sit one level down, where it does nothing)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-sd-attention-on-top"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(folder / "unet")
+    unet = sd15_ordered_unet()
+    unet.register_to_config(sample_size=32)
+    unet.save_pretrained(folder / "unet")
+    return folder
+
+
+def test_token_merging_matches_tomesd_on_diffusers(attention_at_full_resolution) -> None:
+    import tomesd
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdgen.models import load_model
+    from sdgen.request import ModelSpec
+
+    folder = str(attention_at_full_resolution)
+    merged = load_model(ModelSpec(model=folder, device="cpu", dtype="float32", token_merging=0.5))
+    assert merged.token_merging == 0.5
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.scheduler = reference_pipeline(merged, SCHEDULER).scheduler
+    pipe.set_progress_bar_config(disable=True)
+    tomesd.apply_patch(pipe, ratio=0.5, use_rand=False)
+    expected = references(pipe)
+    plain = load_model(ModelSpec(model=folder, device="cpu", dtype="float32"))
+    assert_same_and_changed(merged, expected, {}, unchanged=plain)
+
+
+def test_token_merging_out_of_range_exits_2(no_weights_load) -> None:
+    from typer.testing import CliRunner
+
+    from sdgen.cli import app
+
+    result = CliRunner().invoke(app, ["a fox", "--model", "never/loaded", "--token-merging", "0.9"])
+    assert result.exit_code == 2 and result.stderr.startswith("sdgen: error: Invalid --token-merging 0.9: a fraction")

@@ -51,6 +51,7 @@ RECORD_KEYS = frozenset(
         "vae",  # like the model, the VAE belongs to the run
         "vae_hash",
         "decoder",  # the tiny autoencoder belongs to the run too
+        "token_merging",
         "model_config",
         "prediction_type",
     }

@@ -56,6 +56,7 @@ class StableDiffusionParts:
     model_spec_values: dict[str, Any] = field(default_factory=dict)  # --model-config, --prediction-type as given
     decoder: Any = None  # --decoder: a tiny autoencoder (AutoencoderTiny) for the final decode, else the VAE
     decoder_source: str | None = None
+    token_merging: float = 0.0  # tomesd's ratio patched into the U-Net (--token-merging)
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _adapters: Adapters | None = field(default=None, repr=False)
@@ -88,7 +89,9 @@ class StableDiffusionParts:
             self.enable_model_cpu_offload()
         elif plan.offload == "sequential":
             self.enable_sequential_cpu_offload()
-        if plan.compile:
+        if plan.token_merging:
+            self.merge_tokens(plan.token_merging)
+        if plan.compile:  # last: it compiles what the switches above made
             self.compile_unet()
 
     def enable_attention_slicing(self) -> None:
@@ -115,6 +118,14 @@ class StableDiffusionParts:
 
         for module in (self.text_encoder, self.unet, self.vae):
             cpu_offload(module, execution_device=torch.device(self.placement.device))
+
+    def merge_tokens(self, ratio: float) -> None:
+        """Token merging (tomesd, Bolya & Hoffman 2023) in the U-Net's transformer blocks at full latent
+        resolution. `use_rand=False`: tomesd's random pick forks torch's global RNG, which would make a
+        seed's picture depend on what ran before and on the batch; the fixed pick keeps both contracts."""
+        import tomesd
+
+        tomesd.apply_patch(self.unet, ratio=ratio, use_rand=False)
 
     def compile_unet(self) -> None:
         """torch.compile the U-Net, with inductor's caches kept in sdgen's cache folder: the first process
@@ -209,6 +220,7 @@ def load_model(
         model_spec_values={"model_config": spec.model_config, "prediction_type": spec.prediction_type},
         decoder=load_tiny_autoencoder(spec.decoder, placement, spec.offline, "--decoder") if spec.decoder else None,
         decoder_source=spec.decoder,
+        token_merging=plan.token_merging,
     )
     parts.apply(plan)
     parts.load_seconds = time.perf_counter() - started
