@@ -22,6 +22,7 @@ APP_HELP = (
     '  sdgen "a cute kitten" --steps 48 --save-steps kitten-steps.png\n'
     '  sdgen "a (red:1.3) fox <lora:ink:0.7>" --lora-dir ~/loras --hires-scale 2\n'
     "  sdgen --model ~/models/finetune.safetensors \"a fox\"\n"
+    "  sdgen \"a fox\" --preset turbo\n"
     "  sdgen schedulers"
 )
 
