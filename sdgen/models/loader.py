@@ -21,7 +21,7 @@ from sdgen.models.hub import ModelSource
 from sdgen.models.layout import PARTS, Part, check_model_folder
 from sdgen.models.single_file import is_checkpoint_file
 from sdgen.request import ModelSpec
-from sdgen.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed
+from sdgen.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -173,8 +173,8 @@ def _user_inductor_cache() -> bool:
         return False
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    sdgen_root = str(compile_cache_dir("m", "d", "cpu", "v").parents[3])
-    return os.path.abspath(value) != os.path.abspath(default_cache_dir()) and not value.startswith(sdgen_root)
+    ours = str(sdgen_cache_root())
+    return os.path.abspath(value) != os.path.abspath(default_cache_dir()) and not value.startswith(ours)
 
 
 def load_model(
