@@ -235,7 +235,8 @@ def _denoise_and_decode(
 
     # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE)
     _check_finite(latents, tasks[0].seed)
-    images, vae_dtype = decode_latents(parts.decoder or parts.vae, latents)
+    decoder = parts.vae if parts.decoder is None else parts.decoder
+    images, vae_dtype = decode_latents(decoder, latents)
     if inpainting is not None:
         images = inpainting.paste(images)
     return [
