@@ -33,6 +33,11 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], None]
 
 
+class StopDenoising(Exception):  # noqa: N818 (a signal to the loop, not an error)
+    """A step callback raises this to end the loop after the step it saw: the loop returns the latents so far,
+    which are decoded like finished ones (the server's Interrupt and Skip, as A1111 does)."""
+
+
 def denoise(
     predict_noise: NoisePredictor,
     latents: torch.Tensor,
@@ -80,7 +85,10 @@ def denoise(
         stepped = output.prev_sample if after_step is None else after_step(index, output.prev_sample)
         if on_step is not None:
             pred_x0 = predicted_clean_latents(scheduler, output, latents, noise_pred, t)
-            on_step(StepInfo(index, len(timesteps), t, stepped, pred_x0, seeds))
+            try:
+                on_step(StepInfo(index, len(timesteps), t, stepped, pred_x0, seeds))
+            except StopDenoising:
+                return stepped
         latents = stepped
     return latents
 

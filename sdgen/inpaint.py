@@ -44,8 +44,11 @@ def mask_image(request: GenerationRequest) -> Image.Image:
     from diffusers.image_processor import VaeImageProcessor
     from PIL import Image, ImageOps
 
-    with Image.open(request.mask) as opened:  # type: ignore[arg-type]
-        mask = opened.convert("L")
+    if isinstance(request.mask, Image.Image):  # given as an image (the server decodes it from base64)
+        mask = request.mask.convert("L")
+    else:
+        with Image.open(request.mask) as opened:  # type: ignore[arg-type]
+            mask = opened.convert("L")
     if request.invert_mask:
         mask = ImageOps.invert(mask)
     if request.mask_blur:

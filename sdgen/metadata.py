@@ -19,7 +19,7 @@ from sdgen.options import OPTIONS
 from sdgen.pipeline import GeneratedImage
 from sdgen.prompts.networks import short_hash
 from sdgen.request import HIRES_UPSCALERS, IMAGE_KEYS, GenerationRequest
-from sdgen.schedulers import SCHEDULERS, scheduler_spec
+from sdgen.schedulers import from_a1111, scheduler_spec
 from sdgen.settings import as_kind, kind_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,10 +207,6 @@ def _number(value: float) -> str:
 # A1111's own pattern for `key: value` pairs, where a value may be a JSON-quoted string.
 _PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
-# A1111 sampler names (with and without its separate "Schedule type") -> sdgen names.
-_FROM_A1111 = {(spec.a1111_sampler, spec.a1111_schedule_type): name for name, spec in SCHEDULERS.items()}
-_LEGACY_KARRAS = {f"{spec.a1111_sampler} Karras": name for name, spec in SCHEDULERS.items() if "karras" in name}
-
 
 def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """(A1111 parameters text, sdgen record) from a PNG's text chunks, a GIF's comment or a JPEG/WebP's EXIF
@@ -320,13 +316,14 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
         raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
     sampler = fields.get("Sampler")
     if sampler:
-        schedule = fields.get("Schedule type")
-        name = _FROM_A1111.get((sampler, schedule if schedule == "Karras" else None)) or _LEGACY_KARRAS.get(sampler)
-        if name is None:
+        # In an infotext no "Schedule type" means the sampler's plain schedule (A1111 before 1.9)
+        schedule = "karras" if fields.get("Schedule type") == "Karras" else "uniform"
+        try:
+            values["scheduler"] = from_a1111(sampler, schedule)
+        except InvalidRequestError:
             raise InvalidRequestError(
                 f"{str(path)!r} was made with sampler {sampler!r}, which sdgen does not have; pass --scheduler."
-            )
-        values["scheduler"] = name
+            ) from None
     return values
 
 

@@ -27,10 +27,11 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # (where and how images are written), the pictures of the process (strips, previews, grids), or the run
 # itself (logging, the batch reader).
 REQUEST, MODEL, OUTPUT, PICTURES, RUN = "request", "model", "output", "pictures", "run"
-GENERATE, BATCH, GRID, NOISE, SCHEDULE = "generate", "batch", "grid", "noise", "schedule"
+GENERATE, BATCH, GRID, NOISE, SCHEDULE, SERVE = "generate", "batch", "grid", "noise", "schedule", "serve"
 BOTH = frozenset({GENERATE, BATCH})
-MAKERS = frozenset({GENERATE, BATCH, GRID})  # the commands that generate images
-LOADERS = frozenset({GENERATE, BATCH, GRID, NOISE, SCHEDULE})  # the commands that read a model
+MAKERS = frozenset({GENERATE, BATCH, GRID, SERVE})  # the commands that generate images
+RUNS = MAKERS - {SERVE}  # ... from prompts on their own command line or file (`serve` takes them per request)
+LOADERS = MAKERS | {NOISE, SCHEDULE}  # the commands that read a model
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("negative_prompt", str, "", "What to steer away from.", REQUEST, short="-N"),
     Option(
         "seed", int, None, "Seed of image 1; image i uses seed+i.", REQUEST, short="-s", empty="random",
-        commands=MAKERS | {NOISE},
+        commands=RUNS | {NOISE},
         help_for={
             BATCH: "Base seed: a line without a seed gets sha256(base:line). [default: 0]",
             GRID: "Seed of every cell (unless seed is an axis). [default: random]",
@@ -135,27 +136,30 @@ OPTIONS: Mapping[str, Option] = _table(
         empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},
     ),
     Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n", commands=BOTH),
-    Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST),
+    Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST, commands=RUNS),
     Option(
-        "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True
+        "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True,
+        commands=RUNS,
     ),
     Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
     Option(
         "mask", str, None, "Inpainting: repaint where this mask is white (needs --init-image).", REQUEST,
-        layered=False, path=True,
+        layered=False, path=True, commands=RUNS,
     ),
-    Option("invert_mask", bool, False, "Inpainting: repaint where the mask is black instead.", REQUEST),
+    Option("invert_mask", bool, False, "Inpainting: repaint where the mask is black instead.", REQUEST, commands=RUNS),
     Option("mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST),
     # the hires pass (A1111's "hires fix")
     Option(
         "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",
-        REQUEST, empty="off",
+        REQUEST, empty="off", commands=RUNS,
     ),
-    Option("hires_steps", int, None, "Hires pass: steps of the second pass.", REQUEST, empty="--steps"),
-    Option("hires_strength", float, 0.7, "Hires pass: denoising strength of the second pass.", REQUEST),
+    Option("hires_steps", int, None, "Hires pass: steps of the second pass.", REQUEST, empty="--steps", commands=RUNS),
+    Option(
+        "hires_strength", float, 0.7, "Hires pass: denoising strength of the second pass.", REQUEST, commands=RUNS
+    ),
     Option(
         "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents) or lanczos (scale the image).",
-        REQUEST,
+        REQUEST, commands=RUNS,
     ),
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
@@ -169,13 +173,13 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "lora", list, None, "LoRA: a .safetensors file, diffusers folder or Hub id, with :SCALE (default 1); repeat.",
-        REQUEST, field_name="loras",
+        REQUEST, field_name="loras", commands=RUNS,
     ),
     Option("lora_dir", str, None, "Folder where <lora:name:0.8> tags in a prompt find name.safetensors.", REQUEST,
            path=True),
     Option(
         "embedding", list, None, "Textual-inversion embedding file, with :TOKEN (default: its file name); repeat.",
-        REQUEST, field_name="embeddings",
+        REQUEST, field_name="embeddings", commands=RUNS,
     ),
     Option(
         "embedding_dir", str, None, "Folder of embeddings used by name: a prompt word that is a file's name loads it.",
@@ -187,7 +191,7 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "combinatorial", bool, False, "Make every expansion of {a|b} and __name__, not one random one per image.",
-        REQUEST,
+        REQUEST, commands=RUNS,
     ),
     # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
     Option(
@@ -229,10 +233,10 @@ OPTIONS: Mapping[str, Option] = _table(
     # where the images go
     Option(
         "output", str, None, "FILE.png, a folder ending in /, or - for stdout.", OUTPUT, short="-o",
-        empty="outputs/", commands=LOADERS, help_for={BATCH: "Output folder. [default: outputs/]"},
+        empty="outputs/", commands=LOADERS - {SERVE}, help_for={BATCH: "Output folder. [default: outputs/]"},
     ),
     Option(
-        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False, commands=LOADERS,
+        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False, commands=LOADERS - {SERVE},
         help_for={BATCH: "Regenerate and replace finished images."},
     ),
     Option(
@@ -250,7 +254,7 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "json", bool, False, "Print one JSON object per image on stdout.", OUTPUT, layered=False,
-        commands=MAKERS | {SCHEDULE},
+        commands=RUNS | {SCHEDULE},
         help_for={
             BATCH: "Print each image's manifest record on stdout (valid batch input).",
             GRID: "Print each cell's record on stdout, one JSON object per line.",
@@ -283,16 +287,17 @@ OPTIONS: Mapping[str, Option] = _table(
         "preview", str, "auto",
         "How step previews are decoded: approx (a fixed linear map, no network), tiny (a tiny autoencoder, "
         "--preview-model), full (the model's VAE), none; auto: full for --save-steps/--animation, approx live.",
-        PICTURES,
+        PICTURES, commands=RUNS,
     ),
     Option(
         "preview_model", str, "madebyollin/taesd", "Tiny autoencoder of --preview tiny: Hub id or folder.", PICTURES,
+        commands=RUNS,
     ),
     Option(
         "preview_file", str, None, "Rewrite this PNG with the picture forming as the steps run (live preview).",
-        PICTURES, path=True,
+        PICTURES, path=True, commands=RUNS,
     ),
-    Option("preview_every", int, 1, "Live preview: every K steps.", PICTURES),
+    Option("preview_every", int, 1, "Live preview: every K steps.", PICTURES, commands=RUNS),
     Option(
         "grid", str, None, "Also put this run's images in one labelled picture (PNG), as A1111 does.", PICTURES,
         layered=False, path=True, commands=frozenset({GENERATE}),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen import models
-from sdgen.denoise import StepCallback, denoise
+from sdgen.denoise import StepCallback, StepInfo, StopDenoising, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
 from sdgen.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
@@ -227,10 +227,11 @@ def _denoise_and_decode(
         start = _encoded(pixels, parts)
     strength = request.strength if request.is_img2img else None
     size = (request.width, request.height)
-    latents = _run_loop(tasks, embeds, parts, on_step, size, request.num_inference_steps, strength, start, inpainting)
+    watch = _StopWatch(on_step) if on_step is not None else None
+    latents = _run_loop(tasks, embeds, parts, watch, size, request.num_inference_steps, strength, start, inpainting)
 
     # 5b. the hires pass: upscale, then image-to-image at the large size with the same prompt and seed
-    if request.hires_scale is not None:
+    if request.hires_scale is not None and not (watch and watch.stopped):
         latents = _hires_pass(tasks, embeds, parts, on_step, latents)
 
     # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE)
@@ -243,6 +244,20 @@ def _denoise_and_decode(
         GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
+
+
+class _StopWatch:
+    """A step callback that remembers whether it stopped the loop early (then the hires pass is skipped)."""
+
+    def __init__(self, on_step: StepCallback) -> None:
+        self.on_step, self.stopped = on_step, False
+
+    def __call__(self, info: StepInfo) -> None:
+        try:
+            self.on_step(info)
+        except StopDenoising:
+            self.stopped = True
+            raise
 
 
 StartLatents = Callable[[list["torch.Generator"]], "torch.Tensor"]  # each image's generator -> x0 latents

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 from sdgen import options
 from sdgen.devices import normalize_device, normalize_dtype, normalize_rng
@@ -382,29 +382,40 @@ def _init_image_size(init_image: InitImage) -> tuple[int, int]:
 
 def checked_image_size(image: InitImage, key: str) -> tuple[int, int]:
     """(width, height) of an image file after decoding it all; InvalidRequestError naming `key` if not."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, Image.Image):
         return image.size
     path = Path(image)
     if not path.is_file():
         raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: no such file.", key)
+    if path.stat().st_size == 0:
+        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: not an image Pillow can read (empty file).", key)
+    with load_checked_image(path, repr(str(path)), key) as loaded:
+        return loaded.size
+
+
+def load_checked_image(source: Path | BinaryIO, label: str, key: str) -> Image.Image:
+    """Open and decode a whole image, refusing what would hurt: not an image, truncated, or a decompression bomb
+    (a header that claims more pixels than Pillow opens safely, ~89 megapixels). InvalidRequestError naming
+    `key` and describing the input as `label`."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # past ~89 megapixels: refuse
-            with Image.open(path) as opened:
-                opened.load()  # every byte: a truncated file fails now, not after the model has loaded
-                return opened.size
+            opened = Image.open(source)
+            opened.load()  # every byte: a truncated file fails now, not after the model has loaded
+            return opened
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidRequestError(
-            f"Invalid {NAME} {str(path)!r}: too many pixels to open safely ({error}); use a smaller image.", key
+            f"Invalid {NAME} {label}: too many pixels to open safely ({error}); use a smaller image.", key
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        reason = "empty file" if path.stat().st_size == 0 else f"{error.__class__.__name__}: {error}"
         raise InvalidRequestError(
-            f"Invalid {NAME} {str(path)!r}: not an image Pillow can read ({reason}).", key
+            f"Invalid {NAME} {label}: not an image Pillow can read ({error.__class__.__name__}: {error}).", key
         ) from None
 
 

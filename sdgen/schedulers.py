@@ -55,6 +55,17 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 
 DEFAULT_SCHEDULER = "dpm++2m-karras"
 
+# A1111's API names: sampler -> its aliases (k-diffusion's function names), and the schedule types sdgen has.
+A1111_ALIASES = {
+    "DPM++ 2M": ("k_dpmpp_2m",), "DPM++ 2M SDE": ("k_dpmpp_2m_sde",), "Euler a": ("k_euler_a", "k_euler_ancestral"),
+    "Euler": ("k_euler",), "LMS": ("k_lms",), "Heun": ("k_heun",), "DPM2": ("k_dpm_2",), "DPM2 a": ("k_dpm_2_a",),
+    "DDIM": ("ddim",), "PLMS": ("plms",), "UniPC": ("unipc",), "DDPM": ("ddpm",), "LCM": ("k_lcm",),
+}
+A1111_SCHEDULES = {"automatic": "Automatic", "uniform": "Uniform", "karras": "Karras"}
+# A1111's "Automatic" schedule of these samplers is Karras (DPM++ 2M SDE's is exponential, which sdgen lacks;
+# Karras is the nearest it has).
+_A1111_KARRAS_BY_DEFAULT = ("DPM++ 2M", "DPM++ 2M SDE")
+
 
 def scheduler_spec(name: str) -> SchedulerSpec:
     """Look a name up (case-insensitive); an unknown name lists the valid ones."""
@@ -94,3 +105,42 @@ def make_scheduler(name: str, model_scheduler_config: dict[str, Any]) -> Schedul
     if fixes:
         scheduler = cls.from_config(model_scheduler_config, **spec.options, **fixes)
     return scheduler
+
+
+def a1111_samplers() -> dict[str, dict[str, str]]:
+    """A1111 sampler name -> {schedule: sdgen name} for every sampler sdgen has, "automatic" included."""
+    table: dict[str, dict[str, str]] = {}
+    for name, spec in SCHEDULERS.items():
+        schedules = table.setdefault(spec.a1111_sampler, {})
+        schedules["karras" if spec.a1111_schedule_type else "uniform"] = name
+    for sampler, schedules in table.items():
+        default = "karras" if sampler in _A1111_KARRAS_BY_DEFAULT and "karras" in schedules else "uniform"
+        schedules["automatic"] = schedules[default]
+    return table
+
+
+def from_a1111(sampler: str, schedule: str | None = None) -> str:
+    """sdgen's scheduler for A1111's sampler name (or alias, or old "DPM++ 2M Karras" name, or sdgen's own
+    name) and schedule type (None: automatic); InvalidRequestError naming the choices otherwise."""
+    key, wanted = sampler.strip().lower(), (schedule or "automatic").strip().lower()
+    if key in SCHEDULERS and wanted == "automatic":
+        return key
+    table = a1111_samplers()
+    names = {name.lower(): name for name in table}
+    names |= {alias: name for name, aliases in A1111_ALIASES.items() for alias in aliases if name in table}
+    if key.endswith(" karras") and key.removesuffix(" karras") in names:  # A1111 before 1.9
+        key, wanted = key.removesuffix(" karras"), "karras"
+    if key not in names:
+        raise InvalidRequestError(
+            f"Unknown {NAME} {sampler!r}: choose one of {', '.join(table)} (or sdgen's names, `sdgen schedulers`).",
+            "scheduler",
+        )
+    wanted = {label.lower(): name for name, label in A1111_SCHEDULES.items()}.get(wanted, wanted)
+    schedules = table[names[key]]
+    if wanted not in schedules:
+        raise InvalidRequestError(
+            f"Unknown {NAME} {schedule!r} for sampler {names[key]!r}: choose one of "
+            f"{', '.join(A1111_SCHEDULES[k] for k in schedules)}.",
+            "scheduler",
+        )
+    return schedules[wanted]

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from sdgen import __version__
-from sdgen.cli import generate, models, pictures, tools
+from sdgen.cli import generate, models, pictures, serve, tools
 from sdgen.errors import EXIT_INTERRUPTED
 from sdgen.options import GENERATE
 
@@ -64,7 +64,7 @@ def build_app() -> typer.Typer:
         help=APP_HELP,
     )
     app.callback()(_root)
-    for commands in (generate, pictures, tools, models):
+    for commands in (generate, pictures, tools, models, serve):
         commands.register(app)
     return app
 

@@ -1,0 +1,310 @@
+"""The loaded model and the one worker that uses it: requests wait in a first-come-first-served queue and
+run one at a time; /progress reads the running one's state; interrupt and skip stop its loop at the next step.
+
+The HTTP side turns a body into a checked GenerationRequest (`prepare`, before anything is queued), submits
+the job and waits; the worker thread loads the model a job needs (the served one, or an override), generates,
+saves to --outdir when asked, and encodes the response.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sdgen import models
+from sdgen.denoise import StepInfo, StopDenoising
+from sdgen.errors import InvalidRequestError, SdgenError
+from sdgen.output import plan_outputs
+from sdgen.pipeline import iter_generate
+from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.serve import listings
+from sdgen.serve.schema import GenerationBody
+from sdgen.serve.translate import a1111_response, encoded_image, request_values
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from sdgen.models import StableDiffusionParts
+
+log = logging.getLogger("sdgen")
+T = TypeVar("T")
+
+
+class QueueFull(SdgenError):
+    """--max-queue requests are waiting already: 503 with a Retry-After."""
+
+    def __init__(self, waiting: int, retry_after: int) -> None:
+        super().__init__(f"The queue is full ({waiting} requests waiting); try again in {retry_after} s.")
+        self.retry_after = retry_after
+
+
+class ShuttingDown(SdgenError):
+    """The server is stopping: queued requests are not run."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a server owner allows one request (0 or None: no limit) and how many may wait."""
+
+    max_pixels: int | None = 2048 * 2048
+    max_steps: int | None = 150
+    max_batch: int | None = 16
+    max_queue: int | None = 32
+
+    def check(self, request: GenerationRequest) -> None:
+        """InvalidRequestError (422) for a request past a limit, naming it and its flag."""
+        assert request.width is not None and request.height is not None
+        width, height = request.hires_size if request.hires_scale else (request.width, request.height)
+        steps = max(request.num_inference_steps, request.hires_steps or 0)
+        for value, limit, what, flag in (
+            (width * height, self.max_pixels, f"{width}x{height} = {width * height} pixels", "--max-pixels"),
+            (steps, self.max_steps, f"{steps} steps", "--max-steps"),
+            (request.num_images, self.max_batch, f"{request.num_images} images (batch_size x n_iter)", "--max-batch"),
+        ):
+            if limit and value > limit:
+                raise InvalidRequestError(f"Too much for this server: {what}; its limit is {limit} ({flag}).")
+
+
+@dataclass
+class Progress:
+    """A1111's `shared.state` of the running request, read by GET /sdapi/v1/progress."""
+
+    job: str = ""
+    job_count: int = 0  # denoising loops in the request: batches, twice with a hires pass
+    job_no: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    interrupted: bool = False
+    skipped: bool = False
+    job_timestamp: str = "0"
+    started: float = 0.0
+    latents: Any = None  # the first image's predicted clean latents at the last step, for the preview
+    size: tuple[int, int] | None = None  # the image's (width, height)
+
+    def state(self) -> dict[str, Any]:
+        keys = ("job", "job_count", "job_no", "sampling_step", "sampling_steps", "interrupted", "skipped",
+                "job_timestamp")
+        return {key: getattr(self, key) for key in keys} | {"stopping_generation": False}
+
+    def fraction(self) -> float:
+        """A1111's formula: done loops plus the running one's share of steps."""
+        if not self.job_count:
+            return 0.0
+        done = 0.01 + self.job_no / self.job_count
+        if self.sampling_steps:
+            done += self.sampling_step / self.sampling_steps / self.job_count
+        return min(done, 1.0)
+
+
+@dataclass
+class Job:
+    body: GenerationBody
+    request: GenerationRequest
+    spec: ModelSpec  # the model it needs (the served one, or override_settings' choice)
+    save: bool  # --outdir is set and the body asked for save_images
+
+
+@dataclass
+class Engine:
+    settings: dict[str, Any]  # the server's own settings (flags, preset, config): every request's defaults
+    spec: ModelSpec  # the served model (POST /options sd_model_checkpoint changes it)
+    limits: Limits = field(default_factory=Limits)
+    outdir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # A1111's settings the API reads and writes
+    progress: Progress = field(default_factory=Progress)
+    load: Callable[[ModelSpec], StableDiffusionParts] | None = None  # None: models.load_model
+    _parts: StableDiffusionParts | None = None
+    _parts_spec: ModelSpec | None = None
+    _jobs: deque = field(default_factory=deque)
+    _wake: threading.Condition = field(default_factory=threading.Condition)
+    _worker: threading.Thread | None = None
+    _closing: bool = False
+    _seconds: deque = field(default_factory=lambda: deque(maxlen=20))  # recent jobs' durations
+
+    def __post_init__(self) -> None:
+        self.options = {
+            "sd_model_checkpoint": listings.title(self.spec.model), "sd_vae": "Automatic",
+            "CLIP_stop_at_last_layers": self.settings.get("clip_skip", 1), "samples_format": "png",
+        } | self.options
+
+    # --- the HTTP side -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the served model (errors surface before the server listens), then start the worker."""
+        self._use(self.spec)
+        self._worker = threading.Thread(target=self._work, name="sdgen-worker", daemon=True)
+        self._worker.start()
+
+    def prepare(self, body: GenerationBody) -> Job:
+        """Every check a body can fail, before it is queued: InvalidRequestError (422) naming the field."""
+        spec = self.model_for(body.override_settings)
+        defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"]}
+        values = request_values(body, defaults)
+        request = GenerationRequest.from_settings(values).validated()
+        self.limits.check(request)
+        return Job(body, request, spec, save=body.save_images and self.outdir is not None)
+
+    def model_for(self, settings: Mapping[str, Any]) -> ModelSpec:
+        """The ModelSpec that A1111 settings (sd_model_checkpoint, sd_vae) select, from the served one."""
+        spec = self.spec
+        checkpoint = settings.get("sd_model_checkpoint")
+        if checkpoint:
+            spec = replace(spec, model=listings.find_checkpoint(str(checkpoint), self.spec, self.settings).model)
+        vae = settings.get("sd_vae")
+        if vae is not None:
+            spec = replace(spec, vae=listings.find_vae(str(vae), self.spec, self.settings))
+        return spec
+
+    def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue work for the worker; QueueFull when --max-queue requests wait already."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._wake:
+            if self._closing:
+                raise ShuttingDown("The server is shutting down.")
+            waiting = self.waiting()
+            if self.limits.max_queue and waiting >= self.limits.max_queue:
+                raise QueueFull(waiting, self.retry_after(waiting))
+            self._jobs.append((future, work))
+            self._wake.notify()
+        return future
+
+    def waiting(self) -> int:
+        """Requests queued and not cancelled (by their client going away)."""
+        return sum(1 for future, _ in self._jobs if not future.cancelled())
+
+    def running(self) -> bool:
+        return self.progress.job_count > 0
+
+    def retry_after(self, waiting: int) -> int:
+        return max(1, math.ceil(self.mean_seconds() * (waiting + 1)))
+
+    def mean_seconds(self) -> float:
+        return sum(self._seconds) / len(self._seconds) if self._seconds else 1.0
+
+    def served_sha256(self) -> str | None:
+        """The served model's U-Net sha256 when it is the one in memory (A1111's model hash)."""
+        parts = self._parts
+        return parts.source.unet_sha256 if parts is not None and self._parts_spec == self.spec else None
+
+    def interrupt(self) -> None:
+        """Stop the running request at its next step; it returns what it has (A1111's Interrupt)."""
+        if self.running():
+            self.progress.interrupted = True
+
+    def skip(self) -> None:
+        """Stop the running batch at its next step and go on with the next one (A1111's Skip)."""
+        if self.running():
+            self.progress.skipped = True
+
+    def close(self) -> None:
+        """Stop: interrupt the running request, fail the queued ones, let the worker end."""
+        with self._wake:
+            self._closing = True
+            for future, _ in self._jobs:
+                future.cancel()
+            self._jobs.clear()
+            self._wake.notify()
+        self.interrupt()
+
+    def set_options(self, changes: Mapping[str, Any]) -> None:
+        """POST /options: the settings sdgen knows are checked and kept; a new model or VAE is loaded (in the
+        queue, after the running request); unknown keys are ignored, as A1111 ignores its own read-only ones."""
+        known = {key: value for key, value in changes.items() if key in self.options}
+        if "samples_format" in known and str(known["samples_format"]).lower() != "png":
+            raise InvalidRequestError(f"Invalid samples_format {known['samples_format']!r}: sdgen's API sends PNG.")
+        if "CLIP_stop_at_last_layers" in known:
+            value = known["CLIP_stop_at_last_layers"]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+                raise InvalidRequestError(f"Invalid CLIP_stop_at_last_layers {value!r}: a whole number from 1 to 12.")
+        spec = self.model_for(known)
+        if spec != self.spec:
+            self.submit(lambda: self._use(spec)).result()  # wait for the load, as A1111 does
+            self.spec = spec
+        if "sd_model_checkpoint" in known:
+            known["sd_model_checkpoint"] = listings.title(spec.model)
+        self.options |= known
+
+    # --- the worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._jobs and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                future, work = self._jobs.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # its client went away while it waited
+            try:
+                future.set_result(work())
+            except BaseException as error:  # noqa: BLE001 (the client gets it; the worker goes on)
+                future.set_exception(error)
+
+    def _use(self, spec: ModelSpec) -> StableDiffusionParts:
+        """The loaded model for `spec`: the one in memory, or that one dropped and this one loaded."""
+        if self._parts is None or self._parts_spec != spec:
+            self._parts = self._parts_spec = None
+            gc.collect()  # free the old weights before the new ones load
+            started = time.perf_counter()
+            self._parts = (self.load or models.load_model)(spec)
+            self._parts_spec = spec
+            log.info("Loaded %s in %.1f s", spec.model, time.perf_counter() - started)
+        return self._parts
+
+    def run(self, job: Job) -> dict[str, Any]:
+        """Make a job's images (on the worker): its model, the loop with progress, --outdir, the response."""
+        started = time.perf_counter()
+        parts = self._use(job.spec)
+        request = job.request
+        targets = plan_outputs(request, OutputSpec(output=f"{self.outdir}/")) if job.save else []
+        metadata = bool(self.settings.get("metadata", True))
+        loops = math.ceil(request.num_images / request.batch_size) * (2 if request.hires_scale else 1)
+        kind = "img2img" if request.is_img2img else "txt2img"
+        self.progress = Progress(kind, loops, started=time.time(), job_timestamp=time.strftime("%Y%m%d%H%M%S"),
+                                 size=(request.width, request.height))
+        results, pngs = [], []
+        try:
+            for result in iter_generate(request, parts, on_step=self._on_step):
+                results.append(result)
+                pngs.append(encoded_image(result, parts, metadata))
+                if targets:
+                    targets[result.index].write(pngs[-1])
+                if self.progress.interrupted:
+                    break
+        finally:
+            self.progress = Progress()
+            self._seconds.append(time.perf_counter() - started)
+        return a1111_response(job.body, results, pngs, parts)
+
+    def _on_step(self, info: StepInfo) -> None:
+        state = self.progress
+        if info.index == 0 and state.sampling_step:
+            state.job_no, state.skipped = state.job_no + 1, False  # a new loop (next batch, or the hires pass)
+        state.sampling_step, state.sampling_steps = info.index + 1, info.total
+        state.latents = info.pred_x0[:1]
+        if state.interrupted or state.skipped:
+            raise StopDenoising
+
+    def preview(self) -> bytes | None:
+        """The running image as a PNG: the cheap latent-to-RGB map of its predicted clean latents."""
+        state = self.progress
+        latents: torch.Tensor | None = state.latents
+        if latents is None:
+            return None
+        import torch
+
+        from sdgen.output import png_bytes
+        from sdgen.pictures.previews import approx_pixels, to_images
+
+        with torch.inference_mode():
+            return png_bytes(to_images(approx_pixels(latents), state.size)[0])

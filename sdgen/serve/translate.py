@@ -1,0 +1,191 @@
+"""A1111's API in sdgen's terms: a request body -> the settings of a GenerationRequest, and the images made
+-> A1111's response (base64 PNGs with their metadata, `parameters`, and `info` as a JSON string)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import sdgen
+from sdgen.errors import NAME, InvalidRequestError, UsageError
+from sdgen.metadata import a1111_parameters, png_info
+from sdgen.output import png_bytes
+from sdgen.request import HIRES_UPSCALERS, load_checked_image
+from sdgen.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from sdgen.models import StableDiffusionParts
+    from sdgen.pipeline import GeneratedImage
+
+# sdgen's setting -> the A1111 field that sets it, so that an error names what the client sent
+A1111_FIELDS = {
+    "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
+    "guidance_scale": "cfg_scale", "scheduler": "sampler_name", "width": "width", "height": "height",
+    "num_images": "n_iter", "batch_size": "batch_size", "strength": "denoising_strength",
+    "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
+    "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
+    "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
+    "vae": "sd_vae",
+}
+
+
+def named(error: UsageError) -> str:
+    """An sdgen usage error, its setting named by the A1111 field a client sent."""
+    return str(error.named(A1111_FIELDS.get(error.key or "", error.key or "value")))
+
+
+def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of the request a body asks for: the server's own settings, then what the body gives."""
+    values = dict(defaults)
+    values["prompt"] = body.prompt
+    if body.negative_prompt is not None:
+        values["negative_prompt"] = body.negative_prompt
+    values["seed"] = None if body.seed < 0 else body.seed  # A1111: -1 = random
+    given = {"steps": body.steps, "guidance_scale": body.cfg_scale, "width": body.width, "height": body.height}
+    values |= {key: value for key, value in given.items() if value is not None}
+    values["scheduler"] = _scheduler(body, values.get("scheduler"))
+    for key, value in (("batch_size", body.batch_size), ("n_iter", body.n_iter)):
+        if not 1 <= value <= 10_000:
+            raise InvalidRequestError(f"Invalid {key} {value}: must be a whole number from 1 up.", "batch_size")
+    values["batch_size"], values["num_images"] = body.batch_size, body.batch_size * body.n_iter
+    clip_skip = body.override_settings.get("CLIP_stop_at_last_layers")
+    if clip_skip is not None:
+        values["clip_skip"] = clip_skip
+    values |= {"init_image": None, "mask": None, "hires_scale": None}
+    if isinstance(body, Txt2ImgBody):
+        values |= _hires(body)
+    elif isinstance(body, Img2ImgBody):
+        values |= _img2img(body)
+    return values
+
+
+def _scheduler(body: GenerationBody, default: str | None) -> str:
+    sampler = body.sampler_name or body.sampler_index
+    if sampler:
+        return from_a1111(sampler, body.scheduler)
+    default_spec = scheduler_spec(default or "euler")  # no sampler: the server's, with the schedule asked for
+    if body.scheduler and body.scheduler.lower() != "automatic":
+        return from_a1111(default_spec.a1111_sampler, body.scheduler)
+    return default_spec.name
+
+
+def _hires(body: Txt2ImgBody) -> dict[str, Any]:
+    if not body.enable_hr:
+        return {}
+    if body.hr_resize_x or body.hr_resize_y:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {body.hr_resize_x}x{body.hr_resize_y}: sdgen's hires pass scales by hr_scale; "
+            "send hr_resize_x and hr_resize_y as 0 and set hr_scale.",
+            "hr_resize",
+        )
+    upscaler = (body.hr_upscaler or "Latent").strip()
+    known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
+    if upscaler.lower() not in known:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {upscaler!r}: sdgen's hires pass has {' and '.join(HIRES_UPSCALERS.values())}.",
+            "hires_upscaler",
+        )
+    values: dict[str, Any] = {
+        "hires_scale": body.hr_scale,
+        "hires_steps": body.hr_second_pass_steps or None,
+        "hires_upscaler": known[upscaler.lower()],
+    }
+    if body.denoising_strength is not None:
+        values["hires_strength"] = body.denoising_strength
+    return values
+
+
+def _img2img(body: Img2ImgBody) -> dict[str, Any]:
+    if len(body.init_images) != 1:
+        raise InvalidRequestError(
+            f"Invalid {NAME}: {len(body.init_images)} images; send exactly one init image (base64).", "init_images"
+        )
+    values: dict[str, Any] = {"init_image": decode_image(body.init_images[0], "init_image")}
+    if body.denoising_strength is not None:
+        values["strength"] = body.denoising_strength
+    if body.mask:
+        values["mask"] = decode_image(body.mask, "mask")
+        values["invert_mask"] = bool(body.inpainting_mask_invert)
+        if body.mask_blur is not None:
+            values["mask_blur"] = body.mask_blur
+    return values
+
+
+def decode_image(text: str, key: str) -> Image.Image:
+    """A base64 image, with or without a `data:image/png;base64,` prefix, decoded whole and checked."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(
+            f"Invalid {NAME}: not valid base64 (send the image's bytes base64-encoded).", key
+        ) from None
+    if not data:
+        raise InvalidRequestError(f"Invalid {NAME}: empty image.", key)
+    image = load_checked_image(io.BytesIO(data), f"({len(data)} bytes)", key)
+    return image.convert("L") if key == "mask" else image.convert("RGB")
+
+
+def encoded_image(result: GeneratedImage, parts: StableDiffusionParts, metadata: bool) -> bytes:
+    """The PNG a client gets (and --outdir keeps): the same bytes and metadata `sdgen PROMPT` writes."""
+    return png_bytes(result.image, png_info(result, parts) if metadata else None)
+
+
+def a1111_response(
+    body: GenerationBody, results: list[GeneratedImage], pngs: list[bytes], parts: StableDiffusionParts
+) -> dict[str, Any]:
+    """{"images": [base64 PNG], "parameters": the body as understood, "info": JSON text of the run}."""
+    parameters = body.model_dump()
+    if isinstance(body, Img2ImgBody):  # as A1111 does: the request's images are not sent back
+        parameters |= {"init_images": None, "mask": None}
+    images = [base64.b64encode(png).decode("ascii") for png in pngs] if body.send_images else []
+    return {"images": images, "parameters": parameters, "info": json.dumps(run_info(results, parts, body))}
+
+
+def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: GenerationBody) -> dict[str, Any]:
+    """A1111's `info`: the run's prompts, seeds, size, sampler and each image's infotext."""
+    if not results:
+        return {"prompt": body.prompt, "all_prompts": [], "seed": body.seed, "all_seeds": [], "infotexts": []}
+    request = results[0].request
+    spec = scheduler_spec(request.scheduler)
+    seeds = [result.seed for result in results]
+    strength = request.strength if request.is_img2img else request.hires_strength if request.hires_scale else None
+    return {
+        "prompt": request.prompt, "all_prompts": [result.request.prompt for result in results],
+        "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": [result.request.negative_prompt for result in results],
+        "seed": seeds[0], "all_seeds": seeds, "subseed": seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
+        "width": request.width, "height": request.height, "sampler_name": spec.a1111_sampler,
+        "scheduler": spec.a1111_schedule_type or "Automatic", "cfg_scale": request.guidance_scale,
+        "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
+        "face_restoration_model": None, "sd_model_name": parts.source.model,
+        "sd_model_hash": (parts.source.unet_sha256 or "")[:10] or None, "sd_vae_name": parts.vae_name,
+        "sd_vae_hash": parts.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": strength, "extra_generation_params": {}, "index_of_first_image": 0,
+        "infotexts": [a1111_parameters(result, parts) for result in results], "styles": body.styles,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": request.clip_skip,
+        "is_using_inpainting_conditioning": parts.unet.config.in_channels == 9,
+        "version": f"sdgen {sdgen.__version__}",
+    }
+
+
+def samplers() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/samplers: each A1111 sampler sdgen has, its aliases, and sdgen's own names as aliases."""
+    from sdgen.schedulers import A1111_ALIASES, a1111_samplers
+
+    listed = []
+    for name, schedules in a1111_samplers().items():
+        own = sorted({schedules[key] for key in schedules if schedules[key] in SCHEDULERS})
+        options = {"scheduler": "karras"} if schedules["automatic"] != schedules["uniform"] else {}
+        aliases = list(dict.fromkeys([*A1111_ALIASES.get(name, ()), *own]))
+        listed.append({"name": name, "aliases": aliases, "options": options})
+    return listed
