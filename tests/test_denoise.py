@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdgen.denoise import denoise, predicted_clean_latents
+from sdgen.denoise import StopDenoising, denoise, predicted_clean_latents
 
 
 class RecordingScheduler:
@@ -97,6 +97,23 @@ def test_callback_gets_index_timestep_latents_and_x0() -> None:
     assert [(s.index, s.total, int(s.timestep)) for s in seen] == [(0, 3, 30), (1, 3, 20), (2, 3, 10)]
     assert torch.all(seen[-1].latents == 1 - 9) and torch.all(seen[-1].pred_x0 == 0)
     assert seen[0].seeds == (5,)
+
+
+def test_a_callback_can_end_the_loop_early_with_the_latents_so_far() -> None:
+    seen = []
+
+    def stop_after_two(info) -> None:
+        seen.append(info.index)
+        if info.index == 1:
+            raise StopDenoising
+
+    scheduler = RecordingScheduler()
+    result = denoise(
+        fake_predictor([]), torch.ones(1, 4, 8, 8), torch.tensor([30, 20, 10, 5]), scheduler,
+        torch.ones(1, 77, 32), None, 1.0, on_step=stop_after_two,
+    )
+    assert seen == [0, 1] and len(scheduler.steps) == 2
+    assert torch.all(result == 1 - 2 * 3)  # two steps of x - 3
 
 
 def test_x0_from_the_vp_formula_when_the_scheduler_reports_none() -> None:

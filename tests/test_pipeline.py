@@ -398,3 +398,18 @@ def test_v_prediction_clean_estimate_for_schedulers_that_report_none(tiny_v_mode
     v = a.sqrt() * eps - (1 - a).sqrt() * x0
     output = type("Output", (), {"prev_sample": x_t})()
     assert torch.allclose(predicted_clean_latents(scheduler, output, x_t, v, t), x0, atol=1e-5)
+
+
+def test_a_run_stopped_early_is_decoded_and_skips_its_hires_pass(tiny_parts) -> None:
+    from sdgen.denoise import StopDenoising
+
+    sizes = []
+
+    def stop_at_two(info) -> None:
+        sizes.append(info.latents.shape[-1])
+        if info.index == 1:
+            raise StopDenoising
+
+    [result] = generate(request(seed=3, hires_scale=2.0, hires_steps=6), tiny_parts, on_step=stop_at_two)
+    assert len(sizes) == 2 and len(set(sizes)) == 1  # two steps of the first pass, none of the hires pass
+    assert result.image.size == (SIZE, SIZE)

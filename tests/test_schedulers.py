@@ -76,3 +76,16 @@ def test_pipeline_config_fixes_match_diffusers_constructor() -> None:
 def test_tiny_model_uses_the_published_sd15_scheduler_config() -> None:
     published = json.loads((Path(__file__).parent.parent / "configs/sd15/scheduler/scheduler_config.json").read_text())
     assert {k: v for k, v in published.items() if not k.startswith("_")} == SD15_SCHEDULER_CONFIG
+
+
+def test_a1111_names_and_schedule_types() -> None:
+    from sdgen.schedulers import a1111_samplers, from_a1111
+
+    assert from_a1111("DPM++ 2M") == "dpm++2m-karras"  # A1111's Automatic for DPM++ 2M is Karras
+    assert from_a1111("DPM++ 2M", "Uniform") == "dpm++2m"
+    assert from_a1111("DPM++ 2M SDE Karras") == "dpm++2m-sde-karras"  # the name before A1111 1.9
+    assert from_a1111("k_euler_a") == "euler-a" and from_a1111("euler-a") == "euler-a"
+    assert from_a1111("LMS", "karras") == "lms-karras" and from_a1111("LMS") == "lms"
+    assert set(a1111_samplers()["Euler"]) == {"uniform", "automatic"}
+    with pytest.raises(InvalidRequestError, match="choose one of Uniform, Automatic"):
+        from_a1111("Euler", "Karras")

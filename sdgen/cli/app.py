@@ -23,6 +23,7 @@ APP_HELP = (
     '  sdgen "a (red:1.3) fox <lora:ink:0.7>" --lora-dir ~/loras --hires-scale 2\n'
     "  sdgen --model ~/models/finetune.safetensors \"a fox\"\n"
     "  sdgen \"a fox\" --preset turbo\n"
+    "  sdgen serve                  # the AUTOMATIC1111 web API on 127.0.0.1:7860\n"
     "  sdgen schedulers"
 )
 
