@@ -31,8 +31,6 @@ from sdgen.serve.schema import GenerationBody
 from sdgen.serve.translate import a1111_response, encoded_image, request_values
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from sdgen.models import StableDiffusionParts
 
 log = logging.getLogger("sdgen")
@@ -139,10 +137,11 @@ class Engine:
     # --- the HTTP side -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the served model (errors surface before the server listens), then start the worker."""
-        self._use(self.spec)
+        """Start the worker and load the served model on it (errors surface before the server listens). All
+        torch work runs on that one thread: a second thread doing torch work keeps a second OpenMP team."""
         self._worker = threading.Thread(target=self._work, name="sdgen-worker", daemon=True)
         self._worker.start()
+        self.submit(lambda: self._use(self.spec)).result()
 
     def prepare(self, body: GenerationBody) -> Job:
         """Every check a body can fail, before it is queued: InvalidRequestError (422) naming the field."""
@@ -291,20 +290,24 @@ class Engine:
         if info.index == 0 and state.sampling_step:
             state.job_no, state.skipped = state.job_no + 1, False  # a new loop (next batch, or the hires pass)
         state.sampling_step, state.sampling_steps = info.index + 1, info.total
-        state.latents = info.pred_x0[:1]
+        state.latents = info.pred_x0[0].float().cpu().numpy()  # (4, h, w) for the preview, read by another thread
         if state.interrupted or state.skipped:
             raise StopDenoising
 
     def preview(self) -> bytes | None:
-        """The running image as a PNG: the cheap latent-to-RGB map of its predicted clean latents."""
+        """The running image as a PNG: the cheap latent-to-RGB map (sdgen.pictures.previews' approx) of its
+        predicted clean latents, in numpy: torch work stays on the worker's thread."""
         state = self.progress
-        latents: torch.Tensor | None = state.latents
+        latents = state.latents
         if latents is None:
             return None
-        import torch
+        import numpy as np
+        from PIL import Image
 
         from sdgen.output import png_bytes
-        from sdgen.pictures.previews import approx_pixels, to_images
+        from sdgen.pictures.previews import LATENT_TO_RGB
 
-        with torch.inference_mode():
-            return png_bytes(to_images(approx_pixels(latents), state.size)[0])
+        rgb = np.einsum("chw,cr->hwr", latents, np.asarray(LATENT_TO_RGB, dtype=np.float32))
+        rgb = np.nan_to_num(rgb, nan=-1.0).clip(-1, 1)
+        image = Image.fromarray(((rgb / 2 + 0.5) * 255).round().astype("uint8"))
+        return png_bytes(image if state.size is None else image.resize(state.size, Image.Resampling.BILINEAR))
