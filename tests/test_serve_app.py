@@ -316,3 +316,20 @@ def test_auth_refuses_a_wrong_password(server) -> None:
         assert client.util_get_current_model()
         result = client.txt2img(prompt="a fox", width=64, height=64, steps=1, seed=2)
         assert result.info["all_seeds"] == [2]
+
+
+def test_sd_vae_switches_between_the_servers_vae_and_the_models_own(tiny_model_dir) -> None:
+    vae = str(tiny_model_dir / "vae")
+    engine = make_engine(tiny_model_dir, vae=vae)
+    try:
+        with serving(create_app(engine), engine) as url:
+            client = webuiapi.WebUIApi(baseurl=f"{url}/sdapi/v1")
+            assert [entry["filename"] for entry in client.get_sd_vae()] == [vae]
+            assert client.txt2img(prompt="a fox", width=64, height=64, steps=1).info["sd_vae_name"] == "vae"
+            client.set_options({"sd_vae": "None"})
+            assert client.get_options()["sd_vae"] == "None"
+            assert client.txt2img(prompt="a fox", width=64, height=64, steps=1).info["sd_vae_name"] is None
+            client.set_options({"sd_vae": "Automatic"})
+            assert client.txt2img(prompt="a fox", width=64, height=64, steps=1).info["sd_vae_name"] == "vae"
+    finally:
+        engine.close()
