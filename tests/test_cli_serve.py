@@ -67,10 +67,10 @@ def test_a_clear_message_when_the_extra_is_missing(monkeypatch: pytest.MonkeyPat
     assert 'sdgen serve needs FastAPI and uvicorn: pip install "sdgen[serve]"' in result.output
 
 
-def test_the_real_command_serves_and_stops_on_sigterm(tiny_model_dir) -> None:
+def test_the_real_command_serves_and_stops_on_sigterm(tiny_model_dir, tmp_path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "sdgen", "serve", "--model", str(tiny_model_dir), "--device", "cpu",
-               "--port", str(port)]
+               "--port", str(port), "--max-batch", "1", "--outdir", str(tmp_path / "kept")]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 120
@@ -83,6 +83,12 @@ def test_the_real_command_serves_and_stops_on_sigterm(tiny_model_dir) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert options["sd_model_checkpoint"] == str(tiny_model_dir)
+        body = {"prompt": "a fox", "steps": 1, "width": 64, "height": 64, "seed": 4, "save_images": True}
+        url = f"http://127.0.0.1:{port}/sdapi/v1/txt2img"
+        too_many = requests.post(url, json={**body, "n_iter": 2}, timeout=60)
+        assert too_many.status_code == 422 and "--max-batch" in too_many.text
+        assert requests.post(url, json=body, timeout=60).status_code == 200
+        assert [path.name for path in (tmp_path / "kept").iterdir()] == ["00000-4-a-fox.png"]
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then dies by the signal it caught: 143 in a shell, as sdgen's other commands
         assert process.wait(timeout=30) == -signal.SIGTERM
