@@ -18,6 +18,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 import sdgen
 from sdgen.errors import SdgenError, UsageError
+from sdgen.schedulers import A1111_SCHEDULES
 from sdgen.serve import listings
 from sdgen.serve.engine import Engine, QueueFull, ShuttingDown
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
@@ -120,7 +121,7 @@ def _list_routes(api: APIRouter, engine: Engine) -> None:
                                 "scale": 4} for name in ("None", "Lanczos")],
         "/latent-upscale-modes": lambda: [{"name": "Latent"}],
         "/schedulers": lambda: [{"name": key, "label": label, "aliases": None, "default_rho": -1,
-                                 "need_inner_model": False} for key, label in _SCHEDULES.items()],
+                                 "need_inner_model": False} for key, label in A1111_SCHEDULES.items()],
         "/samplers": samplers,
         "/loras": lambda: listings.loras(settings),
         "/embeddings": lambda: listings.embeddings(settings),
@@ -141,9 +142,6 @@ def _getter(answer: Callable[[], Any]) -> Callable[[], Any]:
         return answer()
 
     return get
-
-
-_SCHEDULES = {"automatic": "Automatic", "uniform": "Uniform", "karras": "Karras"}
 
 
 def _queue_router(engine: Engine, guard: list[Any]) -> APIRouter:
