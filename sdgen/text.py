@@ -126,15 +126,25 @@ def final_layer_norm(text_encoder: CLIPTextModel) -> torch.nn.Module:
     return norm if norm is not None else text_encoder.text_model.final_layer_norm
 
 
+MEAN_TOLERANCE = 1e-3  # a mean below this share of the mean magnitude is taken as zero (see _emphasized)
+
+
 def _emphasized(hidden: torch.Tensor, weights: list[float]) -> torch.Tensor:
-    """Scale each token's embedding by its weight, then restore the chunk's mean (A1111's "Original")."""
+    """Scale each token's embedding by its weight, then restore the chunk's mean (A1111's "Original").
+
+    A1111 divides by the new mean unguarded. Where either mean is (about) zero against the embedding's size,
+    the ratio is noise or 0/0 = NaN, so the weighted embedding is kept as it is: never a NaN from a prompt."""
     if all(weight == 1.0 for weight in weights):
         return hidden  # bit for bit what diffusers computes
     import torch
 
     original_mean = hidden.mean()
-    hidden = hidden * torch.tensor(weights, device=hidden.device, dtype=hidden.dtype).reshape(1, -1, 1)
-    return hidden * (original_mean / hidden.mean())
+    weighted = hidden * torch.tensor(weights, device=hidden.device, dtype=hidden.dtype).reshape(1, -1, 1)
+    new_mean = weighted.mean()
+    floor = MEAN_TOLERANCE * weighted.abs().mean()
+    if not (torch.isfinite(floor) and original_mean.abs() > floor and new_mean.abs() > floor):
+        return weighted
+    return weighted * (original_mean / new_mean)
 
 
 def pad_to_chunks(embeds: torch.Tensor, chunks: int, empty: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,19 @@ mean put back, and clip skip, each against a reference computed by hand from the
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from sdgen.text import TextOptions, chunk_prompt, encode_prompt, final_layer_norm, pad_to_chunks
+from sdgen.text import (
+    TextOptions,
+    _emphasized,
+    chunk_prompt,
+    encode_prompt,
+    final_layer_norm,
+    pad_to_chunks,
+)
 
 
 def encode(parts, text: str, **options) -> torch.Tensor:
@@ -77,8 +86,20 @@ def test_a_full_chunk_breaks_after_a_comma_within_20_tokens(tiny_parts) -> None:
     assert far.ids[0][1:76] == [a] * 40 + [comma] + [b] * 34
 
 
-def test_emphasis_scales_token_embeddings_then_restores_the_mean(tiny_parts) -> None:
-    tokenizer = tiny_parts.tokenizer
+@pytest.fixture
+def shifted_parts(tiny_parts):
+    """The tiny model with a text encoder whose output mean is clearly not zero (its final layer norm's bias
+    moved): the tiny encoder's own output has a mean of about zero, unlike a trained CLIP's."""
+    import copy
+
+    text_encoder = copy.deepcopy(tiny_parts.text_encoder)
+    with torch.no_grad():
+        final_layer_norm(text_encoder).bias.add_(0.5)
+    return SimpleNamespace(tokenizer=tiny_parts.tokenizer, text_encoder=text_encoder)
+
+
+def test_emphasis_scales_token_embeddings_then_restores_the_mean(shifted_parts) -> None:
+    tokenizer = shifted_parts.tokenizer
     chunks = chunk_prompt("a (cat:1.5) [dog]", tokenizer)
     weights = chunks.weights[0]
     cat = tokenizer("cat", add_special_tokens=False).input_ids
@@ -88,11 +109,30 @@ def test_emphasis_scales_token_embeddings_then_restores_the_mean(tiny_parts) -> 
     assert weights[2 + len(cat) : 2 + len(cat) + len(dog)] == [pytest.approx(1 / 1.1)] * len(dog)
     # by hand: z * w, times original mean / new mean
     with torch.inference_mode():
-        z = tiny_parts.text_encoder(torch.tensor(chunks.ids))[0]
+        z = shifted_parts.text_encoder(torch.tensor(chunks.ids))[0]
+    assert z.mean().abs() > 0.1  # the premise: a mean to restore
     scaled = z * torch.tensor(weights).reshape(1, -1, 1)
     expected = scaled * (z.mean() / scaled.mean())
-    assert torch.allclose(encode(tiny_parts, "a (cat:1.5) [dog]"), expected, atol=1e-6)
+    embeds = encode(shifted_parts, "a (cat:1.5) [dog]")
+    assert torch.allclose(embeds, expected, atol=1e-6)
+    assert embeds.mean().item() == pytest.approx(z.mean().item(), rel=1e-5)
     assert not torch.allclose(expected, z)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-9])
+def test_emphasis_keeps_the_weighted_embedding_when_a_mean_is_about_zero(offset: float) -> None:
+    # a zero-mean embedding (each token's vector sums to zero, as a layer norm without bias gives)
+    hidden = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(0))
+    hidden = hidden - hidden.mean(dim=-1, keepdim=True) + offset
+    weights = [1.0, 1.5, 0.5, *[1.0] * 74]
+    embeds = _emphasized(hidden, weights)
+    assert torch.isfinite(embeds).all()
+    assert torch.equal(embeds, hidden * torch.tensor(weights).reshape(1, -1, 1))
+
+
+def test_emphasis_on_the_tiny_model_never_gives_nan(tiny_parts) -> None:
+    embeds = encode(tiny_parts, "a (cat:1.5) [dog] ((((fox:1.9))))")
+    assert torch.isfinite(embeds).all()
 
 
 def test_weight_one_equals_the_plain_prompt(tiny_parts) -> None:

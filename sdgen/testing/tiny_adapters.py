@@ -1,5 +1,5 @@
 """A tiny LoRA and tiny textual-inversion embeddings for the tiny model, written in the formats people
-download: a diffusers LoRA (made with peft, as diffusers' training scripts make them), the same LoRA in
+download: a diffusers LoRA (made with peft's own injection, as diffusers' training scripts make them), the same LoRA in
 kohya/A1111's key layout, and embeddings as A1111 `.pt`, A1111 `.safetensors` and diffusers files.
 Seeded, so every build has the same weights."""
 
@@ -17,7 +17,7 @@ def build_tiny_lora(model_dir: str | Path, out_file: str | Path, seed: int = 0) 
     """Write a diffusers-format LoRA (U-Net and text encoder) for the tiny model; returns its tensors."""
     import torch
     from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
     from transformers import CLIPTextModel
@@ -26,10 +26,13 @@ def build_tiny_lora(model_dir: str | Path, out_file: str | Path, seed: int = 0) 
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
     text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder")
     torch.manual_seed(seed)
-    # init_lora_weights=False: random A and B (trained LoRAs are not zero), so the effect shows
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=UNET_TARGETS, init_lora_weights=False))
-    text_encoder.add_adapter(
-        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TEXT_TARGETS, init_lora_weights=False)
+    # init_lora_weights=False: random A and B (trained LoRAs are not zero), so the effect shows.
+    # peft's own injection, not transformers' add_adapter: that one refuses peft versions it was not built with.
+    unet = inject_adapter_in_model(
+        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=UNET_TARGETS, init_lora_weights=False), unet
+    )
+    text_encoder = inject_adapter_in_model(
+        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TEXT_TARGETS, init_lora_weights=False), text_encoder
     )
     tensors = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
     tensors |= {f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(text_encoder).items()}
