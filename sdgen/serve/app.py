@@ -8,7 +8,6 @@ import asyncio
 import base64
 import concurrent.futures
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,6 @@ from sdgen.serve.translate import samplers
 log = logging.getLogger("sdgen")
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a 4096x4096 PNG in base64 fits; a 50 MB body does not
 CLIENT_GONE = 499  # nginx's code for "the client closed the request"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: int = MAX_BODY_BYTES) -> FastAPI:
@@ -107,7 +105,7 @@ def _prepare(engine: Engine, body: GenerationBody) -> Any:
         raise
     except Exception as error:  # noqa: BLE001 (whatever a check raises, the client gets a 422)
         log.warning("Checking a request failed unexpectedly (%s: %s)", type(error).__name__, error, exc_info=True)
-        reason = _ADDRESS.sub("", replies.one_line(str(error), 200))
+        reason = replies.one_line(str(error), 200)
         raise InvalidRequestError(f"Invalid request: it could not be checked ({type(error).__name__}: {reason}).",
                                   "body") from None
 

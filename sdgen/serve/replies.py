@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from sdgen.serve.translate import A1111_FIELDS, named
 log = logging.getLogger("sdgen")
 MAX_DETAIL = 400  # characters of a message a client gets
 MAX_SHOWN = 40  # characters of a value a message shows
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class SafeJSONResponse(JSONResponse):
@@ -36,8 +38,9 @@ class SafeJSONResponse(JSONResponse):
 
 
 def one_line(text: str, limit: int = MAX_DETAIL) -> str:
-    """A message as one line of valid UTF-8, cut at `limit` characters."""
-    text = " ".join(text.split())
+    """A message as one line of valid UTF-8 without memory addresses (`<... object at 0x7f...>`), cut at
+    `limit` characters."""
+    text = " ".join(_ADDRESS.sub("", text).split())
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
