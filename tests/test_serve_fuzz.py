@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 USERS = {"fuzz": "pw"}
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"fuzz:pw").decode()}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 8  # per route and mode: enough to reach every field's checks, quick on two cores
+EXAMPLES = 12  # per route and mode: enough to reach every field's checks, quick on two cores
 
 
 def _operations() -> list[tuple[str, str]]:
