@@ -21,12 +21,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app as cli_app
+from sdgen.request import ModelSpec
 from sdgen.serve.app import create_app
-from sdgen.serve.engine import Limits
+from sdgen.serve.engine import Engine, Limits
 from sdgen.serve.server import serving
 
 from .conftest import TINY_HUB_ID
-from .serving import make_engine
+from .serving import make_engine, server_settings
 
 runner = CliRunner()
 
@@ -274,6 +275,10 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server) -> None:
     cases = [
         ("txt2img", b'{"prompt": "a fox", "steps": ', 422, "JSON"),
         ("txt2img", {**good, "steps": "many"}, 422, "steps"),
+        ("txt2img", b'{"prompt": "a fox", "steps": NaN}', 422, "Invalid steps NaN"),
+        ("txt2img", {**good, "steps": True}, 422, "Invalid steps true"),
+        ("txt2img", b'{"prompt": "\\ud83d", "steps": 1, "width": 64, "height": 64}', 422, "lone surrogate"),
+        ("txt2img", b'{"prompt": "a fox", "hr_scale": 1e999}', 422, "Invalid hr_scale Infinity"),
         ("txt2img", {**good, "width": 100}, 422, "multiple of 8"),
         ("txt2img", {**good, "sampler_name": "Not A Sampler"}, 422, "Not A Sampler"),
         ("txt2img", {**good, "width": 4096, "height": 4096}, 422, "--max-pixels"),
@@ -289,6 +294,7 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server) -> None:
                                timeout=60)
         assert answer.status_code == status, (words, answer.text[:300])
         assert words.lower() in answer.text.lower(), answer.text[:300]
+        assert set(answer.json()) == {"error", "detail", "field"}  # the ErrorBody of the schema, every time
         assert post(url, "txt2img", good).status_code == 200  # and the server goes on
 
 
@@ -305,9 +311,65 @@ def test_save_images_writes_into_outdir_only_when_asked(server, outdir) -> None:
     assert "Seed: 11" in Image.open(saved).text["parameters"]
 
 
+@pytest.mark.parametrize("error", [RuntimeError("broke on <_io.BytesIO object at 0x7f3a2c1d9e40>"), ZeroDivisionError(),
+                                   UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")])
+def test_whatever_checking_a_body_raises_is_a_422_not_a_500(server, monkeypatch, error) -> None:
+    url, engine = server
+
+    def broken(body):
+        raise error
+
+    monkeypatch.setattr(engine, "prepare", broken)
+    answer = post(url, "txt2img", {"prompt": "a fox"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "InvalidRequest" and type(error).__name__ in answer.json()["detail"]
+    assert " at 0x" not in answer.text and "Traceback" not in answer.text
+
+
+def test_a_request_stuck_in_one_long_step_gets_503_soon_after_the_server_stops(tiny_model_dir) -> None:
+    """The engine cannot stop a step half-way: past its grace, the running request is answered 503, so the
+    process exits within seconds (the queued one gets its 503 at once)."""
+    chosen = server_settings(tiny_model_dir)
+    engine = Engine(chosen, ModelSpec.from_settings(chosen).validated(), Limits(), load=lambda spec: spec,
+                    shutdown_grace=0.5)
+    in_step, release = threading.Event(), threading.Event()
+
+    def one_long_step(job) -> dict:
+        in_step.set()
+        release.wait(60)
+        return {}
+
+    engine.run = one_long_step
+    engine.start()
+    answers: dict = {}
+    try:
+        with serving(create_app(engine), engine) as url:
+            threads = {name: threading.Thread(target=lambda name=name: answers.__setitem__(
+                name, post(url, "txt2img", {"prompt": name, "steps": 2}))) for name in ("running", "queued")}
+            threads["running"].start()
+            assert in_step.wait(30)
+            threads["queued"].start()
+            wait_for(lambda: engine.waiting() == 1)
+            closed = time.monotonic()
+            engine.close()
+            for thread in threads.values():
+                thread.join(timeout=30)
+            took = time.monotonic() - closed
+    finally:
+        release.set()
+    assert answers["queued"].status_code == 503 and answers["queued"].json()["error"] == "ShuttingDown"
+    assert answers["running"].status_code == 503
+    assert "did not reach its next step within 0.5 s" in answers["running"].json()["detail"]
+    assert took < 3
+
+
 def test_auth_refuses_a_wrong_password(server) -> None:
     _, engine = server
     with serving(create_app(engine, {"alice": "s3cret", "bob": "pw:with:colons"}), engine) as url:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert requests.get(f"{url}{path}", timeout=10).status_code == 401
+            assert requests.get(f"{url}{path}", auth=("alice", "s3cret"), timeout=10).status_code == 200
+        assert requests.post(f"{url}/sdapi/v1/txt2img", data=b"{", timeout=10).status_code == 401  # before JSON
         assert requests.get(f"{url}/sdapi/v1/sd-models", timeout=10).status_code == 401
         assert requests.get(f"{url}/sdapi/v1/sd-models", auth=("alice", "wrong"), timeout=10).status_code == 401
         assert requests.get(f"{url}/sdapi/v1/options", auth=("eve", "s3cret"), timeout=10).status_code == 401
@@ -329,6 +391,9 @@ def test_sd_vae_switches_between_the_servers_vae_and_the_models_own(tiny_model_d
             client.set_options({"sd_vae": "None"})
             assert client.get_options()["sd_vae"] == "None"
             assert client.txt2img(prompt="a fox", width=64, height=64, steps=1).info["sd_vae_name"] is None
+            refused = requests.post(f"{url}/sdapi/v1/options", json={"sd_vae": None}, timeout=10)
+            assert refused.status_code == 422 and refused.json()["field"] == "sd_vae"
+            assert client.get_options()["sd_vae"] == "None"  # not stored
             client.set_options({"sd_vae": "Automatic"})
             assert client.txt2img(prompt="a fox", width=64, height=64, steps=1).info["sd_vae_name"] == "vae"
     finally:

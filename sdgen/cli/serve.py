@@ -61,13 +61,15 @@ def serve_command(
             raise UsageError(f"{MISSING_EXTRA} ({error}).") from None
         chosen = errors.knows(effective_settings(ctx, values))
         spec = ModelSpec.from_settings(chosen).validated()
-        GenerationRequest.from_settings({**chosen, "prompt": "a check"}).validated()  # the defaults, before loading
+        defaults = GenerationRequest.from_settings({**chosen, "prompt": "a check"}).validated()  # before loading
         users = parse_users(api_auth)
         host = "0.0.0.0" if listen else host
         for key, value in (("max_queue", max_queue), ("max_pixels", max_pixels), ("max_steps", max_steps),
                            ("max_batch", max_batch)):
             if value < 0:
                 raise InvalidRequestError(f"Invalid {NAME} {value}: 0 (no limit) or more.", key)
+        limits = Limits(max_pixels or None, max_steps or None, max_batch or None, max_queue or None)
+        limits.check_defaults(defaults)  # --max-steps 8 with the default 25 steps would refuse every request
         if outdir is not None:
             from sdgen.output import check_writable_folder
 
@@ -77,7 +79,6 @@ def serve_command(
         if not is_loopback(host) and not users:
             log.warning("Warning: listening on %s without --api-auth: anyone who can reach this machine can use "
                         "it; set --api-auth user:password.", host)
-        limits = Limits(max_pixels or None, max_steps or None, max_batch or None, max_queue or None)
         engine = Engine(chosen, spec, limits, outdir)
         engine.start()  # loads the model: its errors come before the server answers anyone
         shown = f"[{host}]" if ":" in host else host

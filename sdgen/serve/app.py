@@ -1,28 +1,29 @@
 """The FastAPI app: AUTOMATIC1111's /sdapi/v1 routes over an Engine, with the server owner's limits (body
-size, queue, pixels, steps, images) and optional HTTP Basic auth. OpenAPI docs at /docs."""
+size, queue, pixels, steps, images) and optional HTTP Basic auth over every route, the docs at /docs and the
+schema at /openapi.json included. Every error is an ErrorBody (schema.py), declared for each route."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.security import HTTPBasic
 
 import sdgen
-from sdgen.errors import SdgenError, UsageError
+from sdgen.errors import InvalidRequestError, UsageError
 from sdgen.schedulers import A1111_SCHEDULES
-from sdgen.serve import listings
-from sdgen.serve.engine import Engine, QueueFull, ShuttingDown
-from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
-from sdgen.serve.translate import named, samplers
+from sdgen.serve import listings, replies
+from sdgen.serve.engine import Engine, ShuttingDown
+from sdgen.serve.guards import BasicAuth, BodyLimit
+from sdgen.serve.schema import GenerationBody, Img2ImgBody, OptionsChanges, Txt2ImgBody, error_responses
+from sdgen.serve.translate import samplers
 
 log = logging.getLogger("sdgen")
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a 4096x4096 PNG in base64 fits; a 50 MB body does not
@@ -30,37 +31,43 @@ CLIENT_GONE = 499  # nginx's code for "the client closed the request"
 
 
 def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app over a started engine; `users` (name -> password) turns on HTTP Basic auth."""
-    app = FastAPI(title="sdgen", version=sdgen.__version__, description=_DESCRIPTION)
-    guard = [Depends(_basic_auth(users))] if users else []
+    """The app over a started engine; `users` (name -> password) turns on HTTP Basic auth for every route."""
+    app = FastAPI(title="sdgen", version=sdgen.__version__, description=_DESCRIPTION,
+                  default_response_class=replies.SafeJSONResponse)
+    auth = (401,) if users else ()
+    guard = [Depends(HTTPBasic(description="--api-auth user:password"))] if users else []  # the schema says so
     api = APIRouter(prefix="/sdapi/v1", dependencies=guard)
-    _generation_routes(api, engine)
-    _setting_routes(api, engine)
-    _list_routes(api, engine)
+    _generation_routes(api, engine, auth)
+    _setting_routes(api, engine, auth)
+    _list_routes(api, engine, auth)
     app.include_router(api)
-    app.include_router(_queue_router(engine, guard))
-    _error_handlers(app)
+    app.include_router(_queue_router(engine, guard, auth))
+    replies.install(app)
     app.add_middleware(BodyLimit, max_body=max_body)
+    if users:
+        app.add_middleware(BasicAuth, users=users, max_body=max_body)  # outermost: before the body is read
     return app
 
 
 _DESCRIPTION = (
     "The AUTOMATIC1111 web API over sdgen's own denoising loop: txt2img, img2img (with masks), options, "
     "the lists clients read, progress with a preview, interrupt and skip. One generation at a time, first come "
-    "first served."
+    "first served. Every error answer is an ErrorBody: {error, detail, field}."
 )
 
 
-def _generation_routes(api: APIRouter, engine: Engine) -> None:
-    @api.post("/txt2img")
+def _generation_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
+    generating = error_responses(*auth, 400, 413, 422, 499, 500, 503)
+
+    @api.post("/txt2img", responses=generating)
     async def txt2img(body: Txt2ImgBody, request: Request) -> dict[str, Any]:
         return await _generate(engine, body, request)
 
-    @api.post("/img2img")
+    @api.post("/img2img", responses=generating)
     async def img2img(body: Img2ImgBody, request: Request) -> dict[str, Any]:
         return await _generate(engine, body, request)
 
-    @api.get("/progress")
+    @api.get("/progress", responses=error_responses(*auth, 422))
     def progress(skip_current_image: bool = False) -> dict[str, Any]:
         state = engine.progress
         fraction = state.fraction()
@@ -75,44 +82,73 @@ def _generation_routes(api: APIRouter, engine: Engine) -> None:
             "textinfo": f"Step {state.sampling_step}/{state.sampling_steps}" if state.job_count else None,
         }
 
-    @api.post("/interrupt")
+    @api.post("/interrupt", responses=error_responses(*auth))
     def interrupt() -> None:
         engine.interrupt()
 
-    @api.post("/skip")
+    @api.post("/skip", responses=error_responses(*auth))
     def skip() -> None:
         engine.skip()
 
 
 async def _generate(engine: Engine, body: GenerationBody, request: Request) -> dict[str, Any]:
-    """Check, queue, wait (dropping the job if the client leaves before it starts), answer."""
-    job = await run_in_threadpool(engine.prepare, body)  # decoding images takes a moment: off the event loop
-    future = engine.submit(lambda: engine.run(job))
+    """Check, queue, wait, answer."""
+    job = await run_in_threadpool(_prepare, engine, body)  # decoding images takes a moment: off the event loop
+    return await wait_for(engine, engine.submit(lambda: engine.run(job)), request)
+
+
+def _prepare(engine: Engine, body: GenerationBody) -> Any:
+    """engine.prepare, where any failure is the body's: 422, never 500 (a bug shows in the server's log)."""
+    try:
+        return engine.prepare(body)
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 (whatever a check raises, the client gets a 422)
+        log.warning("Checking a request failed unexpectedly (%s: %s)", type(error).__name__, error, exc_info=True)
+        reason = replies.one_line(str(error), 200)
+        raise InvalidRequestError(f"Invalid request: it could not be checked ({type(error).__name__}: {reason}).",
+                                  "body") from None
+
+
+async def wait_for(engine: Engine, future: concurrent.futures.Future[Any], request: Request) -> Any:
+    """A queued job's result. 503 when the server stops first: at once for a job that had not started, after
+    the engine's grace for a running one that has not reached its next step; 499 (dropped) when the client
+    leaves before its job starts."""
     waiting = asyncio.wrap_future(future)
     while True:
         done, _ = await asyncio.wait({waiting}, timeout=0.25)
         if done:
+            if future.cancelled():
+                raise ShuttingDown("The server is shutting down: this request had not started; send it again "
+                                   "when the server is back.")
             return waiting.result()
+        if engine.past_grace():
+            raise ShuttingDown(f"The server is shutting down: the running request did not reach its next step "
+                               f"within {engine.shutdown_grace:g} s.")
         if await request.is_disconnected() and future.cancel():
             log.info("A client left before its request started; dropped it.")
             raise HTTPException(CLIENT_GONE, "The client closed the request before it started.")
 
 
-def _setting_routes(api: APIRouter, engine: Engine) -> None:
-    @api.get("/options")
+def _setting_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
+    @api.get("/options", responses=error_responses(*auth))
     def get_options() -> dict[str, Any]:
         return dict(engine.options)
 
-    @api.post("/options")
-    def set_options(changes: dict[str, Any]) -> None:
-        engine.set_options(changes)  # loads a new model in the queue and waits: a worker thread, not the loop
+    @api.post("/options", responses=error_responses(*auth, 400, 413, 422, 503))
+    async def set_options(changes: OptionsChanges, request: Request) -> None:
+        """Checked (listings read from disk: a worker thread); a new model loads in the queue, and this waits."""
+        spec, known = await run_in_threadpool(engine.check_options, changes.model_dump(exclude_unset=True))
+        if spec != engine.spec:
+            await wait_for(engine, engine.load_later(spec), request)
+        engine.apply_options(spec, known)
 
-    @api.get("/cmd-flags")
+    @api.get("/cmd-flags", responses=error_responses(*auth))
     def cmd_flags() -> dict[str, Any]:
         return {"api": True, "nowebui": True, "listen": False}
 
 
-def _list_routes(api: APIRouter, engine: Engine) -> None:
+def _list_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
     settings = engine.settings
     empty: dict[str, Callable[[], Any]] = {
         "/face-restorers": list, "/prompt-styles": list, "/hypernetworks": list, "/realesrgan-models": list,
@@ -130,9 +166,10 @@ def _list_routes(api: APIRouter, engine: Engine) -> None:
             engine.spec, settings, engine.served_sha256())],
     }
     for path, answer in empty.items():
-        api.add_api_route(path, _getter(answer), methods=["GET"], name=path.strip("/"))
+        api.add_api_route(path, _getter(answer), methods=["GET"], name=path.strip("/"),
+                          responses=error_responses(*auth))
 
-    @api.post("/refresh-checkpoints")
+    @api.post("/refresh-checkpoints", responses=error_responses(*auth))
     def refresh_checkpoints() -> None:
         """Listings are read from disk on every request: nothing to refresh."""
 
@@ -144,10 +181,10 @@ def _getter(answer: Callable[[], Any]) -> Callable[[], Any]:
     return get
 
 
-def _queue_router(engine: Engine, guard: list[Any]) -> APIRouter:
+def _queue_router(engine: Engine, guard: list[Any], auth: tuple[int, ...]) -> APIRouter:
     router = APIRouter(dependencies=guard)
 
-    @router.get("/queue/status")
+    @router.get("/queue/status", responses=error_responses(*auth))
     def queue_status() -> dict[str, Any]:
         waiting = engine.waiting()
         return {"msg": "estimation", "rank": None, "queue_size": waiting, "running": engine.running(),
@@ -155,73 +192,3 @@ def _queue_router(engine: Engine, guard: list[Any]) -> APIRouter:
                 "rank_eta": None, "queue_eta": engine.mean_seconds() * waiting}
 
     return router
-
-
-def _basic_auth(users: dict[str, str]) -> Callable[[HTTPBasicCredentials], None]:
-    basic = HTTPBasic()
-
-    def check(credentials: HTTPBasicCredentials = Depends(basic)) -> None:  # noqa: B008
-        expected = users.get(credentials.username)
-        right = secrets.compare_digest(credentials.password.encode(), (expected or "").encode())
-        if expected is None or not right:
-            raise HTTPException(401, "Wrong user name or password.", headers={"WWW-Authenticate": "Basic"})
-
-    return check
-
-
-def _error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UsageError)
-    async def usage(request: Request, error: UsageError) -> JSONResponse:
-        return JSONResponse({"error": "InvalidRequest", "detail": named(error)}, status_code=422)
-
-    @app.exception_handler(QueueFull)
-    async def full(request: Request, error: QueueFull) -> JSONResponse:
-        headers = {"Retry-After": str(error.retry_after)}
-        return JSONResponse({"error": "QueueFull", "detail": str(error)}, status_code=503, headers=headers)
-
-    @app.exception_handler(ShuttingDown)
-    async def closing(request: Request, error: ShuttingDown) -> JSONResponse:
-        return JSONResponse({"error": "ShuttingDown", "detail": str(error)}, status_code=503)
-
-    @app.exception_handler(SdgenError)
-    async def failed(request: Request, error: SdgenError) -> JSONResponse:
-        log.error("%s %s failed: %s", request.method, request.url.path, error)
-        return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=500)
-
-
-class BodyLimit:
-    """413 for a body past `max_body` bytes, by its Content-Length or as it streams in, before it is parsed."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], max_body: int) -> None:
-        self.app, self.max_body = app, max_body
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Callable[..., Any]) -> None:
-        detail = f'{{"error": "TooLarge", "detail": "The body is larger than {self.max_body} bytes."}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": detail})
-
-
-class _TooLarge(Exception):
-    pass

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sdgen import models
 from sdgen.denoise import StepInfo, StopDenoising
-from sdgen.errors import InvalidRequestError, SdgenError
+from sdgen.errors import NAME, InvalidRequestError, SdgenError
 from sdgen.output import plan_outputs
 from sdgen.pipeline import iter_generate
 from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
@@ -58,18 +58,35 @@ class Limits:
     max_batch: int | None = 16
     max_queue: int | None = 32
 
-    def check(self, request: GenerationRequest) -> None:
-        """InvalidRequestError (422) for a request past a limit, naming it and its flag."""
+    def breaches(self, request: GenerationRequest) -> list[tuple[str, int, str, str]]:
+        """Each limit a request is past: (what it asks, the limit, the limit's flag, the flags that set it)."""
         assert request.width is not None and request.height is not None
         width, height = request.hires_size if request.hires_scale else (request.width, request.height)
         steps = max(request.num_inference_steps, request.hires_steps or 0)
-        for value, limit, what, flag in (
-            (width * height, self.max_pixels, f"{width}x{height} = {width * height} pixels", "--max-pixels"),
-            (steps, self.max_steps, f"{steps} steps", "--max-steps"),
-            (request.num_images, self.max_batch, f"{request.num_images} images (batch_size x n_iter)", "--max-batch"),
-        ):
-            if limit and value > limit:
-                raise InvalidRequestError(f"Too much for this server: {what}; its limit is {limit} ({flag}).")
+        asked = (
+            (width * height, self.max_pixels, f"{width}x{height} = {width * height} pixels", "--max-pixels",
+             "--width, --height" + (", hires_scale" if request.hires_scale else "")),
+            (steps, self.max_steps, f"{steps} steps", "--max-steps",
+             "--steps" + (", hires_steps" if request.hires_steps else "")),
+            (request.num_images, self.max_batch, f"{request.num_images} images (batch_size x n_iter)", "--max-batch",
+             "num_images"),
+        )
+        return [(what, limit, flag, sources) for value, limit, what, flag, sources in asked if limit and value > limit]
+
+    def check(self, request: GenerationRequest) -> None:
+        """InvalidRequestError (422) for a request past a limit, naming it and its flag."""
+        for what, limit, flag, _ in self.breaches(request):
+            raise InvalidRequestError(f"Too much for this server: {what}; its limit is {limit} ({flag}).")
+
+    def check_defaults(self, request: GenerationRequest) -> None:
+        """At start-up: the server's own default request (its flags, preset, config) must be within its limits,
+        or every request that leaves a field out would be refused. InvalidRequestError naming both flags."""
+        for what, limit, flag, sources in self.breaches(request):
+            raise InvalidRequestError(
+                f"Invalid {NAME} {limit}: the server's own defaults ask {what} ({sources}), so every request that "
+                f"leaves them out would be refused; raise {flag} or lower the default.",
+                flag.strip("-").replace("-", "_"),
+            )
 
 
 @dataclass
@@ -126,6 +143,8 @@ class Engine:
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _worker: threading.Thread | None = None
     _closing: bool = False
+    closed_at: float | None = None  # time.monotonic() when close() was called
+    shutdown_grace: float = 5.0  # seconds a running request may take to reach its next step once the server stops
     _seconds: deque = field(default_factory=lambda: deque(maxlen=20))  # recent jobs' durations
 
     def __post_init__(self) -> None:
@@ -145,7 +164,7 @@ class Engine:
 
     def prepare(self, body: GenerationBody) -> Job:
         """Every check a body can fail, before it is queued: InvalidRequestError (422) naming the field."""
-        spec = self.model_for(body.override_settings)
+        spec = self.model_for(body.override_settings.model_dump(exclude_none=True))
         defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"]}
         values = request_values(body, defaults)
         request = GenerationRequest.from_settings(values).validated()
@@ -205,18 +224,34 @@ class Engine:
             self.progress.skipped = True
 
     def close(self) -> None:
-        """Stop: interrupt the running request, fail the queued ones, let the worker end."""
+        """Stop: interrupt the running request (it stops at its next step), cancel the queued ones (their clients
+        get 503), refuse new work, let the worker end."""
         with self._wake:
             self._closing = True
+            self.closed_at = self.closed_at or time.monotonic()
             for future, _ in self._jobs:
                 future.cancel()
             self._jobs.clear()
             self._wake.notify()
         self.interrupt()
 
+    def past_grace(self) -> bool:
+        """The server has been stopping for longer than a running request may take to reach its next step."""
+        return self.closed_at is not None and time.monotonic() - self.closed_at > self.shutdown_grace
+
     def set_options(self, changes: Mapping[str, Any]) -> None:
         """POST /options: the settings sdgen knows are checked and kept; a new model or VAE is loaded (in the
         queue, after the running request); unknown keys are ignored, as A1111 ignores its own read-only ones."""
+        spec, known = self.check_options(changes)
+        if spec != self.spec:
+            try:
+                self.load_later(spec).result()  # wait for the load, as A1111 does
+            except concurrent.futures.CancelledError:
+                raise ShuttingDown("The server is shutting down: the model was not loaded.") from None
+        self.apply_options(spec, known)
+
+    def check_options(self, changes: Mapping[str, Any]) -> tuple[ModelSpec, dict[str, Any]]:
+        """The model a change of options selects and the options sdgen knows; InvalidRequestError (422)."""
         known = {key: value for key, value in changes.items() if key in self.options}
         if "samples_format" in known and str(known["samples_format"]).lower() != "png":
             raise InvalidRequestError(f"Invalid samples_format {known['samples_format']!r}: sdgen's API sends PNG.")
@@ -224,10 +259,15 @@ class Engine:
             value = known["CLIP_stop_at_last_layers"]
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
                 raise InvalidRequestError(f"Invalid CLIP_stop_at_last_layers {value!r}: a whole number from 1 to 12.")
-        spec = self.model_for(known)
-        if spec != self.spec:
-            self.submit(lambda: self._use(spec)).result()  # wait for the load, as A1111 does
-            self.spec = spec
+        return self.model_for(known), known
+
+    def load_later(self, spec: ModelSpec) -> concurrent.futures.Future[Any]:
+        """Queue loading `spec` (after the running request), for a change of options."""
+        return self.submit(lambda: self._use(spec))
+
+    def apply_options(self, spec: ModelSpec, known: dict[str, Any]) -> None:
+        """Keep checked options, once their model is loaded."""
+        self.spec = spec
         if "sd_model_checkpoint" in known:
             known["sd_model_checkpoint"] = listings.title(spec.model)
         self.options |= known
@@ -278,7 +318,7 @@ class Engine:
                 pngs.append(encoded_image(result, parts, metadata))
                 if targets:
                     targets[result.index].write(pngs[-1])
-                if self.progress.interrupted:
+                if self.progress.interrupted or self._closing:
                     break
         finally:
             self.progress = Progress()
@@ -291,8 +331,8 @@ class Engine:
             state.job_no, state.skipped = state.job_no + 1, False  # a new loop (next batch, or the hires pass)
         state.sampling_step, state.sampling_steps = info.index + 1, info.total
         state.latents = info.pred_x0[0].float().cpu().numpy()  # (4, h, w) for the preview, read by another thread
-        if state.interrupted or state.skipped:
-            raise StopDenoising
+        if state.interrupted or state.skipped or self._closing:
+            raise StopDenoising  # the server stopping interrupts too, even a request that started just before
 
     def preview(self) -> bytes | None:
         """The running image as a PNG: the cheap latent-to-RGB map (sdgen.pictures.previews' approx) of its

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -15,22 +16,28 @@ from sdgen.serve.engine import Engine
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server that, when told to stop (Ctrl-C, SIGTERM), also stops the engine: the running
-    request is interrupted and returns what it has, queued ones are refused."""
+    """uvicorn's server that, when it stops (Ctrl-C, SIGTERM) and `close_engine` is set, first stops the engine:
+    queued requests are answered 503 at once, the running one is interrupted at its next step and answered with
+    what it has (or 503 after the engine's grace), so the process exits within a few seconds."""
 
-    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+    def __init__(self, config: uvicorn.Config, engine: Engine, close_engine: bool) -> None:
         super().__init__(config)
-        self.engine = engine
+        self.engine, self.close_engine = engine, close_engine
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self.engine.close()
-        super().handle_exit(sig, frame)
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.close_engine:
+            self.engine.close()  # in the event loop, before uvicorn waits for the requests under way
+        await super().shutdown(sockets)
+
+
+def _config(app: Any, engine: Engine) -> uvicorn.Config:
+    """uvicorn's graceful timeout is only a backstop: the engine answers every request within its grace."""
+    return uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=math.ceil(engine.shutdown_grace) + 3)
 
 
 def serve(app: Any, engine: Engine, sock: socket.socket) -> None:
-    """Serve on a bound socket until stopped (blocking)."""
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10)
-    _Server(config, engine).run(sockets=[sock])
+    """Serve on a bound socket until stopped (blocking); stopping closes the engine."""
+    _Server(_config(app, engine), engine, close_engine=True).run(sockets=[sock])
 
 
 @contextmanager
@@ -40,7 +47,7 @@ def serving(app: Any, engine: Engine) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2), engine)
+    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2), engine, close_engine=False)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -56,7 +56,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
         if not 1 <= value <= 10_000:
             raise InvalidRequestError(f"Invalid {key} {value}: must be a whole number from 1 up.", "batch_size")
     values["batch_size"], values["num_images"] = body.batch_size, body.batch_size * body.n_iter
-    clip_skip = body.override_settings.get("CLIP_stop_at_last_layers")
+    clip_skip = body.override_settings.CLIP_stop_at_last_layers
     if clip_skip is not None:
         values["clip_skip"] = clip_skip
     values |= {"init_image": None, "mask": None, "hires_scale": None}
