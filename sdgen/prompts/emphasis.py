@@ -43,40 +43,86 @@ class Piece:
     is_break: bool = False
 
 
-def parse_emphasis(prompt: str) -> list[Piece]:
-    """The prompt as weighted pieces, A1111's way (see the module's docstring); never raises."""
-    pieces: list[Piece] = []
-    open_round: list[int] = []  # where each open bracket's pieces start
-    open_square: list[int] = []
+class _Bracket:
+    """An opened bracket: its factor and its place among the closings, both known once it closes."""
 
-    def multiply_from(start: int, factor: float) -> None:
-        for piece in pieces[start:]:
-            piece.weight *= factor
+    __slots__ = ("factor", "order")
+
+    def __init__(self) -> None:
+        self.factor = 1.0
+        self.order = 0
+
+
+def parse_emphasis(prompt: str) -> list[Piece]:
+    """The prompt as weighted pieces, A1111's way (see the module's docstring); never raises.
+
+    A1111 multiplies every piece after an opening bracket when it closes, which costs the number of pieces
+    times the nesting depth. Here each piece keeps the brackets open when it was read (one tuple per
+    change of the open brackets, shared by the pieces read meanwhile), and its weight is worked out once per
+    such tuple at the end, multiplying the factors in the order the brackets closed: the same floating-point
+    products as A1111's, in one pass over the prompt (plus the depth of each distinct bracket state)."""
+    pieces: list[Piece] = []
+    states: list[tuple[_Bracket, ...]] = []  # the open brackets of each piece
+    round_open: list[_Bracket] = []
+    square_open: list[_Bracket] = []
+    state: tuple[_Bracket, ...] | None = ()
+    closed = 0
+
+    def close(stack: list[_Bracket], factor: float) -> None:
+        nonlocal closed, state
+        bracket = stack.pop()
+        closed += 1
+        bracket.factor, bracket.order, state = factor, closed, None
+
+    def add(piece: Piece) -> None:
+        nonlocal state
+        if state is None:
+            state = (*round_open, *square_open)
+        pieces.append(piece)
+        states.append(state)
 
     for match in _SYNTAX.finditer(prompt):
         token, weight = match.group(0), match.group(1)
         if token.startswith("\\"):
-            pieces.append(Piece(token[1:]))
-        elif token == "(":
-            open_round.append(len(pieces))
-        elif token == "[":
-            open_square.append(len(pieces))
-        elif weight is not None and open_round:
-            multiply_from(open_round.pop(), _number(weight))
-        elif token == ")" and open_round:
-            multiply_from(open_round.pop(), ROUND)
-        elif token == "]" and open_square:
-            multiply_from(open_square.pop(), SQUARE)
+            add(Piece(token[1:]))
+        elif token in ("(", "["):
+            (round_open if token == "(" else square_open).append(_Bracket())
+            state = None
+        elif weight is not None and round_open:
+            close(round_open, _number(weight))
+        elif token == ")" and round_open:
+            close(round_open, ROUND)
+        elif token == "]" and square_open:
+            close(square_open, SQUARE)
         else:  # text, a stray closer, a colon, or a weight with no open bracket: all literal
             for number, part in enumerate(_BREAK.split(token)):
                 if number:
-                    pieces.append(Piece("BREAK", is_break=True))
-                pieces.append(Piece(part))
-    for start in open_round:  # left open: to the end of the prompt
-        multiply_from(start, ROUND)
-    for start in open_square:
-        multiply_from(start, SQUARE)
+                    add(Piece("BREAK", is_break=True))
+                add(Piece(part))
+    # left open: they run to the end of the prompt, the round ones first, each stack outermost first
+    for stack, factor in ((round_open, ROUND), (square_open, SQUARE)):
+        for bracket in stack:
+            closed += 1
+            bracket.factor, bracket.order = factor, closed
+    _weigh(pieces, states)
     return _joined(pieces) or [Piece("")]
+
+
+def _weigh(pieces: list[Piece], states: list[tuple[_Bracket, ...]]) -> None:
+    """Each piece's weight: 1.0 times its brackets' factors in the order they closed (A1111's order)."""
+    weights: dict[int, float] = {}
+    for piece, state in zip(pieces, states, strict=True):
+        weight = weights.get(id(state))
+        if weight is None:
+            weight = 1.0
+            for bracket in sorted(state, key=_closing_order):
+                weight *= bracket.factor
+            weights[id(state)] = weight
+        piece.weight = weight
+
+
+def _closing_order(bracket: _Bracket) -> int:
+    return bracket.order
 
 
 def _number(text: str) -> float:
