@@ -206,8 +206,8 @@ OPTIONS: Mapping[str, Option] = _table(
         REQUEST,
     ),
     Option(
-        "max_wildcards", int, 1000, "Most wildcard look-ups per image, wildcards inside wildcard files included.",
-        REQUEST,
+        "max_wildcards", int, 100,
+        "Most wildcard look-ups per image (--combinatorial: in all), those inside wildcard files included.", REQUEST,
     ),
     # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
     Option(

@@ -93,8 +93,8 @@ def check_text(text: object, key: str, limits: PromptLimits, weighting: bool, sh
     breaks = len(_BREAK_WORD.findall(clip_text))
     if breaks > limits.breaks:
         raise InvalidRequestError(
-            f"Invalid {NAME} {label}: {breaks} BREAKs, more than the {limits.breaks} allowed (each starts "
-            "another 77-token chunk); use fewer, or raise --max-breaks.",
+            f"Invalid {NAME} {label}: {breaks} BREAKs, more than the {limits.breaks} allowed; each starts "
+            "another 77-token chunk: use fewer, or raise --max-breaks.",
             key,
         )
     check_weights(clip_text, key, label)

@@ -40,13 +40,28 @@ def expand_random(
     template: str, seeds: list[int], wildcard_dir: str | None, max_lookups: int = default("max_wildcards")
 ) -> list[str]:
     """One expansion per seed: the same template and seed always give the same prompt. At most
-    `max_lookups` wildcard look-ups per image (on average over the images)."""
-    from dynamicprompts.generators import RandomPromptGenerator
+    `max_lookups` wildcard look-ups per image.
 
-    manager = _confined_manager(wildcard_dir, template, (max_lookups, max(1, len(seeds))))
-    generator = RandomPromptGenerator(wildcard_manager=manager)
-    prompts = _generated(lambda: generator.generate(template, num_images=len(seeds), seeds=seeds), template)
-    return [str(prompt) for prompt in prompts]
+    This is RandomPromptGenerator.generate's own loop (one sampling context, reseeded before each image),
+    written out so that the look-ups are counted per image."""
+    from random import Random
+
+    from dynamicprompts.enums import SamplingMethod
+    from dynamicprompts.sampling_context import SamplingContext
+
+    manager = _confined_manager(wildcard_dir, template, max_lookups, per_image=True)
+    context = SamplingContext(wildcard_manager=manager, default_sampling_method=SamplingMethod.RANDOM, rand=Random())
+
+    def generate() -> list[str]:
+        results = context.sample_prompts(template, len(seeds))
+        prompts = []
+        for seed in seeds:
+            context.rand.seed(seed)
+            manager.lookups = 0
+            prompts.append(str(next(iter(results))))
+        return prompts
+
+    return [str(prompt) for prompt in _generated(generate, template)]
 
 
 def expand_all(template: str, wildcard_dir: str | None, max_lookups: int = default("max_wildcards")) -> list[str]:
@@ -54,7 +69,7 @@ def expand_all(template: str, wildcard_dir: str | None, max_lookups: int = defau
     `max_lookups` wildcard look-ups in all."""
     from dynamicprompts.generators import CombinatorialPromptGenerator
 
-    manager = _confined_manager(wildcard_dir, template, (max_lookups, 0))
+    manager = _confined_manager(wildcard_dir, template, max_lookups, per_image=False)
     generator = CombinatorialPromptGenerator(wildcard_manager=manager)
     prompts = _generated(lambda: generator.generate(template, max_prompts=MAX_COMBINATIONS + 1), template)
     if len(prompts) > MAX_COMBINATIONS:
@@ -73,8 +88,8 @@ def _generated(generate: Callable[[], list[Any]], template: str) -> list[Any]:
         raise
     except RecursionError:
         raise InvalidRequestError(
-            f"Invalid {NAME} {quoted(template)}: its wildcards nest too deeply (does a wildcard file name "
-            "itself?).",
+            f"Invalid {NAME} {quoted(template)}: its alternatives or wildcards nest too deeply for "
+            "dynamicprompts (or a wildcard file names itself); nest fewer.",
             "prompt",
         ) from None
     except Exception as error:  # dynamicprompts' parse errors carry no common base class
@@ -88,16 +103,16 @@ def _generated(generate: Callable[[], list[Any]], template: str) -> list[Any]:
     return prompts
 
 
-def _confined_manager(wildcard_dir: str | None, template: str, limit: tuple[int, int]) -> Any:
+def _confined_manager(wildcard_dir: str | None, template: str, limit: int, per_image: bool) -> Any:
     """dynamicprompts' WildcardManager, confined to the folder (see the module's docstring) and counting
-    its look-ups: at most limit[0] per image for limit[1] images (0: in all); every failure is an
+    its look-ups: at most `limit`, per image (the caller resets the count) or in all; every failure is an
     InvalidRequestError naming the prompt."""
     folder = None
     if wildcard_dir:
         folder = Path(wildcard_dir).expanduser()
         if not folder.is_dir():
             raise InvalidRequestError(f"Invalid {NAME} {wildcard_dir!r}: no such folder.", "wildcard_dir")
-    return _confined_class()(folder, template, limit)
+    return _confined_class()(folder, template, limit, per_image)
 
 
 @functools.cache
@@ -109,10 +124,10 @@ def _confined_class() -> type:
     class ConfinedWildcards(WildcardManager):
         """Reads the files `wildcard_files` lists, and nothing else; refuses look-ups past the limit."""
 
-        def __init__(self, folder: Path | None, template: str, limit: tuple[int, int]) -> None:
+        def __init__(self, folder: Path | None, template: str, limit: int, per_image: bool) -> None:
             super().__init__()
             self.folder, self.template, self.lookups = folder, template, 0
-            self.limit, self.images = limit
+            self.limit, self.per_image = limit, per_image
 
         @property
         def tree(self) -> Any:
@@ -130,12 +145,19 @@ def _confined_class() -> type:
                     f"only from a folder you name; set --wildcard-dir to the folder holding {name}.txt.",
                     "prompt",
                 )
-            if self.lookups > self.limit * max(1, self.images):
-                per = " per image" if self.images else ""
+            if self.lookups > self.limit:
+                per = " per image" if self.per_image else ""
                 raise InvalidRequestError(
                     f"Invalid {NAME} {quoted(self.template)}: expanding its wildcards takes more than "
                     f"{self.limit} look-ups{per} (wildcards inside wildcard files count too); "
                     "simplify them, or raise --max-wildcards.",
+                    "prompt",
+                )
+            path = name.replace("\\", "/").strip()
+            if ".." in path or path.startswith(("/", "~")):
+                raise InvalidRequestError(
+                    f"Invalid {NAME} {quoted(self.template)}: wildcard __{name}__ points outside --wildcard-dir; "
+                    "a wildcard name is a path inside that folder (no '..', no absolute path).",
                     "prompt",
                 )
             values = super().get_values(wildcard)
