@@ -89,6 +89,28 @@ def test_globs_and_links_stay_inside_the_folder(tree) -> None:
     assert set(expanded("a __colors__ fox", folder)) <= {"a red fox", "a green fox"}
 
 
+def test_lora_tags_and_embedding_words_reach_only_files_inside_their_folders(tmp_path) -> None:
+    (tmp_path / "outside").mkdir()
+    for name in ("far.safetensors", "evil.pt"):
+        (tmp_path / "outside" / name).write_bytes(b"x")
+    loras, embeddings = tmp_path / "loras", tmp_path / "embeddings"
+    (loras / "sub").mkdir(parents=True)
+    embeddings.mkdir()
+    (loras / "near.safetensors").write_bytes(b"x")
+    (loras / "far.safetensors").symlink_to(tmp_path / "outside" / "far.safetensors")
+    (loras / "alias.safetensors").symlink_to(loras / "near.safetensors")
+    (loras / "sub" / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (embeddings / "evil.pt").symlink_to(tmp_path / "outside" / "evil.pt")
+    folders = {"lora_dir": str(loras), "embedding_dir": str(embeddings)}
+    for tag in ("<lora:far>", "<lora:../outside/far>", f"<lora:{tmp_path}/outside/far>"):
+        with pytest.raises(InvalidRequestError, match="no .*safetensors in"):
+            GenerationRequest(f"a fox {tag}", seed=1, **folders).validated()
+    request = GenerationRequest("a fox <lora:near> <lora:alias>, evil", seed=1, negative_prompt="evil", **folders)
+    image = request.validated().for_image(0)
+    assert [Path(ref.source).name for ref in image.lora_refs] == ["near.safetensors", "alias.safetensors"]
+    assert image.embedding_refs == ()  # evil.pt links out of the folder: not a word's file
+
+
 def test_the_command_line_has_no_working_directory_fallback(tree, monkeypatch, no_weights_load) -> None:
     monkeypatch.chdir(tree)
     result = runner.invoke(app, ["a __secret__", "--model", "never/loaded"])
@@ -372,3 +394,10 @@ def test_the_server_reads_wildcards_from_its_own_folder_only(server) -> None:
     assert "a teal fox" in answer.json()["info"]
     refused = txt2img(dir_url, "__../colors__")
     assert refused.status_code == 422 and "points outside --wildcard-dir" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("command", ["generate", "batch", "grid", "serve"])
+def test_every_command_that_reads_prompts_takes_the_limits(command) -> None:
+    shown = runner.invoke(app, [command, "--help"], terminal_width=200).stdout
+    for flag in ("--max-prompt-length", "--max-nesting", "--max-breaks", "--max-networks", "--max-wildcards"):
+        assert flag in shown, (command, flag)
