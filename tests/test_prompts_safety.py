@@ -401,3 +401,23 @@ def test_every_command_that_reads_prompts_takes_the_limits(command) -> None:
     shown = runner.invoke(app, [command, "--help"], terminal_width=200).stdout
     for flag in ("--max-prompt-length", "--max-nesting", "--max-breaks", "--max-networks", "--max-wildcards"):
         assert flag in shown, (command, flag)
+
+
+def test_the_folder_listing_names_files_as_dynamicprompts_does(tmp_path) -> None:
+    """Without links, sdgen's own listing holds the names and lines dynamicprompts' would."""
+    from dynamicprompts.wildcards.tree import build_tree_from_path
+
+    from sdgen.prompts.wildcards import wildcard_files
+
+    (tmp_path / "people" / "deep").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.txt").write_text("hidden\n")
+    (tmp_path / "colors.txt").write_text("red\n# a comment\n\ngreen\n")
+    (tmp_path / "people" / "deep" / "names.txt").write_text("ann\nbob\n")
+    (tmp_path / "people" / "pantry.json").write_text('{"hats": ["cap", "fez"], "more": {"shoes": ["boot"]}}')
+    (tmp_path / "flat.json").write_text('["one", "two"]')
+    (tmp_path / "notes.md").write_text("not a wildcard\n")
+    ours = {name: list(collection.get_values()) for name, collection in wildcard_files(tmp_path).items()}
+    theirs = {name: list(collection.get_values()) for name, collection in build_tree_from_path(tmp_path).map.items()}
+    assert ours == theirs
+    assert set(ours) == {"colors", "people/deep/names", "people/hats", "people/more/shoes", "flat"}
