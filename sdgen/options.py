@@ -193,6 +193,22 @@ OPTIONS: Mapping[str, Option] = _table(
         "combinatorial", bool, False, "Make every expansion of {a|b} and __name__, not one random one per image.",
         REQUEST, commands=RUNS,
     ),
+    # limits on the work one prompt may ask for (sdgen/prompts/limits.py, docs/prompt-limits.md); no real
+    # prompt reaches them; checked before anything is expanded, queued or loaded
+    Option(
+        "max_prompt_length", int, 5000, "Longest prompt or negative prompt, in characters (wildcards expanded).",
+        REQUEST,
+    ),
+    Option("max_nesting", int, 32, "Deepest nesting of ( [ { brackets in a prompt.", REQUEST),
+    Option("max_breaks", int, 32, "Most BREAKs in a prompt (each starts another 77-token chunk).", REQUEST),
+    Option(
+        "max_networks", int, 64, "Most LoRAs and embeddings one image may use (<lora:> tags, --lora, embeddings).",
+        REQUEST,
+    ),
+    Option(
+        "max_wildcards", int, 100,
+        "Most wildcard look-ups per image (--combinatorial: in all), those inside wildcard files included.", REQUEST,
+    ),
     # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
     Option(
         "cache_interval", int, 1, "DeepCache: the whole U-Net every N-th step, only its shallow branch between.",

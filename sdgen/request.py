@@ -22,6 +22,7 @@ from sdgen.schedulers import scheduler_spec
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from sdgen.prompts.limits import PromptLimits
     from sdgen.prompts.networks import EmbeddingRef, LoraRef
 
 DEFAULT_SIZE = 512
@@ -166,6 +167,12 @@ class GenerationRequest:
     weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
+    # limits on the work a prompt may ask for (sdgen/prompts/limits.py)
+    max_prompt_length: int = default("max_prompt_length")  # characters of a prompt or negative prompt
+    max_nesting: int = default("max_nesting")  # brackets open at once
+    max_breaks: int = default("max_breaks")  # BREAKs in one prompt
+    max_networks: int = default("max_networks")  # LoRAs and embeddings of one image
+    max_wildcards: int = default("max_wildcards")  # wildcard look-ups per image
     # step savers (sdgen/stepsavers.py)
     cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
     cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
@@ -203,8 +210,7 @@ class GenerationRequest:
                 f"Invalid {NAME} {self.guidance_scale!r}: must be between 0 and 100 (7.5 is typical).",
                 "guidance_scale",
             )
-        if not isinstance(self.prompt, str):
-            raise InvalidRequestError(f"Invalid {NAME} {self.prompt!r}: must be text.", "prompt")
+        self._check_texts()
         scheduler = scheduler_spec(self.scheduler).name
         _check_int("clip_skip", self.clip_skip, 1, 12)
         _check_step_savers(self.cache_interval, self.cfg_end)
@@ -311,6 +317,23 @@ class GenerationRequest:
                 f"Invalid {NAME} {self.hires_upscaler!r}: choose latent or lanczos.", "hires_upscaler"
             )
 
+    @property
+    def prompt_limits(self) -> PromptLimits:
+        from sdgen.prompts.limits import PromptLimits
+
+        return PromptLimits(
+            self.max_prompt_length, self.max_nesting, self.max_breaks, self.max_networks, self.max_wildcards
+        ).checked()
+
+    def _check_texts(self) -> None:
+        """The prompt and negative prompt as typed, before wildcards, tokenizer or weights: valid Unicode,
+        within the limits, with finite and bounded emphasis weights."""
+        from sdgen.prompts.limits import check_text
+
+        limits = self.prompt_limits
+        check_text(self.prompt, "prompt", limits, self.weighting)
+        check_text(self.negative_prompt, "negative_prompt", limits, self.weighting)
+
     def _image_prompts(self, seed: int) -> tuple[str, ...]:
         """Each image's prompt: wildcards expanded from the image's seed, or every combination."""
         from sdgen.prompts import wildcards
@@ -320,26 +343,42 @@ class GenerationRequest:
         if not wildcards.has_wildcards(self.prompt):
             return (self.prompt,) * self.num_images
         if self.combinatorial:  # each combination num_images times; image j still has seed + j
-            combinations = wildcards.expand_all(self.prompt, self.wildcard_dir)
+            combinations = wildcards.expand_all(self.prompt, self.wildcard_dir, self.max_wildcards)
+            self._check_expansions(combinations)
             return tuple(prompt for prompt in combinations for _ in range(self.num_images))
         seeds = [seed + index for index in range(self.num_images)]
-        return tuple(wildcards.expand_random(self.prompt, seeds, self.wildcard_dir))
+        expansions = wildcards.expand_random(self.prompt, seeds, self.wildcard_dir, self.max_wildcards)
+        self._check_expansions(expansions)
+        return tuple(expansions)
+
+    def _check_expansions(self, prompts: list[str]) -> None:
+        """Each expanded prompt within the same limits as a typed one (a wildcard line may add emphasis)."""
+        from sdgen.prompts.limits import check_text, quoted
+
+        limits = self.prompt_limits
+        for prompt in dict.fromkeys(prompts):
+            check_text(prompt, "prompt", limits, self.weighting, f"{quoted(self.prompt)}, expanded to {quoted(prompt)}")
 
     def for_image(self, index: int) -> GenerationRequest:
         """Image `index`'s own request: its prompt (wildcards expanded, the template kept), and the LoRAs
         and embeddings that prompt names, found on disk (InvalidRequestError naming any that is not)."""
-        from sdgen.prompts.networks import resolve_embeddings, resolve_loras
+        from sdgen.prompts.limits import check_networks
+        from sdgen.prompts.networks import lora_tags, resolve_embeddings, resolve_loras
 
         request = self
         if self.image_prompts:
             request = replace(self, prompt=self.image_prompts[index], prompt_template=self.prompt, image_prompts=())
-        return replace(
+        named = len(request.loras) + len(lora_tags(request.prompt)) + len(request.embeddings)
+        check_networks(named, self.max_networks, request.prompt)  # before any folder is searched
+        request = replace(
             request,
             lora_refs=resolve_loras(request.loras, request.prompt, request.lora_dir),
             embedding_refs=resolve_embeddings(
                 request.embeddings, (request.prompt, request.negative_prompt), request.embedding_dir
             ),
         )
+        check_networks(len(request.lora_refs) + len(request.embedding_refs), self.max_networks, request.prompt)
+        return request
 
     @property
     def seeds(self) -> list[int]:

@@ -82,7 +82,10 @@ def _files(folder: Path) -> list[Path]:
 
 @functools.lru_cache(maxsize=16)
 def _listing(folder: str, changed: int) -> list[Path]:
-    return sorted(path for path in Path(folder).rglob("*") if path.is_file())
+    """The files a prompt may name: inside the folder, linked folders not entered (rglob does not), linked
+    files kept only when they resolve inside it, so a tag or word never reaches a file elsewhere."""
+    root = Path(folder).resolve()
+    return sorted(path for path in Path(folder).rglob("*") if path.is_file() and path.resolve().is_relative_to(root))
 
 
 def _split_scale(spec: str) -> tuple[str, float]:
