@@ -45,7 +45,7 @@ def test_validation_errors_name_the_field_and_the_rule() -> None:
         ({"steps": 2.5}, "steps", "Invalid steps 2.5: must be a whole number (a JSON integer)."),
         ({"cfg_scale": "7"}, "cfg_scale", 'Invalid cfg_scale "7": must be a number (a JSON number).'),
         ({"cfg_scale": float("inf")}, "cfg_scale", "Invalid cfg_scale Infinity: must be a finite number."),
-        ({"prompt": "a \ud83d"}, "prompt", "must be valid Unicode text (character 2 is a lone surrogate)"),
+        ({"prompt": "a \ud83d"}, "prompt", "must be valid Unicode text (character 3 is a lone surrogate)"),
         ({"override_settings": {"CLIP_stop_at_last_layers": 13}}, "override_settings.CLIP_stop_at_last_layers",
          "Invalid override_settings.CLIP_stop_at_last_layers 13: must be at most 12."),
     ]:

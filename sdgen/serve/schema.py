@@ -28,7 +28,7 @@ def _valid_unicode(text: str) -> str:
     except UnicodeEncodeError as error:
         raise PydanticCustomError(
             "unicode", "must be valid Unicode text (character {position} is a lone surrogate)",
-            {"position": error.start},
+            {"position": error.start + 1},  # counted from 1, as the CLI counts
         ) from None
     return text
 
