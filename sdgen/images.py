@@ -57,17 +57,16 @@ def _byte_count(source: Path | str | BinaryIO) -> int:
     return size - position
 
 
-def _format_of(source: Path | str | BinaryIO) -> str | None:
-    """Which format the first bytes claim, by Pillow's own signature checks (no plug-in is run)."""
+def _format_of(source: Path | str | BinaryIO, start: int) -> str | None:
+    """Which format the first bytes (from `start`) claim, by Pillow's own signature checks (no plug-in runs)."""
     from PIL import Image
 
     if isinstance(source, (str, Path)):
         with open(source, "rb") as handle:
             prefix = handle.read(16)
     else:
-        position = source.tell()
+        source.seek(start)
         prefix = source.read(16)
-        source.seek(position)
     Image.init()
     for name, (_, accept) in Image.OPEN.items():
         try:
@@ -78,14 +77,19 @@ def _format_of(source: Path | str | BinaryIO) -> str | None:
     return None
 
 
-def _unidentified(source: Path | str | BinaryIO, label: str, key: str | None) -> ImageRefused:
-    claimed = _format_of(source)
+def _unidentified(source: Path | str | BinaryIO, start: int, label: str, key: str | None) -> ImageRefused:
+    claimed = _format_of(source, start)
     if claimed is None:
         return _refuse(label, key, f"not an image sdgen reads (it reads {FORMAT_NAMES})")
     if claimed in IMAGE_FORMATS:
-        return _refuse(label, key, f"not a readable {claimed} image (broken or truncated)")
-    return _refuse(label, key, f"a {claimed} image, which sdgen does not read; convert it to PNG "
-                               f"(sdgen reads {FORMAT_NAMES})")
+        return _broken(label, key, claimed, "")
+    return _refuse(label, key, f"{claimed}, a format sdgen does not read; convert it to PNG (sdgen reads "
+                               f"{FORMAT_NAMES})")
+
+
+def _broken(label: str, key: str | None, kind: str | None, detail: str) -> ImageRefused:
+    what = f"{kind} image" if kind else "image"
+    return _refuse(label, key, f"not a readable {what} (truncated or corrupt{': ' + detail if detail else ''})")
 
 
 def _too_many(label: str, key: str | None, pixels: str) -> ImageRefused:
@@ -112,6 +116,7 @@ def open_image(
     if size > MAX_IMAGE_BYTES:
         raise _refuse(label, key, f"{size} bytes, larger than the {MAX_IMAGE_BYTES // 2**20} MiB sdgen reads; "
                                   "use a smaller file")
+    start = 0 if isinstance(source, (str, Path)) else source.tell()
     try:
         with _opening, warnings.catch_warnings():
             action = "ignore" if max_pixels is None else "error"  # past ~89 megapixels Pillow warns
@@ -121,9 +126,10 @@ def open_image(
         count = re.search(r"\((\d+) pixels\)", str(error))
         raise _too_many(label, key, f"{count.group(1)} pixels" if count else "a huge image") from None
     except UnidentifiedImageError:
-        raise _unidentified(source, label, key) from None
+        raise _unidentified(source, start, label, key) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise _refuse(label, key, f"not a readable image ({_clean(str(error)) or type(error).__name__})") from None
+        detail = _clean(str(error)) or type(error).__name__
+        raise _broken(label, key, _format_of(source, start), detail) from None
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
@@ -138,7 +144,6 @@ def load_checked_image(
     when given (so the conversion's copy is bounded too). ImageRefused naming `key` and describing the input
     as `label` for anything unreadable: not an image, another format, too large, truncated, corrupt."""
     image = open_image(source, label, key)
-    kind = image.format or "image"
     with _decoding:
         try:
             image.load()  # every byte of the first frame: a truncated file fails now, before any weights load
@@ -153,17 +158,12 @@ def load_checked_image(
             return image
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
             image.close()
-            detail = _clean(str(error)) or type(error).__name__
-            raise _refuse(label, key, f"not a readable {kind} image (truncated or corrupt: {detail})") from None
+            raise _broken(label, key, image.format, _clean(str(error)) or type(error).__name__) from None
 
 
-def image_label(image: object) -> str:
-    """How messages name an image: its path quoted, or `(a WxH image)` for one given in memory."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return f"(a {image.size[0]}x{image.size[1]} image)"
-    return repr(str(image))
+def image_label(path: Path | str) -> str:
+    """How messages name an image file: its path, quoted."""
+    return repr(str(path))
 
 
 def checked_image_size(image: Path | str | Image.Image, key: str) -> tuple[int, int]:

@@ -216,14 +216,15 @@ def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | 
     try:  # the header and text chunks only, of the formats sdgen reads: no pixel is decoded
         with open_image(Path(path), repr(str(path)), None, max_pixels=None) as image:
             info = dict(image.info)
-            exif = image.getexif()
+            # a PNG's getexif decodes the whole image to look past its pixels: read EXIF from other formats
+            exif = image.getexif() if image.format != "PNG" or "exif" in image.info else None
     except ImageRefused as error:
         raise InvalidRequestError(f"Cannot read {str(path)!r}: {error.reason}.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # broken EXIF and the like
         reason = os_reason(error) if isinstance(error, OSError) else type(error).__name__
         raise InvalidRequestError(f"Cannot read {str(path)!r}: not a readable image ({reason}).") from None
     parameters = info.get(A1111_KEY) or info.get("comment")  # PNG text chunk; a GIF's comment
-    if parameters is None:
+    if parameters is None and exif is not None:
         comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
         parameters = _decode_user_comment(comment) if comment else None
     record = None

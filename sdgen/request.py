@@ -374,26 +374,24 @@ def sides_from_image(image: InitImage, size: tuple[int, int], width: int | None,
     """The output size: an unset side follows the image's aspect ratio, rounded down to a multiple of 8. A
     side made so must be one sdgen makes; the message then names the image (its size is what the user chose)."""
     image_width, image_height = size
-    made = (image_width // 8 * 8, image_height // 8 * 8)
-    if width is None and height is None:
-        width, height = made
-    elif width is None:
-        width = max(8, round(image_width * height / image_height) // 8 * 8)
-        made = (width, MIN_SIZE)
-    elif height is None:
-        height = max(8, round(image_height * width / image_width) // 8 * 8)
-        made = (MIN_SIZE, height)
-    else:
+    if width is not None and height is not None:
         return width, height
-    if not all(MIN_SIZE <= side <= MAX_SIZE for side in made):  # only the sides taken from the image
-        if min(size) < MIN_SIZE:
-            other = f"an image at least {MIN_SIZE}x{MIN_SIZE}"
+    if width is None and height is None:
+        width, height = image_width // 8 * 8, image_height // 8 * 8
+        derived = (width, height)
+        other = f"an image at least {MIN_SIZE}x{MIN_SIZE}" if min(size) < MIN_SIZE else "a smaller image"
+    else:
+        if width is None:
+            width = derived_side = max(8, round(image_width * height / image_height) // 8 * 8)
         else:
-            other = "a smaller image" if max(made) > MAX_SIZE else "an image of another shape"
+            height = derived_side = max(8, round(image_height * width / image_width) // 8 * 8)
+        derived, other = (derived_side,), "an image of another shape"
+    if not all(MIN_SIZE <= side <= MAX_SIZE for side in derived):  # a side given is checked as given
+        shown = f" {image_label(image)}" if isinstance(image, (str, Path)) else ""  # a path, or one in memory
         raise InvalidRequestError(
-            f"Invalid {NAME} {image_label(image)}: a {image_width}x{image_height} image makes a {width}x{height} "
-            f"one, but each side must be from {MIN_SIZE} to {MAX_SIZE} pixels; give the width and height (the "
-            f"image is resized to them) or use {other}.",
+            f"Invalid {NAME}{shown}: a {image_width}x{image_height} image makes a {width}x{height} one, but each "
+            f"side must be from {MIN_SIZE} to {MAX_SIZE} pixels; give the width and height (the image is resized "
+            f"to them) or use {other}.",
             "init_image",
         )
     return width, height
