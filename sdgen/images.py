@@ -88,8 +88,9 @@ def _unidentified(source: Path | str | BinaryIO, start: int, label: str, key: st
 
 
 def _broken(label: str, key: str | None, kind: str | None, detail: str) -> ImageRefused:
-    what = f"{kind} image" if kind else "image"
-    return _refuse(label, key, f"not a readable {what} (truncated or corrupt{': ' + detail if detail else ''})")
+    what = f"{kind} file" if kind else "image file"
+    return _refuse(label, key, f"not an image sdgen can read: a truncated or corrupt {what}"
+                               + (f" ({detail})" if detail else ""))
 
 
 def _too_many(label: str, key: str | None, pixels: str) -> ImageRefused:

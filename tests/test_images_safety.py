@@ -176,10 +176,10 @@ def test_pillows_own_bomb_guard_is_kept(no_pixels_decoded, monkeypatch) -> None:
         (bytes(small("ICO")), "ICO, a format sdgen does not read"),
         (b"%PDF-1.4\n1 0 obj << >> endobj\n", "not an image sdgen reads (it reads PNG, JPEG, WebP, BMP or GIF)"),
         (b"not an image at all", "not an image sdgen reads"),
-        (b"GIF89a" + b"\xff" * 20, "not a readable GIF image (truncated or corrupt)"),
-        (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, "not a readable PNG image (truncated or corrupt)"),
-        (bytes(small("PNG"))[:60], "not a readable PNG image (truncated or corrupt: "),
-        (bytes(small("JPEG"))[:200], "not a readable JPEG image (truncated or corrupt: "),
+        (b"GIF89a" + b"\xff" * 20, "not an image sdgen can read: a truncated or corrupt GIF file"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, "not an image sdgen can read: a truncated or corrupt PNG file"),
+        (bytes(small("PNG"))[:60], "not an image sdgen can read: a truncated or corrupt PNG file ("),
+        (bytes(small("JPEG"))[:200], "not an image sdgen can read: a truncated or corrupt JPEG file ("),
     ],
 )
 def test_other_formats_and_garbage_get_one_line_without_memory_addresses(data, words, no_ghostscript) -> None:

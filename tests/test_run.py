@@ -122,7 +122,7 @@ def png_header_only(width: int, height: int) -> bytes:
     [
         (b"", "not an image (empty file)"),
         (b"GIF89 but not really", "not an image sdgen reads (it reads PNG, JPEG, WebP, BMP or GIF)"),
-        ("truncated", "not a readable PNG image (truncated or corrupt: "),
+        ("truncated", "not an image sdgen can read: a truncated or corrupt PNG file ("),
         (png_header_only(40000, 40000), "1600000000 pixels, too many pixels to open safely (at most 16777216"),
         (png_header_only(5000, 4000), "5000x4000 pixels, too many pixels to open safely (at most 16777216"),
     ],
