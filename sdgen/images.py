@@ -30,6 +30,7 @@ _decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 _opening = threading.Lock()  # warnings.catch_warnings changes process-wide state: one header at a time
 _ADDRESS = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>|0x[0-9a-fA-F]{6,}")
 
+
 class ImageRefused(InvalidRequestError):
     """An image refused before (or while) decoding; `reason` is the message without the image's name."""
 
@@ -61,12 +62,15 @@ def _format_of(source: Path | str | BinaryIO, start: int) -> str | None:
     """Which format the first bytes (from `start`) claim, by Pillow's own signature checks (no plug-in runs)."""
     from PIL import Image
 
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as handle:
-            prefix = handle.read(16)
-    else:
-        source.seek(start)
-        prefix = source.read(16)
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as handle:
+                prefix = handle.read(16)
+        else:
+            source.seek(start)
+            prefix = source.read(16)
+    except OSError:  # a folder, a file gone since: no format to name
+        return None
     Image.init()
     for name, (_, accept) in Image.OPEN.items():
         try:
@@ -112,6 +116,8 @@ def open_image(
         raise _refuse(label, key, "no such file") from None
     except OSError as error:
         raise _refuse(label, key, f"cannot be read ({error.strerror or type(error).__name__})") from None
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        raise _refuse(label, key, "a folder, not an image file")
     if size == 0:
         raise _refuse(label, key, "not an image (empty file)")
     if size > MAX_IMAGE_BYTES:
