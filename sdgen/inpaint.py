@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sdgen.images import open_user_image
 from sdgen.latents import encode_image, image_to_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,13 +43,10 @@ class InpaintInputs:
 def mask_image(request: GenerationRequest) -> Image.Image:
     """The mask as given, inverted and blurred if asked: white = repaint."""
     from diffusers.image_processor import VaeImageProcessor
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    if isinstance(request.mask, Image.Image):  # given as an image (the server decodes it from base64)
-        mask = request.mask.convert("L")
-    else:
-        with Image.open(request.mask) as opened:  # type: ignore[arg-type]
-            mask = opened.convert("L")
+    assert request.mask is not None
+    mask = open_user_image(request.mask, "mask", "L")  # a path, or an image (the server decodes base64)
     if request.invert_mask:
         mask = ImageOps.invert(mask)
     if request.mask_blur:

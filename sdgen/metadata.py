@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sdgen
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import InvalidRequestError, os_reason
 from sdgen.models import StableDiffusionParts
 from sdgen.options import OPTIONS
 from sdgen.pipeline import GeneratedImage
@@ -211,16 +211,20 @@ _PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """(A1111 parameters text, sdgen record) from a PNG's text chunks, a GIF's comment or a JPEG/WebP's EXIF
     UserComment."""
-    from PIL import Image, UnidentifiedImageError
+    from sdgen.images import ImageRefused, open_image
 
-    try:
-        with Image.open(path) as image:
+    try:  # the header and text chunks only, of the formats sdgen reads: no pixel is decoded
+        with open_image(Path(path), repr(str(path)), None, max_pixels=None) as image:
             info = dict(image.info)
-            exif = image.getexif()
-    except (OSError, UnidentifiedImageError) as error:
-        raise InvalidRequestError(f"Cannot read {str(path)!r}: not an image Pillow can open ({error}).") from None
+            # a PNG's getexif decodes the whole image to look past its pixels: read EXIF from other formats
+            exif = image.getexif() if image.format != "PNG" or "exif" in image.info else None
+    except ImageRefused as error:
+        raise InvalidRequestError(f"Cannot read {str(path)!r}: {error.reason}.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # broken EXIF and the like
+        reason = os_reason(error) if isinstance(error, OSError) else type(error).__name__
+        raise InvalidRequestError(f"Cannot read {str(path)!r}: not a readable image ({reason}).") from None
     parameters = info.get(A1111_KEY) or info.get("comment")  # PNG text chunk; a GIF's comment
-    if parameters is None:
+    if parameters is None and exif is not None:
         comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
         parameters = _decode_user_comment(comment) if comment else None
     record = None

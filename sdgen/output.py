@@ -36,14 +36,55 @@ def slugify(text: str, max_length: int = SLUG_MAX) -> str:
     return slug or "image"
 
 
+NAME_FIELDS = ("index", "seed", "slug", "steps", "scheduler")  # a batch's --name also knows {line}
+NAME_MAX = 255  # a file name's bytes where the file system does not say (ext4, APFS, NTFS: 255)
+_WIDTH = re.compile(r"\d+")
+
+
+def check_name_template(template: str, batch: bool = False) -> None:
+    """Refuse a --name template that could do more than fill the documented fields with a format spec:
+    attribute or index access ({seed.__class__}, {seed[0]}), conversions (!r), nested fields, control
+    characters and newlines, or a width no file name holds. OutputError naming the setting."""
+    key = "batch_name" if batch else "name"
+    known = (*NAME_FIELDS, "line") if batch else NAME_FIELDS
+    example = "{line:05d}-{seed}-{slug}" if batch else "{index:05d}-{seed}-{slug}"
+
+    def refuse(problem: str) -> OutputError:
+        fields = " ".join("{" + name + "}" for name in known)
+        return OutputError(f"Invalid {NAME} {template!r}: {problem}; use fields {fields}, e.g. '{example}'.", key)
+
+    if not isinstance(template, str) or not template.strip():
+        raise refuse("an empty name")
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in template):
+        raise refuse("control characters and newlines cannot be in a file name")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise refuse(str(error)) from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in known:
+            what = "attribute or index access" if "." in name or "[" in name else "an unknown field"
+            raise refuse(f"{{{name}}} is {what}" if name else "a field needs a name")
+        if conversion:
+            raise refuse(f"{{{name}!{conversion}}}: conversions are not allowed")
+        if "{" in spec or "}" in spec:
+            raise refuse(f"{{{name}:{spec}}}: nested fields are not allowed")
+        if any(int(number) > NAME_MAX for number in _WIDTH.findall(spec or "")):
+            raise refuse(f"{{{name}:{spec}}} is wider than a file name ({NAME_MAX} bytes)")
+
+
 def render_name(
     template: str, *, index: int, seed: int, prompt: str, steps: int, scheduler: str, line: int | None = None
 ) -> str:
     """Fill the --name template; the result is one file name (no folders), with .png added if missing.
 
-    {line} (the input line number) exists only in batches.
+    {line} (the input line number) exists only in batches. The name's length is checked where it is
+    planned against its folder (check_file_name).
     """
     key = "name" if line is None else "batch_name"  # the setting the template came from
+    check_name_template(template, batch=line is not None)
     fields = dict(index=index, seed=seed, slug=slugify(prompt), steps=steps, scheduler=slugify(scheduler, 30))
     if line is not None:
         fields["line"] = line
@@ -55,9 +96,32 @@ def render_name(
         raise OutputError(
             f"Invalid {NAME} {template!r}: {error}; use fields {known}, e.g. '{example}'.", key
         ) from None
-    if "/" in name or "\\" in name or name.startswith(".") or not name.strip():
+    if "/" in name or "\\" in name or name.startswith(".") or not name.strip() or not name.isprintable():
         raise OutputError(f"Invalid {NAME} {template!r}: gives {name!r}; a name must be a plain file name.", key)
     return name if name.lower().endswith(".png") else name + ".png"
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system holding `folder` (or its nearest existing
+    parent) allows."""
+    existing = next((p for p in (folder, *folder.parents) if p.is_dir()), Path("."))
+    try:
+        return int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return NAME_MAX
+
+
+def check_file_name(path: Path, what: str, key: str) -> None:
+    """Refuse a file name longer than its file system allows, before loading (else ENAMETOOLONG at the write).
+    `what` is the value the message names: the template or the -o path."""
+    size = len(os.fsencode(path.name))
+    limit = name_max(path.parent)
+    if size > limit:
+        raise OutputError(
+            f"Invalid {NAME} {what!r}: gives a file name of {size} bytes, more than the {limit} the file system "
+            f"allows in {str(path.parent)!r}; use a shorter name.",
+            key,
+        )
 
 
 def check_writable_folder(folder: Path, create: bool = True) -> None:
@@ -111,7 +175,7 @@ def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Target]
         if count != 1:
             raise OutputError(f"-o - writes one PNG to stdout, but --num-images is {count}; use -o DIR/ instead.")
         return [_stdout_target()]
-    if target is None or target.endswith(("/", "\\")) or Path(target).is_dir():
+    if target is None or target.endswith(("/", "\\")) or _is_folder(target):
         folder = Path(target or DEFAULT_FOLDER)
         check_writable_folder(folder)
         return _folder_targets(request, folder, output)
@@ -129,7 +193,7 @@ def picture_target(output: OutputSpec, template: str, about: str) -> Target:
     target = output.output
     if target == "-":
         return _stdout_target()
-    if target is None or target.endswith(("/", "\\")) or Path(os.path.expanduser(target)).is_dir():
+    if target is None or target.endswith(("/", "\\")) or _is_folder(os.path.expanduser(target)):
         folder = Path(os.path.expanduser(target or DEFAULT_FOLDER))
         check_writable_folder(folder)
         fields = {"seed": 0, "prompt": about, "steps": 0, "scheduler": ""}
@@ -138,6 +202,14 @@ def picture_target(output: OutputSpec, template: str, about: str) -> Target:
     if path.suffix.lower() != ".png":
         raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
     return fixed_target(path, output.overwrite)
+
+
+def _is_folder(target: str) -> bool:
+    """-o names a folder that exists; a name the system cannot even look up is a file name, refused later."""
+    try:
+        return Path(target).is_dir()
+    except OSError:
+        return False
 
 
 def fixed_target(path: Path, overwrite: bool) -> Target:
@@ -158,10 +230,14 @@ def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec
         {"seed": seed, "prompt": prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
         for seed, prompt in zip(request.seeds, prompts, strict=True)
     ]
-    render_name(output.name, index=0, **fields[0])  # a bad template fails here, before loading
-    if "index" in template_fields(output.name):
+    if "index" in template_fields(output.name):  # the numbers it will take if the folder stays as it is
+        first = next_index(folder, index_pattern(output.name))
+        for i, f in enumerate(fields):  # a bad template or a name too long fails here, before loading
+            check_file_name(folder / render_name(output.name, index=first + i, **f), output.name, "name")
         return [Target(folder=folder, template=output.name, fields=f) for f in fields]
     paths = [folder / render_name(output.name, index=i, **f) for i, f in enumerate(fields)]
+    for path in paths:
+        check_file_name(path, output.name, "name")
     if len(set(paths)) < len(paths):
         raise OutputError(
             f"Invalid {NAME} {output.name!r}: gives every image the same file name; put {{index}} or {{seed}} in it.",
@@ -171,7 +247,20 @@ def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec
 
 
 def _fixed(path: Path, overwrite: bool) -> Target:
-    if path.exists() and not overwrite:
+    """A named file, checked now: its name's length, a link to nothing (never written through), and an
+    existing file (without --overwrite)."""
+    check_file_name(path, str(path), "output")
+    try:
+        exists = path.exists()
+        dangling = not exists and path.is_symlink()
+    except OSError as error:  # a path too long as a whole, a loop of links ...
+        raise OutputError(f"Cannot write {str(path)!r}: {os_reason(error)}; choose another name.") from None
+    if dangling:
+        raise OutputError(
+            f"{str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not exist; sdgen does not "
+            "write through links: remove it or choose another name."
+        )
+    if exists and not overwrite:
         raise OutputError(f"{str(path)!r} already exists; pass --overwrite to replace it or choose another name.")
     return Target(path=path)
 

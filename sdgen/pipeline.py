@@ -12,6 +12,7 @@ from sdgen import models
 from sdgen.denoise import StepCallback, StepInfo, StopDenoising, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
+from sdgen.images import open_user_image
 from sdgen.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
 from sdgen.latents import (
     decode_latents,
@@ -23,7 +24,7 @@ from sdgen.latents import (
 )
 from sdgen.models import StableDiffusionParts
 from sdgen.prompts.networks import without_tags
-from sdgen.request import GenerationRequest, ModelSpec
+from sdgen.request import GenerationRequest, InitImage, ModelSpec
 from sdgen.schedulers import make_scheduler
 from sdgen.stepsavers import guided_steps, unet_predictor
 from sdgen.text import TextOptions, encode_prompt, pad_to_chunks
@@ -384,11 +385,6 @@ def torch_isfinite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(tensor).all())
 
 
-def _open_image(init_image: object) -> Image.Image:
-    from PIL import Image
-
-    if isinstance(init_image, Image.Image):
-        return init_image
-    with Image.open(init_image) as image:  # type: ignore[arg-type]
-        image.load()
-        return image.copy()
+def _open_image(init_image: InitImage) -> Image.Image:
+    """The init image's pixels, through the same checks (format, size, bounded decoding) as validation."""
+    return open_user_image(init_image, "init_image")

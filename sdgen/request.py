@@ -11,11 +11,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from sdgen import options
 from sdgen.devices import normalize_device, normalize_dtype, normalize_rng
 from sdgen.errors import NAME, InvalidRequestError
+from sdgen.images import checked_image_size, image_label
+from sdgen.images import load_checked_image as load_checked_image  # the server's name for it
 from sdgen.options import MODEL, OUTPUT, PICTURES, REQUEST, default
 from sdgen.schedulers import scheduler_spec
 
@@ -237,17 +239,11 @@ class GenerationRequest:
                     "denoising step; raise the strength or the steps so that steps x strength >= 1.",
                     "strength",
                 )
-            image_size = _init_image_size(self.init_image)
+            image_size = checked_image_size(self.init_image, "init_image")  # the whole file, before loading
             if self.mask is not None:
-                checked_image_size(self.mask, "mask")  # the whole file, before any weights load
+                checked_image_size(self.mask, "mask")
                 _check_int("mask_blur", self.mask_blur, 0, 256)
-            # An unset side follows the image's aspect ratio, rounded down to a multiple of 8.
-            if width is None and height is None:
-                width, height = (image_size[0] // 8) * 8, (image_size[1] // 8) * 8
-            elif width is None:
-                width = max(8, round(image_size[0] * height / image_size[1]) // 8 * 8)
-            elif height is None:
-                height = max(8, round(image_size[1] * width / image_size[0]) // 8 * 8)
+            width, height = sides_from_image(self.init_image, image_size, width, height)
         width = self.default_size if width is None else width
         height = self.default_size if height is None else height
         for key, value in (("width", width), ("height", height)):
@@ -413,49 +409,31 @@ def _check_int(key: str, value: object, low: int, high: int) -> None:
         raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a whole number from {low} to {high}.", key)
 
 
-def _init_image_size(init_image: InitImage) -> tuple[int, int]:
-    """Read the whole init image (no torch) so a bad file fails before any weights load: empty, truncated,
-    not an image, or a decompression bomb (a header that claims more pixels than Pillow will open)."""
-    return checked_image_size(init_image, "init_image")
-
-
-def checked_image_size(image: InitImage, key: str) -> tuple[int, int]:
-    """(width, height) of an image file after decoding it all; InvalidRequestError naming `key` if not."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image.size
-    path = Path(image)
-    if not path.is_file():
-        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: no such file.", key)
-    if path.stat().st_size == 0:
-        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: not an image Pillow can read (empty file).", key)
-    with load_checked_image(path, repr(str(path)), key) as loaded:
-        return loaded.size
-
-
-def load_checked_image(source: Path | BinaryIO, label: str, key: str) -> Image.Image:
-    """Open and decode a whole image, refusing what would hurt: not an image, truncated, or a decompression bomb
-    (a header that claims more pixels than Pillow opens safely, ~89 megapixels). InvalidRequestError naming
-    `key` and describing the input as `label`."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # past ~89 megapixels: refuse
-            opened = Image.open(source)
-            opened.load()  # every byte: a truncated file fails now, not after the model has loaded
-            return opened
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+def sides_from_image(image: InitImage, size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+    """The output size: an unset side follows the image's aspect ratio, rounded down to a multiple of 8. A
+    side made so must be one sdgen makes; the message then names the image (its size is what the user chose)."""
+    image_width, image_height = size
+    if width is not None and height is not None:
+        return width, height
+    if width is None and height is None:
+        width, height = image_width // 8 * 8, image_height // 8 * 8
+        derived = (width, height)
+        other = f"an image at least {MIN_SIZE}x{MIN_SIZE}" if min(size) < MIN_SIZE else "a smaller image"
+    else:
+        if width is None:
+            width = derived_side = max(8, round(image_width * height / image_height) // 8 * 8)
+        else:
+            height = derived_side = max(8, round(image_height * width / image_width) // 8 * 8)
+        derived, other = (derived_side,), "an image of another shape"
+    if not all(MIN_SIZE <= side <= MAX_SIZE for side in derived):  # a side given is checked as given
+        shown = f" {image_label(image)}" if isinstance(image, (str, Path)) else ""  # a path, or one in memory
         raise InvalidRequestError(
-            f"Invalid {NAME} {label}: too many pixels to open safely ({error}); use a smaller image.", key
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {label}: not an image Pillow can read ({error.__class__.__name__}: {error}).", key
-        ) from None
+            f"Invalid {NAME}{shown}: a {image_width}x{image_height} image makes a {width}x{height} one, but each "
+            f"side must be from {MIN_SIZE} to {MAX_SIZE} pixels; give the width and height (the image is resized "
+            f"to them) or use {other}.",
+            "init_image",
+        )
+    return width, height
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_strength_rules(tmp_path) -> None:
 def test_unreadable_init_image(tmp_path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("not an image")
-    with pytest.raises(InvalidRequestError, match="not an image Pillow can read"):
+    with pytest.raises(InvalidRequestError, match="not an image sdgen reads"):
         valid(init_image=path)
 
 

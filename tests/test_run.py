@@ -120,10 +120,11 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (b"", "not an image Pillow can read (empty file)"),
-        (b"GIF89 but not really", "not an image Pillow can read (UnidentifiedImageError"),
-        ("truncated", "not an image Pillow can read (OSError"),
-        (png_header_only(40000, 40000), "too many pixels to open safely"),
+        (b"", "not an image (empty file)"),
+        (b"GIF89 but not really", "not an image sdgen reads (it reads PNG, JPEG, WebP, BMP or GIF)"),
+        ("truncated", "not an image sdgen can read: a truncated or corrupt PNG file ("),
+        (png_header_only(40000, 40000), "1600000000 pixels, too many pixels to open safely (at most 16777216"),
+        (png_header_only(5000, 4000), "5000x4000 pixels, too many pixels to open safely (at most 16777216"),
     ],
 )
 def test_broken_init_images_fail_before_loading(tmp_path, no_weights_load, content, reason) -> None:

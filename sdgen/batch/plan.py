@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sdgen.batch.input import BatchItem
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import InvalidRequestError, OutputError
 from sdgen.metadata import image_record
 from sdgen.models import StableDiffusionParts
 from sdgen.options import default
-from sdgen.output import render_name
+from sdgen.output import check_file_name, render_name
 from sdgen.pipeline import batch_key, consecutive_batches
 from sdgen.request import GenerationRequest
 
@@ -78,16 +78,20 @@ class BatchPlanner:
         images = []
         for index in range(request.num_images):
             image_request = request.for_image(index)  # wildcards expanded: each image its own prompt
-            name = render_name(
-                self.name_template,
-                index=index,
-                seed=request.seed + index,
-                prompt=image_request.prompt,
-                steps=request.num_inference_steps,
-                scheduler=request.scheduler,
-                line=item.line,
-            )
-            path = self.folder / name
+            try:
+                name = render_name(
+                    self.name_template,
+                    index=index,
+                    seed=request.seed + index,
+                    prompt=image_request.prompt,
+                    steps=request.num_inference_steps,
+                    scheduler=request.scheduler,
+                    line=item.line,
+                )
+                path = self.folder / name
+                check_file_name(path, self.name_template, "batch_name")
+            except OutputError as error:  # this line's name: a problem of the line, not of the run
+                raise InvalidRequestError(error.template, error.key) from None
             if self._names.setdefault(path, item.line) != item.line:
                 raise InvalidRequestError(
                     f"file name {name!r} is also used by line {self._names[path]}; put {{line}} or {{seed}} in --name"

@@ -35,7 +35,7 @@ from sdgen.interrupts import Interrupted, finishing
 from sdgen.metadata import png_info
 from sdgen.models.hub import canonical_model
 from sdgen.options import describe
-from sdgen.output import DEFAULT_FOLDER, check_writable_folder, png_bytes, write_atomic
+from sdgen.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
 from sdgen.pipeline import ImageTask, generate_batch
 from sdgen.progress import GenerationProgress
@@ -139,6 +139,7 @@ def run_batch(
     if folder.lower().endswith(".png") or folder == "-":
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
     check_writable_folder(options.folder, create=not options.dry_run)
+    check_name_template(options.output.batch_name, batch=True)
     options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
     processes = Processes.detect()
     if options.source == "-" and processes.world > 1:
