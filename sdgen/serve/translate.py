@@ -131,8 +131,8 @@ def decode_image(text: str, key: str) -> Image.Image:
         ) from None
     if not data:
         raise InvalidRequestError(f"Invalid {NAME}: empty image.", key)
-    image = load_checked_image(io.BytesIO(data), f"({len(data)} bytes)", key)
-    return image.convert("L") if key == "mask" else image.convert("RGB")
+    # converted inside the loader's bounded pool, so the copy a conversion makes is bounded too
+    return load_checked_image(io.BytesIO(data), f"({len(data)} bytes)", key, mode="L" if key == "mask" else "RGB")
 
 
 def encoded_image(result: GeneratedImage, parts: StableDiffusionParts, metadata: bool) -> bytes:
