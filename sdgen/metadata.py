@@ -141,7 +141,7 @@ RECORD_FACTS: Mapping[str, str] = MappingProxyType({
     "seconds": "how long it took (--json lines, manifest records)",
     "line": "its line in the batch input (manifest records)",
     "index": "its image within the line: seed = the line's seed + index (manifest records)",
-    "status": "done, failed, skipped or planned (manifest records, --dry-run)",
+    "status": "done or failed (manifest records); done or todo (--dry-run --json)",
     "error": "why it failed (manifest records)",
 })
 

@@ -122,14 +122,13 @@ class OptionTable:
         return row.record_form(self.value(row, request))
 
     def unrecorded(self) -> dict[str, Any]:
-        """What a record written before a field existed means by leaving it out: the built-in value, as
-        the record writes it (so an older batch resumes)."""
+        """What a record written before a field existed means by leaving it out: the field as a request
+        with the built-in values records it (so an older batch resumes)."""
         found = {}
         for row in self.picture_rows():
             needed = self.rows[row.needs] if row.needs is not None else None
-            found[str(row.record)] = None if needed is not None and needed.default is None else row.record_form(
-                row.default if row.default is not None or row.kind is not list else ()
-            )
+            unused = needed is not None and needed.default is None
+            found[str(row.record)] = None if unused else row.record_form(_built_in(row))
         return found
 
     def unet_key(self, request: Any) -> tuple:
@@ -146,6 +145,11 @@ class OptionTable:
     def a1111_names(self) -> dict[str, str]:
         """key -> the row's field in A1111's text."""
         return {row.key: row.a1111 for row in self.rows.values() if row.a1111}
+
+
+def _built_in(row: Option) -> Any:
+    """The value a request holds when nothing sets the row: its default (a list row's is empty)."""
+    return () if row.default is None and row.kind is list else row.default
 
 
 def _comparable(value: Any) -> Any:
