@@ -41,8 +41,8 @@ def _quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:\n"') else text
 
 
-# The rows whose A1111 field is written in A1111's own place and form below; every other row with an A1111
-# name is a plain `Name: value` field, written when it has a value other than its built-in one.
+# The rows whose A1111 field is written in A1111's own place and form below; every other request row with an
+# A1111 name is a plain `Name: value` field (_plain_fields), so a new row needs no code here.
 _A1111_IN_PLACE = frozenset({
     "steps", "scheduler", "guidance_scale", "seed", "width", "height", "strength", "negative_prompt", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "weighting",

@@ -29,7 +29,7 @@ def test_the_reference_names_every_option_flag_settings_key_line_key_and_record_
         assert f"`{name}`" in text
 
 
-@pytest.mark.parametrize("row", list(options.OPTIONS.values()), ids=str)
+@pytest.mark.parametrize("row", list(options.OPTIONS.values()), ids=lambda row: row.key)
 def test_each_row_is_consistent(row) -> None:
     table = options.OPTIONS
     if row.needs is not None:
