@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import sdgen
+from sdgen import options
 from sdgen.errors import InvalidRequestError, os_reason
 from sdgen.models import StableDiffusionParts
-from sdgen.options import OPTIONS
+from sdgen.options import MODEL, REQUEST
+from sdgen.optiontable import PROMPT, Option
 from sdgen.pipeline import GeneratedImage
 from sdgen.prompts.networks import short_hash
-from sdgen.request import HIRES_UPSCALERS, IMAGE_KEYS, GenerationRequest
+from sdgen.request import HIRES_UPSCALERS, GenerationRequest
 from sdgen.schedulers import from_a1111, scheduler_spec
 from sdgen.settings import as_kind, kind_name
 
@@ -37,36 +41,44 @@ def _quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:\n"') else text
 
 
+# The rows whose A1111 field is written in A1111's own place and form below; every other request row with an
+# A1111 name is a plain `Name: value` field (_plain_fields), so a new row needs no code here.
+_A1111_IN_PLACE = frozenset({
+    "steps", "scheduler", "guidance_scale", "seed", "width", "height", "strength", "negative_prompt", "hires_scale",
+    "hires_steps", "hires_strength", "hires_upscaler", "weighting",
+})
+
+
 def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str:
     """`prompt \\n Negative prompt: ... \\n Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, ...`"""
     request = result.request
+    name = options.table().a1111_names()  # the field names come from the table's rows
     spec = scheduler_spec(request.scheduler)
     fields: list[tuple[str, object]] = [
-        ("Steps", request.num_inference_steps),
-        ("Sampler", spec.a1111_sampler),
+        (name["steps"], request.num_inference_steps),
+        (name["scheduler"], spec.a1111_sampler),
     ]
     if spec.a1111_schedule_type:
         fields.append(("Schedule type", spec.a1111_schedule_type))
     fields += [
-        ("CFG scale", _number(request.guidance_scale)),
-        ("Seed", result.seed),
-        ("Size", f"{request.width}x{request.height}"),
-        ("Model", _model_name(parts.source.model)),
+        (name["guidance_scale"], _number(request.guidance_scale)),
+        (name["seed"], result.seed),
+        (name["width"], f"{request.width}x{request.height}"),
+        (name["model"], _model_name(parts.source.model)),
     ]
     if parts.vae_name is not None:  # --vae
-        fields.append(("VAE", parts.vae_name))
+        fields.append((name["vae"], parts.vae_name))
         if parts.vae_hash:
             fields.append(("VAE hash", parts.vae_hash))
     if request.is_img2img:
-        fields.append(("Denoising strength", _number(request.strength)))
-    if request.mask is not None:
-        fields.append(("Mask blur", request.mask_blur))
+        fields.append((name["strength"], _number(request.strength)))
     if request.hires_scale is not None:  # A1111's hires fix fields; Size stays the first pass's size
-        fields.append(("Denoising strength", _number(request.hires_strength)))
-        fields.append(("Hires upscale", _number(request.hires_scale)))
+        fields.append((name["hires_strength"], _number(request.hires_strength)))
+        fields.append((name["hires_scale"], _number(request.hires_scale)))
         if request.hires_steps is not None:
-            fields.append(("Hires steps", request.hires_steps))
-        fields.append(("Hires upscaler", HIRES_UPSCALERS[request.hires_upscaler]))
+            fields.append((name["hires_steps"], request.hires_steps))
+        fields.append((name["hires_upscaler"], HIRES_UPSCALERS[request.hires_upscaler]))
+    fields += _plain_fields(request)
     fields += _prompt_fields(request)
     fields.append(("Version", f"sdgen {sdgen.__version__}"))
     lines = [request.prompt.replace("\n", " ")]
@@ -76,6 +88,19 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     return "\n".join(lines)
 
 
+def _plain_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+    """The rows with an A1111 name not written in place (Mask blur, Clip skip ...): those with a value that
+    means something (a row they need is set) and, unless they need one, is not the built-in value."""
+    table = options.table()
+    fields: list[tuple[str, object]] = []
+    for row in table.rows.values():
+        if row.a1111 and row.target == REQUEST and row.key not in _A1111_IN_PLACE:
+            value = table.value(row, request)
+            if value is not None and (row.needs is not None or value != row.default):
+                fields.append((row.a1111, _number(value) if isinstance(value, float) else value))
+    return fields
+
+
 def _model_name(model: str) -> str:
     """A1111's `Model`: a checkpoint file's name without its extension, a Hub id's or folder's last part."""
     last = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
@@ -83,13 +108,11 @@ def _model_name(model: str) -> str:
 
 
 def _prompt_fields(request: GenerationRequest) -> list[tuple[str, object]]:
-    """A1111's fields for clip skip, emphasis off, LoRAs and embeddings (with its short hashes), and the
+    """A1111's fields for emphasis off, LoRAs and embeddings (with its short hashes), and the
     Dynamic Prompts extension's `Template`."""
     fields: list[tuple[str, object]] = []
-    if request.clip_skip > 1:
-        fields.append(("Clip skip", request.clip_skip))
     if not request.weighting:
-        fields.append(("Emphasis", "None"))
+        fields.append((options.table().a1111_names()["weighting"], "None"))
     hashed = [(lora.name, short_hash(lora.source)) for lora in request.lora_refs]
     if hashed:
         fields.append(("Lora hashes", ", ".join(f"{name}: {digest}" for name, digest in hashed if digest)))
@@ -101,6 +124,28 @@ def _prompt_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     return [(key, value) for key, value in fields if value != ""]
 
 
+# The fields of a record that are no option: what the run found or did (docs/reference.md lists them).
+RECORD_FACTS: Mapping[str, str] = MappingProxyType({
+    "sdgen_version": "the sdgen that made it",
+    "scheduler_class": "the diffusers scheduler class of the sampler",
+    "scheduler_options": "the options that class was made with (Karras sigmas ...)",
+    "prompt_template": "the prompt before its wildcards were expanded",
+    "loras": "the LoRAs used (--lora and the prompt's tags): name, source, scale, A1111 hash",
+    "embeddings": "the embeddings used: token, file",
+    "vae_hash": "A1111's hash of the VAE that replaced the model's",
+    "commit": "the Hub commit the model came from",
+    "unet_sha256": "the sha256 of the U-Net's weights",
+    "device": "where it ran (not replayed: --from chooses again)",
+    "vae_dtype": "the dtype that decoded it (float32 after the NaN guard's retry)",
+    "path": "where the file went (--json lines, manifest records)",
+    "seconds": "how long it took (--json lines, manifest records)",
+    "line": "its line in the batch input (manifest records)",
+    "index": "its image within the line: seed = the line's seed + index (manifest records)",
+    "status": "done or failed (manifest records); done or todo (--dry-run --json)",
+    "error": "why it failed (manifest records)",
+})
+
+
 def image_record(
     request: GenerationRequest, seed: int, model: str, parts: StableDiffusionParts | None = None
 ) -> dict[str, Any]:
@@ -108,38 +153,18 @@ def image_record(
 
     The one record of an image: the PNG's sdgen chunk is this, a `--json` line adds where the file went
     and how long it took, a batch manifest record adds its line, index, path and status. Without `parts`
-    (a plan, a failure before loading) it holds what the request alone says.
+    (a plan, a failure before loading) it holds what the request alone says. Its fields are the rows'
+    `record` names (sdgen/options.py): a row that shapes the picture is always there (None: not used),
+    another only with a value.
     """
+    table = options.table()
+    record: dict[str, Any] = {"sdgen_version": sdgen.__version__, PROMPT: request.prompt}
+    for row in table.recorded(REQUEST):
+        value = table.record_value(row, request)
+        if row.shapes_picture or value is not None:
+            record[str(row.record)] = value
     spec = scheduler_spec(request.scheduler)
-    record: dict[str, Any] = {
-        "sdgen_version": sdgen.__version__,
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
-        "seed": seed,
-        "steps": request.num_inference_steps,
-        "guidance_scale": request.guidance_scale,
-        "scheduler": request.scheduler,
-        "scheduler_class": spec.class_name,
-        "scheduler_options": spec.options,
-        "width": request.width,
-        "height": request.height,
-        "strength": request.strength if request.is_img2img else None,
-        "init_image": str(request.init_image) if isinstance(request.init_image, (str, Path)) else None,
-        "mask": str(request.mask) if isinstance(request.mask, (str, Path)) else None,
-        "invert_mask": request.invert_mask if request.mask is not None else None,
-        "mask_blur": request.mask_blur if request.mask is not None else None,
-        "lora": [str(spec) for spec in request.loras],
-        "embedding": [str(spec) for spec in request.embeddings],
-        "clip_skip": request.clip_skip,
-        "weighting": request.weighting,
-        **_hires_record(request),
-        "cache_interval": request.cache_interval,
-        "cfg_end": request.cfg_end,
-        "model": model,
-    }
-    for key in ("lora_dir", "embedding_dir"):  # where prompt tags and embedding names were found
-        if getattr(request, key) is not None:
-            record[key] = str(getattr(request, key))
+    record.update(seed=seed, scheduler_class=spec.class_name, scheduler_options=spec.options, model=model)
     if request.prompt_template is not None:
         record["prompt_template"] = request.prompt_template
     if request.lora_refs:
@@ -150,35 +175,30 @@ def image_record(
     if request.embedding_refs:
         record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in request.embedding_refs]
     if parts is not None:
-        for key in ("model_config", "prediction_type"):  # how a single-file model was read
-            if parts.model_spec_values.get(key) is not None:
-                record[key] = parts.model_spec_values[key]
-        if parts.vae_name is not None:
-            record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
-        if parts.decoder_source is not None:
-            record["decoder"] = parts.decoder_source
-        if parts.token_merging:
-            record["token_merging"] = parts.token_merging
-        record.update(
-            revision=parts.source.revision,
-            commit=parts.source.commit,
-            unet_sha256=parts.source.unet_sha256,
-            device=parts.placement.device,
-            dtype=parts.placement.dtype,
-            vae_dtype=parts.placement.vae_dtype,
-            rng=parts.placement.rng,
-        )
+        record |= {key: value for key, value in _load_record(parts, table.recorded(MODEL)).items() if key not in record}
     return record
 
 
-def _hires_record(request: GenerationRequest) -> dict[str, Any]:
-    on = request.hires_scale is not None
-    return {
-        "hires_scale": request.hires_scale,
-        "hires_steps": request.hires_steps if on else None,
-        "hires_strength": request.hires_strength if on else None,
-        "hires_upscaler": request.hires_upscaler if on else None,
-    }
+def _load_record(parts: StableDiffusionParts, rows: list[Option]) -> dict[str, Any]:
+    """What the loaded model says: its options as given where they are not the built-in values (--vae,
+    --decoder, --token-merging ...), then what loading found (the revision, device, dtype, RNG)."""
+    record = {}
+    for row in rows if parts.spec is not None else []:
+        value = row.record_form(getattr(parts.spec, row.target_field))
+        if value not in (None, "", row.default):
+            record[str(row.record)] = value
+    if parts.vae_name is not None:  # --vae, or the VAE a checkpoint without one was given
+        record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
+    record.update(
+        revision=parts.source.revision,
+        commit=parts.source.commit,
+        unet_sha256=parts.source.unet_sha256,
+        device=parts.placement.device,
+        dtype=parts.placement.dtype,
+        vae_dtype=parts.placement.vae_dtype,
+        rng=parts.placement.rng,
+    )
+    return record
 
 
 def result_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
@@ -275,11 +295,6 @@ def _unquote(value: str) -> str:
     return value
 
 
-# A1111 fields that are plain numbers: name -> (sdgen setting, type)
-_A1111_NUMBERS = {"Steps": ("steps", int), "CFG scale": ("guidance_scale", float), "Seed": ("seed", int),
-                  "Clip skip": ("clip_skip", int)}
-
-
 def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
     parameters, record = read_image_metadata(path)
@@ -295,30 +310,27 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
         )
     parsed = parse_a1111(parameters)
     fields = parsed["fields"]
-    values: dict[str, Any] = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
+    values: dict[str, Any] = {PROMPT: parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
+    name = options.table().a1111_names()
     try:
-        numbers = dict(_A1111_NUMBERS)
-        if "Hires upscale" in fields:  # then the strength is the hires pass's
-            numbers |= {"Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
-                        "Denoising strength": ("hires_strength", float)}
-        values |= {key: kind(fields[name]) for name, (key, kind) in numbers.items() if name in fields}
-        if fields.get("Emphasis") == "None":
+        if name["width"] in fields:
+            width, height = fields[name["width"]].lower().split("x")
+            values["width"], values["height"] = int(width), int(height)
+        values |= _a1111_numbers(fields, values)
+        if fields.get(name["weighting"]) == "None":
             values["weighting"] = False
-        if "Hires upscale" in fields:
-            upscaler = fields.get("Hires upscaler", "Latent")
-            known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
+        if name["hires_scale"] in fields:
+            upscaler = fields.get(name["hires_upscaler"], "Latent")
+            known = {a1111.lower(): key for key, a1111 in HIRES_UPSCALERS.items()}
             if upscaler.lower() not in known:
                 raise InvalidRequestError(
                     f"{str(path)!r} was made with hires upscaler {upscaler!r}, which sdgen does not have; "
                     "pass --hires-upscaler latent or lanczos."
                 )
             values["hires_upscaler"] = known[upscaler.lower()]
-        if "Size" in fields:
-            width, height = fields["Size"].lower().split("x")
-            values["width"], values["height"] = int(width), int(height)
     except ValueError as error:
         raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
-    sampler = fields.get("Sampler")
+    sampler = fields.get(name["scheduler"])
     if sampler:
         # In an infotext no "Schedule type" means the sampler's plain schedule (A1111 before 1.9)
         schedule = "karras" if fields.get("Schedule type") == "Karras" else "uniform"
@@ -331,23 +343,37 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _a1111_numbers(fields: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, Any]:
+    """The rows whose A1111 field is a plain number (Steps, CFG scale, Seed, Clip skip, the hires pass's),
+    read where the row they need is there too (Denoising strength is the hires pass's with Hires upscale)."""
+    table = options.table()
+    found: dict[str, Any] = {}
+    for row in table.rows.values():
+        if row.kind not in (int, float) or row.a1111 not in fields or row.key in known:
+            continue
+        needed = table.rows[row.needs].a1111 if row.needs is not None else None
+        if row.needs is None or needed in fields:
+            found[row.key] = row.kind(fields[str(row.a1111)])
+    return found
+
+
 def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
-    """The replayable values of an sdgen chunk, each checked for its type: an image is input like any
-    other, and one made (or edited) to break sdgen gets a one-line error, not a traceback."""
+    """The replayable values of an sdgen chunk (the prompt and every row with a record field), each checked
+    for its type: an image is input like any other, and one made (or edited) to break sdgen gets a
+    one-line error, not a traceback."""
     if not isinstance(record, dict):
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
+    rows: dict[str, Option | None] = {PROMPT: None, **{str(row.record): row for row in options.table().recorded()}}
     values = {}
-    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
-                "model_config", "prediction_type", "decoder",
-                "token_merging"):
-        if record.get(key) is None:
+    for name, row in rows.items():
+        if record.get(name) is None:
             continue
-        kind = str if key == "prompt" else OPTIONS[key].kind
+        key, kind = (PROMPT, str) if row is None else (row.key, row.kind)
         try:
-            values[key] = as_kind(record[key], kind)
+            values[key] = as_kind(record[name], kind)
         except TypeError:
             raise InvalidRequestError(
-                f"{str(path)!r} records {key} = {record[key]!r}, which is not {kind_name(kind)}; "
+                f"{str(path)!r} records {name} = {record[name]!r}, which is not {kind_name(kind)}; "
                 f"pass --{key.replace('_', '-')} yourself."
             ) from None
     return values

@@ -1,11 +1,16 @@
-"""Every option of `sdgen PROMPT` and `sdgen batch`, declared once.
+"""Every option of sdgen's commands, declared once: the rows (what a row says: sdgen/optiontable.py).
 
-One row per option: its key, type, built-in default, help, the commands that take it and the object it
-feeds. Everything else is made from this table:
+One row per option: its key, type, built-in default, help, the commands that take it, the object it feeds,
+and what the picture has to do with it (whether it shapes it, its name in a batch line, in sdgen's record
+and in A1111's text, whether images that differ in it may share a U-Net call). Everything else is made
+from this table:
 - the settings keys that presets, the config file and SDGEN_* variables may set, and their type checks
   (sdgen/settings.py; rows with `layered=False` are command-line only);
-- the Typer options of each command, with the defaults `--help` shows (sdgen/cli.py);
-- the mapping from settings to GenerationRequest, ModelSpec and OutputSpec (sdgen/request.py).
+- the Typer options of each command, with the defaults `--help` shows (sdgen/cli/common.py);
+- the mapping from settings to GenerationRequest, ModelSpec and OutputSpec (sdgen/request.py);
+- the keys of a batch line (sdgen/batch/input.py), the fields of an image's record and A1111 text and what
+  `--from` replays (sdgen/metadata.py), what must match on resume (sdgen/batch/manifest.py), which images
+  share a U-Net call (sdgen/pipeline.py's batch_key), and docs/reference.md (sdgen/reference.py).
 
 Adding an option is one row here plus the code that uses it (a field of its target, and what reads it).
 Only the standard library is imported here, so `sdgen --help` stays instant.
@@ -14,58 +19,32 @@ Only the standard library is imported here, so `sdgen --help` stays instant.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from sdgen.errors import UsageError
+from sdgen.optiontable import (  # noqa: F401 - the names a row is written with, for every module that reads rows
+    BATCH,
+    BOTH,
+    GENERATE,
+    GRID,
+    LOADERS,
+    MAKERS,
+    MODEL,
+    NOISE,
+    OUTPUT,
+    PICTURES,
+    REQUEST,
+    RUN,
+    RUNS,
+    SCHEDULE,
+    SERVE,
+    Option,
+    OptionTable,
+)
 from sdgen.schedulers import DEFAULT_SCHEDULER
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-# What a row feeds: the request (one prompt's images), the model spec (weights, device, speed), the output
-# (where and how images are written), the pictures of the process (strips, previews, grids), or the run
-# itself (logging, the batch reader).
-REQUEST, MODEL, OUTPUT, PICTURES, RUN = "request", "model", "output", "pictures", "run"
-GENERATE, BATCH, GRID, NOISE, SCHEDULE, SERVE = "generate", "batch", "grid", "noise", "schedule", "serve"
-BOTH = frozenset({GENERATE, BATCH})
-MAKERS = frozenset({GENERATE, BATCH, GRID, SERVE})  # the commands that generate images
-RUNS = MAKERS - {SERVE}  # ... from prompts on their own command line or file (`serve` takes them per request)
-LOADERS = MAKERS | {NOISE, SCHEDULE}  # the commands that read a model
-
-
-@dataclass(frozen=True)
-class Option:
-    key: str  # settings key and Python name: steps, guidance_scale ...
-    kind: type  # int, float, bool, str or list (of texts, a repeatable flag): what config files, SDGEN_* and
-    # batch lines must give
-    default: Any  # the built-in value; None means no value (then `empty` says what happens)
-    help: str
-    target: str  # REQUEST, MODEL, OUTPUT or RUN
-    short: str | None = None  # one-letter flag, e.g. "-g"
-    flag: str | None = None  # the long flag when it is not --key-with-dashes
-    field_name: str | None = None  # the target's field when it is not the key (steps -> num_inference_steps)
-    empty: str | None = None  # what no value means, for --help and `sdgen config` ("random")
-    commands: frozenset[str] = MAKERS
-    layered: bool = True  # settable by presets, the config file and SDGEN_*; False: command line only
-    path: bool = False  # a file the command line should expand (~) and show as <path>
-    help_for: Mapping[str, str] = field(default_factory=dict)  # a command's own help text, in full
-
-    @property
-    def long_flag(self) -> str:
-        return self.flag or "--" + self.key.replace("_", "-")
-
-    @property
-    def target_field(self) -> str:
-        return self.field_name or self.key
-
-    def help_text(self, command: str) -> str:
-        """The help `command` shows; the default is added where Typer would not show it well."""
-        if command in self.help_for:
-            return self.help_for[command]
-        if self.kind is bool and self.layered:
-            return f"{self.help} [default: {'on' if self.default else 'off'}]"
-        return self.help + (f" [default: {self.empty}]" if self.empty else "")
 
 
 def _table(*rows: Option) -> Mapping[str, Option]:
@@ -90,7 +69,7 @@ OPTIONS: Mapping[str, Option] = _table(
     # the model
     Option(
         "model", str, DEFAULT_MODEL, "Hub id, local diffusers folder, or one .safetensors checkpoint (A1111 layout).",
-        MODEL, short="-m", commands=LOADERS,
+        MODEL, short="-m", commands=LOADERS, shapes_picture=True, a1111="Model",
     ),
     Option(
         "models_dir", str, None, "Folder of single-file checkpoints: --model NAME finds NAME.safetensors there.",
@@ -98,11 +77,11 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "model_config", str, None, "Architecture of a single-file --model: diffusers folder or Hub id (configs only).",
-        MODEL, empty="SD 1.5's, shipped with sdgen", commands=LOADERS,
+        MODEL, empty="SD 1.5's, shipped with sdgen", commands=LOADERS, shapes_picture=True,
     ),
     Option(
         "prediction_type", str, None, "What the U-Net predicts: epsilon or v_prediction (SD 2.x 768-v models).", MODEL,
-        empty="the model's scheduler config", commands=LOADERS,
+        empty="the model's scheduler config", commands=LOADERS, shapes_picture=True,
     ),
     Option(
         "allow_unsafe_pickle", bool, False,
@@ -111,79 +90,111 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "vae", str, None, "Another VAE: .safetensors file, diffusers folder or Hub id (stabilityai/sd-vae-ft-mse).",
-        MODEL, empty="the model's own", commands=MAKERS | {NOISE},
+        MODEL, empty="the model's own", commands=MAKERS | {NOISE}, shapes_picture=True, a1111="VAE",
     ),
     # the picture
-    Option("steps", int, 25, "Denoising steps (num_inference_steps).", REQUEST, field_name="num_inference_steps"),
-    Option("guidance_scale", float, 7.5, "Classifier-free guidance; <= 1 turns it off.", REQUEST, short="-g"),
-    Option("negative_prompt", str, "", "What to steer away from.", REQUEST, short="-N"),
+    Option(
+        "steps", int, 25, "Denoising steps (num_inference_steps).", REQUEST, field_name="num_inference_steps",
+        shapes_picture=True, a1111="Steps",
+    ),
+    Option(
+        "guidance_scale", float, 7.5, "Classifier-free guidance; <= 1 turns it off.", REQUEST, short="-g",
+        shapes_picture=True, a1111="CFG scale",
+    ),
+    Option(
+        "negative_prompt", str, "", "What to steer away from.", REQUEST, short="-N", shapes_picture=True,
+        shares_unet_call=True, a1111="Negative prompt",
+    ),
     Option(
         "seed", int, None, "Seed of image 1; image i uses seed+i.", REQUEST, short="-s", empty="random",
-        commands=RUNS | {NOISE},
+        commands=RUNS | {NOISE}, shapes_picture=True, shares_unet_call=True, a1111="Seed",
         help_for={
             BATCH: "Base seed: a line without a seed gets sha256(base:line). [default: 0]",
             GRID: "Seed of every cell (unless seed is an axis). [default: random]",
             NOISE: "Seed of the noise added (the same noise at every timestep). [default: random]",
         },
     ),
-    Option("scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST),
+    Option(
+        "scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST,
+        shapes_picture=True, a1111="Sampler",
+    ),
     Option(
         "width", int, None, "Multiple of 8.", REQUEST, short="-W",
         empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},
+        shapes_picture=True, a1111="Size",
     ),
     Option(
         "height", int, None, "Multiple of 8.", REQUEST, short="-H",
         empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},
+        shapes_picture=True, a1111="Size",
     ),
-    Option("num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n", commands=BOTH),
+    Option(
+        "num_images", int, 1, "How many images (per prompt).", REQUEST, short="-n", commands=BOTH,
+        batch_line="num_images",
+    ),
     Option("batch_size", int, 1, "Images per U-Net call (memory vs speed).", REQUEST, commands=RUNS),
     Option(
         "init_image", str, None, "Start from this image (image-to-image).", REQUEST, layered=False, path=True,
-        commands=RUNS,
+        commands=RUNS, shapes_picture=True,
     ),
-    Option("strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST),
+    Option(
+        "strength", float, 0.8, "Image-to-image: 0 keeps the image, 1 ignores it.", REQUEST, shapes_picture=True,
+        needs="init_image", a1111="Denoising strength",
+    ),
     Option(
         "mask", str, None, "Inpainting: repaint where this mask is white (needs --init-image).", REQUEST,
-        layered=False, path=True, commands=RUNS,
+        layered=False, path=True, commands=RUNS, shapes_picture=True,
     ),
-    Option("invert_mask", bool, False, "Inpainting: repaint where the mask is black instead.", REQUEST, commands=RUNS),
-    Option("mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST),
+    Option(
+        "invert_mask", bool, False, "Inpainting: repaint where the mask is black instead.", REQUEST, commands=RUNS,
+        shapes_picture=True, needs="mask",
+    ),
+    Option(
+        "mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST,
+        shapes_picture=True, needs="mask", a1111="Mask blur",
+    ),
     # the hires pass (A1111's "hires fix")
     Option(
         "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",
-        REQUEST, empty="off", commands=RUNS,
+        REQUEST, empty="off", commands=RUNS, shapes_picture=True, a1111="Hires upscale",
     ),
-    Option("hires_steps", int, None, "Hires pass: steps of the second pass.", REQUEST, empty="--steps", commands=RUNS),
     Option(
-        "hires_strength", float, 0.7, "Hires pass: denoising strength of the second pass.", REQUEST, commands=RUNS
+        "hires_steps", int, None, "Hires pass: steps of the second pass.", REQUEST, empty="--steps", commands=RUNS,
+        shapes_picture=True, needs="hires_scale", a1111="Hires steps",
+    ),
+    Option(
+        "hires_strength", float, 0.7, "Hires pass: denoising strength of the second pass.", REQUEST, commands=RUNS,
+        shapes_picture=True, needs="hires_scale", a1111="Denoising strength",
     ),
     Option(
         "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents) or lanczos (scale the image).",
-        REQUEST, commands=RUNS,
+        REQUEST, commands=RUNS, shapes_picture=True, needs="hires_scale", a1111="Hires upscaler",
     ),
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
         "weighting", bool, True,
         "A1111 emphasis: (word:1.3), (word) x1.1, [word] /1.1, BREAK; --no-weighting reads prompts literally.",
-        REQUEST,
+        REQUEST, shapes_picture=True, shares_unet_call=True, a1111="Emphasis",
     ),
     Option(
         "clip_skip", int, 1, "Use CLIP's N-th last layer (A1111's Clip skip; 1 = the last, 2 for many anime models).",
-        REQUEST,
+        REQUEST, shapes_picture=True, shares_unet_call=True, a1111="Clip skip",
     ),
     Option(
         "lora", list, None, "LoRA: a .safetensors file, diffusers folder or Hub id, with :SCALE (default 1); repeat.",
-        REQUEST, field_name="loras", commands=RUNS,
+        REQUEST, field_name="loras", commands=RUNS, shapes_picture=True, unet_field="lora_refs",
     ),
-    Option("lora_dir", str, None, "Folder where <lora:name:0.8> tags in a prompt find name.safetensors.", REQUEST,
-           path=True),
+    Option(
+        "lora_dir", str, None, "Folder where <lora:name:0.8> tags in a prompt find name.safetensors.", REQUEST,
+        path=True, batch_line="lora_dir", record="lora_dir",
+    ),
     Option(
         "embedding", list, None, "Textual-inversion embedding file, with :TOKEN (default: its file name); repeat.",
-        REQUEST, field_name="embeddings", commands=RUNS,
+        REQUEST, field_name="embeddings", commands=RUNS, shapes_picture=True, shares_unet_call=True,
     ),
     Option(
         "embedding_dir", str, None, "Folder of embeddings used by name: a prompt word that is a file's name loads it.",
-        REQUEST, path=True,
+        REQUEST, path=True, batch_line="embedding_dir", record="embedding_dir",
     ),
     Option(
         "wildcard_dir", str, None, "Folder where __name__ in a prompt finds name.txt (one choice per line).", REQUEST,
@@ -212,18 +223,18 @@ OPTIONS: Mapping[str, Option] = _table(
     # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
     Option(
         "cache_interval", int, 1, "DeepCache: the whole U-Net every N-th step, only its shallow branch between.",
-        REQUEST, empty="1, off",
+        REQUEST, empty="1, off", shapes_picture=True,
     ),
     Option(
         "cfg_end", float, 1.0, "Guidance only for the first fraction F of the steps (0-1), then one U-Net pass.",
-        REQUEST, empty="1, always",
+        REQUEST, empty="1, always", shapes_picture=True,
     ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(
         "dtype", str, "auto",
         "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
-        MODEL, commands=MAKERS | {NOISE},
+        MODEL, commands=MAKERS | {NOISE}, shapes_picture=True,
     ),
     Option(
         "attention_slicing", bool, False,
@@ -235,15 +246,15 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
     Option(
         "token_merging", float, 0.0, "Token merging (tomesd): merge this fraction of attention tokens, 0 to 0.75.",
-        MODEL, empty="0, off",
+        MODEL, empty="0, off", shapes_picture=True,
     ),
     Option(
         "decoder", str, None, "Decode the final image with a tiny autoencoder (folder or Hub id, madebyollin/taesd).",
-        MODEL, empty="the VAE",
+        MODEL, empty="the VAE", shapes_picture=True,
     ),
     Option(
         "revision", str, None, "Hub branch, tag or commit of the model.", MODEL, empty="the Hub's main branch",
-        commands=LOADERS,
+        commands=LOADERS, shapes_picture=True,
     ),
     Option("offline", bool, False, "Use the Hugging Face cache only.", MODEL, commands=LOADERS),
     # where the images go
@@ -266,7 +277,7 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "rng", str, "cpu", "Where noise is drawn: cpu (same picture on every device) or device.", MODEL,
-        commands=MAKERS | {NOISE},
+        commands=MAKERS | {NOISE}, shapes_picture=True,
     ),
     Option(
         "json", bool, False, "Print one JSON object per image on stdout.", OUTPUT, layered=False,
@@ -336,6 +347,11 @@ OPTIONS: Mapping[str, Option] = _table(
         "verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False, commands=LOADERS
     ),
 )
+
+
+def table() -> OptionTable:
+    """The lists derived from the rows (picture keys, batch-line keys, record fields ...), read afresh."""
+    return OptionTable(OPTIONS)
 
 
 def options_for(command: str) -> list[Option]:

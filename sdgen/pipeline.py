@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from sdgen import models
+from sdgen import models, options
 from sdgen.denoise import StepCallback, StepInfo, StopDenoising, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
@@ -60,25 +60,9 @@ class ImageTask:
 
 
 def batch_key(request: GenerationRequest) -> tuple:
-    """Images whose requests agree on all of this can share U-Net calls (prompts and seeds may differ)."""
-    return (
-        request.width,
-        request.height,
-        request.num_inference_steps,
-        request.scheduler,
-        request.guidance_scale > 1.0,
-        request.guidance_scale,
-        str(request.init_image) if request.is_img2img else None,
-        request.strength if request.is_img2img else None,
-        request.lora_refs,  # fused into the weights: one set per U-Net call
-        request.hires_scale,
-        request.hires_steps,
-        request.hires_strength,
-        request.hires_upscaler,
-        request.cache_interval,
-        request.cfg_end,
-        (str(request.mask), request.invert_mask, request.mask_blur) if request.mask is not None else None,
-    )
+    """Images whose requests agree on all of this can share U-Net calls: every option that shapes the
+    picture but those the table marks `shares_unet_call` (prompts, seeds, text-side options may differ)."""
+    return options.table().unet_key(request)
 
 
 def generate(

@@ -35,35 +35,6 @@ HIRES_UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}  # sdgen name -> A1
 
 InitImage = Union[str, Path, "Image.Image"]
 
-# The options that make one image, under their CLI names: what metadata records, what a batch line may
-# set, what must match for a finished image to count as done.
-IMAGE_KEYS = (
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "guidance_scale",
-    "scheduler",
-    "width",
-    "height",
-    "strength",
-    "init_image",
-    "mask",
-    "invert_mask",
-    "mask_blur",
-    "lora",
-    "embedding",
-    "clip_skip",
-    "weighting",
-    "hires_scale",
-    "hires_steps",
-    "hires_strength",
-    "hires_upscaler",
-    "cache_interval",
-    "cfg_end",
-)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Which weights to load and where to run them."""

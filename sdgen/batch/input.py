@@ -13,49 +13,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdgen import settings
+from sdgen import options, settings
 from sdgen.errors import NAME, InvalidRequestError
-from sdgen.options import OPTIONS
-from sdgen.request import IMAGE_KEYS
+from sdgen.metadata import RECORD_FACTS
 
 FORMATS = ("txt", "jsonl", "csv", "tsv")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
-# What one line may set: the prompt and the per-image generation options.
-_LINE_KEYS = (*IMAGE_KEYS, "num_images", "lora_dir", "embedding_dir")
-ITEM_KEYS: dict[str, type] = {key: str if key == "prompt" else OPTIONS[key].kind for key in _LINE_KEYS}
-# Fields of sdgen's own --json lines and manifest records that describe a result, not a request: accepted
-# (so those files can be fed back in) and ignored. Model, device and dtype are the run's, set by flags.
-RECORD_KEYS = frozenset(
-    {
-        "path",
-        "seconds",
-        "status",
-        "error",
-        "line",
-        "index",
-        "model",
-        "revision",
-        "commit",
-        "device",
-        "dtype",
-        "vae_dtype",
-        "rng",
-        "sdgen_version",
-        "scheduler_class",
-        "scheduler_options",
-        "unet_sha256",
-        "loras",  # the LoRAs and embeddings found: the line's lora/embedding keys and prompt say it again
-        "embeddings",
-        "prompt_template",  # the prompt is already expanded
-        "vae",  # like the model, the VAE belongs to the run
-        "vae_hash",
-        "decoder",  # the tiny autoencoder belongs to the run too
-        "token_merging",
-        "model_config",
-        "prediction_type",
-    }
-)
+
+def line_kinds() -> dict[str, tuple[str, type]]:
+    """What one line may set, by its name there: the prompt and the per-image options of the table (their
+    `batch_line` names), each with its settings key and type."""
+    rows = options.table().line_rows()
+    return {name: ("prompt", str) if row is None else (row.key, row.kind) for name, row in rows.items()}
+
+
+def record_keys() -> frozenset[str]:
+    """Fields of sdgen's own --json lines and manifest records that describe a result or the run, not a
+    line: accepted (so those files can be fed back in) and ignored. The model, VAE, dtype ... belong to the
+    run, set by flags."""
+    rows = options.table().recorded()
+    return frozenset(RECORD_FACTS) | {str(row.record) for row in rows if row.batch_line is None}
 
 
 @dataclass(frozen=True)
@@ -149,12 +127,13 @@ def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
             continue
         if header is None:
             header = [cell.strip().replace("-", "_") for cell in row]
-            unknown = [name for name in header if name not in ITEM_KEYS and name not in RECORD_KEYS]
+            known, ignored = line_kinds(), record_keys()
+            unknown = [name for name in header if name not in known and name not in ignored]
             if unknown or "prompt" not in header:
                 problem = f"unknown column {unknown[0]!r}" if unknown else "no 'prompt' column"
                 raise InvalidRequestError(
                     f"Invalid header on line {number}: {problem}; columns are prompt and any of "
-                    f"{', '.join(sorted(set(ITEM_KEYS) - {'prompt'}))}."
+                    f"{', '.join(sorted(set(known) - {'prompt'}))}."
                 )
             continue
         if len(row) != len(header):
@@ -167,13 +146,14 @@ def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
 def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem:
     """Check keys and value types; text cells (CSV) are converted, JSON values must have the right type."""
     values: dict[str, Any] = {}
+    known, ignored = line_kinds(), record_keys()
     for raw_key, value in data.items():
-        key = raw_key.replace("-", "_")
-        if key in RECORD_KEYS or value is None:
+        name = raw_key.replace("-", "_")
+        if name in ignored or value is None:
             continue
-        if key not in ITEM_KEYS:
-            return BatchItem(number, error=f"unknown key {raw_key!r}; keys are {', '.join(sorted(ITEM_KEYS))}")
-        kind = ITEM_KEYS[key]
+        if name not in known:
+            return BatchItem(number, error=f"unknown key {raw_key!r}; keys are {', '.join(sorted(known))}")
+        key, kind = known[name]
         if from_text:
             try:
                 value = settings.parse_text(value, kind, key)

@@ -11,14 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sdgen import options
 from sdgen.batch.plan import PlannedImage
 from sdgen.errors import InvalidRequestError, SdgenError, WriteError, os_reason
 from sdgen.metadata import read_image_metadata
-from sdgen.request import IMAGE_KEYS
 
 MANIFEST = "manifest.jsonl"
-# What must match for an image on disk to count as done on a re-run.
-_SAME_IMAGE_KEYS = (*IMAGE_KEYS, "model")
 
 
 class Manifest:
@@ -130,14 +128,12 @@ def is_done(image: PlannedImage, done: Mapping[Path, Mapping[str, Any]], model: 
     )
 
 
-# What a record written before these keys existed means by leaving them out.
-_UNRECORDED = {  # the hires keys: None
-    "lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
-}
-
-
 def _same(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    return all(record.get(key, _UNRECORDED.get(key)) == wanted[key] for key in _SAME_IMAGE_KEYS)
+    """The same image: the request's picture fields and the model match (sdgen/options.py says which), a
+    field that an older record leaves out counting as its built-in value."""
+    table = options.table()
+    unrecorded = table.unrecorded()
+    return all(record.get(key, unrecorded.get(key)) == wanted[key] for key in (*table.image_fields(), "model"))
 
 
 LOCK = ".sdgen-batch.lock"

@@ -53,7 +53,7 @@ class StableDiffusionParts:
     vae_source: str | None = None  # --vae as given: what replaced the model's VAE, its name and A1111 hash
     vae_name: str | None = None
     vae_hash: str | None = None
-    model_spec_values: dict[str, Any] = field(default_factory=dict)  # --model-config, --prediction-type as given
+    spec: ModelSpec | None = None  # what it was loaded from (checked): the record keeps its options as given
     decoder: Any = None  # --decoder: a tiny autoencoder (AutoencoderTiny) for the final decode, else the VAE
     decoder_source: str | None = None
     token_merging: float = 0.0  # tomesd's ratio patched into the U-Net (--token-merging)
@@ -217,7 +217,7 @@ def load_model(
     parts = StableDiffusionParts(
         **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline,
         vae_source=str(spec.vae) if spec.vae else None, vae_name=vae_name, vae_hash=vae_hash,
-        model_spec_values={"model_config": spec.model_config, "prediction_type": spec.prediction_type},
+        spec=spec,
         decoder=load_tiny_autoencoder(spec.decoder, placement, spec.offline, "--decoder") if spec.decoder else None,
         decoder_source=spec.decoder,
         token_merging=plan.token_merging,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdgen.errors import NAME, UsageError
-from sdgen.options import OPTIONS, REQUEST
+from sdgen.options import OPTIONS, table
 from sdgen.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
 from sdgen.settings import parse_text
 
@@ -25,13 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("sdgen")
 
-# The options an axis may vary: every option of the picture (not how many images or how they are batched)
-# Request options that say how many images or where files are, not what a picture looks like.
-_NOT_AXES = ("num_images", "batch_size", "lora_dir", "embedding_dir", "wildcard_dir", "combinatorial")
-AXIS_KINDS: dict[str, type] = {
-    "prompt": str,
-    **{key: o.kind for key, o in OPTIONS.items() if o.target == REQUEST and key not in _NOT_AXES},
-}
+# The options an axis may vary: the prompt and every request option that shapes the picture (the table's
+# `shapes_picture`), not how many images, how they are batched or where files are found.
+AXIS_KINDS: dict[str, type] = {"prompt": str, **{o.key: o.kind for o in table().picture_rows()}}
 MAX_VALUES = 64
 
 

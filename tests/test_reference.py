@@ -1,0 +1,67 @@
+"""docs/reference.md is made from the option table, and the lists derived from the table keep the names
+that older PNGs and manifests use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdgen import options, reference
+from sdgen.batch.input import line_kinds, record_keys
+from sdgen.options import REQUEST
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_docs_reference_is_the_one_the_table_makes() -> None:
+    committed = (ROOT / reference.PATH).read_text(encoding="utf-8")
+    assert committed == reference.render(), f"{reference.PATH} is stale: run {reference.COMMAND}"
+
+
+def test_the_reference_names_every_option_flag_settings_key_line_key_and_record_field() -> None:
+    text = reference.render()
+    for row in options.OPTIONS.values():
+        assert f"| `{row.key}` | `{row.long_flag}" in text
+        if row.layered:
+            assert f"`SDGEN_{row.key.upper()}`" in text
+    for name in (*line_kinds(), *record_keys()):
+        assert f"`{name}`" in text
+
+
+@pytest.mark.parametrize("row", list(options.OPTIONS.values()), ids=lambda row: row.key)
+def test_each_row_is_consistent(row) -> None:
+    table = options.OPTIONS
+    if row.needs is not None:
+        assert row.needs in table and table[row.needs].target == row.target and row.shapes_picture
+    if row.batch_line is not None:
+        assert row.target == REQUEST  # a line sets one prompt's request; the model is the run's
+    if row.shapes_picture:
+        assert row.record is not None  # recorded, so --from replays it and a resume can compare it
+    if row.shares_unet_call or row.unet_field:
+        assert row.shapes_picture and row.target == REQUEST
+
+
+def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> None:
+    """The hand-kept lists these replaced, as they were: a name dropped or renamed here would stop older
+    PNGs from replaying and older batches from resuming."""
+    table = options.table()
+    assert set(table.image_fields()) == {
+        "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "width", "height", "strength",
+        "init_image", "mask", "invert_mask", "mask_blur", "lora", "embedding", "clip_skip", "weighting",
+        "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
+    }
+    assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir"}
+    assert record_keys() == {
+        "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
+        "vae_dtype", "rng", "sdgen_version", "scheduler_class", "scheduler_options", "unet_sha256", "loras",
+        "embeddings", "prompt_template", "vae", "vae_hash", "decoder", "token_merging", "model_config",
+        "prediction_type",
+    }
+    assert {str(row.record) for row in table.recorded()} == {
+        *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
+        "model_config", "prediction_type", "decoder", "token_merging",
+    } - {"prompt"}
+    older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
+             "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None}
+    assert older.items() <= table.unrecorded().items()
