@@ -13,6 +13,7 @@ mask, as A1111 does, so pixels outside the mask are the init image's own.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import SchedulerMixin
     from PIL import Image
 
+    from sdgen.denoise import Conditioning, NoisePredictor, StepEnd
     from sdgen.models import StableDiffusionParts
     from sdgen.request import GenerationRequest
 
@@ -73,8 +75,8 @@ def inpaint_inputs(request: GenerationRequest, init_image: Image.Image, vae_scal
 
 
 class Inpainting:
-    """One batch's inpainting state: builds the starting latents, the U-Net's extra input channels, and
-    the 4-channel model's per-step blend."""
+    """One batch's inpainting state: builds the starting latents, and uses the loop's two extension points:
+    a predictor wrapper (the 9-channel U-Net's extra input) and a step-end hook (the 4-channel blend)."""
 
     def __init__(self, inputs: InpaintInputs, parts: StableDiffusionParts, batch: int, guidance: bool) -> None:
         import torch
@@ -94,6 +96,8 @@ class Inpainting:
         self.image_latents: torch.Tensor | None = None
         self.noise: torch.Tensor | None = None
         self.masked_latents: torch.Tensor | None = None
+        self.scheduler: SchedulerMixin | None = None
+        self.timesteps: torch.Tensor | None = None
 
     def start(
         self, generators: list[torch.Generator], scheduler: SchedulerMixin, timesteps: torch.Tensor, strength: float
@@ -102,6 +106,7 @@ class Inpainting:
         image latents (4-channel models always, 9-channel when strength < 1), noise, masked-image latents."""
         from diffusers.utils.torch_utils import randn_tensor
 
+        self.scheduler, self.timesteps = scheduler, timesteps  # the blend noises to the next step's level
         full = strength >= 1.0
         if self.channels == 4 or not full:
             self.image_latents = encode_image(self.parts.vae, self.inputs.pixels, generators, self.dtype, self.device)
@@ -114,26 +119,36 @@ class Inpainting:
         assert self.image_latents is not None
         return scheduler.add_noise(self.image_latents, self.noise, timesteps[:1].repeat(shape[0]))
 
+    def wrap(self, predictor: NoisePredictor) -> NoisePredictor:
+        """A 9-channel U-Net's predictor: it also sees the mask and the masked image's latents."""
+        if self.channels != INPAINT_CHANNELS:
+            return predictor
+
+        def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+            return predictor(self.unet_input(model_input), t, cond)
+
+        return predict_noise
+
     def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
-        """A 9-channel U-Net's input: the latents, the mask, the masked image's latents."""
+        """The latents, the mask, the masked image's latents: (N, 9, h, w)."""
         import torch
 
-        if self.channels != INPAINT_CHANNELS:
-            return model_input
         assert self.masked_latents is not None
         copies = model_input.shape[0] // self.mask.shape[0]  # 2 with guidance: [uncond, cond]
         extra = torch.cat([self.mask, self.masked_latents], dim=1).repeat(copies, 1, 1, 1)
         return torch.cat([model_input, extra.to(model_input.dtype)], dim=1)
 
-    def after_step(self, index: int, timesteps: torch.Tensor, scheduler: SchedulerMixin, latents: torch.Tensor):
-        """4-channel models: the known region back from the init image, at the next step's noise level."""
+    def on_step_end(self, step: StepEnd) -> StepEnd | None:
+        """4-channel models (a step-end hook): the known region back from the init image, at the next step's
+        noise level."""
         if self.channels == INPAINT_CHANNELS:
-            return latents
+            return None
         assert self.image_latents is not None and self.noise is not None
-        known = self.image_latents
-        if index < len(timesteps) - 1:
-            known = scheduler.add_noise(known, self.noise, timesteps[index + 1 : index + 2])
-        return (1 - self.mask) * known + self.mask * latents
+        assert self.scheduler is not None and self.timesteps is not None, "call start() first"
+        known, timesteps = self.image_latents, self.timesteps
+        if step.index < len(timesteps) - 1:
+            known = self.scheduler.add_noise(known, self.noise, timesteps[step.index + 1 : step.index + 2])
+        return dataclasses.replace(step, latents=(1 - self.mask) * known + self.mask * step.latents)
 
     def paste(self, images: list[Image.Image]) -> list[Image.Image]:
         """A1111's overlay: the init image outside the (blurred) mask, the new picture inside."""

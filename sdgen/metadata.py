@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sdgen
+from sdgen import plugins
 from sdgen.errors import InvalidRequestError
 from sdgen.models import StableDiffusionParts
 from sdgen.options import OPTIONS
@@ -133,8 +134,7 @@ def image_record(
         "clip_skip": request.clip_skip,
         "weighting": request.weighting,
         **_hires_record(request),
-        "cache_interval": request.cache_interval,
-        "cfg_end": request.cfg_end,
+        **plugins.request_record(request),  # the step savers' options (sdgen/plugins)
         "model": model,
     }
     for key in ("lora_dir", "embedding_dir"):  # where prompt tags and embedding names were found
@@ -155,10 +155,7 @@ def image_record(
                 record[key] = parts.model_spec_values[key]
         if parts.vae_name is not None:
             record.update(vae=parts.vae_source, vae_hash=parts.vae_hash)
-        if parts.decoder_source is not None:
-            record["decoder"] = parts.decoder_source
-        if parts.token_merging:
-            record["token_merging"] = parts.token_merging
+        record.update(plugins.model_record(parts))  # the plug-ins switched on at load time
         record.update(
             revision=parts.source.revision,
             commit=parts.source.commit,
@@ -333,9 +330,9 @@ def _typed_record(path: str | Path, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidRequestError(f"{str(path)!r} has an sdgen record that is not a JSON object; pass the options.")
     values = {}
-    for key in (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
-                "model_config", "prediction_type", "decoder",
-                "token_merging"):
+    keys = (*IMAGE_KEYS, "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
+            "model_config", "prediction_type", *plugins.option_keys())
+    for key in dict.fromkeys(keys):
         if record.get(key) is None:
             continue
         kind = str if key == "prompt" else OPTIONS[key].kind
