@@ -129,3 +129,27 @@ def test_x0_from_the_vp_formula_when_the_scheduler_reports_none() -> None:
         prev_sample = x_t
 
     assert torch.allclose(predicted_clean_latents(scheduler, Output(), x_t, eps, torch.tensor(700)), x0, atol=1e-5)
+
+
+def test_a_step_end_hook_replaces_the_latents_and_conditioning_of_the_next_step() -> None:
+    import dataclasses
+
+    calls: list = []
+    scheduler = RecordingScheduler()
+    seen = []
+
+    def drop_guidance_and_reset(step):  # after step 0: guidance off, latents back to 10
+        if step.index == 0:
+            latents = torch.full_like(step.latents, 10.0)
+            return dataclasses.replace(step, latents=latents, conditioning=step.conditioning.conditional())
+        return None
+
+    result = denoise(
+        fake_predictor(calls), torch.ones(2, 4, 8, 8), timesteps=torch.tensor([30, 20, 10]), scheduler=scheduler,
+        conditioning=Conditioning(torch.ones(1, 77, 32), -torch.ones(1, 77, 32)), guidance_scale=2.0,
+        on_step=seen.append, on_step_end=drop_guidance_and_reset,
+    )
+    assert [c[0] for c in calls] == [4, 2, 2], "a guided call, then the conditional half only"
+    assert calls[1][1] == [1, 1] and calls[1][2] == 5.0, "the next call sees the hook's conditioning and latents"
+    assert torch.all(seen[0].latents == 10), "the watchers see what the hook returned"
+    assert torch.all(result == 10 - 2 * 3)
