@@ -193,7 +193,7 @@ OPTIONS: Mapping[str, Option] = _table(
         "combinatorial", bool, False, "Make every expansion of {a|b} and __name__, not one random one per image.",
         REQUEST, commands=RUNS,
     ),
-    # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
+    # step savers (sdgen/plugins): fewer U-Net FLOPs, a slightly different picture
     Option(
         "cache_interval", int, 1, "DeepCache: the whole U-Net every N-th step, only its shallow branch between.",
         REQUEST, empty="1, off",

@@ -166,7 +166,7 @@ class GenerationRequest:
     weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
-    # step savers (sdgen/stepsavers.py)
+    # step savers (sdgen/plugins)
     cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
     cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
     # filled in by validated() / for_image(): what each image really uses
