@@ -33,13 +33,15 @@ _EXTRA_INPUTS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Conditioning:
     """Everything the U-Net is conditioned on besides x_t and t, as one value the loop hands on untouched.
 
     Classifier-free guidance is on when `negative_prompt_embeds` is given: a call then runs on the batch
     [unconditional, conditional] (2B), and the extra inputs are shaped for that batch, as diffusers builds
     them (ControlNet's residuals of the doubled latents, IP-Adapter's [negative, positive] image embeddings).
+    Besides the U-Net's keyword inputs, `concat_channels` is added to the model input on the channel axis
+    (LDM's c_concat: a 9-channel inpainting U-Net's mask and masked image).
     """
 
     prompt_embeds: torch.Tensor  # (B or 1, 77 k, D)
@@ -50,6 +52,7 @@ class Conditioning:
     down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None  # ControlNet: one per skip
     mid_block_additional_residual: torch.Tensor | None = None  # ControlNet: (N, C, h', w')
     down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None  # T2I-Adapter
+    concat_channels: torch.Tensor | None = None  # (N, C', h, w), after the latents' channels
 
     @property
     def guided(self) -> bool:
@@ -72,6 +75,14 @@ class Conditioning:
             return self.prompt_embeds
         return torch.cat([self.negative_prompt_embeds, self.prompt_embeds])
 
+    def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
+        """What the U-Net itself takes: (N, 4 + C', h, w) with `concat_channels`, else the model input."""
+        import torch
+
+        if self.concat_channels is None:
+            return model_input
+        return torch.cat([model_input, self.concat_channels.to(model_input.dtype)], dim=1)
+
     def unet_kwargs(self) -> dict[str, Any]:
         """The U-Net's keyword arguments: the embeddings and every extra input that is set."""
         extra = {name: getattr(self, name) for name in _EXTRA_INPUTS if getattr(self, name) is not None}
@@ -83,7 +94,7 @@ class Conditioning:
         if self.negative_prompt_embeds is None:
             return self
         batch = 2 * self.prompt_embeds.shape[0]
-        halves = {name: _second_half(getattr(self, name), batch) for name in _EXTRA_INPUTS}
+        halves = {name: _second_half(getattr(self, name), batch) for name in (*_EXTRA_INPUTS, "concat_channels")}
         return dataclasses.replace(self, negative_prompt_embeds=None, **halves)
 
 
@@ -106,10 +117,10 @@ class NoisePredictor(Protocol):
 
 
 def unet_predictor(unet: UNet2DConditionModel) -> NoisePredictor:
-    """The U-Net as a NoisePredictor: every input of the conditioning reaches it as a keyword argument."""
+    """The U-Net as a NoisePredictor: every input of the conditioning reaches it."""
 
     def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        return unet(model_input, t, **cond.unet_kwargs(), return_dict=False)[0]
+        return unet(cond.unet_input(model_input), t, **cond.unet_kwargs(), return_dict=False)[0]
 
     return predict_noise
 
@@ -129,7 +140,7 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StepEnd:
     """What a step-end hook sees, and returns changed (dataclasses.replace) to steer the next step."""
 

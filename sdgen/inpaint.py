@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import SchedulerMixin
     from PIL import Image
 
-    from sdgen.denoise import Conditioning, NoisePredictor, StepEnd
+    from sdgen.denoise import Conditioning, StepEnd
     from sdgen.models import StableDiffusionParts
     from sdgen.request import GenerationRequest
 
@@ -76,7 +76,7 @@ def inpaint_inputs(request: GenerationRequest, init_image: Image.Image, vae_scal
 
 class Inpainting:
     """One batch's inpainting state: builds the starting latents, and uses the loop's two extension points:
-    a predictor wrapper (the 9-channel U-Net's extra input) and a step-end hook (the 4-channel blend)."""
+    the conditioning (the 9-channel U-Net's extra input channels) and a step-end hook (the 4-channel blend)."""
 
     def __init__(self, inputs: InpaintInputs, parts: StableDiffusionParts, batch: int, guidance: bool) -> None:
         import torch
@@ -119,24 +119,16 @@ class Inpainting:
         assert self.image_latents is not None
         return scheduler.add_noise(self.image_latents, self.noise, timesteps[:1].repeat(shape[0]))
 
-    def wrap(self, predictor: NoisePredictor) -> NoisePredictor:
-        """A 9-channel U-Net's predictor: it also sees the mask and the masked image's latents."""
-        if self.channels != INPAINT_CHANNELS:
-            return predictor
-
-        def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-            return predictor(self.unet_input(model_input), t, cond)
-
-        return predict_noise
-
-    def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
-        """The latents, the mask, the masked image's latents: (N, 9, h, w)."""
+    def conditioning(self, cond: Conditioning) -> Conditioning:
+        """A 9-channel U-Net also sees the mask and the masked image's latents: (N, 5, h, w) added to its
+        input on channels, for each half of a guided batch."""
         import torch
 
-        assert self.masked_latents is not None
-        copies = model_input.shape[0] // self.mask.shape[0]  # 2 with guidance: [uncond, cond]
-        extra = torch.cat([self.mask, self.masked_latents], dim=1).repeat(copies, 1, 1, 1)
-        return torch.cat([model_input, extra.to(model_input.dtype)], dim=1)
+        if self.channels != INPAINT_CHANNELS:
+            return cond
+        assert self.masked_latents is not None, "call start() first"
+        extra = torch.cat([self.mask, self.masked_latents], dim=1)  # (B, 5, h, w)
+        return dataclasses.replace(cond, concat_channels=extra.repeat(2 if cond.guided else 1, 1, 1, 1))
 
     def on_step_end(self, step: StepEnd) -> StepEnd | None:
         """4-channel models (a step-end hook): the known region back from the init image, at the next step's

@@ -304,13 +304,12 @@ def _run_loop(
     # the loop's extension points: the plug-ins wrap the U-Net call (fresh per run) and end guidance early;
     # inpainting adds its extra input channels and its blend; the caller's hook comes last
     run = plugins.Run(request, parts, scheduler, timesteps)
-    predictor = plugins.noise_predictor(run)
     step_end = chain_step_end(plugins.guidance_end(run), hooks.on_step_end)
     if inpainting is not None:
-        predictor = inpainting.wrap(predictor)
+        conditioning = inpainting.conditioning(conditioning)
         step_end = chain_step_end(inpainting.on_step_end, step_end)
     return denoise(
-        predictor,
+        plugins.noise_predictor(run),
         latents,
         timesteps=timesteps,
         scheduler=scheduler,

@@ -139,7 +139,7 @@ def test_the_conditional_half_halves_every_guided_input() -> None:
     guided = Conditioning(
         positive, negative, added_cond_kwargs={"image_embeds": [torch.arange(4.0)]},
         cross_attention_kwargs={"scale": 0.5}, down_block_additional_residuals=residuals,
-        mid_block_additional_residual=torch.arange(4.0),
+        mid_block_additional_residual=torch.arange(4.0), concat_channels=torch.arange(4.0).view(4, 1, 1, 1),
     )
     assert guided.encoder_hidden_states().shape == (4, 77, 8) and guided.encoder_hidden_states()[0].sum() == 0
     half = guided.conditional()
@@ -148,6 +148,7 @@ def test_the_conditional_half_halves_every_guided_input() -> None:
     assert half.mid_block_additional_residual.tolist() == [2, 3]
     assert half.added_cond_kwargs["image_embeds"][0].tolist() == [2, 3]
     assert half.cross_attention_kwargs == {"scale": 0.5}
+    assert half.concat_channels.flatten().tolist() == [2, 3] and half.unet_input(torch.zeros(2, 3, 1, 1)).shape[1] == 4
     assert set(half.unet_kwargs()) == {
         "encoder_hidden_states", "added_cond_kwargs", "cross_attention_kwargs",
         "down_block_additional_residuals", "mid_block_additional_residual",

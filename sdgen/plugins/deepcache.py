@@ -70,10 +70,11 @@ class DeepCache:
         if self.features_guided and not cond.guided:  # guidance ended since: keep the conditional half
             features = features[features.shape[0] // 2 :]
         # the same steps as UNet2DConditionModel.forward (SD 1.x/2.x: no class or added time embeddings)
-        emb = unet.time_embedding(unet.get_time_embed(sample=model_input, timestep=t), cond.timestep_cond)
+        sample = cond.unet_input(model_input)  # (N, 9, h, w) for a 9-channel inpainting U-Net
+        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), cond.timestep_cond)
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
-        skip = unet.conv_in(model_input)
+        skip = unet.conv_in(sample)
         if cond.down_block_additional_residuals:  # ControlNet's first residual belongs to conv_in's output
             skip = skip + cond.down_block_additional_residuals[0]
         hidden = self.last_up.resnets[-1](torch.cat([features, skip], dim=1), emb)
