@@ -1,21 +1,128 @@
 """The denoising loop: predict the noise, guide it, let the scheduler step. Repeat.
 
-A plain function over a model callable (k-diffusion style), so it can be tested with a fake model.
+A plain function over a model callable (k-diffusion style), so it can be tested with a fake model. Two
+extension points let new inputs reach the U-Net without changing the loop:
+
+- the noise predictor gets one `Conditioning` per call and the loop passes it through untouched
+  (k-diffusion's `extra_args`); a plug-in wraps the predictor to add inputs that depend on the step's
+  latents (ControlNet's residuals) or to call the U-Net differently (DeepCache, inpainting's extra channels);
+- `on_step_end` sees each step's result and may replace the latents or the conditioning of the next step,
+  as diffusers' `callback_on_step_end` does (inpainting's blend, the guidance cut-off, prompt editing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from diffusers import SchedulerMixin
+    from diffusers import SchedulerMixin, UNet2DConditionModel
 
-# (latent_model_input (N, 4, h, w), timestep, encoder_hidden_states (N, 77, D)) -> noise (N, 4, h, w)
-NoisePredictor = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+# The U-Net's keyword inputs besides encoder_hidden_states (UNet2DConditionModel.forward's names)
+_EXTRA_INPUTS = (
+    "timestep_cond",
+    "added_cond_kwargs",
+    "cross_attention_kwargs",
+    "down_block_additional_residuals",
+    "mid_block_additional_residual",
+    "down_intrablock_additional_residuals",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """Everything the U-Net is conditioned on besides x_t and t, as one value the loop hands on untouched.
+
+    Classifier-free guidance is on when `negative_prompt_embeds` is given: a call then runs on the batch
+    [unconditional, conditional] (2B), and the extra inputs are shaped for that batch, as diffusers builds
+    them (ControlNet's residuals of the doubled latents, IP-Adapter's [negative, positive] image embeddings).
+    Besides the U-Net's keyword inputs, `concat_channels` is added to the model input on the channel axis
+    (LDM's c_concat: a 9-channel inpainting U-Net's mask and masked image).
+    """
+
+    prompt_embeds: torch.Tensor  # (B or 1, 77 k, D)
+    negative_prompt_embeds: torch.Tensor | None = None  # (B or 1, 77 k, D); None: no guidance
+    timestep_cond: torch.Tensor | None = None  # (N, C): LCM's guidance embedding
+    added_cond_kwargs: Mapping[str, Any] | None = None  # e.g. {"image_embeds": [...]} (IP-Adapter)
+    cross_attention_kwargs: Mapping[str, Any] | None = None  # handed to every attention processor
+    down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None  # ControlNet: one per skip
+    mid_block_additional_residual: torch.Tensor | None = None  # ControlNet: (N, C, h', w')
+    down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None  # T2I-Adapter
+    concat_channels: torch.Tensor | None = None  # (N, C', h, w), after the latents' channels
+
+    @property
+    def guided(self) -> bool:
+        return self.negative_prompt_embeds is not None
+
+    def for_batch(self, batch: int) -> Conditioning:
+        """The embeddings expanded to `batch` images: one prompt per image, or one for all."""
+        negative = self.negative_prompt_embeds
+        return dataclasses.replace(
+            self,
+            prompt_embeds=self.prompt_embeds.expand(batch, -1, -1),
+            negative_prompt_embeds=None if negative is None else negative.expand(batch, -1, -1),
+        )
+
+    def encoder_hidden_states(self) -> torch.Tensor:
+        """(2B, 77 k, D) [unconditional, conditional] when guiding, else (B, 77 k, D)."""
+        import torch
+
+        if self.negative_prompt_embeds is None:
+            return self.prompt_embeds
+        return torch.cat([self.negative_prompt_embeds, self.prompt_embeds])
+
+    def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
+        """What the U-Net itself takes: (N, 4 + C', h, w) with `concat_channels`, else the model input."""
+        import torch
+
+        if self.concat_channels is None:
+            return model_input
+        return torch.cat([model_input, self.concat_channels.to(model_input.dtype)], dim=1)
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """The U-Net's keyword arguments: the embeddings and every extra input that is set."""
+        extra = {name: getattr(self, name) for name in _EXTRA_INPUTS if getattr(self, name) is not None}
+        return {"encoder_hidden_states": self.encoder_hidden_states(), **extra}
+
+    def conditional(self) -> Conditioning:
+        """Guidance off: the conditional half of everything (diffusers' SDCFGCutoffCallback keeps
+        prompt_embeds[-1:], its SDXL one the last half of the added inputs too)."""
+        if self.negative_prompt_embeds is None:
+            return self
+        batch = 2 * self.prompt_embeds.shape[0]
+        halves = {name: _second_half(getattr(self, name), batch) for name in (*_EXTRA_INPUTS, "concat_channels")}
+        return dataclasses.replace(self, negative_prompt_embeds=None, **halves)
+
+
+def _second_half(value: Any, batch: int) -> Any:
+    """The conditional half of a guided input: tensors of `batch` rows (also inside tuples, lists and dicts)."""
+    if isinstance(value, Mapping):
+        return {key: _second_half(item, batch) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_second_half(item, batch) for item in value)
+    if getattr(value, "ndim", 0) and value.shape[0] == batch:
+        return value[batch // 2 :]
+    return value
+
+
+class NoisePredictor(Protocol):
+    """(model input (N, C, h, w), timestep, this call's conditioning) -> noise (N, 4, h, w); N = 2B when
+    conditioning.guided."""
+
+    def __call__(self, model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
+
+
+def unet_predictor(unet: UNet2DConditionModel) -> NoisePredictor:
+    """The U-Net as a NoisePredictor: every input of the conditioning reaches it."""
+
+    def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return unet(cond.unet_input(model_input), t, **cond.unet_kwargs(), return_dict=False)[0]
+
+    return predict_noise
 
 
 @dataclass(frozen=True)
@@ -33,6 +140,34 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], None]
 
 
+@dataclass(frozen=True, eq=False)
+class StepEnd:
+    """What a step-end hook sees, and returns changed (dataclasses.replace) to steer the next step."""
+
+    index: int  # 0-based position in `timesteps`
+    total: int
+    timestep: torch.Tensor
+    latents: torch.Tensor  # x_{t-1} after this step: (B, 4, h, w)
+    conditioning: Conditioning  # what the next step's U-Net call gets (already expanded to B)
+
+
+StepEndHook = Callable[[StepEnd], "StepEnd | None"]  # None: nothing changed
+
+
+def chain_step_end(*hooks: StepEndHook | None) -> StepEndHook | None:
+    """Several hooks as one, in order: each sees what the one before returned."""
+    present = [hook for hook in hooks if hook is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def chained(step: StepEnd) -> StepEnd:
+        for hook in present:
+            step = hook(step) or step
+        return step
+
+    return chained
+
+
 class StopDenoising(Exception):  # noqa: N818 (a signal to the loop, not an error)
     """A step callback raises this to end the loop after the step it saw: the loop returns the latents so far,
     which are decoded like finished ones (the server's Interrupt and Skip, as A1111 does)."""
@@ -41,48 +176,45 @@ class StopDenoising(Exception):  # noqa: N818 (a signal to the loop, not an erro
 def denoise(
     predict_noise: NoisePredictor,
     latents: torch.Tensor,
+    *,
     timesteps: torch.Tensor,
     scheduler: SchedulerMixin,
-    prompt_embeds: torch.Tensor,
-    negative_prompt_embeds: torch.Tensor | None,
+    conditioning: Conditioning,
     guidance_scale: float,
     generators: list[torch.Generator] | None = None,
     on_step: StepCallback | None = None,
+    on_step_end: StepEndHook | None = None,
     seeds: tuple[int, ...] = (),
-    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-    guided_steps: int | None = None,
 ) -> torch.Tensor:
     """Run the reverse diffusion from `latents` (B, 4, h, w) over `timesteps`; return clean latents.
 
-    Classifier-free guidance runs when `negative_prompt_embeds` is given: one U-Net call on the batch
-    [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond); with
-    `guided_steps` only for that many first steps, the rest on the conditional half alone (--cfg-end).
-    `after_step` may change each step's result (inpainting puts the known region back).
+    Classifier-free guidance runs while the conditioning has negative embeddings: one U-Net call on the
+    batch [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond).
+    `on_step_end` may replace the latents and the conditioning after each step; `on_step` only watches.
     """
     import torch
 
-    batch = latents.shape[0]
-    conditional = prompt_embeds.expand(batch, -1, -1)  # (B, 77, D): one prompt per image, or one for all
-    guided = None  # (2B, 77, D): [unconditional, conditional]
-    if negative_prompt_embeds is not None:
-        guided = torch.cat([negative_prompt_embeds.expand(batch, -1, -1), conditional])
+    cond = conditioning.for_batch(latents.shape[0])
     step_kwargs = _step_kwargs(scheduler, generators)
-
     for index, t in enumerate(timesteps):
-        do_guidance = guided is not None and (guided_steps is None or index < guided_steps)
-        embeds = guided if do_guidance else conditional
         # 1. the same latents twice when guiding: once for each half of the batch
-        model_input = torch.cat([latents] * 2) if do_guidance else latents
+        model_input = torch.cat([latents] * 2) if cond.guided else latents
         model_input = scheduler.scale_model_input(model_input, t)  # sigma schedulers divide by sqrt(sigma^2+1)
         # 2. predict the noise in the latents
-        noise_pred = predict_noise(model_input, t, embeds)
+        noise_pred = predict_noise(model_input, t, cond)
         # 3. classifier-free guidance: push away from the unconditional prediction
-        if do_guidance:
+        if cond.guided:
             noise_uncond, noise_text = noise_pred.chunk(2)
             noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
         # 4. one scheduler step: x_t -> x_{t-1}
         output = scheduler.step(noise_pred, t, latents, **step_kwargs)
-        stepped = output.prev_sample if after_step is None else after_step(index, output.prev_sample)
+        stepped = output.prev_sample
+        # 5. the step-end hook may steer the next step: other latents, other conditioning
+        if on_step_end is not None:
+            changed = on_step_end(StepEnd(index, len(timesteps), t, stepped, cond))
+            if changed is not None:
+                stepped, cond = changed.latents, changed.conditioning
+        # 6. watchers: progress, pictures of the process, the server's interrupt
         if on_step is not None:
             pred_x0 = predicted_clean_latents(scheduler, output, latents, noise_pred, t)
             try:

@@ -13,6 +13,7 @@ mask, as A1111 does, so pixels outside the mask are the init image's own.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import SchedulerMixin
     from PIL import Image
 
+    from sdgen.denoise import Conditioning, StepEnd
     from sdgen.models import StableDiffusionParts
     from sdgen.request import GenerationRequest
 
@@ -71,8 +73,8 @@ def inpaint_inputs(request: GenerationRequest, init_image: Image.Image, vae_scal
 
 
 class Inpainting:
-    """One batch's inpainting state: builds the starting latents, the U-Net's extra input channels, and
-    the 4-channel model's per-step blend."""
+    """One batch's inpainting state: builds the starting latents, and uses the loop's two extension points:
+    the conditioning (the 9-channel U-Net's extra input channels) and a step-end hook (the 4-channel blend)."""
 
     def __init__(self, inputs: InpaintInputs, parts: StableDiffusionParts, batch: int, guidance: bool) -> None:
         import torch
@@ -92,6 +94,8 @@ class Inpainting:
         self.image_latents: torch.Tensor | None = None
         self.noise: torch.Tensor | None = None
         self.masked_latents: torch.Tensor | None = None
+        self.scheduler: SchedulerMixin | None = None
+        self.timesteps: torch.Tensor | None = None
 
     def start(
         self, generators: list[torch.Generator], scheduler: SchedulerMixin, timesteps: torch.Tensor, strength: float
@@ -100,6 +104,7 @@ class Inpainting:
         image latents (4-channel models always, 9-channel when strength < 1), noise, masked-image latents."""
         from diffusers.utils.torch_utils import randn_tensor
 
+        self.scheduler, self.timesteps = scheduler, timesteps  # the blend noises to the next step's level
         full = strength >= 1.0
         if self.channels == 4 or not full:
             self.image_latents = encode_image(self.parts.vae, self.inputs.pixels, generators, self.dtype, self.device)
@@ -112,26 +117,28 @@ class Inpainting:
         assert self.image_latents is not None
         return scheduler.add_noise(self.image_latents, self.noise, timesteps[:1].repeat(shape[0]))
 
-    def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
-        """A 9-channel U-Net's input: the latents, the mask, the masked image's latents."""
+    def conditioning(self, cond: Conditioning) -> Conditioning:
+        """A 9-channel U-Net also sees the mask and the masked image's latents: (N, 5, h, w) added to its
+        input on channels, for each half of a guided batch."""
         import torch
 
         if self.channels != INPAINT_CHANNELS:
-            return model_input
-        assert self.masked_latents is not None
-        copies = model_input.shape[0] // self.mask.shape[0]  # 2 with guidance: [uncond, cond]
-        extra = torch.cat([self.mask, self.masked_latents], dim=1).repeat(copies, 1, 1, 1)
-        return torch.cat([model_input, extra.to(model_input.dtype)], dim=1)
+            return cond
+        assert self.masked_latents is not None, "call start() first"
+        extra = torch.cat([self.mask, self.masked_latents], dim=1)  # (B, 5, h, w)
+        return dataclasses.replace(cond, concat_channels=extra.repeat(2 if cond.guided else 1, 1, 1, 1))
 
-    def after_step(self, index: int, timesteps: torch.Tensor, scheduler: SchedulerMixin, latents: torch.Tensor):
-        """4-channel models: the known region back from the init image, at the next step's noise level."""
+    def on_step_end(self, step: StepEnd) -> StepEnd | None:
+        """4-channel models (a step-end hook): the known region back from the init image, at the next step's
+        noise level."""
         if self.channels == INPAINT_CHANNELS:
-            return latents
+            return None
         assert self.image_latents is not None and self.noise is not None
-        known = self.image_latents
-        if index < len(timesteps) - 1:
-            known = scheduler.add_noise(known, self.noise, timesteps[index + 1 : index + 2])
-        return (1 - self.mask) * known + self.mask * latents
+        assert self.scheduler is not None and self.timesteps is not None, "call start() first"
+        known, timesteps = self.image_latents, self.timesteps
+        if step.index < len(timesteps) - 1:
+            known = self.scheduler.add_noise(known, self.noise, timesteps[step.index + 1 : step.index + 2])
+        return dataclasses.replace(step, latents=(1 - self.mask) * known + self.mask * step.latents)
 
     def paste(self, images: list[Image.Image]) -> list[Image.Image]:
         """A1111's overlay: the init image outside the (blurred) mask, the new picture inside."""

@@ -6,12 +6,15 @@ SD1.x works on latents of shape (B, 4, H/8, W/8): the VAE compresses each 8x8 RG
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import AutoencoderKL, SchedulerMixin
     from PIL import Image
+
+    from sdgen.devices import Placement
 
 from sdgen.errors import GenerationError
 
@@ -137,3 +140,24 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> tuple[list[Imag
     decoded = (decoded / 2 + 0.5).clamp(0, 1)
     pixels = (decoded.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")  # (B, H, W, 3)
     return [Image.fromarray(array) for array in pixels], str(dtype).removeprefix("torch.")
+
+
+StartLatents = Callable[[list["torch.Generator"]], "torch.Tensor"]  # each image's generator -> x0 latents
+
+
+def encoded_start(pixels: torch.Tensor | list[torch.Tensor], vae: AutoencoderKL, placement: Placement) -> StartLatents:
+    """The clean latents an image-to-image run starts from: the VAE's latent distribution of the image (one
+    for all, or one per image), sampled with each image's generator first, as diffusers' img2img does."""
+    import torch
+
+    from sdgen.devices import torch_dtype
+
+    dtype, device = torch_dtype(placement.dtype), placement.device
+
+    def start(generators: list[torch.Generator]) -> torch.Tensor:
+        if not isinstance(pixels, list):
+            return encode_image(vae, pixels, generators, dtype, device)
+        pairs = zip(pixels, generators, strict=True)
+        return torch.cat([encode_image(vae, one, [generator], dtype, device) for one, generator in pairs])
+
+    return start

@@ -220,7 +220,7 @@ OPTIONS: Mapping[str, Option] = _table(
         "max_wildcards", int, 100,
         "Most wildcard look-ups per image (--combinatorial: in all), those inside wildcard files included.", REQUEST,
     ),
-    # step savers (sdgen/stepsavers.py): fewer U-Net FLOPs, a slightly different picture
+    # step savers (sdgen/plugins): fewer U-Net FLOPs, a slightly different picture
     Option(
         "cache_interval", int, 1, "DeepCache: the whole U-Net every N-th step, only its shallow branch between.",
         REQUEST, empty="1, off", shapes_picture=True,

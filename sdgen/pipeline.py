@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from sdgen import models, options
-from sdgen.denoise import StepCallback, StepInfo, StopDenoising, denoise
+from sdgen import models, options, plugins
+from sdgen.denoise import Conditioning, StepCallback, StepEndHook, StepInfo, StopDenoising, chain_step_end, denoise
 from sdgen.devices import make_generator, torch_dtype
 from sdgen.errors import GenerationError
 from sdgen.images import open_user_image
 from sdgen.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
 from sdgen.latents import (
+    StartLatents,
     decode_latents,
-    encode_image,
+    encoded_start,
     image_to_tensor,
     initial_noise,
     noised_image_latents,
@@ -26,7 +27,6 @@ from sdgen.models import StableDiffusionParts
 from sdgen.prompts.networks import without_tags
 from sdgen.request import GenerationRequest, InitImage, ModelSpec
 from sdgen.schedulers import make_scheduler
-from sdgen.stepsavers import guided_steps, unet_predictor
 from sdgen.text import TextOptions, encode_prompt, pad_to_chunks
 
 CLIP_TOKENS = 77  # one chunk of a prompt's embedding
@@ -69,15 +69,18 @@ def generate(
     request: GenerationRequest,
     model: StableDiffusionParts | ModelSpec | None = None,
     on_step: StepCallback | None = None,
+    on_step_end: StepEndHook | None = None,
 ) -> list[GeneratedImage]:
-    """Make `request.num_images` images; `model` is a loaded model, or a spec to load (default SD1.5)."""
-    return list(iter_generate(request, model, on_step))
+    """Make `request.num_images` images; `model` is a loaded model, or a spec to load (default SD1.5).
+    `on_step` watches each step; `on_step_end` may change the latents or conditioning of the next one."""
+    return list(iter_generate(request, model, on_step, on_step_end))
 
 
 def iter_generate(
     request: GenerationRequest,
     model: StableDiffusionParts | ModelSpec | None = None,
     on_step: StepCallback | None = None,
+    on_step_end: StepEndHook | None = None,
 ) -> Iterator[GeneratedImage]:
     """Like generate(), but yields each batch's images as soon as they are decoded (write them at once)."""
     # 1. check inputs: every rule, before any weights load
@@ -87,7 +90,7 @@ def iter_generate(
     parts = model if isinstance(model, StableDiffusionParts) else models.load_model(model)
     tasks = [ImageTask(request.for_image(index), index) for index in range(request.num_images)]
     for batch in consecutive_batches(tasks, request.batch_size):
-        yield from generate_batch(batch, parts, on_step)
+        yield from generate_batch(batch, parts, on_step, on_step_end)
 
 
 Task = TypeVar("Task", bound="HasRequest")
@@ -111,7 +114,10 @@ def consecutive_batches(tasks: Iterable[Task], batch_size: int) -> Iterator[list
 
 
 def generate_batch(
-    tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None = None
+    tasks: list[ImageTask],
+    parts: StableDiffusionParts,
+    on_step: StepCallback | None = None,
+    on_step_end: StepEndHook | None = None,
 ) -> list[GeneratedImage]:
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
     import torch
@@ -120,7 +126,7 @@ def generate_batch(
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
         with torch.inference_mode():
-            return _generate_batch(tasks, parts, on_step)
+            return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
@@ -147,9 +153,15 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
-def _generate_batch(
-    tasks: list[ImageTask], parts: StableDiffusionParts, on_step: StepCallback | None
-) -> list[GeneratedImage]:
+@dataclass(frozen=True)
+class _Hooks:
+    """The caller's ways into the loop: watch each step, steer the next one."""
+
+    on_step: StepCallback | None = None
+    on_step_end: StepEndHook | None = None
+
+
+def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: _Hooks) -> list[GeneratedImage]:
     started = time.perf_counter()
     request = tasks[0].request  # size, steps, scheduler, guidance, init image and LoRAs are shared
     if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask is None:
@@ -166,7 +178,7 @@ def _generate_batch(
     results: dict[int, GeneratedImage] = {}
     for length in dict.fromkeys(cond.shape[1] for cond, _ in conditions):
         group = [number for number, (cond, _) in enumerate(conditions) if cond.shape[1] == length]
-        made = _denoise_and_decode([tasks[n] for n in group], [conditions[n] for n in group], parts, on_step)
+        made = _denoise_and_decode([tasks[n] for n in group], [conditions[n] for n in group], parts, hooks)
         results.update(zip(group, made, strict=True))
     seconds = (time.perf_counter() - started) / len(tasks)
     return [dataclasses.replace(results[number], seconds=seconds) for number in range(len(tasks))]
@@ -189,17 +201,16 @@ def _denoise_and_decode(
     tasks: list[ImageTask],
     conditions: list[tuple[torch.Tensor, torch.Tensor | None]],
     parts: StableDiffusionParts,
-    on_step: StepCallback | None,
+    hooks: _Hooks,
 ) -> list[GeneratedImage]:
     import torch
 
     request = tasks[0].request
     assert request.width is not None and request.height is not None
-    prompt_embeds = torch.cat([cond for cond, _ in conditions])  # (B, 77 k, D)
-    negative_prompt_embeds = None
+    negative = None
     if request.guidance_scale > 1.0:
-        negative_prompt_embeds = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
-    embeds = (prompt_embeds, negative_prompt_embeds)
+        negative = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
+    conditioning = Conditioning(torch.cat([cond for cond, _ in conditions]), negative)  # (B, 77 k, D) each
 
     # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
     start = None
@@ -209,20 +220,21 @@ def _denoise_and_decode(
         inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
     elif request.is_img2img:
         pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
-        start = _encoded(pixels, parts)
+        start = encoded_start(pixels, parts.vae, parts.placement)
     strength = request.strength if request.is_img2img else None
     size = (request.width, request.height)
-    watch = _StopWatch(on_step) if on_step is not None else None
-    latents = _run_loop(tasks, embeds, parts, watch, size, request.num_inference_steps, strength, start, inpainting)
+    watch = _StopWatch(hooks.on_step) if hooks.on_step is not None else None
+    hooks = _Hooks(watch, hooks.on_step_end)
+    steps = request.num_inference_steps
+    latents = _run_loop(tasks, conditioning, parts, hooks, size, steps, strength, start, inpainting)
 
     # 5b. the hires pass: upscale, then image-to-image at the large size with the same prompt and seed
     if request.hires_scale is not None and not (watch and watch.stopped):
-        latents = _hires_pass(tasks, embeds, parts, on_step, latents)
+        latents = _hires_pass(tasks, conditioning, parts, hooks, latents)
 
-    # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE)
+    # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE: sdgen/plugins)
     _check_finite(latents, tasks[0].seed)
-    decoder = parts.vae if parts.decoder is None else parts.decoder
-    images, vae_dtype = decode_latents(decoder, latents)
+    images, vae_dtype = decode_latents(plugins.final_decoder(parts), latents)
     if inpainting is not None:
         images = inpainting.paste(images)
     return [
@@ -245,30 +257,11 @@ class _StopWatch:
             raise
 
 
-StartLatents = Callable[[list["torch.Generator"]], "torch.Tensor"]  # each image's generator -> x0 latents
-
-
-def _encoded(pixels: torch.Tensor | list[torch.Tensor], parts: StableDiffusionParts) -> StartLatents:
-    """The clean latents an image-to-image run starts from: the VAE's latent distribution of the image (one
-    for all, or one per image), sampled with each image's generator first, as diffusers' img2img does."""
-    import torch
-
-    dtype, device = torch_dtype(parts.placement.dtype), parts.placement.device
-
-    def start(generators: list[torch.Generator]) -> torch.Tensor:
-        if not isinstance(pixels, list):
-            return encode_image(parts.vae, pixels, generators, dtype, device)
-        pairs = zip(pixels, generators, strict=True)
-        return torch.cat([encode_image(parts.vae, one, [generator], dtype, device) for one, generator in pairs])
-
-    return start
-
-
 def _run_loop(
     tasks: list[ImageTask],
-    embeds: tuple[torch.Tensor, torch.Tensor | None],
+    conditioning: Conditioning,
     parts: StableDiffusionParts,
-    on_step: StepCallback | None,
+    hooks: _Hooks,
     size: tuple[int, int],
     steps: int,
     strength: float | None,
@@ -283,13 +276,9 @@ def _run_loop(
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
-    predictor, after_step = unet_predictor(parts.unet, request.cache_interval), None  # fresh DeepCache per run
     if inpainting is not None:
         assert strength is not None
         latents = inpainting.start(generators, scheduler, timesteps, strength)
-        unet_predict = predictor
-        predictor = lambda x, t, embeds: unet_predict(inpainting.unet_input(x), t, embeds)  # noqa: E731
-        after_step = lambda index, x: inpainting.after_step(index, timesteps, scheduler, x)  # noqa: E731
     elif start is None:
         scale = parts.vae_scale_factor
         latent_shape = (parts.unet.config.in_channels, size[1] // scale, size[0] // scale)
@@ -297,28 +286,32 @@ def _run_loop(
         latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
     else:
         latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
-    prompt_embeds, negative_prompt_embeds = embeds
+    # the loop's extension points: the plug-ins wrap the U-Net call (fresh per run) and end guidance early;
+    # inpainting adds its extra input channels and its blend; the caller's hook comes last
+    run = plugins.Run(request, parts, scheduler, timesteps)
+    step_end = chain_step_end(plugins.guidance_end(run), hooks.on_step_end)
+    if inpainting is not None:
+        conditioning = inpainting.conditioning(conditioning)
+        step_end = chain_step_end(inpainting.on_step_end, step_end)
     return denoise(
-        predictor,
+        plugins.noise_predictor(run),
         latents,
-        timesteps,
-        scheduler,
-        prompt_embeds,
-        negative_prompt_embeds,
-        request.guidance_scale,
-        generators,
-        on_step,
-        tuple(seeds),
-        after_step,
-        guided_steps(len(timesteps), request.cfg_end),
+        timesteps=timesteps,
+        scheduler=scheduler,
+        conditioning=conditioning,
+        guidance_scale=request.guidance_scale,
+        generators=generators,
+        on_step=hooks.on_step,
+        on_step_end=step_end,
+        seeds=tuple(seeds),
     )
 
 
 def _hires_pass(
     tasks: list[ImageTask],
-    embeds: tuple[torch.Tensor, torch.Tensor | None],
+    conditioning: Conditioning,
     parts: StableDiffusionParts,
-    on_step: StepCallback | None,
+    hooks: _Hooks,
     latents: torch.Tensor,
 ) -> torch.Tensor:
     """A1111's hires fix. `latent`: the latents scaled up (bilinear, A1111's "Latent"); `lanczos`: the
@@ -335,9 +328,9 @@ def _hires_pass(
         start: StartLatents = lambda generators: upscaled  # noqa: E731
     else:
         images, _ = decode_latents(parts.vae, latents)
-        start = _encoded([image_to_tensor(image, width, height) for image in images], parts)
+        start = encoded_start([image_to_tensor(image, width, height) for image in images], parts.vae, parts.placement)
     steps = request.hires_steps or request.num_inference_steps
-    return _run_loop(tasks, embeds, parts, on_step, (width, height), steps, request.hires_strength, start)
+    return _run_loop(tasks, conditioning, parts, hooks, (width, height), steps, request.hires_strength, start)
 
 
 def _check_finite(latents: torch.Tensor, seed: int) -> None:

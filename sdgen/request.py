@@ -146,7 +146,7 @@ class GenerationRequest:
     max_breaks: int = default("max_breaks")  # BREAKs in one prompt
     max_networks: int = default("max_networks")  # LoRAs and embeddings of one image
     max_wildcards: int = default("max_wildcards")  # wildcard look-ups per image
-    # step savers (sdgen/stepsavers.py)
+    # step savers (sdgen/plugins)
     cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
     cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
     # filled in by validated() / for_image(): what each image really uses

@@ -1,7 +1,7 @@
 """Speed and memory: what to do to the loaded parts for the device they run on.
 
 Only decisions live here, as plain data, unit-tested without a GPU. The loader carries them out with the
-libraries' own switches (StableDiffusionParts.apply in sdgen/models.py: diffusers' attention slicing,
+libraries' own switches (StableDiffusionParts.apply in sdgen/models/loader.py: diffusers' attention slicing,
 VAE slicing and tiling, accelerate's offload, torch.compile, channels_last). Measured with
 scripts/bench.py; see the README's performance section.
 """
@@ -35,7 +35,6 @@ class SpeedPlan:
     offload: str  # none, model (one part on the GPU at a time), sequential (one layer at a time)
     compile: bool  # torch.compile the U-Net: faster steps after a slow first call
     move_to_device: bool  # False when offload hooks move the weights instead
-    token_merging: float = 0.0  # tomesd's ratio (0: off): fewer attention tokens, a slightly different picture
 
 
 def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
@@ -62,7 +61,6 @@ def plan_speed(spec: ModelSpec, placement: Placement) -> SpeedPlan:
         offload=offload,
         compile=spec.compile,
         move_to_device=offload == "none",
-        token_merging=spec.token_merging,
     )
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdgen.denoise import Conditioning
 from sdgen.pipeline import generate
+from sdgen.plugins.cfg_end import guided_steps
+from sdgen.plugins.deepcache import DeepCache
 from sdgen.request import GenerationRequest
-from sdgen.stepsavers import DeepCache, guided_steps
 
 from .conftest import SIZE
 from .test_pipeline import PROMPT, pixels, reference_pipeline
@@ -111,10 +113,10 @@ def test_the_shallow_branch_on_its_own_step_equals_the_whole_unet() -> None:
     embeds = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(2))
     t = torch.tensor(500)
     with torch.inference_mode():
-        full = cache(latents, t, embeds)
-        shallow = cache(latents, t, embeds)
+        full = cache(latents, t, Conditioning(embeds))
+        shallow = cache(latents, t, Conditioning(embeds))
         assert cache.calls == 2 and torch.allclose(full, shallow, atol=1e-5)
-        later = cache(latents * 0.5, torch.tensor(300), embeds)  # call 3: a whole pass again
+        later = cache(latents * 0.5, torch.tensor(300), Conditioning(embeds))  # call 3: a whole pass again
         fresh = unet(latents * 0.5, torch.tensor(300), encoder_hidden_states=embeds, return_dict=False)[0]
         assert torch.equal(later, fresh)
 
@@ -128,8 +130,8 @@ def test_the_shallow_branch_after_guidance_ends_uses_the_conditional_half() -> N
     t = torch.tensor(500)
     with torch.inference_mode():
         cache = DeepCache(unet, interval=2)
-        guided = cache(torch.cat([latents, latents]), t, embeds)
-        conditional_only = cache(latents, t, embeds[1:])
+        guided = cache(torch.cat([latents, latents]), t, Conditioning(embeds[1:], embeds[:1]))  # [uncond, cond]
+        conditional_only = cache(latents, t, Conditioning(embeds[1:]))
         assert torch.allclose(conditional_only, guided[1:], atol=1e-5)
 
 
@@ -141,11 +143,11 @@ def test_decoder_matches_diffusers_with_the_same_tiny_autoencoder(tiny_model_dir
         ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32", decoder=str(tiny_autoencoder_dir))
     )
     pipe = reference_pipeline(parts, SCHEDULER)
-    pipe.vae = parts.decoder  # diffusers' documented TAESD swap: pipe.vae = AutoencoderTiny.from_pretrained(...)
+    pipe.vae = parts.plugins["decoder"]  # diffusers' TAESD swap: pipe.vae = AutoencoderTiny.from_pretrained(...)
     expected = reference(pipe)
     got = ours(parts)
     assert np.abs(got - expected).max() <= 1
-    parts.decoder = None
+    del parts.plugins["decoder"]
     assert np.abs(got - ours(parts)).max() > 1, "the full VAE decodes differently"
 
 
@@ -226,7 +228,7 @@ def test_a_compiled_unet_runs_uncompiled_under_deepcache(caplog) -> None:
     cache = DeepCache(Compiled(), interval=2)
     latents, embeds = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 32)
     with torch.inference_mode():
-        assert cache(latents, torch.tensor(10), embeds).shape == latents.shape
+        assert cache(latents, torch.tensor(10), Conditioning(embeds)).shape == latents.shape
     assert "runs the U-Net uncompiled" in caplog.text
 
 
@@ -255,7 +257,7 @@ def test_token_merging_matches_tomesd_on_diffusers(attention_at_full_resolution)
 
     folder = str(attention_at_full_resolution)
     merged = load_model(ModelSpec(model=folder, device="cpu", dtype="float32", token_merging=0.5))
-    assert merged.token_merging == 0.5
+    assert merged.plugins["token_merging"] == 0.5
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
     )

@@ -54,9 +54,7 @@ class StableDiffusionParts:
     vae_name: str | None = None
     vae_hash: str | None = None
     spec: ModelSpec | None = None  # what it was loaded from (checked): the record keeps its options as given
-    decoder: Any = None  # --decoder: a tiny autoencoder (AutoencoderTiny) for the final decode, else the VAE
-    decoder_source: str | None = None
-    token_merging: float = 0.0  # tomesd's ratio patched into the U-Net (--token-merging)
+    plugins: dict[str, Any] = field(default_factory=dict)  # what each plug-in's load step kept (sdgen/plugins)
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _adapters: Adapters | None = field(default=None, repr=False)
@@ -77,8 +75,9 @@ class StableDiffusionParts:
 
     # --- speed and memory switches, named as on diffusers' pipelines ---------------------------------
 
-    def apply(self, plan: SpeedPlan) -> None:
-        """Switch on what the plan asks for (placement, dtype and layout were done while loading)."""
+    def apply(self, plan: SpeedPlan, spec: ModelSpec | None = None) -> None:
+        """Switch on what the plan asks for (placement, dtype and layout were done while loading), then what
+        the plug-ins do at load time for `spec` (sdgen/plugins: token merging, the tiny decoder)."""
         if plan.attention_slicing:
             self.enable_attention_slicing()
         if plan.vae_slicing:
@@ -89,8 +88,10 @@ class StableDiffusionParts:
             self.enable_model_cpu_offload()
         elif plan.offload == "sequential":
             self.enable_sequential_cpu_offload()
-        if plan.token_merging:
-            self.merge_tokens(plan.token_merging)
+        if spec is not None:
+            from sdgen.plugins import load_plugins
+
+            load_plugins(self, spec)
         if plan.compile:  # last: it compiles what the switches above made
             self.compile_unet()
 
@@ -119,13 +120,9 @@ class StableDiffusionParts:
         for module in (self.text_encoder, self.unet, self.vae):
             cpu_offload(module, execution_device=torch.device(self.placement.device))
 
-    def merge_tokens(self, ratio: float) -> None:
-        """Token merging (tomesd, Bolya & Hoffman 2023) in the U-Net's transformer blocks at full latent
-        resolution. `use_rand=False`: tomesd's random pick forks torch's global RNG, which would make a
-        seed's picture depend on what ran before and on the batch; the fixed pick keeps both contracts."""
-        import tomesd
-
-        tomesd.apply_patch(self.unet, ratio=ratio, use_rand=False)
+    def load_tiny_autoencoder(self, name: str, flag: str) -> Any:
+        """A tiny autoencoder placed beside the VAE (the --decoder plug-in's load step)."""
+        return load_tiny_autoencoder(name, self.placement, self.offline, flag)
 
     def compile_unet(self) -> None:
         """torch.compile the U-Net, with inductor's caches kept in sdgen's cache folder: the first process
@@ -218,11 +215,8 @@ def load_model(
         **loaded, scheduler_config=scheduler_config, placement=placement, source=source, offline=spec.offline,
         vae_source=str(spec.vae) if spec.vae else None, vae_name=vae_name, vae_hash=vae_hash,
         spec=spec,
-        decoder=load_tiny_autoencoder(spec.decoder, placement, spec.offline, "--decoder") if spec.decoder else None,
-        decoder_source=spec.decoder,
-        token_merging=plan.token_merging,
     )
-    parts.apply(plan)
+    parts.apply(plan, spec)
     parts.load_seconds = time.perf_counter() - started
     return parts
 
