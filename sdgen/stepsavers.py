@@ -1,6 +1,6 @@
 """Step savers: opt-in ways to spend fewer U-Net FLOPs per image, each equal to its published reference.
 
-They change the picture slightly (README, "Step savers"); none is on unless asked for.
+They change the picture slightly (docs/settings.md, "Step savers"); none is on unless asked for.
 
 - DeepCache (Ma et al. 2023, `--cache-interval N`): the U-Net's deep features change slowly from step to
   step, so every N-th step runs the whole U-Net and keeps the feature map that enters its last up-block
