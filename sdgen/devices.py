@@ -11,7 +11,7 @@ Decisions (unit-tested with the hardware probe faked, see tests/test_devices.py)
 - CPU: float16 matmuls and convolutions are slow or missing on CPUs, so float16 is refused there.
   `auto` picks bfloat16 on CPUs with native bf16 units (Intel AMX or AVX512-BF16, read from the CPU
   flags): scripts/bench.py measured the SD1.5 U-Net step and VAE decode several times faster than float32
-  there (README, Performance). Elsewhere bfloat16 is emulated and slower, so `auto` stays float32.
+  there (docs/performance.md). Elsewhere bfloat16 is emulated and slower, so `auto` stays float32.
   float32 stays one flag away (`--dtype float32`) and is the reference-exact setting.
 - Random numbers: drawn from a CPU `torch.Generator` by default, so a seed gives the same picture on
   CUDA, MPS and CPU; `rng="device"` draws on the device instead (faster, not portable).

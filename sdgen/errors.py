@@ -1,4 +1,4 @@
-"""Error classes. Each carries the exit code the CLI returns for it (README: When things go wrong).
+"""Error classes. Each carries the exit code the CLI returns for it (docs/troubleshooting.md).
 
 | code | meaning                                                                       |
 | 0    | success                                                                       |

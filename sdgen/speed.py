@@ -3,7 +3,7 @@
 Only decisions live here, as plain data, unit-tested without a GPU. The loader carries them out with the
 libraries' own switches (StableDiffusionParts.apply in sdgen/models/loader.py: diffusers' attention slicing,
 VAE slicing and tiling, accelerate's offload, torch.compile, channels_last). Measured with
-scripts/bench.py; see the README's performance section.
+scripts/bench.py; see docs/performance.md (the options: docs/settings.md).
 """
 
 from __future__ import annotations
