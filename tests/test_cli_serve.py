@@ -191,7 +191,7 @@ USER = ("alice", "s3cret")
 
 @pytest.fixture(scope="module")
 def guarded(tiny_model_dir, tmp_path_factory) -> Iterator[RealServer]:
-    """One real server with --api-auth (from SDGEN_API_AUTH, as the README advises) for the hostile requests."""
+    """One real server with --api-auth (from SDGEN_API_AUTH, as docs/server.md advises) for the hostile requests."""
     log = tmp_path_factory.mktemp("guarded") / "log"
     server = RealServer(tiny_model_dir, log, env={"SDGEN_API_AUTH": ":".join(USER)})
     server.wait_ready(auth=USER)

@@ -197,7 +197,7 @@ def test_bad_saver_values_exit_2_before_loading(no_weights_load, args: list[str]
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
 
 
-def test_turbo_and_lcm_presets_resolve_to_what_the_readme_says() -> None:
+def test_turbo_and_lcm_presets_resolve_to_what_docs_settings_says() -> None:
     from sdgen import settings
 
     def preset(name: str) -> dict:
