@@ -40,7 +40,7 @@ Configurations:
     python scripts/bench.py --sizes 512 --rounds 2 --configs diffusers,sdgen,sdgen-turbo,openvino
 
 Every table starts with the machine: CPU model, vector units, threads, and the float32 and bfloat16
-matrix-multiply peaks measured by sdgen/machine.py; the "% peak" column is the U-Net's GFLOP/s over the
+matrix-multiply peaks measured by sdgen/hardware/machine.py; the "% peak" column is the U-Net's GFLOP/s over the
 peak of its dtype (for step savers the GFLOP/s are nominal: the FLOPs of a whole guided step over the time
 of one, so above the peak means FLOPs skipped).
 """
@@ -114,7 +114,7 @@ def run_pipeline(pipe, started: float, size: int, steps: int, scheduler: str) ->
     import diffusers
     import torch
 
-    from sdgen.schedulers import scheduler_spec
+    from sdgen.config.schedulers import scheduler_spec
 
     spec = scheduler_spec(scheduler)
     pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
@@ -148,7 +148,7 @@ def preset_options(name: str) -> tuple[dict, dict]:
     """A shipped preset's values split into ModelSpec and GenerationRequest options."""
     import tomllib
 
-    from sdgen.options import MODEL, OPTIONS, REQUEST
+    from sdgen.config.options import MODEL, OPTIONS, REQUEST
 
     values = tomllib.loads((ROOT / "configs" / "presets" / f"{name}.toml").read_text())
     values.pop("lora", None)  # sdgen-lcm: the LCM-LoRA cannot be downloaded here (see the docstring)
@@ -161,8 +161,8 @@ def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) 
     import torch
 
     from sdgen import GenerationRequest, ModelSpec, load_model
-    from sdgen.pipeline import generate
-    from sdgen.text import encode_prompt
+    from sdgen.engine.pipeline import generate
+    from sdgen.engine.text import encode_prompt
 
     model_options, request_options = SDGEN_CONFIGS[config]
     if config.endswith(("-turbo", "-lcm")):
@@ -251,8 +251,8 @@ def worker(args: argparse.Namespace) -> None:
     from make_random_sd15 import ensure_model
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 
+    import sdgen.engine.pipeline  # noqa: F401
     import sdgen.models  # noqa: F401
-    import sdgen.pipeline  # noqa: F401
 
     folder = ensure_model()
     if args.worker == "diffusers":
@@ -288,8 +288,8 @@ def run_config(
 
 
 def machine(cap_avx2: bool = False) -> dict:
-    """The CPU and its measured matmul peaks (sdgen/machine.py), once per bench run."""
-    from sdgen.machine import cpu_info, gemm_peaks
+    """The CPU and its measured matmul peaks (sdgen/hardware/machine.py), once per bench run."""
+    from sdgen.hardware.machine import cpu_info, gemm_peaks
 
     info = cpu_info()
     native_bf16 = info.native_bf16 and not cap_avx2  # capped, bfloat16 is emulated: measure a small product

@@ -61,16 +61,15 @@ def main() -> None:
     import torch
     from make_random_sd15 import ensure_model
 
-    from sdgen.models import load_model
-    from sdgen.models.loader import load_tiny_autoencoder
-    from sdgen.pictures.grid import cell_requests, generate_cells, parse_axis
+    from sdgen.engine.loader import load_model, load_tiny_autoencoder
+    from sdgen.engine.pipeline import generate
+    from sdgen.engine.request import GenerationRequest, ModelSpec
+    from sdgen.explain.noising import NoiseRequest, noise_pictures
+    from sdgen.explain.schedules import ScheduleRequest, plot, schedule_numbers
     from sdgen.pictures.live import LivePreview
-    from sdgen.pictures.noising import NoiseRequest, noise_pictures
     from sdgen.pictures.previews import make_previewer
-    from sdgen.pictures.schedules import ScheduleRequest, plot, schedule_numbers
     from sdgen.pictures.sequence import SequenceRecorder, animation_frames, contact_sheet
-    from sdgen.pipeline import generate
-    from sdgen.request import GenerationRequest, ModelSpec
+    from sdgen.runs.grid import cell_requests, generate_cells, parse_axis
 
     folder, taesd = ensure_model(), ensure_taesd()
     spec = ModelSpec(model=str(folder), device="cpu", dtype=args.dtype)

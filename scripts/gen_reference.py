@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write docs/reference.md from the option table (sdgen/options.py): every option, flag, settings key,
+"""Write docs/reference.md from the option table (sdgen/config/options.py): every option, flag, settings key,
 batch-line key, record field and A1111 field.
 
     python scripts/gen_reference.py           # after changing a row
@@ -20,7 +20,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only say whether the file is up to date")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from sdgen import reference
+    from sdgen.cli import reference
 
     path = ROOT / reference.PATH
     text = reference.render()

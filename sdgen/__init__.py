@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from sdgen.version import __version__
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,18 +21,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdgen.models import load_model
-    from sdgen.options import DEFAULT_MODEL
-    from sdgen.pipeline import GeneratedImage, generate
-    from sdgen.request import GenerationRequest, ModelSpec
+    from sdgen.config.options import DEFAULT_MODEL
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.pipeline import GeneratedImage, generate
+    from sdgen.engine.request import GenerationRequest, ModelSpec
 
 _LAZY = {
-    "DEFAULT_MODEL": "sdgen.options",
-    "GenerationRequest": "sdgen.request",
-    "ModelSpec": "sdgen.request",
-    "load_model": "sdgen.models",
-    "GeneratedImage": "sdgen.pipeline",
-    "generate": "sdgen.pipeline",
+    "DEFAULT_MODEL": "sdgen.config.options",
+    "GenerationRequest": "sdgen.engine.request",
+    "ModelSpec": "sdgen.engine.request",
+    "load_model": "sdgen.engine.loader",
+    "GeneratedImage": "sdgen.engine.pipeline",
+    "generate": "sdgen.engine.pipeline",
 }
 
 

@@ -67,8 +67,8 @@ def put_in_hub_cache(folder: Path, repo_id: str, commit: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_parts(tiny_model_dir: Path):
     """The tiny model loaded once on the CPU in float32 (the reference-exact setting)."""
-    from sdgen.models import load_model
-    from sdgen.request import ModelSpec
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
 
     return load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
 
@@ -76,12 +76,13 @@ def tiny_parts(tiny_model_dir: Path):
 @pytest.fixture
 def no_weights_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if anything tries to load weights (for 'rejected before loading' tests)."""
+    import sdgen.engine.loader
     import sdgen.models.hub
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("weights were loaded, but the input should have been rejected first")
 
-    monkeypatch.setattr(sdgen.models, "load_model", refuse)
+    monkeypatch.setattr(sdgen.engine.loader, "load_model", refuse)
     monkeypatch.setattr(sdgen.models.hub, "resolve_model_folder", refuse)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdgen import settings
-from sdgen.request import ModelSpec
+from sdgen.config import settings
+from sdgen.engine.request import ModelSpec
 
 
 def server_settings(model: Path | str, **flags: Any) -> dict[str, Any]:

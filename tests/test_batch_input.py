@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from sdgen.batch.input import BatchItem, detect_format, read_items
+from sdgen.config.options import describe
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
+from sdgen.runs.batch.input import BatchItem, detect_format, read_items
 
 
 def items(text: str, fmt: str) -> list[BatchItem]:
@@ -126,7 +126,7 @@ def test_items_are_read_lazily_so_stdin_can_stream() -> None:
 
 
 def test_a_bom_and_crlf_endings_are_read_transparently() -> None:
-    from sdgen.batch.input import text_lines
+    from sdgen.runs.batch.input import text_lines
 
     raw = [b"\xef\xbb\xbfa red fox\r\n", b"an owl\r\n"]
     assert list(read_items(text_lines(raw), "txt")) == [
@@ -139,7 +139,7 @@ def test_a_bom_and_crlf_endings_are_read_transparently() -> None:
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
 def test_lines_that_are_not_text_are_reported_with_their_numbers(fmt) -> None:
-    from sdgen.batch.input import text_lines
+    from sdgen.runs.batch.input import text_lines
 
     good = {"txt": b"a fox\n", "jsonl": b'{"prompt": "a fox"}\n', "csv": b"a fox\n"}[fmt]
     raw = [b"prompt\n"] if fmt == "csv" else []

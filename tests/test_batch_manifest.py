@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from sdgen.batch.input import BatchItem
-from sdgen.batch.manifest import Manifest, done_paths, is_done
 from sdgen.errors import InvalidRequestError
+from sdgen.runs.batch.input import BatchItem
+from sdgen.runs.batch.manifest import Manifest, done_paths, is_done
 
 from .test_batch_plan import planner
 
@@ -67,10 +67,10 @@ def test_the_folder_lock_names_its_holder_and_goes_with_it(tmp_path) -> None:
     import subprocess
     import sys
 
-    from sdgen.batch.manifest import FolderLock
+    from sdgen.runs.batch.manifest import FolderLock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from sdgen.batch.manifest import FolderLock; from pathlib import Path; "
+        [sys.executable, "-c", f"from sdgen.runs.batch.manifest import FolderLock; from pathlib import Path; "
          f"lock = FolderLock(Path({str(tmp_path)!r})); lock.acquire(); print('locked', flush=True); input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sdgen.batch.input import BatchItem
-from sdgen.batch.plan import _END, BatchPlanner, chunks, chunks_as_they_arrive, derived_seed
+from sdgen.config.options import describe
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
+from sdgen.runs.batch.input import BatchItem
+from sdgen.runs.batch.plan import _END, BatchPlanner, chunks, chunks_as_they_arrive, derived_seed
 
 DEFAULTS = {"steps": 4, "guidance_scale": 7.5, "scheduler": "euler", "width": 64, "height": 64, "model": "m"}
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdgen.batch.plan import derived_seed
 from sdgen.cli import app
+from sdgen.runs.batch.plan import derived_seed
 
 runner = CliRunner()
 
@@ -350,9 +350,9 @@ def test_messy_prompt_files_are_read_and_bad_lines_reported(tiny_model_dir, tmp_
 
 
 def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp_path, monkeypatch) -> None:
-    import sdgen.pipeline
+    import sdgen.engine.pipeline
 
-    real, calls = sdgen.pipeline._generate_batch, []
+    real, calls = sdgen.engine.pipeline._generate_batch, []
 
     def first_chunk_runs_out(*args, **kwargs):
         calls.append(1)
@@ -360,7 +360,7 @@ def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp
             raise MemoryError()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sdgen.pipeline, "_generate_batch", first_chunk_runs_out)
+    monkeypatch.setattr(sdgen.engine.pipeline, "_generate_batch", first_chunk_runs_out)
     source = tmp_path / "p.txt"
     source.write_text("a fox\nan owl\na cat\n")
     result = batch(tiny_model_dir, source, tmp_path / "out", "--batch-size", "2")

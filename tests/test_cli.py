@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.devices import choose_placement
+from sdgen.hardware.devices import choose_placement
 
 from .conftest import TINY_HUB_ID, run_cli
 
@@ -175,7 +175,7 @@ def test_prompt_named_like_a_command(tiny_model_dir, tmp_path) -> None:
 
 
 def test_schedulers_command_lists_every_name() -> None:
-    from sdgen.schedulers import SCHEDULERS
+    from sdgen.config.schedulers import SCHEDULERS
 
     result = runner.invoke(app, ["schedulers"])
     assert result.exit_code == 0
@@ -425,7 +425,7 @@ def test_hires_pass_through_the_cli_is_recorded_the_a1111_way_and_replayed(tiny_
     again = runner.invoke(app, ["--from", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")])
     assert again.exit_code == 0, again.output
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "b.png")))
-    from sdgen.metadata import parse_a1111, request_values_from_image
+    from sdgen.record.metadata import parse_a1111, request_values_from_image
 
     assert parse_a1111(image.text["parameters"])["fields"]["Hires upscale"] == "2"
     from PIL.PngImagePlugin import PngInfo

@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import read_image_metadata
 from sdgen.prompts.networks import short_hash
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.tiny_adapters import build_tiny_embedding, build_tiny_lora
 
 runner = CliRunner()
@@ -74,7 +74,7 @@ def test_no_weighting_is_recorded_the_a1111_way(tiny_model_dir, tmp_path) -> Non
 def test_a1111_text_alone_replays_clip_skip_and_emphasis(tmp_path) -> None:
     from PIL.PngImagePlugin import PngInfo
 
-    from sdgen.metadata import request_values_from_image
+    from sdgen.record.metadata import request_values_from_image
 
     info = PngInfo()
     info.add_text("parameters", "a (fox:1.2) <lora:x:0.5>\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "

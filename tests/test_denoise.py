@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdgen.denoise import Conditioning, StopDenoising, denoise, predicted_clean_latents
+from sdgen.engine.denoise import Conditioning, StopDenoising, denoise, predicted_clean_latents
 
 
 class RecordingScheduler:

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from sdgen.devices import HardwareProbe, Placement, choose_dtype, choose_placement, make_generator
+from sdgen.config.options import describe
 from sdgen.errors import DeviceNotAvailableError, InvalidRequestError
-from sdgen.options import describe
+from sdgen.hardware.devices import HardwareProbe, Placement, choose_dtype, choose_placement, make_generator
 
 CPU_ONLY = HardwareProbe(cuda_device_count=0, mps_available=False)
 TWO_GPUS = HardwareProbe(cuda_device_count=2, mps_available=False)
@@ -97,7 +97,7 @@ def test_bfloat16_is_automatic_only_with_native_units_and_float32_stays_one_flag
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
-    from sdgen.devices import cpu_flags
+    from sdgen.hardware.devices import cpu_flags
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
@@ -119,7 +119,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
 def test_torch_device_spellings_are_accepted(given, meant, placed) -> None:
     """accelerate hands each process a torch device name such as cpu:0 (`--device auto` under
     `accelerate launch` on a CPU failed with "Invalid --device 'cpu:0'")."""
-    from sdgen.devices import normalize_device
+    from sdgen.hardware.devices import normalize_device
 
     assert normalize_device(given) == meant
     probe = HardwareProbe(cuda_device_count=2, mps_available=True)

@@ -22,11 +22,11 @@ import pytest
 from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
-from sdgen import images
 from sdgen.cli import app
+from sdgen.config import images
+from sdgen.config.images import DECODE_SLOTS, MAX_IMAGE_PIXELS, checked_image_size, load_checked_image
+from sdgen.engine.request import MAX_SIZE, GenerationRequest
 from sdgen.errors import InvalidRequestError, OutputError
-from sdgen.images import DECODE_SLOTS, MAX_IMAGE_PIXELS, checked_image_size, load_checked_image
-from sdgen.request import MAX_SIZE, GenerationRequest
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ CONCURRENT = """
 import io, json, os, sys, threading, time, tracemalloc
 sys.path.insert(0, sys.argv[1])
 from sdgen.errors import InvalidRequestError, OutputError
-from sdgen.request import load_checked_image
+from sdgen.engine.request import load_checked_image
 
 data = open(sys.argv[2], "rb").read()
 def rss():
@@ -349,8 +349,8 @@ def test_info_and_from_read_metadata_without_decoding_pixels(tmp_path, no_weight
 
 def test_the_pipeline_and_masks_read_through_the_loader(tmp_path, monkeypatch) -> None:
     """The files are read again when the model runs: through the same checks (a file swapped meanwhile)."""
-    from sdgen.inpaint import mask_image
-    from sdgen.pipeline import _open_image
+    from sdgen.engine.inpaint import mask_image
+    from sdgen.engine.pipeline import _open_image
 
     path = tmp_path / "x.png"
     Image.new("RGB", (64, 64), "white").save(path)
@@ -447,8 +447,8 @@ def test_name_templates_are_limited_before_loading(tmp_path, no_weights_load, te
 
 
 def test_a_name_at_the_limit_is_fine_and_a_byte_more_is_refused(tmp_path) -> None:
-    from sdgen.output import plan_outputs
-    from sdgen.request import OutputSpec
+    from sdgen.engine.request import OutputSpec
+    from sdgen.record.output import plan_outputs
 
     request = GenerationRequest(prompt="a fox", seed=7, num_images=2).validated()
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")

@@ -13,12 +13,12 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.config.schedulers import scheduler_spec
+from sdgen.engine.loader import load_model
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import GenerationError, InvalidRequestError
-from sdgen.metadata import read_image_metadata
-from sdgen.models import load_model
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest, ModelSpec
-from sdgen.schedulers import scheduler_spec
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.tiny_model import build_tiny_model
 
 runner = CliRunner()

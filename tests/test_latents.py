@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdgen.latents import decode_latents, image_to_tensor, initial_noise, set_timesteps
-from sdgen.schedulers import make_scheduler
+from sdgen.config.schedulers import make_scheduler
+from sdgen.engine.latents import decode_latents, image_to_tensor, initial_noise, set_timesteps
 from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 CONFIG = {"_class_name": "PNDMScheduler", **SD15_SCHEDULER_CONFIG}

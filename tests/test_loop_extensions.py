@@ -9,10 +9,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sdgen import plugins
-from sdgen.denoise import Conditioning, NoisePredictor, StepEnd
-from sdgen.pipeline import generate
-from sdgen.plugins import Plugin, Run
+from sdgen.engine import plugins
+from sdgen.engine.denoise import Conditioning, NoisePredictor, StepEnd
+from sdgen.engine.pipeline import generate
+from sdgen.engine.plugins import Plugin, Run
 
 from .conftest import SIZE
 from .test_pipeline import PROMPT, STEPS, pixels, reference_pipeline, request

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdgen.machine import cpu_info, cpu_model, gemm_peak, vector_units
+from sdgen.hardware.machine import cpu_info, cpu_model, gemm_peak, vector_units
 
 AMD_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7R32\nflags\t\t: fpu sse2 avx fma avx2\n"
 XEON_AMX = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from sdgen.metadata import a1111_parameters, png_info, result_record
-from sdgen.pipeline import GeneratedImage
-from sdgen.request import GenerationRequest
+from sdgen.engine.pipeline import GeneratedImage
+from sdgen.engine.request import GenerationRequest
+from sdgen.record.metadata import a1111_parameters, png_info, result_record
 
 
 def fake_result(**overrides) -> GeneratedImage:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from sdgen.engine.loader import load_model
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import GenerationError
-from sdgen.models import load_model
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest, ModelSpec
 from sdgen.testing.tiny_adapters import build_tiny_embedding, build_tiny_lora, to_kohya
 
 from .test_pipeline import reference_pipeline

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from sdgen.engine.loader import load_model
+from sdgen.engine.request import ModelSpec
 from sdgen.errors import ModelNotFoundError
-from sdgen.models import load_model
 from sdgen.models.hub import resolve_model_folder
-from sdgen.request import ModelSpec
 
 from .conftest import TINY_COMMIT, TINY_HUB_ID, run_cli
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.engine.loader import load_model
+from sdgen.engine.request import ModelSpec
 from sdgen.errors import ModelLoadError
-from sdgen.models import load_model
 from sdgen.models.layout import check_model_folder, download_patterns
-from sdgen.request import ModelSpec
 
 
 def copy_model(source: Path, target: Path) -> Path:
@@ -75,8 +75,8 @@ def test_missing_part_names_the_file(tiny_model_dir, tmp_path) -> None:
 def test_native_size_comes_from_the_configs_on_disk(tmp_path, tiny_model_dir) -> None:
     import json
 
+    from sdgen.engine.request import GenerationRequest
     from sdgen.models.layout import native_size
-    from sdgen.request import GenerationRequest
 
     for part, config in (("unet", {"sample_size": 96}), ("vae", {"block_out_channels": [128, 256, 512, 512]})):
         (tmp_path / "sd2-v" / part).mkdir(parents=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sdgen.engine.loader import load_model
+from sdgen.engine.request import ModelSpec
 from sdgen.errors import ModelLoadError
-from sdgen.models import load_model
-from sdgen.request import ModelSpec
 
 from .test_models_layout import copy_model
 

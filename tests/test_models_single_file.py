@@ -14,12 +14,12 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.loader import load_model
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.metadata import read_image_metadata
-from sdgen.models import load_model
 from sdgen.models.single_file import inspect_checkpoint
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest, ModelSpec
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.ldm import model_to_ldm
 
 from .test_pipeline import reference_pipeline
@@ -130,7 +130,7 @@ def test_the_cli_runs_a_checkpoint_offline_and_records_its_name(tiny_model_dir, 
 def test_the_shipped_configs_hold_sd15_and_the_clip_tokenizer() -> None:
     from transformers import CLIPTokenizer
 
-    from sdgen.settings import configs_dir
+    from sdgen.config.settings import configs_dir
 
     folder = configs_dir() / "sd15"
     for name in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
@@ -185,7 +185,7 @@ def test_the_shipped_sd2_configs_build_sd2s_architecture() -> None:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer
 
-    from sdgen.settings import configs_dir
+    from sdgen.config.settings import configs_dir
 
     folder = configs_dir() / "sd2"
     with torch.device("meta"):

@@ -12,12 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.loader import load_model
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.metadata import read_image_metadata
-from sdgen.models import load_model
 from sdgen.models.vae import vae_source
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest, ModelSpec
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.ldm import vae_to_ldm
 
 from .conftest import put_in_hub_cache

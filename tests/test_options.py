@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 import sdgen.cli.generate
-from sdgen import options
 from sdgen.cli import build_app
-from sdgen.options import BATCH, GENERATE, MODEL, OUTPUT, REQUEST, Option
-from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.config import options
+from sdgen.config.options import BATCH, GENERATE, MODEL, OUTPUT, REQUEST, Option
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
 
 runner = CliRunner()
 TARGETS = {REQUEST: GenerationRequest, MODEL: ModelSpec, OUTPUT: OutputSpec}
@@ -80,16 +80,17 @@ def test_a_new_picture_row_alone_reaches_batch_lines_records_replay_resume_docs_
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    import sdgen.batch.plan
-    import sdgen.batch.run
-    from sdgen import reference
-    from sdgen.metadata import read_image_metadata
+    import sdgen.runs.batch.plan
+    import sdgen.runs.batch.run
+    from sdgen.cli import reference
+    from sdgen.record.metadata import read_image_metadata
 
     old_lines = jsonl(tmp_path / "old.jsonl", [{"prompt": "a fox", "seed": 1}, {"prompt": "an owl", "seed": 2}])
     assert tiny_batch(build_app(), tiny_model_dir, old_lines, tmp_path / "old").exit_code == 0  # before the row
 
     monkeypatch.setattr(options, "OPTIONS", MappingProxyType({**options.OPTIONS, "sharpness": PICTURE_ROW}))
-    for module in (sdgen.batch.plan, sdgen.batch.run):  # the code that uses the option: a field of the request
+    # the code that uses the option: a field of the request
+    for module in (sdgen.runs.batch.plan, sdgen.runs.batch.run):
         monkeypatch.setattr(module, "GenerationRequest", SharperRequest)
     app = build_app()
     sees_the_row_in_help_config_env_the_config_file_and_the_request(monkeypatch, tmp_path, app)
@@ -101,13 +102,13 @@ def test_a_new_picture_row_alone_reaches_batch_lines_records_replay_resume_docs_
 
     # batch lines; two images that differ in it never share a U-Net call, two that differ in prompt and seed do
     calls = []
-    real_generate_batch = sdgen.batch.run.generate_batch
+    real_generate_batch = sdgen.runs.batch.run.generate_batch
 
     def spy(tasks, *args, **kwargs):
         calls.append([task.request.sharpness for task in tasks])
         return real_generate_batch(tasks, *args, **kwargs)
 
-    monkeypatch.setattr(sdgen.batch.run, "generate_batch", spy)
+    monkeypatch.setattr(sdgen.runs.batch.run, "generate_batch", spy)
     lines = [{"prompt": "a fox", "seed": 1, "sharpness": 0.25}, {"prompt": "an owl", "seed": 2, "sharpness": 0.25},
              {"prompt": "a cat", "seed": 3, "sharpness": 0.75}]
     source, out = jsonl(tmp_path / "new.jsonl", lines), tmp_path / "new"

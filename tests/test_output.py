@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.config.options import describe
 from sdgen.errors import OutputError
-from sdgen.options import describe
-from sdgen.output import render_name, slugify, write_atomic
+from sdgen.record.output import render_name, slugify, write_atomic
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_part_file(tmp_pat
     [("file/sub", "a file is in the way, not a folder"), ("/proc/sdgen-test/out", "No such file or directory")],
 )
 def test_a_folder_that_cannot_be_made_is_found_before_loading(tmp_path, where, reason) -> None:
-    from sdgen.output import check_writable_folder
+    from sdgen.record.output import check_writable_folder
 
     (tmp_path / "file").write_text("x")
     folder = tmp_path / where if not where.startswith("/") else Path(where)
@@ -101,8 +101,8 @@ def test_a_folder_that_cannot_be_made_is_found_before_loading(tmp_path, where, r
 
 
 def test_numbered_names_follow_the_template_and_skip_taken_numbers(tmp_path, monkeypatch) -> None:
-    from sdgen import output
-    from sdgen.output import index_pattern, next_index, write_numbered
+    from sdgen.record import output
+    from sdgen.record.output import index_pattern, next_index, write_numbered
 
     pattern = index_pattern("img-{index:04d}")
     assert pattern.match("img-0012.png").group(1) == "0012" and not pattern.match("img-12-x.png")

@@ -10,10 +10,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import read_image_metadata
-from sdgen.pictures.grid import Axis, cell_requests, generate_cells, parse_axis
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest
+from sdgen.record.metadata import read_image_metadata
+from sdgen.runs.grid import Axis, cell_requests, generate_cells, parse_axis
 
 runner = CliRunner()
 

@@ -9,11 +9,11 @@ import time
 
 from PIL import Image
 
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest
 from sdgen.pictures.live import LivePreview, terminal_image_class
 from sdgen.pictures.previews import make_previewer
-from sdgen.pipeline import generate
-from sdgen.progress import GenerationProgress
-from sdgen.request import GenerationRequest
+from sdgen.runs.progress import GenerationProgress
 
 
 def test_the_file_is_always_a_whole_png_while_the_run_goes_on(tiny_model_dir, tmp_path) -> None:

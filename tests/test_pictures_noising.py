@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import read_image_metadata
-from sdgen.pictures.noising import chosen_timesteps, forward_noise
+from sdgen.explain.noising import chosen_timesteps, forward_noise
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 runner = CliRunner()
@@ -61,8 +61,8 @@ def test_pixel_space_at_t0_is_the_input(tiny_model_dir, picture, tmp_path) -> No
     assert result.exit_code == 0, result.output
     _, record = read_image_metadata(out)
     assert record["timesteps"] == [0, 999] and record["space"] == "pixel" and record["alphas_cumprod"][0] == 1.0
-    from sdgen.pictures.noising import NoiseRequest, noise_pictures
-    from sdgen.request import ModelSpec
+    from sdgen.engine.request import ModelSpec
+    from sdgen.explain.noising import NoiseRequest, noise_pictures
 
     request = NoiseRequest(str(picture), "0,999", space="pixel", seed=record["seed"]).validated()
     spec = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32")
@@ -71,10 +71,10 @@ def test_pixel_space_at_t0_is_the_input(tiny_model_dir, picture, tmp_path) -> No
 
 
 def test_latent_space_at_t0_is_the_vae_round_trip(tiny_model_dir, tiny_parts, picture) -> None:
-    from sdgen.latents import image_to_tensor
-    from sdgen.pictures.noising import NoiseRequest, noise_pictures
+    from sdgen.engine.latents import image_to_tensor
+    from sdgen.engine.request import ModelSpec
+    from sdgen.explain.noising import NoiseRequest, noise_pictures
     from sdgen.pictures.previews import to_images
-    from sdgen.request import ModelSpec
 
     request = NoiseRequest(str(picture), "0,500", seed=1).validated()
     spec = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sdgen.devices import choose_placement
-from sdgen.models.loader import load_tiny_autoencoder
+from sdgen.engine.loader import load_tiny_autoencoder
+from sdgen.hardware.devices import choose_placement
 from sdgen.pictures.previews import LATENT_TO_RGB, approx_pixels, make_previewer, to_images
 
 
@@ -31,7 +31,7 @@ def test_every_quality_gives_pictures_of_the_run_size(tiny_parts, tiny_autoencod
 
 
 def test_full_previews_decode_as_the_vae_does(tiny_parts) -> None:
-    from sdgen.latents import decode_latents
+    from sdgen.engine.latents import decode_latents
 
     x = latents(3)
     images, _ = decode_latents(tiny_parts.vae, x)

@@ -10,9 +10,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import read_image_metadata
-from sdgen.pictures.schedules import ScheduleRequest, schedule_numbers
-from sdgen.schedulers import make_scheduler
+from sdgen.config.schedulers import make_scheduler
+from sdgen.explain.schedules import ScheduleRequest, schedule_numbers
+from sdgen.record.metadata import read_image_metadata
 from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 runner = CliRunner()

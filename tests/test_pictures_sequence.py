@@ -9,11 +9,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import read_image_metadata
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest
 from sdgen.pictures.previews import make_previewer
 from sdgen.pictures.sequence import SequenceRecorder, animation_frames, chosen_steps, contact_sheet
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest
+from sdgen.record.metadata import read_image_metadata
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdgen.config.options import describe
+from sdgen.config.schedulers import SCHEDULERS, scheduler_spec
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
-from sdgen.pipeline import generate
-from sdgen.request import GenerationRequest
-from sdgen.schedulers import SCHEDULERS, scheduler_spec
 
 from .conftest import SIZE
 
@@ -167,7 +167,7 @@ def test_image_to_image_from_a_file_resizes_to_the_requested_size(tiny_parts, in
 
 
 def test_same_seed_gives_identical_bytes(tiny_parts) -> None:
-    from sdgen.output import png_bytes
+    from sdgen.record.output import png_bytes
 
     first = generate(request(scheduler="euler-a"), tiny_parts)[0].image
     second = generate(request(scheduler="euler-a"), tiny_parts)[0].image
@@ -215,8 +215,8 @@ def test_second_order_scheduler_callback_counts_unet_evaluations(tiny_parts) -> 
     ],
 )
 def test_bad_input_is_rejected_before_any_weights_load(no_weights_load, overrides, message) -> None:
+    from sdgen.engine.request import ModelSpec
     from sdgen.errors import InvalidRequestError
-    from sdgen.request import ModelSpec
 
     with pytest.raises(InvalidRequestError) as caught:
         generate(request(**overrides), ModelSpec(model="never/loaded"))
@@ -224,7 +224,7 @@ def test_bad_input_is_rejected_before_any_weights_load(no_weights_load, override
 
 
 def test_one_batch_can_mix_prompts_and_seeds(tiny_parts) -> None:
-    from sdgen.pipeline import ImageTask, generate_batch
+    from sdgen.engine.pipeline import ImageTask, generate_batch
 
     first = request(prompt="a red fox", negative_prompt="blurry", seed=3).validated()
     second = request(prompt="a blue whale", seed=90, num_images=2).validated()
@@ -242,7 +242,7 @@ def test_one_batch_can_mix_prompts_and_seeds(tiny_parts) -> None:
 
 
 def test_a_batch_refuses_requests_that_cannot_share_the_unet(tiny_parts) -> None:
-    from sdgen.pipeline import ImageTask, generate_batch
+    from sdgen.engine.pipeline import ImageTask, generate_batch
 
     small = request(seed=1).validated()
     more_steps = request(seed=1, num_inference_steps=STEPS + 1).validated()
@@ -251,7 +251,7 @@ def test_a_batch_refuses_requests_that_cannot_share_the_unet(tiny_parts) -> None
 
 
 def test_iter_generate_yields_each_batch_as_it_is_done(tiny_parts) -> None:
-    from sdgen.pipeline import iter_generate
+    from sdgen.engine.pipeline import iter_generate
 
     steps_seen = []
     images = iter_generate(request(num_images=3, batch_size=1, seed=5), tiny_parts, on_step=steps_seen.append)
@@ -271,7 +271,7 @@ def test_a_long_prompt_is_read_whole(tiny_parts) -> None:
 
 
 def test_prompts_of_different_lengths_in_one_batch_equal_single_runs(tiny_parts) -> None:
-    from sdgen.pipeline import ImageTask, generate_batch
+    from sdgen.engine.pipeline import ImageTask, generate_batch
 
     long = request(prompt=LONG, negative_prompt="blurry", seed=3).validated()
     short = request(prompt="a fox", negative_prompt="blurry " * 30, seed=8).validated()  # a long negative
@@ -286,11 +286,11 @@ def test_prompts_of_different_lengths_in_one_batch_equal_single_runs(tiny_parts)
 def test_a_negative_prompt_longer_than_the_prompt_is_padded_with_the_empty_prompt(tiny_parts) -> None:
     import torch
 
-    from sdgen.pipeline import _conditions
+    from sdgen.engine.pipeline import _conditions
 
     cond, uncond = _conditions(request(prompt="a fox", negative_prompt="blurry " * 15).validated(), tiny_parts)
     assert cond.shape == uncond.shape == (1, 154, 32)
-    from sdgen.text import encode_prompt
+    from sdgen.engine.text import encode_prompt
 
     empty = encode_prompt("", tiny_parts.tokenizer, tiny_parts.text_encoder, "cpu")
     assert torch.equal(cond[:, 77:], empty)
@@ -371,8 +371,8 @@ def tiny_v_model(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("scheduler", ["dpm++2m-karras", "euler-a", "ddim"])
 def test_v_prediction_model_matches_diffusers(tiny_v_model, scheduler: str) -> None:
-    from sdgen.models import load_model
-    from sdgen.request import ModelSpec
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
 
     parts = load_model(ModelSpec(model=str(tiny_v_model), device="cpu", dtype="float32"))
     assert parts.scheduler_config["prediction_type"] == "v_prediction"
@@ -386,8 +386,8 @@ def test_v_prediction_model_matches_diffusers(tiny_v_model, scheduler: str) -> N
 def test_v_prediction_clean_estimate_for_schedulers_that_report_none(tiny_v_model) -> None:
     import torch
 
-    from sdgen.denoise import predicted_clean_latents
-    from sdgen.schedulers import make_scheduler
+    from sdgen.config.schedulers import make_scheduler
+    from sdgen.engine.denoise import predicted_clean_latents
 
     parts_config = __import__("json").loads((tiny_v_model / "scheduler" / "scheduler_config.json").read_text())
     scheduler = make_scheduler("dpm++2m", parts_config)
@@ -401,7 +401,7 @@ def test_v_prediction_clean_estimate_for_schedulers_that_report_none(tiny_v_mode
 
 
 def test_a_run_stopped_early_is_decoded_and_skips_its_hires_pass(tiny_parts) -> None:
-    from sdgen.denoise import StopDenoising
+    from sdgen.engine.denoise import StopDenoising
 
     sizes = []
 

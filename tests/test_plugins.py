@@ -13,12 +13,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import sdgen.cli.generate
-from sdgen import options, plugins
 from sdgen.cli.app import build_app
-from sdgen.denoise import NoisePredictor
-from sdgen.options import REQUEST, Option
-from sdgen.plugins import Plugin, Run
-from sdgen.request import GenerationRequest
+from sdgen.config import options
+from sdgen.config.options import REQUEST, Option
+from sdgen.engine import plugins
+from sdgen.engine.denoise import NoisePredictor
+from sdgen.engine.plugins import Plugin, Run
+from sdgen.engine.request import GenerationRequest
 
 from .test_pipeline import pixels
 
@@ -98,7 +99,7 @@ def test_the_built_in_savers_own_their_rows() -> None:
 
 def test_a_plugin_must_own_rows_of_the_table_and_a_name_of_its_own(monkeypatch) -> None:
     monkeypatch.setattr(plugins, "PLUGINS", dict(plugins.PLUGINS))
-    with pytest.raises(ValueError, match="not rows of sdgen/options.py: \\['sharpness'\\]"):
+    with pytest.raises(ValueError, match="not rows of sdgen/config/options.py: \\['sharpness'\\]"):
         plugins.register(Plugin("sharpen", options=("sharpness",)))
     with pytest.raises(ValueError, match="'deepcache' is registered already"):
         plugins.register(Plugin("deepcache", options=()))

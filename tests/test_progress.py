@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sdgen.denoise import StepInfo
-from sdgen.progress import GenerationProgress
+from sdgen.engine.denoise import StepInfo
+from sdgen.runs.progress import GenerationProgress
 
 
 def step(index: int, seeds: tuple[int, ...]) -> StepInfo:

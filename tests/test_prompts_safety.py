@@ -16,11 +16,11 @@ import requests
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.prompts.emphasis import _BREAK, _SYNTAX, ROUND, SQUARE, Piece, _joined, _number, parse_emphasis
 from sdgen.prompts.limits import MAX_WEIGHT, nesting_depth
 from sdgen.prompts.wildcards import expand_all, expand_random
-from sdgen.request import GenerationRequest
 
 runner = CliRunner()
 
@@ -218,12 +218,12 @@ def test_a_100_kb_nested_prompt_is_refused_within_a_second() -> None:
 
 
 def test_thousands_of_breaks_are_refused_before_any_encoding(no_weights_load, monkeypatch) -> None:
-    import sdgen.text
+    import sdgen.engine.text
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the prompt was tokenized")
 
-    monkeypatch.setattr(sdgen.text, "chunk_prompt", never)
+    monkeypatch.setattr(sdgen.engine.text, "chunk_prompt", never)
     started = time.perf_counter()
     result = runner.invoke(app, ["a BREAK " * 7500, "--model", "never/loaded", "--max-prompt-length", "100000"])
     assert time.perf_counter() - started < 2

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.prompts.wildcards import expand_all, expand_random, has_wildcards
-from sdgen.request import GenerationRequest
 
 
 @pytest.fixture

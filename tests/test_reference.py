@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sdgen import options, reference
-from sdgen.batch.input import line_kinds, record_keys
-from sdgen.options import REQUEST
+from sdgen.cli import reference
+from sdgen.config import options
+from sdgen.config.options import REQUEST
+from sdgen.runs.batch.input import line_kinds, record_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
-from sdgen.metadata import parse_a1111, request_values_from_image
+from sdgen.record.metadata import parse_a1111, request_values_from_image
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from sdgen.config.options import describe
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
-from sdgen.request import GenerationRequest, ModelSpec
 
 
 def valid(**overrides) -> GenerationRequest:

@@ -96,12 +96,12 @@ def test_sigterm_and_sighup_stop_after_the_current_write(tiny_model_dir, tmp_pat
 
 
 def test_running_out_of_memory_is_one_line_with_what_to_try(tiny_model_dir, tmp_path, monkeypatch) -> None:
-    import sdgen.pipeline
+    import sdgen.engine.pipeline
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: 9 GB")
 
-    monkeypatch.setattr(sdgen.pipeline, "_generate_batch", no_memory)
+    monkeypatch.setattr(sdgen.engine.pipeline, "_generate_batch", no_memory)
     result = runner.invoke(app, ["a fox", *tiny(tiny_model_dir, "-q", "-o", f"{tmp_path}/")])
     one_line_error(result, 1, "sdgen: error: Out of memory making 1 image(s) at 64x64 on cpu (RuntimeError: ")
     assert "try --batch-size 1, --vae-tiling, --offload model (CUDA) or a smaller size." in result.stderr

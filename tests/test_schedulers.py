@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.config.options import describe
+from sdgen.config.schedulers import SCHEDULERS, make_scheduler, pipeline_config_fixes, scheduler_spec
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
-from sdgen.schedulers import SCHEDULERS, make_scheduler, pipeline_config_fixes, scheduler_spec
 from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
 
 CONFIG = {"_class_name": "PNDMScheduler", **SD15_SCHEDULER_CONFIG}
@@ -79,7 +79,7 @@ def test_tiny_model_uses_the_published_sd15_scheduler_config() -> None:
 
 
 def test_a1111_names_and_schedule_types() -> None:
-    from sdgen.schedulers import a1111_samplers, from_a1111
+    from sdgen.config.schedulers import a1111_samplers, from_a1111
 
     assert from_a1111("DPM++ 2M") == "dpm++2m-karras"  # A1111's Automatic for DPM++ 2M is Karras
     assert from_a1111("DPM++ 2M", "Uniform") == "dpm++2m"

@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app as cli_app
-from sdgen.request import ModelSpec
+from sdgen.engine.request import ModelSpec
 from sdgen.serve.app import create_app
 from sdgen.serve.engine import Engine, Limits
 from sdgen.serve.server import serving

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.request import GenerationRequest, ModelSpec
 from sdgen.serve.engine import Engine, Limits, Progress, QueueFull, ShuttingDown
 
 

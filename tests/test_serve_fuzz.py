@@ -9,7 +9,7 @@ import base64
 
 import pytest
 
-from sdgen.request import ModelSpec
+from sdgen.engine.request import ModelSpec
 from sdgen.serve.app import create_app
 from sdgen.serve.engine import Engine, Limits
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from sdgen.engine.request import ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.request import ModelSpec
 from sdgen.serve import listings
 
 

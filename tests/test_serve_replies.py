@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
-from sdgen.request import GenerationRequest
 from sdgen.serve.engine import Limits
 from sdgen.serve.replies import SafeJSONResponse, error_reply, field_name, one_line, shown, validation_message
 from sdgen.serve.schema import ErrorBody, OptionsChanges, Txt2ImgBody

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from sdgen import options, settings
+from sdgen.config import options, settings
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.request import GenerationRequest, ModelSpec
 
 
 @pytest.fixture

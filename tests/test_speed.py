@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sdgen.devices import Placement
+from sdgen.config.options import describe
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.options import describe
-from sdgen.request import GenerationRequest, ModelSpec
-from sdgen.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
+from sdgen.hardware.devices import Placement
+from sdgen.hardware.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
 
 CUDA = Placement("cuda:0", "float16", "float16")
 CPU = Placement("cpu", "bfloat16", "bfloat16")
@@ -41,7 +41,7 @@ def test_offload_is_for_cuda_and_keeps_weights_off_the_device() -> None:
 
 
 def test_memory_options_are_switched_on(tiny_model_dir) -> None:
-    from sdgen.models import load_model
+    from sdgen.engine.loader import load_model
 
     spec = ModelSpec(
         model=str(tiny_model_dir),
@@ -59,8 +59,8 @@ def test_memory_options_are_switched_on(tiny_model_dir) -> None:
 
 
 def test_slicing_does_not_change_the_picture(tiny_model_dir, tiny_parts) -> None:
-    from sdgen.models import load_model
-    from sdgen.pipeline import generate
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.pipeline import generate
 
     sliced = load_model(
         ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32", attention_slicing=True, vae_slicing=True)
@@ -123,9 +123,9 @@ def test_cuda_compile_follows_diffusers_advice() -> None:
 
 
 def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir, tiny_parts) -> None:
+    from sdgen.engine.latents import decode_latents
+    from sdgen.engine.loader import load_model
     from sdgen.errors import GenerationError
-    from sdgen.latents import decode_latents
-    from sdgen.models import load_model
 
     parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
     vae = parts.vae
@@ -150,9 +150,9 @@ def test_vae_nan_guard_upcasts_once_then_refuses(tiny_model_dir, tiny_parts) -> 
 
 def test_each_image_records_the_vae_dtype_that_decoded_it(tiny_model_dir) -> None:
     """After the NaN guard's float32 retry, later images decode in the run's dtype again and say so."""
-    from sdgen.metadata import result_record
-    from sdgen.models import load_model
-    from sdgen.pipeline import generate
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.pipeline import generate
+    from sdgen.record.metadata import result_record
 
     parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
     vae, real_decode, calls = parts.vae, parts.vae.decode, []
@@ -170,8 +170,8 @@ def test_each_image_records_the_vae_dtype_that_decoded_it(tiny_model_dir) -> Non
 
 
 def test_vae_tiling_decodes_large_images_in_tiles_without_seams(tiny_model_dir, tiny_parts) -> None:
-    from sdgen.models import load_model
-    from sdgen.pipeline import generate
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.pipeline import generate
 
     # the tiny VAE tiles above 64x64 pixels: 192x192 is 3x3 overlapping tiles, blended
     request = GenerationRequest("a fox", seed=1, num_inference_steps=4, width=192, height=192)
@@ -194,8 +194,8 @@ def test_vae_tiling_decodes_large_images_in_tiles_without_seams(tiny_model_dir, 
 def test_offload_hooks_run_the_whole_loop(tiny_model_dir, tiny_parts, offload) -> None:
     """accelerate's hooks, exercised with the CPU as the execution device (the only one here): the same
     picture as without offload. On CUDA the same calls move each part (or layer) to the GPU when used."""
-    from sdgen.models import load_model
-    from sdgen.pipeline import generate
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.pipeline import generate
 
     parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     parts.apply(SpeedPlan(False, False, False, False, offload, False, False))

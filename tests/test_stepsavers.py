@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdgen.denoise import Conditioning
-from sdgen.pipeline import generate
-from sdgen.plugins.cfg_end import guided_steps
-from sdgen.plugins.deepcache import DeepCache
-from sdgen.request import GenerationRequest
+from sdgen.engine.denoise import Conditioning
+from sdgen.engine.pipeline import generate
+from sdgen.engine.plugins.cfg_end import guided_steps
+from sdgen.engine.plugins.deepcache import DeepCache
+from sdgen.engine.request import GenerationRequest
 
 from .conftest import SIZE
 from .test_pipeline import PROMPT, pixels, reference_pipeline
@@ -136,8 +136,8 @@ def test_the_shallow_branch_after_guidance_ends_uses_the_conditional_half() -> N
 
 
 def test_decoder_matches_diffusers_with_the_same_tiny_autoencoder(tiny_model_dir, tiny_autoencoder_dir) -> None:
-    from sdgen.models import load_model
-    from sdgen.request import ModelSpec
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
 
     parts = load_model(
         ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32", decoder=str(tiny_autoencoder_dir))
@@ -198,7 +198,7 @@ def test_bad_saver_values_exit_2_before_loading(no_weights_load, args: list[str]
 
 
 def test_turbo_and_lcm_presets_resolve_to_what_docs_settings_says() -> None:
-    from sdgen import settings
+    from sdgen.config import settings
 
     def preset(name: str) -> dict:
         resolved = settings.resolve(environ={}, preset=name)
@@ -252,8 +252,8 @@ def test_token_merging_matches_tomesd_on_diffusers(attention_at_full_resolution)
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from sdgen.models import load_model
-    from sdgen.request import ModelSpec
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
 
     folder = str(attention_at_full_resolution)
     merged = load_model(ModelSpec(model=folder, device="cpu", dtype="float32", token_merging=0.5))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sdgen.text import (
+from sdgen.engine.text import (
     TextOptions,
     _emphasized,
     chunk_prompt,

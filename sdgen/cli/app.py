@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sdgen import __version__
 from sdgen.cli import generate, models, pictures, serve, tools
+from sdgen.config.options import GENERATE
 from sdgen.errors import EXIT_INTERRUPTED
-from sdgen.options import GENERATE
+from sdgen.version import __version__
 
 APP_HELP = (
     "Text-to-image with Stable Diffusion 1.x, from the terminal.\n\n"
@@ -55,7 +55,7 @@ def _root(
 
 
 def build_app() -> typer.Typer:
-    """The Typer app, its options made from the table in sdgen/options.py as it is now."""
+    """The Typer app, its options made from the table in sdgen/config/options.py as it is now."""
     app = typer.Typer(
         cls=DefaultToGenerate,
         add_completion=False,

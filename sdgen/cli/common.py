@@ -12,17 +12,17 @@ from typing import Annotated, Any
 
 import typer
 
-from sdgen import options, settings
+from sdgen.config import options, settings
+from sdgen.config.options import RUN, Option
 from sdgen.errors import EXIT_INTERRUPTED, SdgenError, UsageError
 from sdgen.interrupts import Interrupted
-from sdgen.metadata import replay_values
-from sdgen.options import RUN, Option
+from sdgen.record.metadata import replay_values
 
 log = logging.getLogger("sdgen")
 
 
 def typer_parameter(option: Option, command: str) -> inspect.Parameter:
-    """One row of sdgen/options.py as a Typer option of `command`; the default shown is the built-in value.
+    """One row of sdgen/config/options.py as a Typer option of `command`; the default shown is the built-in value.
 
     A setting that a config file can switch on can be switched off again: `--vae-tiling/--no-vae-tiling`.
     """
@@ -51,7 +51,7 @@ def with_options(command: str) -> Callable[[Callable[..., None]], Callable[..., 
 
 
 def effective_settings(ctx: typer.Context, values: dict[str, Any]) -> dict[str, settings.Setting]:
-    """Flags typed > --from image > SDGEN_* env > user config > preset > built-in (sdgen.settings)."""
+    """Flags typed > --from image > SDGEN_* env > user config > preset > built-in (sdgen.config.settings)."""
     given = {key for key in ctx.params if key in values and _given_by_user(ctx, key)}  # not a command's own
     table = options.OPTIONS
     flags = {key: values[key] for key in given if key == "prompt" or (key in table and table[key].target != RUN)}

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from sdgen import interrupts
-from sdgen.batch.input import detect_format
-from sdgen.batch.run import BatchOptions, exit_code, run_batch
 from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging, with_options
-from sdgen.options import BATCH, GENERATE
-from sdgen.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
-from sdgen.run import run_generate
+from sdgen.config.options import BATCH, GENERATE
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.runs.batch.input import detect_format
+from sdgen.runs.batch.run import BatchOptions, exit_code, run_batch
+from sdgen.runs.generate import run_generate
 
 GENERATE_HELP = (
     "Generate images from a prompt (the default command: `sdgen PROMPT`).\n\n"

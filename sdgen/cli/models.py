@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from sdgen import settings
 from sdgen.cli.common import CliErrors, setup_logging
+from sdgen.config import settings
 
 models_app = typer.Typer(
     help="The models on this machine: the Hugging Face cache and your folder of single files.\n\n"
@@ -87,8 +87,8 @@ def download_command(
         from tqdm import TqdmExperimentalWarning
         from tqdm.rich import tqdm as rich_tqdm
 
+        from sdgen.engine.request import ModelSpec
         from sdgen.models.hub import resolve_model_folder
-        from sdgen.request import ModelSpec
 
         warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
         source = resolve_model_folder(ModelSpec(model=model, revision=revision), variant, progress=rich_tqdm)

@@ -11,8 +11,8 @@ import typer
 
 from sdgen import interrupts
 from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging, with_options
-from sdgen.options import GRID, NOISE, SCHEDULE
-from sdgen.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.config.options import GRID, NOISE, SCHEDULE
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
 
 NOISE_HELP = (
     "Forward noising: IMAGE at evenly spaced timesteps from 0 to T, each noised in one jump with the model's "
@@ -57,7 +57,7 @@ def noise_command(
     ] = None,
     **values: Any,
 ) -> None:
-    from sdgen.pictures.noising import NoiseRequest, run_noise
+    from sdgen.explain.noising import NoiseRequest, run_noise
 
     setup_logging(values["verbose"], values["quiet"])
     with CliErrors(values["verbose"]) as errors, interrupts.handled():
@@ -83,8 +83,8 @@ def schedule_command(
     steps: Annotated[list[int] | None, typer.Option("--steps", help="Step count; repeat to compare.")] = None,
     **values: Any,
 ) -> None:
-    from sdgen.options import default
-    from sdgen.pictures.schedules import ScheduleRequest, run_schedule
+    from sdgen.config.options import default
+    from sdgen.explain.schedules import ScheduleRequest, run_schedule
 
     setup_logging(values["verbose"], values["quiet"])
     with CliErrors(values["verbose"]) as errors:
@@ -105,7 +105,7 @@ def grid_command(
     ] = None,
     **values: Any,
 ) -> None:
-    from sdgen.pictures.grid import parse_axis, run_grid
+    from sdgen.runs.grid import parse_axis, run_grid
 
     setup_logging(values["verbose"], values["quiet"])
     with CliErrors(values["verbose"]) as errors, interrupts.handled():

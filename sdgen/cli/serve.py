@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging, with_options
+from sdgen.config.options import SERVE
+from sdgen.config.settings import ENV_API_AUTH
+from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import NAME, InvalidRequestError, UsageError
-from sdgen.options import SERVE
-from sdgen.request import GenerationRequest, ModelSpec
-from sdgen.settings import ENV_API_AUTH
 
 log = logging.getLogger("sdgen")
 
@@ -71,7 +71,7 @@ def serve_command(
         limits = Limits(max_pixels or None, max_steps or None, max_batch or None, max_queue or None)
         limits.check_defaults(defaults)  # --max-steps 8 with the default 25 steps would refuse every request
         if outdir is not None:
-            from sdgen.output import check_writable_folder
+            from sdgen.record.output import check_writable_folder
 
             outdir = outdir.expanduser()
             check_writable_folder(outdir)

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from sdgen import doctor, options, settings
 from sdgen.cli.common import CliErrors, setup_logging
+from sdgen.config import options, settings
+from sdgen.config.schedulers import SCHEDULERS
 from sdgen.errors import EXIT_FAILURE, EXIT_USAGE, SdgenError
-from sdgen.metadata import parse_a1111, read_image_metadata
-from sdgen.schedulers import SCHEDULERS
+from sdgen.record.metadata import parse_a1111, read_image_metadata
+from sdgen.runs import doctor
 
 
 def schedulers_command() -> None:
@@ -101,7 +102,7 @@ def convert_command(
 ) -> None:
     setup_logging(False)
     with CliErrors() as errors:
-        from sdgen.models.convert import convert_to_safetensors
+        from sdgen.runs.convert import convert_to_safetensors
 
         errors.sources = {}
         count = convert_to_safetensors(str(source), str(target), overwrite)

@@ -20,7 +20,7 @@ from sdgen.prompts.networks import EmbeddingRef, LoraRef
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from sdgen.models.loader import StableDiffusionParts
+    from sdgen.engine.loader import StableDiffusionParts
 
 log = logging.getLogger("sdgen")
 

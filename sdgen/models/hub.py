@@ -13,12 +13,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sdgen.config.options import DEFAULT_MODEL
 from sdgen.errors import ModelLoadError, ModelNotFoundError, SdgenError, os_reason
 from sdgen.models.layout import WEIGHTED_PARTS, download_patterns, weight_candidates
-from sdgen.options import DEFAULT_MODEL
-from sdgen.request import ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdgen.engine.request import ModelSpec
 
 log = logging.getLogger("sdgen")
 

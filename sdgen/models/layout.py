@@ -123,8 +123,8 @@ def _config_file(model: str | None, model_config: str | None, part: str) -> Path
     path = Path(model).expanduser()
     if path.is_file():  # a single-file checkpoint: its --model-config, else the shipped configs of its family
         if model_config is None:
+            from sdgen.config.settings import configs_dir
             from sdgen.models.single_file import inspect_checkpoint
-            from sdgen.settings import configs_dir
 
             try:
                 family = inspect_checkpoint(str(path), allow_pickle=False).family

@@ -151,7 +151,7 @@ def config_folder(model_config: str | None, offline: bool, family: str = "sd1") 
     or configs/sd2 (SD 2.1 768-v; its file says nothing of v, so --prediction-type epsilon makes it the
     512 base model, as diffusers also assumes v for SD 2.x files)."""
     if model_config is None:
-        from sdgen.settings import configs_dir
+        from sdgen.config.settings import configs_dir
 
         return configs_dir() / ("sd2" if family == "sd2" else "sd15")
     folder = Path(model_config).expanduser()

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdgen.output import png_bytes, write_atomic
+from sdgen.record.output import png_bytes, write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from sdgen.denoise import StepInfo
+    from sdgen.engine.denoise import StepInfo
     from sdgen.pictures.previews import Previewer
 
 log = logging.getLogger("sdgen")

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
 
-    from sdgen.models import StableDiffusionParts
+    from sdgen.engine.loader import StableDiffusionParts
 
 # How much each of SD1.x's 4 latent channels adds to R, G and B (A1111, modules/sd_vae_approx.py).
 LATENT_TO_RGB = (

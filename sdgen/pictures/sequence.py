@@ -16,7 +16,7 @@ from sdgen.pictures.sheets import Cell, labelled_grid
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from sdgen.denoise import StepInfo
+    from sdgen.engine.denoise import StepInfo
     from sdgen.pictures.previews import Previewer
 
 

@@ -118,7 +118,7 @@ def picture_png(sheet: Image.Image, parameters: str | None, record: dict[str, An
     and sdgen's record of the picture."""
     from PIL.PngImagePlugin import PngInfo
 
-    from sdgen.output import png_bytes
+    from sdgen.record.output import png_bytes
 
     info = PngInfo()
     if parameters:

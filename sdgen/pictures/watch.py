@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdgen.engine.request import PicturesSpec
 from sdgen.errors import InvalidRequestError
-from sdgen.output import check_writable_folder, fixed_target
 from sdgen.pictures.sheets import Cell, animation_bytes, labelled_grid, picture_png, square_rows
-from sdgen.request import PicturesSpec
+from sdgen.record.output import check_writable_folder, fixed_target
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdgen.denoise import StepInfo
-    from sdgen.models import StableDiffusionParts
+    from sdgen.engine.denoise import StepInfo
+    from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.pipeline import GeneratedImage
     from sdgen.pictures.live import LivePreview, Show
     from sdgen.pictures.sequence import SequenceRecorder
-    from sdgen.pipeline import GeneratedImage
 
 
 def check_pictures(spec: PicturesSpec, overwrite: bool) -> PicturesSpec:
@@ -78,7 +78,7 @@ def start_watching(
     offline: bool = False,
 ) -> Watchers:
     """The callbacks the spec asks for, on the loaded model (the tiny autoencoder loads here if needed)."""
-    from sdgen.models.loader import load_tiny_autoencoder
+    from sdgen.engine.loader import load_tiny_autoencoder
     from sdgen.pictures.live import LivePreview
     from sdgen.pictures.previews import make_previewer
     from sdgen.pictures.sequence import SequenceRecorder
@@ -100,8 +100,8 @@ def start_watching(
 
 def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: bool, metadata: bool) -> list[Path]:
     """The contact sheet, the animation and the grid of the run, as the spec asks; returns the files."""
-    from sdgen.metadata import a1111_parameters, result_record
     from sdgen.pictures.sequence import animation_frames, contact_sheet
+    from sdgen.record.metadata import a1111_parameters, result_record
 
     spec, results = watchers.spec, watchers.results
     if not results:
@@ -131,7 +131,7 @@ def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: b
 
 
 def _write(path: str, data: bytes, overwrite: bool) -> Path:
-    from sdgen.output import write_atomic
+    from sdgen.record.output import write_atomic
 
     return write_atomic(Path(path), data, overwrite)
 

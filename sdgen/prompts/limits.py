@@ -4,7 +4,7 @@ A prompt is text a stranger may send (`sdgen serve`), so what it costs must be b
 sees it: its length, how deep its brackets nest (the emphasis parser's work is the prompt's length times
 that depth), how many BREAKs it holds (each one a 77-token chunk for CLIP and the U-Net's cross-attention),
 how many LoRAs and embeddings it names, and how many wildcard look-ups its expansion makes. Each limit is
-an option (`--max-prompt-length` ...; sdgen/options.py) with a default no real prompt reaches; an error names
+an option (`--max-prompt-length` ...; sdgen/config/options.py) with a default no real prompt reaches; an error names
 the limit and the flag that raises it. Emphasis weights must be finite and at most MAX_WEIGHT in size, so no
 prompt can overflow the text embedding to infinity (NaN latents). Text that is not valid Unicode (a lone
 surrogate, "\\ud800") is refused by name before the tokenizer sees it.
@@ -25,7 +25,7 @@ from sdgen.prompts.networks import without_tags
 MAX_WEIGHT = 100.0  # the largest |weight| a piece of a prompt may end up with, nested brackets multiplied
 SHOWN = 60  # characters of a prompt an error message quotes
 
-# The keys of the options (sdgen/options.py) and the flags that set them.
+# The keys of the options (sdgen/config/options.py) and the flags that set them.
 LIMIT_FLAGS = {
     "max_prompt_length": "--max-prompt-length",
     "max_nesting": "--max-nesting",

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sdgen.config.options import default
 from sdgen.errors import NAME, InvalidRequestError
-from sdgen.options import default
 from sdgen.prompts.limits import quoted
 
 MAX_COMBINATIONS = 10_000

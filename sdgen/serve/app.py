@@ -16,14 +16,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBasic
 
-import sdgen
+from sdgen.config.schedulers import A1111_SCHEDULES
 from sdgen.errors import InvalidRequestError, UsageError
-from sdgen.schedulers import A1111_SCHEDULES
 from sdgen.serve import listings, replies
 from sdgen.serve.engine import Engine, ShuttingDown
 from sdgen.serve.guards import BasicAuth, BodyLimit
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, OptionsChanges, Txt2ImgBody, error_responses
 from sdgen.serve.translate import samplers
+from sdgen.version import __version__
 
 log = logging.getLogger("sdgen")
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a 4096x4096 PNG in base64 fits; a 50 MB body does not
@@ -32,7 +32,7 @@ CLIENT_GONE = 499  # nginx's code for "the client closed the request"
 
 def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: int = MAX_BODY_BYTES) -> FastAPI:
     """The app over a started engine; `users` (name -> password) turns on HTTP Basic auth for every route."""
-    app = FastAPI(title="sdgen", version=sdgen.__version__, description=_DESCRIPTION,
+    app = FastAPI(title="sdgen", version=__version__, description=_DESCRIPTION,
                   default_response_class=replies.SafeJSONResponse)
     auth = (401,) if users else ()
     guard = [Depends(HTTPBasic(description="--api-auth user:password"))] if users else []  # the schema says so

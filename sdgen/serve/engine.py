@@ -20,18 +20,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sdgen import models
-from sdgen.denoise import StepInfo, StopDenoising
+from sdgen.engine import loader
+from sdgen.engine.denoise import StepInfo, StopDenoising
+from sdgen.engine.pipeline import iter_generate
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
 from sdgen.errors import NAME, InvalidRequestError, SdgenError
-from sdgen.output import plan_outputs
-from sdgen.pipeline import iter_generate
-from sdgen.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
 from sdgen.serve.schema import GenerationBody
 from sdgen.serve.translate import a1111_response, encoded_image, request_values
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdgen.models import StableDiffusionParts
+    from sdgen.engine.loader import StableDiffusionParts
 
 log = logging.getLogger("sdgen")
 T = TypeVar("T")
@@ -136,7 +136,7 @@ class Engine:
     outdir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)  # A1111's settings the API reads and writes
     progress: Progress = field(default_factory=Progress)
-    load: Callable[[ModelSpec], StableDiffusionParts] | None = None  # None: models.load_model
+    load: Callable[[ModelSpec], StableDiffusionParts] | None = None  # None: loader.load_model
     _parts: StableDiffusionParts | None = None
     _parts_spec: ModelSpec | None = None
     _jobs: deque = field(default_factory=deque)
@@ -295,7 +295,7 @@ class Engine:
             self._parts = self._parts_spec = None
             gc.collect()  # free the old weights before the new ones load
             started = time.perf_counter()
-            self._parts = (self.load or models.load_model)(spec)
+            self._parts = (self.load or loader.load_model)(spec)
             self._parts_spec = spec
             log.info("Loaded %s in %.1f s", spec.model, time.perf_counter() - started)
         return self._parts
@@ -344,8 +344,8 @@ class Engine:
         import numpy as np
         from PIL import Image
 
-        from sdgen.output import png_bytes
         from sdgen.pictures.previews import LATENT_TO_RGB
+        from sdgen.record.output import png_bytes
 
         rgb = np.einsum("chw,cr->hwr", latents, np.asarray(LATENT_TO_RGB, dtype=np.float32))
         rgb = np.nan_to_num(rgb, nan=-1.0).clip(-1, 1)

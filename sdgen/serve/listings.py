@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdgen.engine.request import ModelSpec
 from sdgen.errors import NAME, InvalidRequestError
-from sdgen.request import ModelSpec
 
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")  # A1111 titles end in " [hash]"
 

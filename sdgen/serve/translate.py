@@ -11,19 +11,19 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import sdgen
+from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
-from sdgen.metadata import a1111_parameters, png_info
-from sdgen.output import png_bytes
-from sdgen.request import HIRES_UPSCALERS, load_checked_image
-from sdgen.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.record.metadata import a1111_parameters, png_info
+from sdgen.record.output import png_bytes
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
+from sdgen.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from sdgen.models import StableDiffusionParts
-    from sdgen.pipeline import GeneratedImage
+    from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.pipeline import GeneratedImage
 
 # sdgen's setting -> the A1111 field that sets it, so that an error names what the client sent
 A1111_FIELDS = {
@@ -174,13 +174,13 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "infotexts": [a1111_parameters(result, parts) for result in results], "styles": body.styles,
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": parts.unet.config.in_channels == 9,
-        "version": f"sdgen {sdgen.__version__}",
+        "version": f"sdgen {__version__}",
     }
 
 
 def samplers() -> list[dict[str, Any]]:
     """GET /sdapi/v1/samplers: each A1111 sampler sdgen has, its aliases, and sdgen's own names as aliases."""
-    from sdgen.schedulers import A1111_ALIASES, a1111_samplers
+    from sdgen.config.schedulers import A1111_ALIASES, a1111_samplers
 
     listed = []
     for name, schedules in a1111_samplers().items():

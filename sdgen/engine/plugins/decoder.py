@@ -1,0 +1,24 @@
+"""The tiny decoder (`--decoder PATH_OR_ID`): a tiny autoencoder (diffusers' AutoencoderTiny, TAESD) decodes
+the final image instead of the VAE, at a fraction of its cost; the VAE still encodes init images and the
+hires pass. Tested against diffusers' pipeline with `pipe.vae` swapped in tests/test_stepsavers.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sdgen.engine.plugins.base import Plugin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.request import ModelSpec
+
+
+def load_decoder(parts: StableDiffusionParts, spec: ModelSpec) -> Any:
+    """The tiny autoencoder, placed beside the VAE; None when --decoder is not given."""
+    if not spec.decoder:
+        return None
+    return parts.load_tiny_autoencoder(spec.decoder, flag="--decoder")
+
+
+PLUGIN = Plugin("decoder", options=("decoder",), load=load_decoder, decoder=lambda module: module)

@@ -1,0 +1,384 @@
+"""run_batch: check, plan, see what is done, load once, generate chunk by chunk, write, record, summarise.
+
+Several processes (`accelerate launch ... -m sdgen batch`) each take a share of the chunks, chosen with
+accelerate's split_between_processes; the main process merges their manifest parts at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sdgen.config.options import describe
+from sdgen.engine import loader
+from sdgen.engine.pipeline import ImageTask, generate_batch
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.errors import (
+    EXIT_FAILURE,
+    NAME,
+    GenerationError,
+    InvalidRequestError,
+    OutputError,
+    UsageError,
+    WriteError,
+    os_reason,
+)
+from sdgen.hardware.devices import Placement, choose_placement
+from sdgen.hardware.speed import SpeedPlan, plan_speed
+from sdgen.interrupts import Interrupted, finishing
+from sdgen.models.hub import canonical_model
+from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
+from sdgen.record.metadata import png_info
+from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
+from sdgen.runs.batch.input import BatchItem, read_items, text_lines
+from sdgen.runs.batch.manifest import FolderLock, Manifest, done_paths, is_done
+from sdgen.runs.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
+from sdgen.runs.progress import GenerationProgress
+
+log = logging.getLogger("sdgen")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    source: str  # a file path, or "-" for stdin
+    fmt: str  # txt, jsonl, csv, tsv
+    output: OutputSpec = field(default_factory=OutputSpec)  # output is the folder, batch_name the template
+    pictures: PicturesSpec = field(default_factory=PicturesSpec)  # the live preview
+    fail_fast: bool = False
+    dry_run: bool = False
+    quiet: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(os.path.expanduser(self.output.output or DEFAULT_FOLDER))
+
+
+@dataclass
+class Summary:
+    made: int = 0
+    skipped: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self, stopped: str = "") -> str:
+        """The summary; `stopped` says why a run ended early ("interrupted by SIGTERM")."""
+        elapsed = time.perf_counter() - self.started
+        rate = self.made / elapsed * 60 if elapsed > 0 else 0.0
+        how = f"{stopped} after" if stopped else "in"
+        return (
+            f"sdgen batch: {self.made} made, {self.skipped} skipped, {self.failed} failed "
+            f"{how} {elapsed:.1f} s ({rate:.1f} images/min)"
+        )
+
+
+
+@dataclass
+class Processes:
+    """This process's place in an accelerate launch (rank 0 of 1 when run on its own)."""
+
+    rank: int = 0
+    world: int = 1
+    device: str | None = None
+    state: Any = None
+
+    @classmethod
+    def detect(cls) -> Processes:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()  # not launched by accelerate/torchrun: no torch.distributed needed
+        import torch
+        from accelerate import PartialState
+
+        # Without CUDA, accelerate only sets up its gloo (MULTI_CPU) group when asked for the CPU.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes, str(state.device), state)
+
+    def my_share(self, work: list[list[PlannedImage]]) -> list[list[PlannedImage]]:
+        if self.state is None:
+            return work
+        with self.state.split_between_processes(work) as mine:
+            return list(mine)
+
+    def wait_for_everyone(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def lock(self, folder: Path) -> FolderLock | None:
+        """The main process locks the folder for the whole launch; every process learns whether it could."""
+        lock, problem = None, None
+        if self.rank == 0:
+            lock = FolderLock(folder)
+            try:
+                lock.acquire()
+            except InvalidRequestError as error:
+                lock, problem = None, str(error)
+        if self.state is not None:
+            from accelerate.utils import broadcast_object_list
+
+            problem = broadcast_object_list([problem])[0]
+        if problem is not None:
+            raise InvalidRequestError(problem)
+        return lock
+
+
+def run_batch(
+    options: BatchOptions, defaults: Mapping[str, Any], spec: ModelSpec, emit: Callable[[str], None]
+) -> Summary:
+    """Generate every image of the input; returns the counts. Bad lines are reported, not fatal
+    (unless fail_fast); raises InvalidRequestError for bad usage before any weights load."""
+    # 1. check the run's own settings, the output folder and the device, before reading any input
+    GenerationRequest.from_settings({**defaults, "prompt": "(run defaults)", "seed": 0}).validated()
+    spec = spec.validated()
+    folder = options.output.output or DEFAULT_FOLDER
+    if folder.lower().endswith(".png") or folder == "-":
+        raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
+    check_writable_folder(options.folder, create=not options.dry_run)
+    check_name_template(options.output.batch_name, batch=True)
+    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
+    processes = Processes.detect()
+    if options.source == "-" and processes.world > 1:
+        raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
+    if spec.device == "auto" and processes.device is not None:
+        spec = replace(spec, device=processes.device)  # each process on its own device
+    placement = plan = None
+    if not options.dry_run:  # a dry run may plan for a machine it does not run on
+        placement = choose_placement(spec.device, spec.dtype, spec.rng)
+        plan = plan_speed(spec, placement)
+
+    # 2. one run per folder at a time; plan, see what is done, generate
+    lock = None if options.dry_run else processes.lock(options.folder)
+    planner = BatchPlanner(defaults, options.folder, options.output.batch_name)
+    run = _Run(options, spec, placement, plan, processes, planner, emit)
+    try:
+        _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
+    except BaseException as error:  # interrupted, disk full ...: keep what is done, say how far it got
+        run.stop(error)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    run.finish()
+    return run.summary
+
+
+def _plan_and_generate(run: _Run, options: BatchOptions, processes: Processes, batch_size: int) -> None:
+    if options.source == "-" and not options.dry_run:  # streaming: each line is made as it arrives
+        inbox = arriving(read_items(_stdin_lines(), options.fmt))
+        run.generate(chunks_as_they_arrive(inbox, run.plan_or_report, batch_size))
+        return
+    images = [image for item in _read_all(options) for image in run.plan_or_report(item)]
+    todo = run.todo = run.check_done(images)
+    if options.dry_run:
+        run.print_plan(images, todo)
+    elif todo:
+        run.generate(processes.my_share(list(chunks(images, batch_size))))
+    else:
+        run.summary.skipped = len(images) if processes.rank == 0 else 0
+
+
+class _Run:
+    """The state of one batch run in one process."""
+
+    def __init__(
+        self,
+        options: BatchOptions,
+        spec: ModelSpec,
+        placement: Placement | None,
+        plan: SpeedPlan | None,
+        processes: Processes,
+        planner: BatchPlanner,
+        emit: Callable[[str], None],
+    ) -> None:
+        self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
+        self.placement, self.plan = placement, plan  # decided once per run, before any input was read
+        self.model = canonical_model(spec.model)
+        self.manifest = Manifest(options.folder, processes.rank, processes.world)
+        self.done = {} if options.output.overwrite else done_paths(self.manifest)
+        self.summary = Summary()
+        self.todo: set[Path] | None = None  # known up front for files; None: decided per chunk (stdin)
+        self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
+        self.parts: Any = None
+        self.progress: Any = None
+        self.watchers: Any = None  # the live preview, once the model is loaded
+
+    # --- problems: reported once (main process), counted everywhere -------------------------------------
+
+    def problem(
+        self, line: int, message: str, image: PlannedImage | None = None, usage: bool = True, everywhere: bool = True
+    ) -> None:
+        """Count a failed line or image; report it once. `everywhere`: every process finds it (the plan is
+        the same in each), so only the main one reports it."""
+        self.summary.failed += 1
+        if self.options.fail_fast:
+            error = InvalidRequestError if usage else GenerationError
+            raise error(f"line {line}: {message}")
+        if self.processes.rank == 0 or not everywhere:
+            log.error("sdgen: line %d: %s", line, message)
+            record = image.record(self.model) if image is not None else {"line": line}
+            if not self.options.dry_run:
+                self.manifest.append({**record, "status": "failed", "error": message})
+
+    def plan_or_report(self, item: BatchItem) -> list[PlannedImage]:
+        try:
+            return self.planner.plan(item)
+        except InvalidRequestError as error:
+            self.problem(item.line, describe(error))
+            return []
+
+    def check_done(self, images: list[PlannedImage]) -> set[Path]:
+        """Which images still need making; an existing file from other settings is a problem, not a skip."""
+        todo: set[Path] = set()
+        for image in images:
+            try:
+                if self.options.output.overwrite or not is_done(image, self.done, self.model):
+                    todo.add(image.path)
+            except InvalidRequestError as error:
+                self.conflicts.add(image.path)
+                self.problem(image.line, str(error), image)
+        return todo
+
+    # --- the work -------------------------------------------------------------------------------------------
+
+    def generate(self, work: Iterable[list[PlannedImage]]) -> None:
+        total = len(self.todo) if self.todo is not None else 0
+        # several processes share one terminal: their live displays would overwrite each other
+        enabled = False if self.options.quiet or self.processes.world > 1 else None
+        terminal = terminal_pictures(self.options.pictures, self.options.quiet) if enabled is None else None
+        with GenerationProgress(total, enabled=enabled, terminal_image=terminal) as self.progress:
+            for chunk in work:
+                todo = self._still_to_make(chunk)
+                self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
+                if todo:
+                    self._make(chunk, todo)
+
+    def _still_to_make(self, chunk: list[PlannedImage]) -> set[Path]:
+        if self.todo is not None:
+            return {image.path for image in chunk if image.path in self.todo}
+        return self.check_done(chunk)  # streaming: decided chunk by chunk
+
+    def _make(self, chunk: list[PlannedImage], todo: set[Path]) -> None:
+        """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
+        if self.parts is None:
+            self.parts = loader.load_model(self.spec, self.placement, self.plan, on_part=self.progress.on_part)
+            show = self.progress.show if self.progress.shows_pictures else None
+            self.watchers = start_watching(self.options.pictures, self.parts, None, show, self.spec.offline)
+        on_step = chain(self.progress.on_step, *self.watchers.callbacks)
+        try:
+            results = generate_batch([ImageTask(image.request, image.index) for image in chunk], self.parts, on_step)
+        except GenerationError as error:
+            for image in chunk:
+                if image.path in todo:
+                    self.problem(image.line, str(error), image, usage=False, everywhere=False)
+            return
+        for image, result in zip(chunk, results, strict=True):
+            if image.path not in todo:
+                continue
+            output = self.options.output
+            info = png_info(result, self.parts) if output.metadata else None
+            data = png_bytes(result.image, info)
+            record = {
+                **image.record(self.model, self.parts),
+                "status": "done",
+                "seconds": round(result.seconds, 3),
+                "error": None,
+            }
+            with finishing():  # a stop signal waits until the image and its record are both written
+                write_atomic(image.path, data, overwrite=output.overwrite)
+                self.manifest.append(record)
+                self.summary.made += 1
+            self.watchers.finished(result)
+            self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
+
+    # --- dry run and the end ------------------------------------------------------------------------------
+
+    def print_plan(self, images: list[PlannedImage], todo: set[Path]) -> None:
+        passes = 0
+        for image in images:
+            request = image.request
+            status = "todo" if image.path in todo else "done"
+            steps = int(request.num_inference_steps * (request.strength if request.is_img2img else 1))
+            if status == "todo":
+                passes += steps * (2 if request.guidance_scale > 1 else 1)
+            if self.options.output.json:
+                self.emit(json.dumps({**image.record(self.model), "status": status}, ensure_ascii=False))
+            else:
+                self.emit(
+                    f"{status}\tline {image.line}\tseed {image.seed}\t{request.width}x{request.height}\t"
+                    f"{steps} steps\t{request.scheduler}\t{image.path}"
+                )
+        self.summary.skipped = len(images) - len(todo)
+        log.warning(
+            "sdgen batch --dry-run: %d items, %d images planned, %d already done, %d to make "
+            "(%d U-Net image-passes); %d bad lines; no weights loaded.",
+            len({image.line for image in images}),
+            len(images),
+            len(images) - len(todo),
+            len(todo),
+            passes,
+            self.summary.failed,
+        )
+
+    def stop(self, error: BaseException) -> None:
+        """The run ends early: close the manifest (records so far are kept) and print how far it got.
+        No waiting for other processes: they may be gone. The next run merges any part files."""
+        self.manifest.close()
+        if self.options.dry_run or isinstance(error, UsageError):  # bad input: its one line says it all
+            return
+        if isinstance(error, Interrupted):
+            stopped = f"interrupted{error.by}"
+        elif isinstance(error, KeyboardInterrupt):
+            stopped = "interrupted"
+        elif isinstance(error, WriteError):
+            stopped = "stopped: cannot write"
+        else:
+            stopped = "stopped"
+        log.warning("%s%s", self._prefix(), self.summary.line(stopped))
+
+    def _prefix(self) -> str:
+        return f"[process {self.processes.rank}/{self.processes.world}] " if self.processes.world > 1 else ""
+
+    def finish(self) -> None:
+        self.manifest.close()
+        self.processes.wait_for_everyone()
+        if self.processes.rank == 0 and self.processes.world > 1 and not self.options.dry_run:
+            self.manifest.merge_parts()
+        if not self.options.dry_run:
+            log.warning("%s%s", self._prefix(), self.summary.line())
+
+
+def _read_all(options: BatchOptions) -> list[BatchItem]:
+    if options.source == "-":
+        return list(read_items(_stdin_lines(), options.fmt))
+    path = Path(options.source)
+    if not path.is_file():
+        raise InvalidRequestError(f"Invalid batch input {options.source!r}: no such file; give a file or - for stdin.")
+    try:
+        with open(path, "rb") as handle:
+            return list(read_items(text_lines(handle), options.fmt))
+    except OSError as error:
+        raise InvalidRequestError(f"Cannot read batch input {options.source!r}: {os_reason(error)}.") from None
+
+
+def _stdin_lines() -> Iterable[str]:
+    """stdin line by line as it arrives (iterating sys.stdin would read ahead in blocks on a pipe), as
+    bytes, so a line that is not text is reported on its own."""
+    stream = sys.stdin.buffer
+
+    def raw() -> Iterable[bytes]:
+        while line := stream.readline():
+            yield line
+
+    return text_lines(raw())
+
+
+def exit_code(summary: Summary) -> int:
+    return EXIT_FAILURE if summary.failed else 0
+
+
+__all__ = ["BatchOptions", "Processes", "exit_code", "run_batch"]

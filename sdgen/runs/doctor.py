@@ -1,0 +1,64 @@
+"""`sdgen doctor`: what this machine and install give sdgen, and a tiny model run through the whole loop."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+from sdgen import models
+from sdgen.config.options import DEFAULT_MODEL
+from sdgen.engine import loader
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
+from sdgen.hardware.devices import HardwareProbe, choose_placement
+from sdgen.hardware.machine import cpu_info, gemm_peaks
+from sdgen.testing.tiny_model import build_tiny_model
+from sdgen.version import __version__
+
+
+class DoctorFailed(Exception):
+    """The tiny model did not make a picture."""
+
+
+def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
+    """One line at a time (each is printed as soon as it is known); raises DoctorFailed at the end if the
+    tiny model did not run, and sdgen's errors for a device or dtype that does not exist here."""
+    import diffusers
+    import torch
+    import transformers
+
+    probe = HardwareProbe.detect()
+    yield f"sdgen         {__version__}"
+    yield f"python        {platform.python_version()} ({sys.executable})"
+    yield f"torch         {torch.__version__}"
+    yield f"diffusers     {diffusers.__version__}"
+    yield f"transformers  {transformers.__version__}"
+    gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
+    yield f"CUDA          {', '.join(gpus) if gpus else 'none'}"
+    yield f"MPS           {'available' if probe.mps_available else 'none'}"
+    cpu = cpu_info()
+    yield f"CPU           {cpu.model}"
+    yield f"vector units  {', '.join(cpu.vector_units) or 'none reported'} (torch kernels: {cpu.kernel_level})"
+    yield f"CPU bfloat16  {'native' if cpu.native_bf16 else 'emulated (slow)'}; {cpu.threads} threads"
+    peaks = gemm_peaks(cpu.native_bf16)
+    yield f"GEMM peak     float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s (measured)"
+    placement = choose_placement(device, dtype, probe=probe)
+    yield f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})"
+    spec = ModelSpec()
+    yield f"HF cache      {models.hub_cache_dir(spec)}"
+    cached = models.is_cached(DEFAULT_MODEL, spec)
+    yield f"default model {DEFAULT_MODEL}: {'in the cache' if cached else 'not downloaded yet'}"
+    transformers.utils.logging.disable_progress_bar()  # its "Writing model shards" bar is noise here
+    with tempfile.TemporaryDirectory(prefix="sdgen-doctor-") as folder:
+        build_tiny_model(folder)
+        parts = loader.load_model(ModelSpec(model=folder), placement)
+        started = time.perf_counter()
+        [result] = generate(GenerationRequest("doctor", seed=0, num_inference_steps=4, width=64, height=64), parts)
+        seconds = time.perf_counter() - started
+    ok = result.image.size == (64, 64)
+    yield f"tiny model    {'ok' if ok else 'FAILED'}: 4 steps at 64x64 on {placement.device} in {seconds:.2f} s"
+    if not ok:
+        raise DoctorFailed

@@ -1,0 +1,84 @@
+"""`sdgen PROMPT` as a library call: plan where each image goes, load once, generate, write each image as
+soon as its batch is decoded, and report it; then the pictures of the process the run asked for (the
+denoising sequence, its animation, a grid of the run). The command line parses and calls run_generate;
+`sdgen batch` has its twin, sdgen.runs.batch.run.run_batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sdgen.engine import loader
+from sdgen.engine.pipeline import GeneratedImage, iter_generate
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.errors import InvalidRequestError
+from sdgen.hardware.devices import choose_placement
+from sdgen.hardware.speed import plan_speed
+from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures, write_pictures
+from sdgen.record.metadata import png_info, result_record
+from sdgen.record.output import Target, plan_outputs, png_bytes
+from sdgen.runs.progress import GenerationProgress
+
+log = logging.getLogger("sdgen")
+
+Emit = Callable[[str], None]  # one line of stdout
+
+
+def run_generate(
+    request: GenerationRequest,
+    spec: ModelSpec,
+    output: OutputSpec,
+    emit: Emit,
+    quiet: bool = False,
+    pictures: PicturesSpec | None = None,
+) -> list[Path | None]:
+    """Make the request's images and write them where `output` says; returns where each went (None:
+    stdout), then the pictures' files. Everything that can be checked is checked before any weights load."""
+    written: list[Path | None] = []
+    # 1. check: the request, every image's and picture's destination, the device and the speed plan
+    request = request.validated()
+    spec = spec.validated()
+    targets = plan_outputs(request, output)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    if request.hires_scale is not None and pictures.records_steps:
+        raise InvalidRequestError(
+            "--save-steps and --animation show one denoising run; with --hires-scale there are two at two sizes. "
+            "Leave one out (the live --preview-file works with both).",
+            "save_steps",
+        )
+    placement = choose_placement(spec.device, spec.dtype, spec.rng)
+    plan = plan_speed(spec, placement)  # e.g. --offload on a CPU: refused here
+
+    # 2. load once, 3. generate, 4. write each image as soon as its batch is done, 5. the pictures
+    terminal = terminal_pictures(pictures, quiet)
+    with GenerationProgress(request.num_images, enabled=False if quiet else None, terminal_image=terminal) as progress:
+        parts = loader.load_model(spec, placement, plan, on_part=progress.on_part)
+        show = progress.show if progress.shows_pictures else None
+        assert request.width is not None and request.height is not None
+        watchers = start_watching(pictures, parts, (request.width, request.height), show, spec.offline)
+        seeds = request.seeds
+        log.info("Seed %d%s", seeds[0], f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else "")
+        for result in iter_generate(request, parts, on_step=chain(progress.on_step, *watchers.callbacks)):
+            written.append(_write(result, parts, targets[result.index], output, emit))
+            watchers.finished(result)
+    for path in write_pictures(watchers, parts, output.overwrite, output.metadata):
+        log.info("Wrote %s", path)
+    return written
+
+
+def _write(
+    result: GeneratedImage, parts: loader.StableDiffusionParts, target: Target, output: OutputSpec, emit: Emit
+) -> Path | None:
+    data = png_bytes(result.image, png_info(result, parts) if output.metadata else None)
+    path = target.write(data, overwrite=output.overwrite)
+    if path is None:  # stdout carried the PNG itself
+        return None
+    if output.json:
+        record = {"path": str(path), **result_record(result, parts), "seconds": round(result.seconds, 3)}
+        emit(json.dumps(record, ensure_ascii=False))
+    else:
+        emit(str(path))
+    return path

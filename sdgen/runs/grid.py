@@ -1,0 +1,181 @@
+"""X/Y grids: one image per combination of an X and a Y value of any generation option (guidance scale,
+steps, scheduler, seed, prompt, negative prompt, strength, size ...), from one model load, every other
+setting the same, the seed too unless it is an axis. Guidance 1 against 7.5 shows what classifier-free
+guidance does. Cells that can share U-Net calls (same size, steps, scheduler, guidance) go through it
+together, --batch-size at a time."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdgen.config.options import OPTIONS, table
+from sdgen.config.settings import parse_text
+from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.errors import NAME, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.pipeline import GeneratedImage
+
+log = logging.getLogger("sdgen")
+
+# The options an axis may vary: the prompt and every request option that shapes the picture (the table's
+# `shapes_picture`), not how many images, how they are batched or where files are found.
+AXIS_KINDS: dict[str, type] = {"prompt": str, **{o.key: o.kind for o in table().picture_rows()}}
+MAX_VALUES = 64
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # an option key: guidance_scale, steps, prompt ...
+    values: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return self.key.replace("_", "-")
+
+    def label(self, value: Any) -> str:
+        if isinstance(value, (list, tuple)):  # a LoRA or embedding axis: file names, not whole paths
+            value = ", ".join(item.replace("\\", "/").rsplit("/", 1)[-1] for item in value)
+        return f"{self.name}: {value}"
+
+
+def parse_axis(text: str, which: str) -> Axis:
+    """`guidance-scale=1,3,7.5` -> Axis("guidance_scale", (1.0, 3.0, 7.5)). Values are comma separated;
+    quote one that holds a comma: prompt="a fox, red","a cat"."""
+    name, sep, values = text.partition("=")
+    key = name.strip().lstrip("-").replace("-", "_")
+    key = {"cfg": "guidance_scale", "sampler": "scheduler", "init": "init_image"}.get(key, key)
+    if not sep or key not in AXIS_KINDS:
+        known = ", ".join(k.replace("_", "-") for k in AXIS_KINDS)
+        raise UsageError(f"Invalid {NAME} {text!r}: write NAME=V1,V2,... with NAME one of {known}.", which)
+    items = [item.strip() for item in next(csv.reader([values], skipinitialspace=True), [])]
+    if not items or "" in items or len(items) > MAX_VALUES:
+        raise UsageError(f"Invalid {NAME} {text!r}: give 1 to {MAX_VALUES} values, separated by commas.", which)
+    kind = AXIS_KINDS[key]
+    return Axis(key, tuple(parse_text(item, kind, f"--{which} {name.strip()}") for item in items))
+
+
+def _field(key: str) -> str:
+    return OPTIONS[key].target_field if key in OPTIONS else key
+
+
+def cell_requests(base: GenerationRequest, x: Axis, y: Axis | None) -> list[list[GenerationRequest]]:
+    """One validated request per cell, rows by Y and columns by X; a bad value is named with its axis."""
+    base = base.validated()  # the seed, when random, is drawn once here: the same in every cell
+    rows = []
+    for y_value in y.values if y is not None else (None,):
+        row = []
+        for x_value in x.values:
+            changes = {_field(x.key): x_value}
+            if y is not None:
+                changes[_field(y.key)] = y_value
+            try:
+                cell = replace(base, num_images=1, image_prompts=(), **changes).validated()
+                row.append(cell.for_image(0))  # wildcards expanded, LoRAs and embeddings found
+            except UsageError as error:
+                axis = "--x" if x.key in error.template or error.key == x.key else "--y"
+                raise type(error)(error.template + f" (a value of {axis})", error.key) from None
+        rows.append(row)
+    return rows
+
+
+def generate_cells(
+    rows: list[list[GenerationRequest]], parts: StableDiffusionParts, batch_size: int, on_step: Any
+) -> dict[tuple[int, int], GeneratedImage]:
+    """Each cell's image; cells that share batch_key go through the U-Net together, batch_size at a time."""
+    from sdgen.engine.pipeline import ImageTask, batch_key, generate_batch
+
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for r, row in enumerate(rows):
+        for c, request in enumerate(row):
+            groups.setdefault(batch_key(request), []).append((r, c))
+    made = {}
+    for places in groups.values():
+        for start in range(0, len(places), batch_size):
+            chunk = places[start : start + batch_size]
+            tasks = [ImageTask(rows[r][c]) for r, c in chunk]
+            for place, result in zip(chunk, generate_batch(tasks, parts, on_step), strict=True):
+                made[place] = result
+    return made
+
+
+def run_grid(
+    base: GenerationRequest,
+    axes: tuple[Axis, Axis | None],
+    spec: ModelSpec,
+    output: OutputSpec,
+    emit: Callable[[str], None],
+    pictures: PicturesSpec | None = None,
+    quiet: bool = False,
+) -> Path | None:
+    """`sdgen grid PROMPT --x ... --y ...`: check every cell, load once, make the cells, write the grid."""
+    from sdgen.engine import loader
+    from sdgen.hardware.devices import choose_placement
+    from sdgen.hardware.speed import plan_speed
+    from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
+    from sdgen.record.output import picture_target
+    from sdgen.runs.progress import GenerationProgress
+
+    x, y = axes
+    rows = cell_requests(base, x, y)
+    spec = spec.validated()
+    target = picture_target(output, "{index:05d}-grid-{slug}", base.prompt)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    placement = choose_placement(spec.device, spec.dtype, spec.rng)
+    plan = plan_speed(spec, placement)
+    count = sum(len(row) for row in rows)
+    terminal = terminal_pictures(pictures, quiet)
+    with GenerationProgress(count, enabled=False if quiet else None, terminal_image=terminal) as progress:
+        parts = loader.load_model(spec, placement, plan, on_part=progress.on_part)
+        show = progress.show if progress.shows_pictures else None
+        first = rows[0][0]
+        assert first.width is not None and first.height is not None
+        watchers = start_watching(pictures, parts, (first.width, first.height), show, spec.offline)
+        made = generate_cells(rows, parts, base.batch_size, chain(progress.on_step, *watchers.callbacks))
+    return _write_grid(rows, made, axes, parts, target, output, emit)
+
+
+def _write_grid(
+    rows: list[list[GenerationRequest]],
+    made: dict[tuple[int, int], GeneratedImage],
+    axes: tuple[Axis, Axis | None],
+    parts: StableDiffusionParts,
+    target: Any,
+    output: OutputSpec,
+    emit: Callable[[str], None],
+) -> Path | None:
+    from sdgen.pictures.sheets import Cell, labelled_grid, picture_png
+    from sdgen.record.metadata import a1111_parameters, result_record
+
+    x, y = axes
+    records = []
+    for (r, c), result in sorted(made.items()):
+        place = {"x": x.values[c], **({"y": y.values[r]} if y is not None else {})}
+        records.append({**place, **result_record(result, parts)})
+    if output.json:
+        for record in records:
+            emit(json.dumps(record, ensure_ascii=False))
+    cells = [[Cell(made[(r, c)].image) for c in range(len(row))] for r, row in enumerate(rows)]
+    sheet, _ = labelled_grid(
+        cells,
+        col_labels=[x.label(v) for v in x.values],
+        row_labels=[y.label(v) for v in y.values] if y is not None else None,
+        title=rows[0][0].prompt if x.key != "prompt" and (y is None or y.key != "prompt") else "",
+    )
+    axes_record = {"x": {"key": x.key, "values": list(x.values)}}
+    if y is not None:
+        axes_record["y"] = {"key": y.key, "values": list(y.values)}
+    record = {"picture": "grid", **axes_record, "cells": records}
+    parameters = a1111_parameters(made[(0, 0)], parts)
+    data = picture_png(sheet, parameters if output.metadata else None, record if output.metadata else None)
+    path = target.write(data, overwrite=output.overwrite)
+    if path is not None and not output.json:
+        emit(str(path))
+    return path
