@@ -50,12 +50,8 @@ def register(plugin: Plugin) -> Plugin:
 
 
 def option_keys() -> tuple[str, ...]:
-    """Every option a plug-in owns: what an image's record may replay."""
+    """Every option a plug-in owns (each a row of the option table, which records and replays it)."""
     return tuple(key for plugin in PLUGINS.values() for key in plugin.options)
-
-
-def _keys(plugin: Plugin, target: str) -> list[str]:
-    return [key for key in plugin.options if options.OPTIONS[key].target == target]
 
 
 # ---- load time -----------------------------------------------------------------------------------
