@@ -32,13 +32,11 @@ from sdgen.engine.latents import (
     set_timesteps,
 )
 from sdgen.engine.loader import StableDiffusionParts
+from sdgen.engine.prompt_schedule import ImagePrompts, PassSteps, batch_conditioning, image_prompts, prompt_switch
 from sdgen.engine.request import GenerationRequest, InitImage, ModelSpec
-from sdgen.engine.text import TextOptions, encode_prompt, pad_to_chunks
+from sdgen.engine.text import TextOptions, encode_prompt
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
-from sdgen.prompts.networks import without_tags
-
-CLIP_TOKENS = 77  # one chunk of a prompt's embedding
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -181,45 +179,57 @@ def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: 
     if parts.adapters.use_loras(request.lora_refs):
         parts.embedding_cache.clear()  # the text encoder's weights changed
 
-    # 3. encode each prompt and negative prompt (once per distinct text); guidance <= 1 needs no negatives
+    # 3. encode each prompt and negative prompt (once per distinct text of their schedules: prompt editing,
+    # alternation and AND, sdgen/engine/prompt_schedule.py); guidance <= 1 needs no negatives
     conditions = [_conditions(task.request, parts) for task in tasks]
     # A prompt past 75 tokens is longer (77 per chunk); only prompts of one length stack into a U-Net call
     results: dict[int, GeneratedImage] = {}
-    for length in dict.fromkeys(cond.shape[1] for cond, _ in conditions):
-        group = [number for number, (cond, _) in enumerate(conditions) if cond.shape[1] == length]
+    for length in dict.fromkeys(condition.lengths for condition in conditions):
+        group = [number for number, condition in enumerate(conditions) if condition.lengths == length]
         made = _denoise_and_decode([tasks[n] for n in group], [conditions[n] for n in group], parts, hooks)
         results.update(zip(group, made, strict=True))
     seconds = (time.perf_counter() - started) / len(tasks)
     return [dataclasses.replace(results[number], seconds=seconds) for number in range(len(tasks))]
 
 
-def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(prompt, negative prompt) embeddings, the shorter padded with empty chunks to the longer's length."""
-    prompt = _embedding(without_tags(request.prompt), request, parts)
-    if request.guidance_scale <= 1.0:
-        return prompt, None
-    negative = _embedding(without_tags(request.negative_prompt), request, parts)
-    chunks = max(prompt.shape[1], negative.shape[1]) // CLIP_TOKENS
-    if prompt.shape[1] == negative.shape[1]:
-        return prompt, negative
-    empty = _embedding("", request, parts)
-    return pad_to_chunks(prompt, chunks, empty), pad_to_chunks(negative, chunks, empty)
+@dataclass(frozen=True, eq=False)
+class _PassPrompts:
+    """One image's prompts over the first pass and, with --hires-scale, over the hires pass."""
+
+    first: ImagePrompts
+    hires: ImagePrompts | None
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return (self.first.length, *(() if self.hires is None else (self.hires.length,)))
+
+
+def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> _PassPrompts:
+    """The embeddings of each pass's schedules, each distinct text encoded once; each image's padded with
+    empty chunks to its longest text (as the prompt and its negative always were)."""
+    order = getattr(make_scheduler(request.scheduler, parts.scheduler_config), "order", 1)
+    steps = request.num_inference_steps * order  # A1111 counts a second-order sampler's steps twice
+
+    def encode(text: str) -> torch.Tensor:
+        return _embedding(text, request, parts)
+
+    first = image_prompts(request, PassSteps(steps), encode)
+    if request.hires_scale is None:
+        return _PassPrompts(first, None)
+    hires_steps = (request.hires_steps or request.num_inference_steps) * order
+    return _PassPrompts(first, image_prompts(request, PassSteps(steps, hires_steps), encode))
 
 
 def _denoise_and_decode(
     tasks: list[ImageTask],
-    conditions: list[tuple[torch.Tensor, torch.Tensor | None]],
+    conditions: list[_PassPrompts],
     parts: StableDiffusionParts,
     hooks: _Hooks,
 ) -> list[GeneratedImage]:
-    import torch
-
     request = tasks[0].request
     assert request.width is not None and request.height is not None
-    negative = None
-    if request.guidance_scale > 1.0:
-        negative = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
-    conditioning = Conditioning(torch.cat([cond for cond, _ in conditions]), negative)  # (B, 77 k, D) each
+    first = [condition.first for condition in conditions]
+    conditioning = batch_conditioning(first, 0)  # (B, 77 k, D) each; the switch changes it between steps
 
     # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
     start = None
@@ -235,11 +245,14 @@ def _denoise_and_decode(
     watch = _StopWatch(hooks.on_step) if hooks.on_step is not None else None
     hooks = _Hooks(watch, hooks.on_step_end)
     steps = request.num_inference_steps
-    latents = _run_loop(tasks, conditioning, parts, hooks, size, steps, strength, start, inpainting)
+    first_hooks = _with_prompt_switch(hooks, first)
+    latents = _run_loop(tasks, conditioning, parts, first_hooks, size, steps, strength, start, inpainting)
 
     # 5b. the hires pass: upscale, then image-to-image at the large size with the same prompt and seed
     if request.hires_scale is not None and not (watch and watch.stopped):
-        latents = _hires_pass(tasks, conditioning, parts, hooks, latents)
+        hires = [condition.hires for condition in conditions if condition.hires is not None]
+        hires_hooks = _with_prompt_switch(hooks, hires)
+        latents = _hires_pass(tasks, batch_conditioning(hires, 0), parts, hires_hooks, latents)
 
     # 6. decode to RGB (with --decoder, a tiny autoencoder instead of the VAE: sdgen/engine/plugins)
     _check_finite(latents, tasks[0].seed)
@@ -250,6 +263,11 @@ def _denoise_and_decode(
         GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
+
+
+def _with_prompt_switch(hooks: _Hooks, images: list[ImagePrompts]) -> _Hooks:
+    """The caller's hooks with the step-end hook that switches the prompts' embeddings, first."""
+    return _Hooks(hooks.on_step, chain_step_end(prompt_switch(images), hooks.on_step_end))
 
 
 class _StopWatch:

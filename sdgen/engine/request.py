@@ -193,6 +193,11 @@ class GenerationRequest:
         _check_int("seed", seed, 0, MAX_SEED - self.num_images + 1)
         prompts = self._image_prompts(seed)
         _check_int("seed", seed, 0, MAX_SEED - len(prompts) + 1)
+        if self.weighting:  # AND needs the unconditional prediction at every step (sdgen/prompts/editing.py)
+            from sdgen.prompts.editing import check_composable
+
+            for prompt in dict.fromkeys(prompts):
+                check_composable(prompt, self.guidance_scale, self.cfg_end)
 
         width, height = self.width, self.height
         if self.mask is not None and self.init_image is None:

@@ -20,7 +20,10 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import Union
+
+from sdgen.errors import NAME, InvalidRequestError
+from sdgen.prompts.limits import quoted
+from sdgen.prompts.networks import without_tags
 
 Schedule = tuple[tuple[int, str], ...]  # (end_at_step, text), end_at_step rising, the last one the step count
 
@@ -45,7 +48,7 @@ class _Alternate:
     options: tuple[tuple[_Node, ...], ...]
 
 
-_Node = Union[str, _Edit, _Alternate]
+_Node = str | _Edit | _Alternate
 
 
 class _NoParse(Exception):
@@ -175,9 +178,7 @@ class _Steps:
         return min(self.steps, int(value))
 
 
-def prompt_schedule(
-    prompt: str, steps: int, hires_steps: int | None = None, old_scheduling: bool = False
-) -> Schedule:
+def prompt_schedule(prompt: str, steps: int, hires_steps: int | None = None, old_scheduling: bool = False) -> Schedule:
     """A1111's schedule of one prompt over `steps` (or, for a hires pass after `steps` first-pass steps,
     over `hires_steps`): `(end_at_step, text)` for each step at which the text may change.
 
@@ -253,3 +254,23 @@ def composable_parts(prompt: str) -> tuple[tuple[str, float], ...]:
 def is_plain(parts: tuple[tuple[str, float], ...]) -> bool:
     """One part at weight 1: plain classifier-free guidance, no composable combination."""
     return len(parts) == 1 and parts[0][1] == 1.0
+
+
+def check_composable(prompt: str, guidance_scale: float, cfg_end: float) -> None:
+    """AND and part weights combine each part with the unconditional prediction: a run without it (no
+    guidance, or guidance cut off early) cannot honour them, so it is refused (InvalidRequestError)."""
+    if is_plain(composable_parts(without_tags(prompt))):
+        return
+    shown = f"the prompt {quoted(prompt)}"
+    if guidance_scale <= 1.0:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {guidance_scale!r} for {shown}: AND and a part's :weight combine each part with "
+            "the unconditional prediction, which needs a guidance scale above 1 (7.5 is typical).",
+            "guidance_scale",
+        )
+    if cfg_end < 1.0:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {cfg_end!r} for {shown}: AND and a part's :weight need the unconditional prediction "
+            "at every step; use cfg_end 1 (the default), or write the prompt without AND.",
+            "cfg_end",
+        )

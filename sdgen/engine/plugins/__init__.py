@@ -7,6 +7,7 @@ rows (their record columns in the option table, as for every option), and `--fro
 the table.
 
     deepcache.py      --cache-interval: the shallow branch of the U-Net between whole passes
+    composable.py     AND in a prompt: every part in one U-Net call, combined as A1111 does (no option)
     cfg_end.py        --cfg-end: guidance for the first part of the steps only
     token_merging.py  --token-merging: tomesd's patch of the U-Net's attention
     decoder.py        --decoder: a tiny autoencoder decodes the final image
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.config import options
 from sdgen.engine.denoise import NoisePredictor, StepEnd, StepEndHook, unet_predictor
-from sdgen.engine.plugins import cfg_end, decoder, deepcache, token_merging
+from sdgen.engine.plugins import cfg_end, composable, decoder, deepcache, token_merging
 from sdgen.engine.plugins.base import Plugin, Run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,9 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PLUGINS", "Plugin", "Run", "register"]
 
-# Registry order is wrapping order: the first wraps the U-Net call itself (DeepCache must sit right on it).
+# Registry order is wrapping order: the first wraps the U-Net call itself (DeepCache must sit right on it);
+# AND's parts are combined right above it, so that every later wrapper sees [unconditional, conditional].
 PLUGINS: dict[str, Plugin] = {
-    plugin.name: plugin for plugin in (deepcache.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN)
+    plugin.name: plugin
+    for plugin in (deepcache.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN)
 }
 
 
