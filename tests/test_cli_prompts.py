@@ -184,3 +184,55 @@ def test_settings_layers_set_prompt_options(tiny_model_dir, files, tmp_path, mon
     monkeypatch.setenv("SDGEN_CLIP_SKIP", "3")
     result = runner.invoke(app, ["a fox", *tiny(tiny_model_dir, "--seed", "1", "-o", str(tmp_path / "e.png"))])
     assert result.exit_code == 0 and read_image_metadata(tmp_path / "e.png")[1]["clip_skip"] == 3
+
+
+EDITED = "a [cat:dog:0.5] in (snow:1.2) AND a [red|blue] __animals__ :0.8 BREAK ink <lora:detail:0.5>"
+
+
+def test_prompt_editing_and_and_run_from_the_command_line_and_replay(tiny_model_dir, files, tmp_path) -> None:
+    """Editing, alternation and AND mixed with emphasis, BREAK, a LoRA tag and a wildcard: the PNG keeps the
+    prompt as typed (wildcard expanded, template kept), --from makes the same pixels, and the edit is made
+    (--no-weighting, the brackets read as text, gives another picture)."""
+    folders = ["--lora-dir", str(files / "loras"), "--wildcard-dir", str(files / "wildcards")]
+    made = tmp_path / "edited.png"
+    result = runner.invoke(app, [EDITED, *tiny(tiny_model_dir, "--seed", "4", "--steps", "4", *folders,
+                                                "-o", str(made))])
+    assert result.exit_code == 0, result.output
+    parameters, record = read_image_metadata(made)
+    assert parameters.splitlines()[0] in {EDITED.replace("__animals__", name) for name in ("fox", "owl")}
+    assert record["prompt_template"] == EDITED
+    again = runner.invoke(app, ["--from", str(made), "-o", str(tmp_path / "again.png")])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(pixels(tmp_path / "again.png"), pixels(made))
+    literal = runner.invoke(app, [EDITED, *tiny(tiny_model_dir, "--seed", "4", "--steps", "4", *folders,
+                                                 "--no-weighting", "-o", str(tmp_path / "literal.png"))])
+    assert literal.exit_code == 0, literal.output
+    assert not np.array_equal(pixels(tmp_path / "literal.png"), pixels(made))
+
+
+def test_batch_lines_with_other_schedules_share_batches_and_equal_single_runs(tiny_model_dir, tmp_path) -> None:
+    lines = ["a [cat:dog:0.5] in snow", "a cat :1.2 AND a dog :0.8", "a [fox|owl] [in snow::2]", "a plain fox"]
+    source = tmp_path / "lines.txt"
+    source.write_text("".join(line + "\n" for line in lines))
+    result = runner.invoke(app, ["batch", str(source), *tiny(tiny_model_dir, "--steps", "4", "--seed", "9",
+                                                             "-o", f"{tmp_path}/batch/", "--batch-size", "4")])
+    assert result.exit_code == 0, result.output
+    made = sorted((tmp_path / "batch").glob("*.png"))
+    assert len(made) == len(lines)
+    for path in made:
+        parameters, record = read_image_metadata(path)
+        single = tmp_path / f"single-{path.name}"
+        alone = runner.invoke(app, ["--from", str(path), "-o", str(single)])
+        assert alone.exit_code == 0, alone.output
+        assert record["prompt"] in lines and parameters.splitlines()[0] == record["prompt"]
+        assert np.abs(pixels(single) - pixels(path)).max() <= 1, path.name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["-g", "1"], "Invalid --guidance-scale 1.0 for the prompt"), (["--cfg-end", "0.5"], "Invalid --cfg-end 0.5")],
+)
+def test_and_without_guidance_exits_2_before_loading(no_weights_load, tmp_path, extra, message) -> None:
+    result = runner.invoke(app, ["a cat AND a dog", *extra, "-o", f"{tmp_path}/"])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "AND" in result.stderr and len(result.stderr.strip().splitlines()) == 1
