@@ -81,6 +81,15 @@ def test_webuiapi_txt2img_is_the_command_lines_image(api, tiny_model_dir, tmp_pa
     assert result.parameters["prompt"] == "a red fox"
 
 
+def test_prompt_editing_and_and_reach_the_server_through_the_prompt(api, tiny_model_dir, tmp_path) -> None:
+    prompt, negative = "a [red:blue:0.5] fox AND [snow|ice] :0.6", "[blur::2]"
+    result = api.txt2img(prompt=prompt, negative_prompt=negative, seed=7, cfg_scale=7.5, width=64, height=64)
+    expected = cli_image(tmp_path, tiny_model_dir, prompt, "-N", negative, "--seed", "7", "--steps", "4",
+                         "--scheduler", "euler-a", "-g", "7.5", "-W", "64", "-H", "64")
+    assert np.array_equal(pixels(result.image), pixels(expected))
+    assert result.info["infotexts"][0].splitlines()[:2] == [prompt, f"Negative prompt: {negative}"]
+
+
 def test_batches_take_seed_plus_i_and_random_seeds_are_reported(server) -> None:
     url, _ = server
     body = {"prompt": "a fox", "seed": 40, "steps": 2, "width": 64, "height": 64, "batch_size": 2, "n_iter": 2,
