@@ -249,3 +249,12 @@ def test_and_with_inpainting_gives_each_part_the_mask(tiny_parts, tmp_path) -> N
     [image] = generate(request, tiny_parts)
     assert pixels(image.image)[0, 0].tolist() == [200, 120, 40], "outside the mask: the init image"
     assert dataclasses.is_dataclass(request)
+
+
+def test_more_and_parts_than_one_unet_call_should_hold_are_refused(no_weights_load) -> None:
+    from sdgen.prompts.editing import MAX_PARTS
+
+    edited(" AND ".join(["a cat"] * MAX_PARTS)).validated()
+    with pytest.raises(InvalidRequestError, match=f"{MAX_PARTS + 1} parts joined by AND") as caught:
+        edited(" AND ".join(["a cat"] * (MAX_PARTS + 1))).validated()
+    assert caught.value.key == "prompt"

@@ -256,12 +256,23 @@ def is_plain(parts: tuple[tuple[str, float], ...]) -> bool:
     return len(parts) == 1 and parts[0][1] == 1.0
 
 
+MAX_PARTS = 32  # AND parts of one prompt: each is a row of every U-Net call
+
+
 def check_composable(prompt: str, guidance_scale: float, cfg_end: float) -> None:
     """AND and part weights combine each part with the unconditional prediction: a run without it (no
-    guidance, or guidance cut off early) cannot honour them, so it is refused (InvalidRequestError)."""
-    if is_plain(composable_parts(without_tags(prompt))):
+    guidance, or guidance cut off early) cannot honour them, so it is refused (InvalidRequestError), as is
+    a prompt of more than MAX_PARTS parts (they all run in one U-Net call)."""
+    parts = composable_parts(without_tags(prompt))
+    if is_plain(parts):
         return
     shown = f"the prompt {quoted(prompt)}"
+    if len(parts) > MAX_PARTS:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {quoted(prompt)}: {len(parts)} parts joined by AND, more than {MAX_PARTS} (each one "
+            "is a row of every U-Net call); join fewer, or write AND in lower case to make it text.",
+            "prompt",
+        )
     if guidance_scale <= 1.0:
         raise InvalidRequestError(
             f"Invalid {NAME} {guidance_scale!r} for {shown}: AND and a part's :weight combine each part with "
