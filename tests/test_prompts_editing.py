@@ -37,6 +37,19 @@ def test_schedules_are_a1111s_doctests(prompt: str, expected: list) -> None:
     assert [list(entry) for entry in prompt_schedule(prompt, 10)] == expected
 
 
+def test_the_example_at_the_top_of_a1111s_parser() -> None:
+    prompt = ("fantasy landscape with a [mountain:lake:0.25] and [an oak:a christmas tree:0.75][ in foreground::0.6]"
+              "[ in background:0.25] [shoddy:masterful:0.5]")
+    start = "fantasy landscape with a "
+    assert prompt_schedule(prompt, 100) == (
+        (25, start + "mountain and an oak in foreground shoddy"),
+        (50, start + "lake and an oak in foreground in background shoddy"),
+        (60, start + "lake and an oak in foreground in background masterful"),
+        (75, start + "lake and an oak in background masterful"),
+        (100, start + "lake and a christmas tree in background masterful"),
+    )
+
+
 @pytest.mark.parametrize(
     ("prompt", "expected"), [("a [b:.5] c", [[10, "a b c"]]), ("a [b:1.5] c", [[5, "a  c"], [10, "a b c"]])]
 )
