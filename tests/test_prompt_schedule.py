@@ -141,7 +141,7 @@ def test_a_plain_prompt_is_encoded_as_before_and_switches_nothing(tiny_parts) ->
     from sdgen.engine.prompt_schedule import PassSteps, image_prompts, prompt_switch
 
     request = edited("a (red:1.2) fox BREAK in snow").validated()
-    images = [image_prompts(request, PassSteps(STEPS), lambda text: encoded(tiny_parts, text))]
+    images = [image_prompts(request.prompt, request, PassSteps(STEPS), lambda text: encoded(tiny_parts, text))]
     assert prompt_switch(images) is None and images[0].plain
 
 

@@ -213,11 +213,11 @@ def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> _Pas
     def encode(text: str) -> torch.Tensor:
         return _embedding(text, request, parts)
 
-    first = image_prompts(request, PassSteps(steps), encode)
+    first = image_prompts(request.prompt, request, PassSteps(steps), encode)
     if request.hires_scale is None:
         return _PassPrompts(first, None)
     hires_steps = (request.hires_steps or request.num_inference_steps) * order
-    return _PassPrompts(first, image_prompts(request, PassSteps(steps, hires_steps), encode))
+    return _PassPrompts(first, image_prompts(request.prompt, request, PassSteps(steps, hires_steps), encode))
 
 
 def _denoise_and_decode(

@@ -49,10 +49,10 @@ class PassSteps:
 Parts = tuple[tuple[Schedule, float], ...]  # each AND part's schedule and weight
 
 
-def text_schedules(request: GenerationRequest, counting: PassSteps) -> tuple[Parts, Schedule | None]:
-    """The texts each AND part and the negative prompt read over the pass, with each part's weight; the
-    negative is None without guidance. --no-weighting reads both as typed, at every step."""
-    prompt, negative = without_tags(request.prompt), without_tags(request.negative_prompt)
+def text_schedules(prompt: str, request: GenerationRequest, counting: PassSteps) -> tuple[Parts, Schedule | None]:
+    """The texts each AND part of an image's `prompt` and the request's negative prompt read over the pass,
+    with each part's weight; the negative is None without guidance. --no-weighting reads both as typed."""
+    prompt, negative = without_tags(prompt), without_tags(request.negative_prompt)
     guided = request.guidance_scale > 1.0
     if not request.weighting:
         steps = counting.hires_steps or counting.steps
@@ -99,9 +99,10 @@ class ImagePrompts:
         return (*(part.entry(index) for part in self.parts), *negative)
 
 
-def image_prompts(request: GenerationRequest, counting: PassSteps, encode: Encode) -> ImagePrompts:
-    """Encode every distinct text of the image's schedules once, padded to the longest of them."""
-    parts, negative = text_schedules(request, counting)
+def image_prompts(prompt: str, request: GenerationRequest, counting: PassSteps, encode: Encode) -> ImagePrompts:
+    """Encode every distinct text of the schedules of an image's `prompt` (and the request's negative
+    prompt) once, padded to the longest of them."""
+    parts, negative = text_schedules(prompt, request, counting)
     schedules = [schedule for schedule, _ in parts] + ([negative] if negative is not None else [])
     encoded = {text: encode(text) for schedule in schedules for _, text in schedule}
     length = max(embeds.shape[1] for embeds in encoded.values())
