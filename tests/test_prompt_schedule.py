@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.pipeline import ImageTask, generate, generate_batch
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
@@ -140,7 +141,7 @@ def test_no_weighting_reads_the_brackets_as_typed(tiny_parts) -> None:
 def test_a_plain_prompt_is_encoded_as_before_and_switches_nothing(tiny_parts) -> None:
     from sdgen.engine.prompt_schedule import PassSteps, image_prompts, prompt_switch
 
-    request = edited("a (red:1.2) fox BREAK in snow").validated()
+    request = check_request(edited("a (red:1.2) fox BREAK in snow"))
     images = [image_prompts(request.prompt, request, PassSteps(STEPS), lambda text: encoded(tiny_parts, text))]
     assert prompt_switch(images) is None and images[0].plain
 
@@ -214,8 +215,8 @@ def test_and_runs_the_parts_in_one_unet_call(tiny_parts, monkeypatch) -> None:
 
 def test_images_with_other_schedules_and_parts_share_a_batch_and_equal_their_own_runs(tiny_parts) -> None:
     prompts = ["a [cat:dog:0.5] in snow", "a cat :1.2 AND a dog :0.8", "a [cat|dog]", "a plain fox"]
-    requests = [edited(prompt, scheduler="euler").validated() for prompt in prompts]
-    together = generate_batch([ImageTask(request) for request in requests], tiny_parts)
+    requests = [check_request(edited(prompt, scheduler="euler")) for prompt in prompts]
+    together = generate_batch([ImageTask.of(request) for request in requests], tiny_parts)
     for request, image in zip(requests, together, strict=True):
         [alone] = generate(request, tiny_parts)
         assert np.abs(pixels(image.image) - pixels(alone.image)).max() <= 1, request.prompt
@@ -233,9 +234,9 @@ def test_a_long_edited_prompt_pads_its_short_entries(tiny_parts) -> None:
 )
 def test_and_without_the_unconditional_prediction_is_refused(no_weights_load, overrides: dict, key: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        edited("a cat AND a dog", **overrides).validated()
+        check_request(edited("a cat AND a dog", **overrides))
     assert caught.value.key == key and "AND" in str(caught.value)
-    edited("a cat AND a dog", weighting=False, **overrides).validated()  # read as typed: nothing to combine
+    check_request(edited("a cat AND a dog", weighting=False, **overrides))  # read as typed: nothing to combine
 
 
 def test_and_with_inpainting_gives_each_part_the_mask(tiny_parts, tmp_path) -> None:
@@ -254,7 +255,7 @@ def test_and_with_inpainting_gives_each_part_the_mask(tiny_parts, tmp_path) -> N
 def test_more_and_parts_than_one_unet_call_should_hold_are_refused(no_weights_load) -> None:
     from sdgen.prompts.editing import MAX_PARTS
 
-    edited(" AND ".join(["a cat"] * MAX_PARTS)).validated()
+    check_request(edited(" AND ".join(["a cat"] * MAX_PARTS)))
     with pytest.raises(InvalidRequestError, match=f"{MAX_PARTS + 1} parts joined by AND") as caught:
-        edited(" AND ".join(["a cat"] * (MAX_PARTS + 1))).validated()
+        check_request(edited(" AND ".join(["a cat"] * (MAX_PARTS + 1))))
     assert caught.value.key == "prompt"

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen.config import options
-from sdgen.config.images import open_user_image
 from sdgen.config.schedulers import make_scheduler
 from sdgen.engine import loader, plugins
+from sdgen.engine.checking import check_request
 from sdgen.engine.denoise import (
     Conditioning,
     StepCallback,
@@ -33,7 +33,7 @@ from sdgen.engine.latents import (
 )
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.prompt_schedule import ImagePrompts, PassSteps, batch_conditioning, image_prompts, prompt_switch
-from sdgen.engine.request import GenerationRequest, InitImage, ModelSpec
+from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob, ModelSpec
 from sdgen.engine.text import TextOptions, encode_prompt
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
@@ -44,32 +44,39 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class GeneratedImage:
-    image: Image.Image
-    seed: int
-    index: int  # position in the run: image i has seed request.seed + i
-    request: GenerationRequest  # validated: seed, size and scheduler filled in
-    seconds: float  # this image's share of its batch's wall time (encode, denoise, decode)
-    vae_dtype: str | None = None  # the dtype that decoded it (float32 after the NaN guard's retry)
-
-
-@dataclass(frozen=True)
 class ImageTask:
-    """One image to make: image `index` of a validated request, with seed request.seed + index."""
+    """One image to make: a checked request and one of its jobs (index, seed, prompt, LoRAs, embeddings)."""
 
-    request: GenerationRequest
-    index: int = 0
+    request: CheckedRequest
+    job: ImageJob
+
+    @classmethod
+    def of(cls, request: CheckedRequest, index: int = 0) -> ImageTask:
+        return cls(request, request.jobs[index])
 
     @property
     def seed(self) -> int:
-        assert self.request.seed is not None, "validate the request first"
-        return self.request.seed + self.index
+        return self.job.seed
+
+    @property
+    def index(self) -> int:
+        return self.job.index
 
 
-def batch_key(request: GenerationRequest) -> tuple:
-    """Images whose requests agree on all of this can share U-Net calls: every option that shapes the
-    picture but those the table marks `shares_unet_call` (prompts, seeds, text-side options may differ)."""
-    return options.table().unet_key(request)
+@dataclass(frozen=True)
+class GeneratedImage(ImageTask):
+    """An image made: its task, the pixels, and how it was made."""
+
+    image: Image.Image
+    seconds: float = 0.0  # this image's share of its batch's wall time (encode, denoise, decode)
+    vae_dtype: str | None = None  # the dtype that decoded it (float32 after the NaN guard's retry)
+
+
+def batch_key(task: HasRequest) -> tuple:
+    """Images whose tasks agree on all of this can share U-Net calls: every option that shapes the picture
+    but those the table marks `shares_unet_call` (prompts, seeds, text-side options may differ), and the
+    LoRAs (the U-Net's weights during the call)."""
+    return options.table().unet_key(task.request, task.job)
 
 
 def generate(
@@ -90,12 +97,13 @@ def iter_generate(
     on_step_end: StepEndHook | None = None,
 ) -> Iterator[GeneratedImage]:
     """Like generate(), but yields each batch's images as soon as they are decoded (write them at once)."""
-    # 1. check inputs: every rule, before any weights load
-    request = request.validated()
+    # 1. check inputs: every rule, before any weights load (a checked request was checked by its maker)
+    spec = model.spec if isinstance(model, StableDiffusionParts) else (model or ModelSpec()).checked()
+    request = check_request(request, spec)
 
     # 2. load the model (once per process when the caller keeps the parts)
-    parts = model if isinstance(model, StableDiffusionParts) else loader.load_model(model)
-    tasks = [ImageTask(request.for_image(index), index) for index in range(request.num_images)]
+    parts = model if isinstance(model, StableDiffusionParts) else loader.load_model(spec)
+    tasks = [ImageTask(request, job) for job in request.jobs]
     for batch in consecutive_batches(tasks, request.batch_size):
         yield from generate_batch(batch, parts, on_step, on_step_end)
 
@@ -104,15 +112,18 @@ Task = TypeVar("Task", bound="HasRequest")
 
 
 class HasRequest(Protocol):
-    request: GenerationRequest
+    """A task of a batch: a checked request and one of its jobs (ImageTask, a batch's PlannedImage)."""
+
+    request: CheckedRequest
+    job: ImageJob
 
 
 def consecutive_batches(tasks: Iterable[Task], batch_size: int) -> Iterator[list[Task]]:
-    """Runs of consecutive tasks (anything with a .request) that can share U-Net calls, up to batch_size
-    each: a fixed grouping that depends on the input alone (wildcards may give images other LoRAs)."""
+    """Runs of consecutive tasks (anything with a .request and a .job) that can share U-Net calls, up to
+    batch_size each: a fixed grouping that depends on the input alone (wildcards may give images other LoRAs)."""
     batch: list[Task] = []
     for task in tasks:
-        if batch and (len(batch) == batch_size or batch_key(batch[0].request) != batch_key(task.request)):
+        if batch and (len(batch) == batch_size or batch_key(batch[0]) != batch_key(task)):
             yield batch
             batch = []
         batch.append(task)
@@ -129,7 +140,7 @@ def generate_batch(
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
     import torch
 
-    if len({batch_key(task.request) for task in tasks}) != 1:
+    if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
         with torch.inference_mode():
@@ -176,12 +187,12 @@ def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: 
             f"{parts.source.model!r} is an inpainting model (a 9-channel U-Net): give --init-image and --mask, or "
             "use a standard model for text-to-image and image-to-image."
         )
-    if parts.adapters.use_loras(request.lora_refs):
+    if parts.adapters.use_loras(tasks[0].job.lora_refs):
         parts.embedding_cache.clear()  # the text encoder's weights changed
 
     # 3. encode each prompt and negative prompt (once per distinct text of their schedules: prompt editing,
     # alternation and AND, sdgen/engine/prompt_schedule.py); guidance <= 1 needs no negatives
-    conditions = [_conditions(task.request, parts) for task in tasks]
+    conditions = [_conditions(task, parts) for task in tasks]
     # A prompt past 75 tokens is longer (77 per chunk); only prompts of one length stack into a U-Net call
     results: dict[int, GeneratedImage] = {}
     for length in dict.fromkeys(condition.lengths for condition in conditions):
@@ -204,20 +215,21 @@ class _PassPrompts:
         return (self.first.length, *(() if self.hires is None else (self.hires.length,)))
 
 
-def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> _PassPrompts:
+def _conditions(task: ImageTask, parts: StableDiffusionParts) -> _PassPrompts:
     """The embeddings of each pass's schedules, each distinct text encoded once; each image's padded with
     empty chunks to its longest text (as the prompt and its negative always were)."""
+    request = task.request
     order = getattr(make_scheduler(request.scheduler, parts.scheduler_config), "order", 1)
     steps = request.num_inference_steps * order  # A1111 counts a second-order sampler's steps twice
 
     def encode(text: str) -> torch.Tensor:
-        return _embedding(text, request, parts)
+        return _embedding(text, task, parts)
 
-    first = image_prompts(request.prompt, request, PassSteps(steps), encode)
+    first = image_prompts(task.job.prompt, request, PassSteps(steps), encode)
     if request.hires_scale is None:
         return _PassPrompts(first, None)
     hires_steps = (request.hires_steps or request.num_inference_steps) * order
-    return _PassPrompts(first, image_prompts(request.prompt, request, PassSteps(steps, hires_steps), encode))
+    return _PassPrompts(first, image_prompts(task.job.prompt, request, PassSteps(steps, hires_steps), encode))
 
 
 def _denoise_and_decode(
@@ -227,7 +239,6 @@ def _denoise_and_decode(
     hooks: _Hooks,
 ) -> list[GeneratedImage]:
     request = tasks[0].request
-    assert request.width is not None and request.height is not None
     first = [condition.first for condition in conditions]
     conditioning = batch_conditioning(first, 0)  # (B, 77 k, D) each; the switch changes it between steps
 
@@ -235,10 +246,10 @@ def _denoise_and_decode(
     start = None
     inpainting = None
     if request.mask is not None:  # inpainting (sdgen/engine/inpaint.py): the mask decides what is repainted
-        inputs = inpaint_inputs(request, _open_image(request.init_image), parts.vae_scale_factor)
+        inputs = inpaint_inputs(request, parts.vae_scale_factor)
         inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
-    elif request.is_img2img:
-        pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
+    elif request.init_pixels is not None:
+        pixels = image_to_tensor(request.init_pixels.pixels(), request.width, request.height)
         start = encoded_start(pixels, parts.vae, parts.placement)
     strength = request.strength if request.is_img2img else None
     size = (request.width, request.height)
@@ -260,7 +271,7 @@ def _denoise_and_decode(
     if inpainting is not None:
         images = inpainting.paste(images)
     return [
-        GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
+        GeneratedImage(task.request, task.job, image, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
 
@@ -368,16 +379,17 @@ def _check_finite(latents: torch.Tensor, seed: int) -> None:
         )
 
 
-def _embedding(text: str, request: GenerationRequest, parts: StableDiffusionParts) -> torch.Tensor:
+def _embedding(text: str, task: ImageTask, parts: StableDiffusionParts) -> torch.Tensor:
     """(1, 77 k, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
-    options = TextOptions(request.weighting, request.clip_skip)
-    key = (text, options, request.embedding_refs)
+    options = TextOptions(task.request.weighting, task.request.clip_skip)
+    embeddings = task.job.embedding_refs
+    key = (text, options, embeddings)
     cache = parts.embedding_cache
     if key not in cache:
         if len(cache) > 256:
             cache.clear()
         adapters = parts.adapters
-        adapters.use_embeddings(request.embedding_refs)
+        adapters.use_embeddings(embeddings)
         device = parts.placement.device
         cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
     return cache[key]
@@ -387,8 +399,3 @@ def torch_isfinite(tensor: torch.Tensor) -> bool:
     import torch
 
     return bool(torch.isfinite(tensor).all())
-
-
-def _open_image(init_image: InitImage) -> Image.Image:
-    """The init image's pixels, through the same checks (format, size, bounded decoding) as validation."""
-    return open_user_image(init_image, "init_image")

@@ -16,14 +16,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sdgen.engine import loader
+from sdgen.config.specs import OutputSpec
+from sdgen.engine.checking import check_request
 from sdgen.engine.denoise import StepInfo, StopDenoising
+from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.engine.pipeline import iter_generate
-from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.engine.prologue import load, prepare
+from sdgen.engine.request import CheckedRequest, GenerationRequest
 from sdgen.errors import NAME, InvalidRequestError, SdgenError
 from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
@@ -123,8 +126,8 @@ class Progress:
 @dataclass
 class Job:
     body: GenerationBody
-    request: GenerationRequest
-    spec: ModelSpec  # the model it needs (the served one, or override_settings' choice)
+    request: CheckedRequest
+    spec: CheckedModelSpec  # the model it needs (the served one, or override_settings' choice)
     save: bool  # --outdir is set and the body asked for save_images
 
 
@@ -167,20 +170,21 @@ class Engine:
         spec = self.model_for(body.override_settings.model_dump(exclude_none=True))
         defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"]}
         values = request_values(body, defaults)
-        request = GenerationRequest.from_settings(values).validated()
+        request = check_request(GenerationRequest.from_settings(values), spec)
         self.limits.check(request)
         return Job(body, request, spec, save=body.save_images and self.outdir is not None)
 
-    def model_for(self, settings: Mapping[str, Any]) -> ModelSpec:
-        """The ModelSpec that A1111 settings (sd_model_checkpoint, sd_vae) select, from the served one."""
-        spec = self.spec
+    def model_for(self, settings: Mapping[str, Any]) -> CheckedModelSpec:
+        """The model that A1111 settings (sd_model_checkpoint, sd_vae) select, from the served one (checked;
+        the served one itself when they name it)."""
+        changes = {}
         checkpoint = settings.get("sd_model_checkpoint")
         if checkpoint:
-            spec = replace(spec, model=listings.find_checkpoint(str(checkpoint), self.spec, self.settings).model)
+            changes["model"] = listings.find_checkpoint(str(checkpoint), self.spec, self.settings).model
         vae = settings.get("sd_vae")
         if vae is not None:
-            spec = replace(spec, vae=listings.find_vae(str(vae), self.spec, self.settings))
-        return spec
+            changes["vae"] = listings.find_vae(str(vae), self.spec, self.settings)
+        return self.spec.checked().changed(**changes)
 
     def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Queue work for the worker; QueueFull when --max-queue requests wait already."""
@@ -295,7 +299,7 @@ class Engine:
             self._parts = self._parts_spec = None
             gc.collect()  # free the old weights before the new ones load
             started = time.perf_counter()
-            self._parts = (self.load or loader.load_model)(spec)
+            self._parts = (self.load or _load)(spec)
             self._parts_spec = spec
             log.info("Loaded %s in %.1f s", spec.model, time.perf_counter() - started)
         return self._parts
@@ -351,3 +355,8 @@ class Engine:
         rgb = np.nan_to_num(rgb, nan=-1.0).clip(-1, 1)
         image = Image.fromarray(((rgb / 2 + 0.5) * 255).round().astype("uint8"))
         return png_bytes(image if state.size is None else image.resize(state.size, Image.Resampling.BILINEAR))
+
+
+def _load(spec: ModelSpec) -> StableDiffusionParts:
+    """The run prologue every command shares: check, place, plan, load."""
+    return load(prepare(spec))
