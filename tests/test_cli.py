@@ -164,7 +164,7 @@ def test_every_generation_flag_reaches_the_engine(tiny_model_dir, tmp_path) -> N
     text = Image.open(tmp_path / "out-1.png").text["parameters"]
     assert text.splitlines()[:2] == ["a fox", "Negative prompt: blurry"]
     assert "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 12, Size: 64x64" in text
-    assert "Denoising strength: 0.5" in text
+    assert "Denoising strength: 0.4" in text  # A1111 runs int(0.4 x 2) + 1 = 1 step, as sdgen ran int(0.5 x 2)
 
 
 def test_prompt_named_like_a_command(tiny_model_dir, tmp_path) -> None:
@@ -420,7 +420,8 @@ def test_hires_pass_through_the_cli_is_recorded_the_a1111_way_and_replayed(tiny_
     assert result.exit_code == 0, result.output
     image = Image.open(tmp_path / "a.png")
     assert image.size == (128, 128)
-    assert ("Size: 64x64, Model: tiny-model, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, "
+    # Hires steps: the 2 steps run (int(4 x 0.5)), of a 4-step schedule (2 / 0.5): A1111's counting
+    assert ("Size: 64x64, Model: tiny-model, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 2, "
             "Hires upscaler: Lanczos") in image.text["parameters"].replace(tiny_model_dir.name, "tiny-model")
     again = runner.invoke(app, ["--from", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")])
     assert again.exit_code == 0, again.output

@@ -338,6 +338,8 @@ def _hires_pass(
     else:
         images, _ = decode_latents(parts.vae, latents)
         start = encoded_start([image_to_tensor(image, width, height) for image in images], parts.vae, parts.placement)
+    if request.hires_strength == 0:  # as A1111 with no denoising: no step runs, the upscaled image is the result
+        return start([make_generator(task.seed, parts.placement) for task in tasks])
     steps = request.hires_steps or request.num_inference_steps
     return _run_loop(tasks, conditioning, parts, hooks, (width, height), steps, request.hires_strength, start)
 

@@ -269,11 +269,12 @@ class GenerationRequest:
             )
         steps = self.hires_steps if self.hires_steps is not None else self.num_inference_steps
         _check_int("hires_steps", steps, 1, MAX_STEPS)
-        if not isinstance(self.hires_strength, (int, float)) or not 0 < self.hires_strength <= 1:
+        if not isinstance(self.hires_strength, (int, float)) or not 0 <= self.hires_strength <= 1:
             raise InvalidRequestError(
-                f"Invalid {NAME} {self.hires_strength!r}: must be greater than 0 and at most 1.", "hires_strength"
+                f"Invalid {NAME} {self.hires_strength!r}: must be from 0 (upscale only, as A1111) to 1.",
+                "hires_strength",
             )
-        if int(steps * self.hires_strength) < 1:
+        if self.hires_strength and int(steps * self.hires_strength) < 1:
             raise InvalidRequestError(
                 f"Invalid {NAME} {self.hires_strength!r} with {steps} hires steps: that runs no step; raise one "
                 "so that hires steps x strength >= 1.",
