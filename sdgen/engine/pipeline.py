@@ -295,6 +295,9 @@ def _run_loop(
         latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
     else:
         latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
+    if request.eta_noise_seed_delta:  # A1111's ENSD: the sampler's own noise from seed + delta (its rng.py)
+        for generator, seed in zip(generators, seeds, strict=True):
+            generator.manual_seed(seed + request.eta_noise_seed_delta)
     # the loop's extension points: the plug-ins wrap the U-Net call (fresh per run) and end guidance early;
     # inpainting adds its extra input channels and its blend; the caller's hook comes last
     run = plugins.Run(request, parts, scheduler, timesteps)

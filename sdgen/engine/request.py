@@ -115,6 +115,7 @@ class GenerationRequest:
     num_inference_steps: int = default("steps")
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported; image i uses seed + i
+    eta_noise_seed_delta: int = default("eta_noise_seed_delta")  # A1111's ENSD: the sampler's noise seed + this
     scheduler: str = default("scheduler")
     width: int | None = None  # None: 512, or the init image's own size for image-to-image
     height: int | None = None
@@ -186,6 +187,7 @@ class GenerationRequest:
         self._check_texts()
         scheduler = scheduler_spec(self.scheduler).name
         _check_int("clip_skip", self.clip_skip, 1, 12)
+        _check_int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED)
         _check_step_savers(self.cache_interval, self.cfg_end)
         seed = self.seed
         if seed is None:

@@ -314,9 +314,12 @@ def _a1111_counting(fields: Mapping[str, str], values: Mapping[str, Any]) -> dic
 
 
 def _a1111_facts(fields: Mapping[str, str]) -> dict[str, Any]:
-    """A1111's fields of what a run did that sdgen has flags for: the inverted mask and the RNG (A1111 leaves
-    out its default, GPU: noise drawn on the CUDA device, which --rng device draws there too)."""
-    values: dict[str, Any] = {"rng": "cpu" if fields.get("RNG", "GPU").upper() == "CPU" else "device"}
+    """A1111's fields of what a run did that sdgen has flags for: the inverted mask and the RNG (GPU and NV:
+    noise drawn on a CUDA device, as --rng device draws it there). A1111 leaves out its default, GPU; sdgen
+    then keeps its own default, the CPU (docs/usage.md#what-a1111-reads)."""
+    values: dict[str, Any] = {}
+    if "RNG" in fields:
+        values["rng"] = "cpu" if fields["RNG"].upper() == "CPU" else "device"
     if fields.get("Mask mode") == "Inpaint not masked":
         values["invert_mask"] = True
     return values
