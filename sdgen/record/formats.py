@@ -9,7 +9,7 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sdgen.errors import InvalidRequestError, os_reason
 
@@ -61,22 +61,34 @@ def image_bytes(
 def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """(A1111 parameters text, sdgen record) from a PNG's text chunks, a GIF's comment or a JPEG/WebP's EXIF
     UserComment."""
+    parameters, record, _ = read_image_text(Path(path), repr(str(path)))
+    return parameters, record
+
+
+def read_image_text(
+    source: Path | BinaryIO, label: str
+) -> tuple[str | None, dict[str, Any] | None, dict[str, Any]]:
+    """(A1111 parameters text, sdgen record, the image's other text items as A1111's read_info_from_image
+    lists them) of a file or an upload; InvalidRequestError naming `label` when it is no readable image."""
     from sdgen.config.images import ImageRefused, open_image
 
     try:  # the header and text chunks only, of the formats sdgen reads: no pixel is decoded
-        with open_image(Path(path), repr(str(path)), None, max_pixels=None) as image:
+        with open_image(source, label, None, max_pixels=None) as image:
             info = dict(image.info)
             # a PNG's getexif decodes the whole image to look past its pixels: read EXIF from other formats
             exif = image.getexif() if image.format != "PNG" or "exif" in image.info else None
     except ImageRefused as error:
-        raise InvalidRequestError(f"Cannot read {str(path)!r}: {error.reason}.") from None
+        raise InvalidRequestError(f"Cannot read {label}: {error.reason}.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # broken EXIF and the like
         reason = os_reason(error) if isinstance(error, OSError) else type(error).__name__
-        raise InvalidRequestError(f"Cannot read {str(path)!r}: not a readable image ({reason}).") from None
+        raise InvalidRequestError(f"Cannot read {label}: not a readable image ({reason}).") from None
     parameters = info.get(A1111_KEY) or info.get("comment")  # PNG text chunk; a GIF's comment
+    items = {key: value for key, value in info.items() if key not in _NOT_ITEMS}
     if parameters is None and exif is not None:
         comment = exif.get_ifd(EXIF_IFD).get(USER_COMMENT)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
         parameters = _decode_user_comment(comment) if comment else None
+        if parameters is not None:
+            items["exif comment"] = parameters
     record = None
     chunk = info.get(SDGEN_KEY)
     if chunk is None and exif is not None:
@@ -88,7 +100,21 @@ def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | 
             record = None
     if isinstance(parameters, bytes):
         parameters = parameters.decode("utf-8", "replace")
-    return parameters, record
+    return parameters, record, {key: _text(value) for key, value in items.items()}
+
+
+# What A1111's read_info_from_image leaves out of `items` (Pillow's own keys), and the parameters themselves
+_NOT_ITEMS = frozenset({
+    A1111_KEY, "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background",
+    "timestamp", "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop",
+})
+
+
+def _text(value: Any) -> Any:
+    """An item as JSON can carry it: text and numbers as they are, bytes decoded, anything else as text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def _decode_user_comment(comment: bytes | str) -> str | None:
