@@ -68,7 +68,7 @@ def _nearest(given: float, accepts: Callable[[float], bool]) -> str:
         return text
     for digits in range(1, 7):
         scale = 10**digits
-        found = [m / scale for m in range(0, scale + 1) if accepts(float(f"{m / scale:g}"))]
+        found = [m / scale for m in range(1, scale + 1) if accepts(float(f"{m / scale:g}"))]
         if found:
             return f"{min(found, key=lambda value: abs(value - given)):g}"
     return text  # no number of 6 decimals does it (never for schedules under 1000 steps)
