@@ -26,7 +26,7 @@ from sdgen.models.hashes import model_short_hash
 from sdgen.models.single_file import is_checkpoint_file
 from sdgen.prompts.networks import short_hash
 from sdgen.record import accounting
-from sdgen.record.formats import A1111_KEY, SDGEN_KEY, parse_a1111, read_image_metadata
+from sdgen.record.formats import A1111_KEY, SDGEN_KEY, image_bytes, parse_a1111, read_image_metadata
 from sdgen.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,6 +238,24 @@ def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
     info.add_text(A1111_KEY, a1111_parameters(result, parts))
     info.add_text(SDGEN_KEY, json.dumps(result_record(result, parts), ensure_ascii=False, sort_keys=True))
     return info
+
+
+def encoded_image(
+    result: GeneratedImage, parts: StableDiffusionParts, metadata: bool = True, kind: str = "png", quality: int = 80,
+    lossless: bool = False,
+) -> bytes:
+    """An image's file in one of A1111's formats, with its A1111 text and sdgen's record: a PNG's text chunks,
+    a JPEG's or WebP's EXIF (sdgen/record/formats.py); quality and lossless as A1111's jpeg_quality and
+    webp_lossless."""
+    if kind.lower() == "png":
+        from sdgen.record.output import png_bytes
+
+        return png_bytes(result.image, png_info(result, parts) if metadata else None)
+    parameters = record = None
+    if metadata:
+        parameters = a1111_parameters(result, parts)
+        record = json.dumps(result_record(result, parts), ensure_ascii=False, sort_keys=True)
+    return image_bytes(result.image, kind, parameters, record, quality, lossless)
 
 
 def _number(value: float) -> str:

@@ -25,12 +25,13 @@ from sdgen.engine.denoise import StepInfo, StopDenoising
 from sdgen.engine.pipeline import iter_generate
 from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
 from sdgen.errors import NAME, InvalidRequestError, SdgenError
+from sdgen.record.metadata import encoded_image
 from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
 from sdgen.serve.a1111_options import RANDN_SOURCES, served_options
 from sdgen.serve.a1111_options import check as check_a1111_options
 from sdgen.serve.schema import GenerationBody
-from sdgen.serve.translate import a1111_response, encoded_image, request_values
+from sdgen.serve.translate import a1111_response, request_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.loader import StableDiffusionParts

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
-from sdgen.record.formats import image_bytes
-from sdgen.record.metadata import a1111_parameters, png_info, result_record
-from sdgen.record.output import png_bytes
+from sdgen.record.metadata import a1111_parameters
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
 from sdgen.version import __version__
 
@@ -134,21 +132,6 @@ def decode_image(text: str, key: str) -> Image.Image:
         raise InvalidRequestError(f"Invalid {NAME}: empty image.", key)
     # converted inside the loader's bounded pool, so the copy a conversion makes is bounded too
     return load_checked_image(io.BytesIO(data), f"({len(data)} bytes)", key, mode="L" if key == "mask" else "RGB")
-
-
-def encoded_image(
-    result: GeneratedImage, parts: StableDiffusionParts, metadata: bool, kind: str = "png", quality: int = 80,
-    lossless: bool = False,
-) -> bytes:
-    """The image a client gets (and --outdir keeps): a PNG has the same bytes and metadata `sdgen PROMPT`
-    writes; samples_format jpg or webp, as A1111 sends them (the parameters in EXIF, jpeg_quality, webp_lossless)."""
-    if kind.lower() == "png":
-        return png_bytes(result.image, png_info(result, parts) if metadata else None)
-    parameters = record = None
-    if metadata:
-        parameters = a1111_parameters(result, parts)
-        record = json.dumps(result_record(result, parts), ensure_ascii=False, sort_keys=True)
-    return image_bytes(result.image, kind, parameters, record, quality, lossless)
 
 
 def a1111_response(
