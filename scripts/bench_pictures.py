@@ -101,11 +101,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         image = Path(scratch) / "in.png"
         generate(request, parts)[0].image.save(image)
-        noise = NoiseRequest(str(image), seed=1).validated()
+        noise = NoiseRequest(str(image), seed=1).checked()
         rows.append(("sdgen noise, latent space, 8 timesteps (loads the VAE)",
                      timed(lambda: noise_pictures(noise, spec, lambda t: [0, 142, 285, 428, 571, 714, 857, 999])), ""))
     rows.append(("sdgen schedule (plot)", timed(lambda: plot(schedule_numbers(parts.scheduler_config,
-                 ScheduleRequest().validated()), "t")), ""))
+                 ScheduleRequest().checked()), "t")), ""))
     cells = cell_requests(request, parse_axis("guidance-scale=1,7.5", "x"), parse_axis("seed=1,2", "y"))
     rows.append(("sdgen grid 2x2 (guidance 1 and 7.5 x 2 seeds), batch size 1",
                  timed(lambda: generate_cells(cells, parts, 1, None)), "guidance 1 runs one U-Net pass per step"))

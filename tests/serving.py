@@ -19,6 +19,6 @@ def make_engine(model: Path | str, limits: Any = None, outdir: Path | None = Non
     from sdgen.serve.engine import Engine, Limits
 
     chosen = server_settings(model, **flags)
-    engine = Engine(chosen, ModelSpec.from_settings(chosen).validated(), limits or Limits(max_steps=5000), outdir)
+    engine = Engine(chosen, ModelSpec.from_settings(chosen).checked(), limits or Limits(max_steps=5000), outdir)
     engine.start()
     return engine

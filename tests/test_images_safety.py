@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from sdgen.cli import app
 from sdgen.config import images
 from sdgen.config.images import DECODE_SLOTS, MAX_IMAGE_PIXELS, checked_image_size, load_checked_image
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import MAX_SIZE, GenerationRequest
 from sdgen.errors import InvalidRequestError, OutputError
 
@@ -284,19 +285,19 @@ def test_a_tiny_init_image_names_itself_its_size_and_the_minimum(tmp_path) -> No
     path = tmp_path / "dot.png"
     Image.new("RGB", (1, 1)).save(path)
     with pytest.raises(InvalidRequestError) as caught:
-        GenerationRequest(prompt="p", init_image=path, seed=1).validated()
+        check_request(GenerationRequest(prompt="p", init_image=path, seed=1))
     assert str(caught.value) == (
         f"Invalid init_image '{path}': a 1x1 image makes a 0x0 one, but each side must be from 64 to 4096 "
         "pixels; give the width and height (the image is resized to them) or use an image at least 64x64."
     )
     in_memory = Image.new("RGB", (60, 200))
     with pytest.raises(InvalidRequestError, match="^Invalid init_image: a 60x200 image makes a 56x200 one"):
-        GenerationRequest(prompt="p", init_image=in_memory, seed=1).validated()
+        check_request(GenerationRequest(prompt="p", init_image=in_memory, seed=1))
     with pytest.raises(InvalidRequestError, match="a 5000x64 image makes a 5000x64 one.*a smaller image"):
-        GenerationRequest(prompt="p", init_image=Image.new("L", (5000, 64)), seed=1).validated()
+        check_request(GenerationRequest(prompt="p", init_image=Image.new("L", (5000, 64)), seed=1))
     with pytest.raises(InvalidRequestError, match=r"makes a 512x8 one.*an image of another shape"):
-        GenerationRequest(prompt="p", init_image=Image.new("L", (4000, 64)), seed=1, width=512).validated()
-    checked = GenerationRequest(prompt="p", init_image=path, seed=1, width=64, height=64).validated()
+        check_request(GenerationRequest(prompt="p", init_image=Image.new("L", (4000, 64)), seed=1, width=512))
+    checked = check_request(GenerationRequest(prompt="p", init_image=path, seed=1, width=64, height=64))
     assert (checked.width, checked.height) == (64, 64)  # given sizes: the image is resized
 
 
@@ -347,20 +348,24 @@ def test_info_and_from_read_metadata_without_decoding_pixels(tmp_path, no_weight
     one_line_error(result, f"sdgen: error: Cannot read '{tmp_path / 'a.eps'}': EPS, a format sdgen does not read")
 
 
-def test_the_pipeline_and_masks_read_through_the_loader(tmp_path, monkeypatch) -> None:
-    """The files are read again when the model runs: through the same checks (a file swapped meanwhile)."""
+def test_the_init_image_and_mask_are_decoded_once_through_the_loader(tmp_path, monkeypatch) -> None:
+    """Checking decodes each file through the loader's checks and keeps the pixels: the run uses them (a file
+    swapped afterwards changes nothing), and a bad file fails the check itself."""
     from sdgen.engine.inpaint import mask_image
-    from sdgen.engine.pipeline import _open_image
 
     path = tmp_path / "x.png"
     Image.new("RGB", (64, 64), "white").save(path)
-    request = GenerationRequest(prompt="p", init_image=path, mask=path, seed=1).validated()
-    assert _open_image(request.init_image).size == (64, 64) and mask_image(request).mode == "L"
+    request = check_request(GenerationRequest(prompt="p", init_image=path, mask=path, seed=1))
     path.write_bytes(EPS)
+    assert request.init_pixels is not None and request.init_pixels.pixels().size == (64, 64)
+    assert mask_image(request).mode == "L"
     with pytest.raises(InvalidRequestError, match="EPS, a format"):
-        _open_image(request.init_image)
+        check_request(GenerationRequest(prompt="p", init_image=path, seed=1))
+    Image.new("RGB", (64, 64), "white").save(path)
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(EPS)
     with pytest.raises(InvalidRequestError, match="^Invalid mask .*EPS, a format"):
-        mask_image(request)
+        check_request(GenerationRequest(prompt="p", init_image=path, mask=mask, seed=1))
 
 
 @pytest.fixture(scope="module")
@@ -450,7 +455,7 @@ def test_a_name_at_the_limit_is_fine_and_a_byte_more_is_refused(tmp_path) -> Non
     from sdgen.engine.request import OutputSpec
     from sdgen.record.output import plan_outputs
 
-    request = GenerationRequest(prompt="a fox", seed=7, num_images=2).validated()
+    request = check_request(GenerationRequest(prompt="a fox", seed=7, num_images=2))
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")
     fits = "x" * (limit - len("-0.png")) + "-{index}"  # index 0 and 1: each name exactly at the limit
     assert len(plan_outputs(request, OutputSpec(f"{tmp_path}/", fits))) == 2

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from sdgen.cli import app
 from sdgen.config.schedulers import scheduler_spec
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
@@ -110,10 +111,10 @@ def test_batch_of_inpaintings_equals_single_runs(tiny_parts, files) -> None:
 
 def test_mask_errors_before_loading(files, tmp_path) -> None:
     with pytest.raises(InvalidRequestError, match="give one"):
-        GenerationRequest("a fox", mask=str(files / "mask.png")).validated()
+        check_request(GenerationRequest("a fox", mask=str(files / "mask.png")))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(InvalidRequestError, match="Invalid mask"):
-        request(files, mask=str(tmp_path / "broken.png")).validated()
+        check_request(request(files, mask=str(tmp_path / "broken.png")))
 
 
 def test_an_inpainting_model_without_a_mask_says_so(files) -> None:

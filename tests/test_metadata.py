@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.pipeline import GeneratedImage
 from sdgen.engine.request import GenerationRequest
 from sdgen.record.metadata import a1111_parameters, png_info, result_record
@@ -14,8 +15,8 @@ def fake_result(**overrides) -> GeneratedImage:
 
     values = dict(prompt="a cute kitten", seed=42, num_inference_steps=48, width=64, height=64)
     values.update(overrides)
-    request = GenerationRequest(**values).validated()
-    return GeneratedImage(Image.new("RGB", (64, 64)), request.seed, 0, request, 1.0)
+    request = check_request(GenerationRequest(**values))
+    return GeneratedImage(request, request.jobs[0], Image.new("RGB", (64, 64)), 1.0)
 
 
 def test_a1111_text_matches_the_documented_form(tiny_parts) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
@@ -49,7 +50,7 @@ def reference(parts_dir: Path, prompt: str = PROMPT, lora: Path | None = None, s
               embedding: Path | None = None, token: str | None = None) -> np.ndarray:
     """diffusers' StableDiffusionPipeline with load_lora_weights / load_textual_inversion, on fresh parts."""
     fresh = load_model(ModelSpec(model=str(parts_dir), device="cpu", dtype="float32"))
-    pipe = reference_pipeline(fresh, GenerationRequest("x").validated().scheduler)
+    pipe = reference_pipeline(fresh, check_request(GenerationRequest("x")).scheduler)
     if lora is not None:
         pipe.load_lora_weights(str(lora), adapter_name="reference")
         pipe.set_adapters(["reference"], adapter_weights=[scale])
@@ -91,7 +92,7 @@ def test_prompt_tag_equals_the_flag_and_stays_in_the_recorded_prompt(parts, file
                                width=SIZE, height=SIZE, lora_dir=str(files / "loras"))
     [result] = generate(tagged, parts)
     assert result.request.prompt == f"{PROMPT} <lora:detail-kohya:0.6>"
-    assert [lora.name for lora in result.request.lora_refs] == ["detail-kohya"]
+    assert [lora.name for lora in result.job.lora_refs] == ["detail-kohya"]
     flagged = pixels(parts, loras=(f"{lora}:0.6",))
     assert np.abs(np.asarray(result.image).astype(np.int16) - flagged).max() <= 1
 
@@ -150,7 +151,7 @@ def test_embedding_matches_diffusers_load_textual_inversion(parts, files, tiny_m
 def test_embedding_dir_loads_files_named_in_the_negative_prompt(parts, files) -> None:
     negative = "badhands, blurry"
     with_dir = GenerationRequest(PROMPT, negative_prompt=negative, embedding_dir=str(files / "embeddings"))
-    [ref] = with_dir.validated().for_image(0).embedding_refs
+    [ref] = check_request(with_dir).jobs[0].embedding_refs
     assert ref.token == "badhands"
     explicit = pixels(parts, negative_prompt=negative, embeddings=(str(files / "embeddings" / "badhands.safetensors"),))
     assert np.array_equal(pixels(parts, negative_prompt=negative, embedding_dir=str(files / "embeddings")), explicit)

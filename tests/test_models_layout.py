@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.request import ModelSpec
 from sdgen.errors import ModelLoadError
@@ -84,7 +85,8 @@ def test_native_size_comes_from_the_configs_on_disk(tmp_path, tiny_model_dir) ->
     assert native_size(str(tmp_path / "sd2-v")) == 768  # SD 2.x 768-v
     assert native_size(str(tiny_model_dir)) == 64
     assert native_size("someone/not-in-the-cache") is None
-    request = GenerationRequest.from_settings({"prompt": "a fox", "model": str(tmp_path / "sd2-v")}).validated()
+    spec = ModelSpec(model=str(tmp_path / "sd2-v")).checked()  # the checked model knows its size
+    request = check_request(GenerationRequest("a fox"), spec)
     assert (request.width, request.height) == (768, 768)
-    sized = GenerationRequest.from_settings({"prompt": "a fox", "model": str(tmp_path / "sd2-v"), "width": 512})
-    assert sized.validated().width == 512 and sized.validated().height == 768
+    sized = check_request(GenerationRequest("a fox", width=512), spec)
+    assert sized.width == 512 and sized.height == 768

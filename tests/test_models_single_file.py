@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
@@ -61,7 +62,7 @@ def test_the_ldm_file_equals_the_folder_and_diffusers(tiny_model_dir, checkpoint
     folder = image(str(tiny_model_dir))
     assert np.array_equal(ours, folder)
     parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
-    pipe = reference_pipeline(parts, GenerationRequest("x").validated().scheduler)
+    pipe = reference_pipeline(parts, check_request(GenerationRequest("x")).scheduler)
     expected = pipe(PROMPT, num_inference_steps=STEPS, width=SIZE, height=SIZE,
                     generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
     assert np.abs(ours - np.asarray(expected).astype(np.int16)).max() <= 1

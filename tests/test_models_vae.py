@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
@@ -58,7 +59,7 @@ def test_a_replaced_vae_matches_diffusers_with_that_vae(tiny_model_dir, vaes) ->
     ours = image(tiny_model_dir, str(vaes / "other-vae"))
     parts = load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     parts.vae = AutoencoderKL.from_pretrained(vaes / "other-vae")
-    pipe = reference_pipeline(parts, GenerationRequest("x").validated().scheduler)
+    pipe = reference_pipeline(parts, check_request(GenerationRequest("x")).scheduler)
     expected = pipe(PROMPT, num_inference_steps=STEPS, width=SIZE, height=SIZE,
                     generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
     assert np.abs(ours - np.asarray(expected).astype(np.int16)).max() <= 1

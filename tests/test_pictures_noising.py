@@ -64,7 +64,7 @@ def test_pixel_space_at_t0_is_the_input(tiny_model_dir, picture, tmp_path) -> No
     from sdgen.engine.request import ModelSpec
     from sdgen.explain.noising import NoiseRequest, noise_pictures
 
-    request = NoiseRequest(str(picture), "0,999", space="pixel", seed=record["seed"]).validated()
+    request = NoiseRequest(str(picture), "0,999", space="pixel", seed=record["seed"]).checked()
     spec = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32")
     frames, _, _ = noise_pictures(request, spec, lambda t: [0, 999])
     assert np.array_equal(np.asarray(frames[0]), np.asarray(Image.open(picture).convert("RGB")))
@@ -76,7 +76,7 @@ def test_latent_space_at_t0_is_the_vae_round_trip(tiny_model_dir, tiny_parts, pi
     from sdgen.explain.noising import NoiseRequest, noise_pictures
     from sdgen.pictures.previews import to_images
 
-    request = NoiseRequest(str(picture), "0,500", seed=1).validated()
+    request = NoiseRequest(str(picture), "0,500", seed=1).checked()
     spec = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="float32")
     frames, timesteps, facts = noise_pictures(request, spec, lambda t: [0, 500])
     vae = tiny_parts.vae

@@ -21,7 +21,7 @@ runner = CliRunner()
 def test_the_numbers_are_the_schedulers_own() -> None:
     from diffusers import DDPMScheduler
 
-    request = ScheduleRequest(("ddim", "euler-a", "dpm++2m-karras"), (10, 30)).validated()
+    request = ScheduleRequest(("ddim", "euler-a", "dpm++2m-karras"), (10, 30)).checked()
     numbers = schedule_numbers(SD15_SCHEDULER_CONFIG, request)
     model = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)  # SD's scaled-linear schedule
     assert np.allclose(numbers["alphas_cumprod"]["scaled-linear"], model.alphas_cumprod.numpy())

@@ -8,6 +8,7 @@ from PIL import Image
 
 from sdgen.config.options import describe
 from sdgen.config.schedulers import SCHEDULERS, scheduler_spec
+from sdgen.engine.checking import check_request
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
@@ -226,11 +227,11 @@ def test_bad_input_is_rejected_before_any_weights_load(no_weights_load, override
 def test_one_batch_can_mix_prompts_and_seeds(tiny_parts) -> None:
     from sdgen.engine.pipeline import ImageTask, generate_batch
 
-    first = request(prompt="a red fox", negative_prompt="blurry", seed=3).validated()
-    second = request(prompt="a blue whale", seed=90, num_images=2).validated()
-    tasks = [ImageTask(first, 0), ImageTask(second, 1), ImageTask(second, 0)]
+    first = check_request(request(prompt="a red fox", negative_prompt="blurry", seed=3))
+    second = check_request(request(prompt="a blue whale", seed=90, num_images=2))
+    tasks = [ImageTask.of(first, 0), ImageTask.of(second, 1), ImageTask.of(second, 0)]
     together = generate_batch(tasks, tiny_parts)
-    assert [(r.request.prompt, r.seed, r.index) for r in together] == [
+    assert [(r.job.prompt, r.seed, r.index) for r in together] == [
         ("a red fox", 3, 0),
         ("a blue whale", 91, 1),
         ("a blue whale", 90, 0),
@@ -244,10 +245,10 @@ def test_one_batch_can_mix_prompts_and_seeds(tiny_parts) -> None:
 def test_a_batch_refuses_requests_that_cannot_share_the_unet(tiny_parts) -> None:
     from sdgen.engine.pipeline import ImageTask, generate_batch
 
-    small = request(seed=1).validated()
-    more_steps = request(seed=1, num_inference_steps=STEPS + 1).validated()
+    small = check_request(request(seed=1))
+    more_steps = check_request(request(seed=1, num_inference_steps=STEPS + 1))
     with pytest.raises(ValueError, match="differ in size, steps, scheduler"):
-        generate_batch([ImageTask(small), ImageTask(more_steps)], tiny_parts)
+        generate_batch([ImageTask.of(small), ImageTask.of(more_steps)], tiny_parts)
 
 
 def test_iter_generate_yields_each_batch_as_it_is_done(tiny_parts) -> None:
@@ -273,9 +274,9 @@ def test_a_long_prompt_is_read_whole(tiny_parts) -> None:
 def test_prompts_of_different_lengths_in_one_batch_equal_single_runs(tiny_parts) -> None:
     from sdgen.engine.pipeline import ImageTask, generate_batch
 
-    long = request(prompt=LONG, negative_prompt="blurry", seed=3).validated()
-    short = request(prompt="a fox", negative_prompt="blurry " * 30, seed=8).validated()  # a long negative
-    tasks = [ImageTask(long), ImageTask(short), ImageTask(request(seed=2).validated())]
+    long = check_request(request(prompt=LONG, negative_prompt="blurry", seed=3))
+    short = check_request(request(prompt="a fox", negative_prompt="blurry " * 30, seed=8))  # a long negative
+    tasks = [ImageTask.of(long), ImageTask.of(short), ImageTask.of(check_request(request(seed=2)))]
     together = generate_batch(tasks, tiny_parts)
     assert [r.seed for r in together] == [3, 8, 2]  # in the order asked, though made in two groups
     for result, task in zip(together, tasks, strict=True):
@@ -286,9 +287,10 @@ def test_prompts_of_different_lengths_in_one_batch_equal_single_runs(tiny_parts)
 def test_a_negative_prompt_longer_than_the_prompt_is_padded_with_the_empty_prompt(tiny_parts) -> None:
     import torch
 
-    from sdgen.engine.pipeline import _conditions
+    from sdgen.engine.pipeline import ImageTask, _conditions
 
-    cond, uncond = _conditions(request(prompt="a fox", negative_prompt="blurry " * 15).validated(), tiny_parts)
+    checked = check_request(request(prompt="a fox", negative_prompt="blurry " * 15))
+    cond, uncond = _conditions(ImageTask.of(checked), tiny_parts)
     assert cond.shape == uncond.shape == (1, 154, 32)
     from sdgen.engine.text import encode_prompt
 
@@ -301,8 +303,8 @@ def test_wildcard_images_match_their_prompts_made_alone(tiny_parts, tmp_path) ->
     made = generate(request(prompt="a __animals__", seed=20, num_images=3, batch_size=3, wildcard_dir=str(tmp_path)),
                     tiny_parts)
     for result in made:
-        assert result.request.prompt_template == "a __animals__" and result.request.prompt.startswith("a ")
-        [alone] = generate(request(prompt=result.request.prompt, seed=result.seed), tiny_parts)
+        assert result.job.template == "a __animals__" and result.job.prompt.startswith("a ")
+        [alone] = generate(request(prompt=result.job.prompt, seed=result.seed), tiny_parts)
         assert np.abs(pixels(result.image) - pixels(alone.image)).max() <= 1
 
 
@@ -311,7 +313,7 @@ def hires_reference(parts, upscaler: str) -> np.ndarray:
     Pillow's Lanczos), then its image-to-image pipeline at 128x128 with 6 steps and strength 0.5."""
     import torch
 
-    scheduler = request().validated().scheduler
+    scheduler = check_request(request()).scheduler
     generator = torch.Generator("cpu").manual_seed(3)
     if upscaler == "latent":
         latents = reference_pipeline(parts, scheduler)(
@@ -353,7 +355,7 @@ def test_hires_pass_equals_text_to_image_then_image_to_image(tiny_parts, upscale
 )
 def test_bad_hires_values_are_refused_before_loading(no_weights_load, overrides, message) -> None:
     with pytest.raises(InvalidRequestError, match=message):
-        request(**overrides).validated()
+        check_request(request(**overrides))
 
 
 @pytest.fixture(scope="module")

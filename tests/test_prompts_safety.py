@@ -16,6 +16,7 @@ import requests
 from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.prompts.emphasis import _BREAK, _SYNTAX, ROUND, SQUARE, Piece, _joined, _number, parse_emphasis
@@ -44,8 +45,9 @@ def tree(tmp_path: Path) -> Path:
 
 def expanded(prompt: str, folder: Path | None, **fields: object) -> tuple[str, ...]:
     request = GenerationRequest(prompt, seed=1, num_images=3, wildcard_dir=folder and str(folder), **fields)
-    checked = request.validated()
-    return checked.image_prompts or (checked.prompt,)
+    checked = check_request(request)
+    prompts = tuple(job.prompt for job in checked.jobs)
+    return prompts if set(prompts) != {checked.prompt} else (checked.prompt,)
 
 
 # --- what a prompt can read ----------------------------------------------------------------------------
@@ -104,9 +106,9 @@ def test_lora_tags_and_embedding_words_reach_only_files_inside_their_folders(tmp
     folders = {"lora_dir": str(loras), "embedding_dir": str(embeddings)}
     for tag in ("<lora:far>", "<lora:../outside/far>", f"<lora:{tmp_path}/outside/far>"):
         with pytest.raises(InvalidRequestError, match="no .*safetensors in"):
-            GenerationRequest(f"a fox {tag}", seed=1, **folders).validated()
+            check_request(GenerationRequest(f"a fox {tag}", seed=1, **folders))
     request = GenerationRequest("a fox <lora:near> <lora:alias>, evil", seed=1, negative_prompt="evil", **folders)
-    image = request.validated().for_image(0)
+    image = check_request(request).jobs[0]
     assert [Path(ref.source).name for ref in image.lora_refs] == ["near.safetensors", "alias.safetensors"]
     assert image.embedding_refs == ()  # evil.pt links out of the folder: not a word's file
 
@@ -138,18 +140,18 @@ def test_the_command_line_has_no_working_directory_fallback(tree, monkeypatch, n
 )
 def test_each_limit_is_refused_by_name(prompt, fields, flag) -> None:
     with pytest.raises(InvalidRequestError, match=f"allowed; .*raise {flag}"):
-        GenerationRequest(prompt, seed=1, **fields).validated()
+        check_request(GenerationRequest(prompt, seed=1, **fields))
 
 
 def test_prompts_within_the_limits_pass() -> None:
-    GenerationRequest("(" * 32 + "deep" + ")" * 32 + " BREAK b" * 32, seed=1).validated()
-    GenerationRequest("x" * 5000, seed=1, negative_prompt="y" * 5000).validated()
-    GenerationRequest("x" * 6000, seed=1, max_prompt_length=6000).validated()
+    check_request(GenerationRequest("(" * 32 + "deep" + ")" * 32 + " BREAK b" * 32, seed=1))
+    check_request(GenerationRequest("x" * 5000, seed=1, negative_prompt="y" * 5000))
+    check_request(GenerationRequest("x" * 6000, seed=1, max_prompt_length=6000))
 
 
 def test_the_negative_prompt_is_held_to_the_same_limits() -> None:
     with pytest.raises(InvalidRequestError, match=r"^Invalid negative_prompt 'a BREAK .*raise --max-breaks"):
-        GenerationRequest("a fox", seed=1, negative_prompt="a BREAK " * 40).validated()
+        check_request(GenerationRequest("a fox", seed=1, negative_prompt="a BREAK " * 40))
 
 
 def test_expanded_prompts_are_held_to_the_limits_too(tmp_path) -> None:
@@ -164,7 +166,7 @@ def test_expanded_prompts_are_held_to_the_limits_too(tmp_path) -> None:
 def test_lora_tags_are_counted_before_any_folder_is_searched(tmp_path) -> None:
     tags = " ".join(f"<lora:l{i}:0.1>" for i in range(5))
     with pytest.raises(InvalidRequestError, match="uses 5 LoRAs and embeddings, more than the 4 allowed"):
-        GenerationRequest(tags, seed=1, max_networks=4).validated()  # no --lora-dir needed to say so
+        check_request(GenerationRequest(tags, seed=1, max_networks=4))  # no --lora-dir needed to say so
 
 
 def test_wildcard_look_ups_are_bounded(tmp_path) -> None:
@@ -190,7 +192,7 @@ def test_a_wildcard_file_that_names_itself_is_a_usage_error(tmp_path) -> None:
 @pytest.mark.parametrize("key", ["max_prompt_length", "max_nesting", "max_breaks", "max_networks", "max_wildcards"])
 def test_a_limit_must_be_a_whole_number_from_one(key, no_weights_load) -> None:
     with pytest.raises(InvalidRequestError, match=f"^Invalid {key} 0: a limit is a whole number from 1"):
-        GenerationRequest("a fox", seed=1, **{key: 0}).validated()
+        check_request(GenerationRequest("a fox", seed=1, **{key: 0}))
     flag = "--" + key.replace("_", "-")
     result = runner.invoke(app, ["a fox", "--model", "never/loaded", flag, "0"])
     assert result.exit_code == 2 and result.stderr.startswith(f"sdgen: error: Invalid {flag} 0: a limit is")
@@ -213,7 +215,7 @@ def test_a_100_kb_nested_prompt_is_refused_within_a_second() -> None:
     ]:
         started = time.perf_counter()
         with pytest.raises(InvalidRequestError, match="--max-prompt-length|--max-nesting"):
-            GenerationRequest(prompt, seed=1, **fields).validated()
+            check_request(GenerationRequest(prompt, seed=1, **fields))
         assert time.perf_counter() - started < 2
 
 
@@ -306,12 +308,12 @@ def test_the_parser_gives_a1111s_weights_bit_for_bit() -> None:
 )
 def test_weights_past_the_maximum_are_refused(prompt, weight) -> None:
     with pytest.raises(InvalidRequestError, match=f"the weight of 'fox' comes to {weight}.*between -100 and 100"):
-        GenerationRequest(prompt, seed=1).validated()
+        check_request(GenerationRequest(prompt, seed=1))
 
 
 def test_weights_up_to_the_maximum_pass_and_no_weighting_reads_them_as_text() -> None:
-    GenerationRequest(f"(fox:{MAX_WEIGHT:g}) [(owl:-{MAX_WEIGHT:g})]", seed=1).validated()
-    GenerationRequest("(fox:" + "9" * 400 + ")", seed=1, weighting=False).validated()
+    check_request(GenerationRequest(f"(fox:{MAX_WEIGHT:g}) [(owl:-{MAX_WEIGHT:g})]", seed=1))
+    check_request(GenerationRequest("(fox:" + "9" * 400 + ")", seed=1, weighting=False))
 
 
 def test_an_overflowing_weight_exits_2_before_loading(no_weights_load) -> None:
@@ -326,7 +328,7 @@ def test_an_overflowing_weight_exits_2_before_loading(no_weights_load) -> None:
 def test_lone_surrogates_are_refused_by_field(text, key) -> None:
     fields = {"prompt": "a fox", key: text}
     with pytest.raises(InvalidRequestError, match=rf"^Invalid {key} .*is not valid Unicode \(a lone surrogate\)"):
-        GenerationRequest(**fields, seed=1).validated()
+        check_request(GenerationRequest(**fields, seed=1))
 
 
 def test_a_lone_surrogate_on_the_command_line_exits_2_in_one_line(no_weights_load) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.prompts.wildcards import expand_all, expand_random, has_wildcards
@@ -51,23 +52,23 @@ def test_errors_name_the_prompt(wildcards, template, folder, message) -> None:
 
 def test_a_request_gives_each_image_its_own_prompt_and_keeps_the_template(wildcards: Path) -> None:
     request = GenerationRequest("a {big|small} __colors__ fox", seed=10, num_images=4, wildcard_dir=str(wildcards))
-    checked = request.validated()
-    assert checked.num_images == 4 and len(checked.image_prompts) == 4
-    image = checked.for_image(2)
+    checked = check_request(request)
+    assert checked.num_images == 4 and len(checked.jobs) == 4
+    image = checked.jobs[2]
     assert image.prompt == expand_random(request.prompt, [12], str(wildcards))[0]
-    assert image.prompt_template == "a {big|small} __colors__ fox"
-    assert checked.validated() == checked  # validating again changes nothing
+    assert image.template == "a {big|small} __colors__ fox" and image.expanded and image.seed == 12
+    assert check_request(checked) == checked  # validating again changes nothing
 
 
 def test_combinatorial_request_multiplies_the_images(wildcards: Path) -> None:
-    request = GenerationRequest("{a|b} __colors__", seed=1, num_images=2, wildcard_dir=str(wildcards),
-                                combinatorial=True).validated()
+    request = check_request(GenerationRequest("{a|b} __colors__", seed=1, num_images=2, wildcard_dir=str(wildcards),
+                                combinatorial=True))
     assert request.num_images == 12 and request.seeds == list(range(1, 13))
-    assert request.image_prompts[0] == request.image_prompts[1] != request.image_prompts[2]
+    assert request.jobs[0].prompt == request.jobs[1].prompt != request.jobs[2].prompt
 
 
 def test_a_prompt_without_wildcards_is_untouched() -> None:
-    request = GenerationRequest("a {single} fox", seed=1).validated()
-    assert request.for_image(0).prompt == "a single fox"
-    plain = GenerationRequest("a fox", seed=1, num_images=3).validated()
-    assert plain.image_prompts == () and plain.for_image(1).prompt_template is None
+    request = check_request(GenerationRequest("a {single} fox", seed=1))
+    assert request.jobs[0].prompt == "a single fox"
+    plain = check_request(GenerationRequest("a fox", seed=1, num_images=3))
+    assert [job.prompt for job in plain.jobs] == ["a fox"] * 3 and not plain.jobs[1].expanded

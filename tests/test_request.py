@@ -7,12 +7,13 @@ import re
 import pytest
 
 from sdgen.config.options import describe
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
 
 
 def valid(**overrides) -> GenerationRequest:
-    return GenerationRequest(prompt="a fox", **overrides).validated()
+    return check_request(GenerationRequest(prompt="a fox", **overrides))
 
 
 def test_defaults_are_filled_in() -> None:
@@ -73,7 +74,7 @@ def test_unreadable_init_image(tmp_path) -> None:
 
 
 def test_model_spec_checks_spelling_only() -> None:
-    assert ModelSpec(device="CUDA:1", dtype="fp16").validated().dtype == "float16"
+    assert ModelSpec(device="CUDA:1", dtype="fp16").checked().dtype == "float16"
     with pytest.raises(InvalidRequestError) as caught:
-        ModelSpec(model=" ").validated()
+        ModelSpec(model=" ").checked()
     assert re.search("Invalid --model ''", describe(caught.value))

@@ -330,7 +330,7 @@ def test_a_request_stuck_in_one_long_step_gets_503_soon_after_the_server_stops(t
     """The engine cannot stop a step half-way: past its grace, the running request is answered 503, so the
     process exits within seconds (the queued one gets its 503 at once)."""
     chosen = server_settings(tiny_model_dir)
-    engine = Engine(chosen, ModelSpec.from_settings(chosen).validated(), Limits(), load=lambda spec: spec,
+    engine = Engine(chosen, ModelSpec.from_settings(chosen).checked(), Limits(), load=lambda spec: spec,
                     shutdown_grace=0.5)
     in_step, release = threading.Event(), threading.Event()
 

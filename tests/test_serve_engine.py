@@ -6,13 +6,14 @@ import threading
 
 import pytest
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
 from sdgen.serve.engine import Engine, Limits, Progress, QueueFull, ShuttingDown
 
 
 def checked(**fields) -> GenerationRequest:
-    return GenerationRequest("a fox", seed=1, **fields).validated()
+    return check_request(GenerationRequest("a fox", seed=1, **fields))
 
 
 def test_limits_refuse_with_the_flag_to_change() -> None:

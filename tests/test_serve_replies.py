@@ -7,6 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.serve.engine import Limits
@@ -61,7 +62,7 @@ def test_validation_errors_name_the_field_and_the_rule() -> None:
 
 
 def test_the_servers_defaults_must_be_within_its_limits() -> None:
-    defaults = GenerationRequest("a check", num_inference_steps=25).validated()
+    defaults = check_request(GenerationRequest("a check", num_inference_steps=25))
     Limits(max_steps=25).check_defaults(defaults)
     with pytest.raises(InvalidRequestError, match="own defaults ask 25 steps") as raised:
         Limits(max_steps=8).check_defaults(defaults)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from sdgen.config import options, settings
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
 
@@ -100,8 +101,8 @@ def test_shipped_presets_make_valid_requests_with_their_own_values() -> None:
 
     for name in settings.preset_names():
         values = settings.values(settings.resolve(environ={}, preset=name, flags={"prompt": "a fox"}))
-        request = GenerationRequest.from_settings(values).validated()
-        spec = ModelSpec.from_settings(values).validated()
+        request = check_request(GenerationRequest.from_settings(values))
+        spec = ModelSpec.from_settings(values).checked()
         written = tomllib.loads((settings.configs_dir() / "presets" / f"{name}.toml").read_text())
         assert written, name
         for key, value in written.items():

@@ -51,8 +51,7 @@ def generate_command(
     setup_logging(values["verbose"], values["quiet"])
     with CliErrors(values["verbose"]) as errors, interrupts.handled():
         chosen = errors.knows(effective_settings(ctx, {**values, "prompt": prompt}))
-        request = GenerationRequest.from_settings(chosen).validated()
-        spec = ModelSpec.from_settings(chosen).validated()
+        request, spec = GenerationRequest.from_settings(chosen), ModelSpec.from_settings(chosen)
         output, pictures = OutputSpec.from_settings(chosen), PicturesSpec.from_settings(chosen)
         run_generate(request, spec, output, typer.echo, quiet=values["quiet"], pictures=pictures)
 

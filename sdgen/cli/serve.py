@@ -13,6 +13,7 @@ import typer
 from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging, with_options
 from sdgen.config.options import SERVE
 from sdgen.config.settings import ENV_API_AUTH
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 
@@ -60,8 +61,8 @@ def serve_command(
         except ImportError as error:
             raise UsageError(f"{MISSING_EXTRA} ({error}).") from None
         chosen = errors.knows(effective_settings(ctx, values))
-        spec = ModelSpec.from_settings(chosen).validated()
-        defaults = GenerationRequest.from_settings({**chosen, "prompt": "a check"}).validated()  # before loading
+        spec = ModelSpec.from_settings(chosen).checked()
+        defaults = check_request(GenerationRequest.from_settings({**chosen, "prompt": "a check"}), spec)  # now
         users = parse_users(api_auth)
         host = "0.0.0.0" if listen else host
         for key, value in (("max_queue", max_queue), ("max_pixels", max_pixels), ("max_steps", max_steps),

@@ -194,3 +194,24 @@ def open_user_image(image: Path | str | Image.Image, key: str, mode: str | None 
     if isinstance(image, Image.Image):
         return image if mode is None or image.mode == mode else image.convert(mode)
     return load_checked_image(Path(image), image_label(image), key, mode)
+
+
+class UserImage:
+    """An init image or mask of a checked request: decoded once when the request is checked (so a bad file
+    fails before any weights load), its pixels then kept for the run instead of read again."""
+
+    def __init__(self, source: Path | str | Image.Image, key: str) -> None:
+        from PIL import Image
+
+        if not isinstance(source, Image.Image) and not Path(source).is_file():
+            raise InvalidRequestError(f"Invalid {NAME} {str(source)!r}: no such file.", key)
+        self.source, self.key = source, key
+        self._pixels = open_user_image(source, key)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._pixels.size
+
+    def pixels(self, mode: str | None = None) -> Image.Image:
+        """The decoded image, converted to `mode` when given (a copy; the kept pixels stay as decoded)."""
+        return self._pixels if mode is None or self._pixels.mode == mode else self._pixels.convert(mode)

@@ -131,14 +131,15 @@ class OptionTable:
             found[str(row.record)] = None if unused else row.record_form(_built_in(row))
         return found
 
-    def unet_key(self, request: Any) -> tuple:
+    def unet_key(self, request: Any, job: Any) -> tuple:
         """What images must agree on to share U-Net calls: every picture row of the request but those
-        that may differ within one call (prompts, seeds, text-side options)."""
+        that may differ within one call (prompts, seeds, text-side options); a row with a `unet_field`
+        compares that field of the image's job instead (the LoRAs its prompt found)."""
         key = []
         for row in self.picture_rows():
             if row.shares_unet_call:
                 continue
-            value = getattr(request, row.unet_field) if row.unet_field else self.value(row, request)
+            value = getattr(job, row.unet_field) if row.unet_field else self.value(row, request)
             key.append(_comparable(value))
         return tuple(key)
 

@@ -17,7 +17,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sdgen.config.images import open_user_image
 from sdgen.engine.latents import encode_image, image_to_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from sdgen.engine.denoise import Conditioning, StepEnd
     from sdgen.engine.loader import StableDiffusionParts
-    from sdgen.engine.request import GenerationRequest
+    from sdgen.engine.request import CheckedRequest
 
 INPAINT_CHANNELS = 9  # 4 latents + 1 mask + 4 masked-image latents
 
@@ -42,13 +41,13 @@ class InpaintInputs:
     init_image: Image.Image  # at the output size
 
 
-def mask_image(request: GenerationRequest) -> Image.Image:
+def mask_image(request: CheckedRequest) -> Image.Image:
     """The mask as given, inverted and blurred if asked: white = repaint."""
     from diffusers.image_processor import VaeImageProcessor
     from PIL import ImageOps
 
-    assert request.mask is not None
-    mask = open_user_image(request.mask, "mask", "L")  # a path, or an image (the server decodes base64)
+    assert request.mask_pixels is not None
+    mask = request.mask_pixels.pixels("L")  # decoded once, when the request was checked
     if request.invert_mask:
         mask = ImageOps.invert(mask)
     if request.mask_blur:
@@ -56,10 +55,11 @@ def mask_image(request: GenerationRequest) -> Image.Image:
     return mask
 
 
-def inpaint_inputs(request: GenerationRequest, init_image: Image.Image, vae_scale_factor: int) -> InpaintInputs:
+def inpaint_inputs(request: CheckedRequest, vae_scale_factor: int) -> InpaintInputs:
     from diffusers.image_processor import VaeImageProcessor
 
-    assert request.width is not None and request.height is not None
+    assert request.init_pixels is not None
+    init_image = request.init_pixels.pixels()
     mask = mask_image(request)
     processor = VaeImageProcessor(
         vae_scale_factor=vae_scale_factor, do_normalize=False, do_binarize=True, do_convert_grayscale=True

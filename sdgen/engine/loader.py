@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.request import ModelSpec
+from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.errors import ModelLoadError
 from sdgen.hardware.devices import Placement, choose_placement, torch_dtype
 from sdgen.hardware.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
 from sdgen.models import hub
 from sdgen.models.hub import ModelSource
 from sdgen.models.layout import PARTS, Part, check_model_folder
-from sdgen.models.single_file import is_checkpoint_file
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -53,7 +52,7 @@ class StableDiffusionParts:
     vae_source: str | None = None  # --vae as given: what replaced the model's VAE, its name and A1111 hash
     vae_name: str | None = None
     vae_hash: str | None = None
-    spec: ModelSpec | None = None  # what it was loaded from (checked): the record keeps its options as given
+    spec: CheckedModelSpec | None = None  # what it was loaded from: the record keeps its options as given
     plugins: dict[str, Any] = field(default_factory=dict)  # what each plug-in's load step kept (sdgen/engine/plugins)
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
@@ -185,13 +184,13 @@ def load_model(
     `placement` and `plan` are decided once per run by the caller (and checked before anything loads);
     left out, they are decided here from the spec.
     """
-    spec = (spec or ModelSpec()).validated()
+    spec = (spec or ModelSpec()).checked()  # a checked spec (a run's prologue) is used as it is
     placement = placement or choose_placement(spec.device, spec.dtype, spec.rng)
     plan = plan or plan_speed(spec, placement)
     started = time.perf_counter()
     _quiet_library_progress_bars()
     vae_name = vae_hash = None
-    if is_checkpoint_file(spec.model):  # one LDM/A1111 file (sdgen/models/single_file.py)
+    if spec.checkpoint is not None:  # one LDM/A1111 file (sdgen/models/single_file.py)
         source, loaded = _load_checkpoint(spec, placement, plan, on_part)
         files: dict[str, Path] = {}
     else:
@@ -228,14 +227,14 @@ def load_scheduler_config(spec: ModelSpec) -> tuple[dict[str, Any], str]:
     from sdgen.config.settings import configs_dir
     from sdgen.models.hub import canonical_model_id, is_cached
 
-    spec = spec.validated()
+    spec = spec.checked()
     model = canonical_model_id(spec.model)
     if model == DEFAULT_MODEL and spec.revision is None and not is_cached(model, spec):
         return _scheduler_config(configs_dir() / "sd15", spec), model
-    if is_checkpoint_file(spec.model):
-        from sdgen.models.single_file import config_folder, inspect_checkpoint
+    if spec.checkpoint is not None:
+        from sdgen.models.single_file import config_folder
 
-        family = inspect_checkpoint(spec.model, spec.allow_unsafe_pickle).family
+        family = spec.checkpoint.family
         return _scheduler_config(config_folder(spec.model_config, hub.is_offline(spec), family), spec), spec.model
     source = hub.resolve_model_folder(spec, None)
     return _scheduler_config(source.folder, spec), source.model
@@ -250,12 +249,13 @@ def _scheduler_config(folder: Path, spec: ModelSpec) -> dict[str, Any]:
 
 
 def _load_checkpoint(
-    spec: ModelSpec, placement: Placement, plan: SpeedPlan, on_part: OnPart | None
+    spec: CheckedModelSpec, placement: Placement, plan: SpeedPlan, on_part: OnPart | None
 ) -> tuple[ModelSource, dict[str, Any]]:
     """Every part from one checkpoint file, placed as a folder's parts would be."""
     from sdgen.models import single_file
 
-    checkpoint = single_file.inspect_checkpoint(spec.model, spec.allow_unsafe_pickle)
+    checkpoint = spec.checkpoint
+    assert checkpoint is not None, "a checked spec of a checkpoint file keeps its header"
     config = single_file.config_folder(spec.model_config, hub.is_offline(spec), checkpoint.family)
     for part in PARTS:
         if on_part is not None:
@@ -273,9 +273,9 @@ def _load_checkpoint(
 
 def load_vae(spec: ModelSpec, placement: Placement) -> tuple[AutoencoderKL, ModelSource]:
     """Only the VAE of a model (forward noising in latent space needs nothing else), placed as a run would."""
-    spec = spec.validated()
+    spec = spec.checked()
     _quiet_library_progress_bars()
-    if is_checkpoint_file(spec.model):
+    if spec.checkpoint is not None:
         source, loaded = _load_checkpoint(spec, placement, plan_speed(spec, placement), None)
         if "vae" in loaded:
             return loaded["vae"], source

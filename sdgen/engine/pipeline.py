@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen.config import options
-from sdgen.config.images import open_user_image
 from sdgen.config.schedulers import make_scheduler
 from sdgen.engine import loader, plugins
+from sdgen.engine.checking import check_request
 from sdgen.engine.denoise import (
     Conditioning,
     StepCallback,
@@ -32,7 +32,7 @@ from sdgen.engine.latents import (
     set_timesteps,
 )
 from sdgen.engine.loader import StableDiffusionParts
-from sdgen.engine.request import GenerationRequest, InitImage, ModelSpec
+from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob, ModelSpec
 from sdgen.engine.text import TextOptions, encode_prompt, pad_to_chunks
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
@@ -46,32 +46,39 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class GeneratedImage:
-    image: Image.Image
-    seed: int
-    index: int  # position in the run: image i has seed request.seed + i
-    request: GenerationRequest  # validated: seed, size and scheduler filled in
-    seconds: float  # this image's share of its batch's wall time (encode, denoise, decode)
-    vae_dtype: str | None = None  # the dtype that decoded it (float32 after the NaN guard's retry)
-
-
-@dataclass(frozen=True)
 class ImageTask:
-    """One image to make: image `index` of a validated request, with seed request.seed + index."""
+    """One image to make: a checked request and one of its jobs (index, seed, prompt, LoRAs, embeddings)."""
 
-    request: GenerationRequest
-    index: int = 0
+    request: CheckedRequest
+    job: ImageJob
+
+    @classmethod
+    def of(cls, request: CheckedRequest, index: int = 0) -> ImageTask:
+        return cls(request, request.jobs[index])
 
     @property
     def seed(self) -> int:
-        assert self.request.seed is not None, "validate the request first"
-        return self.request.seed + self.index
+        return self.job.seed
+
+    @property
+    def index(self) -> int:
+        return self.job.index
 
 
-def batch_key(request: GenerationRequest) -> tuple:
-    """Images whose requests agree on all of this can share U-Net calls: every option that shapes the
-    picture but those the table marks `shares_unet_call` (prompts, seeds, text-side options may differ)."""
-    return options.table().unet_key(request)
+@dataclass(frozen=True)
+class GeneratedImage(ImageTask):
+    """An image made: its task, the pixels, and how it was made."""
+
+    image: Image.Image
+    seconds: float = 0.0  # this image's share of its batch's wall time (encode, denoise, decode)
+    vae_dtype: str | None = None  # the dtype that decoded it (float32 after the NaN guard's retry)
+
+
+def batch_key(task: HasRequest) -> tuple:
+    """Images whose tasks agree on all of this can share U-Net calls: every option that shapes the picture
+    but those the table marks `shares_unet_call` (prompts, seeds, text-side options may differ), and the
+    LoRAs (the U-Net's weights during the call)."""
+    return options.table().unet_key(task.request, task.job)
 
 
 def generate(
@@ -92,12 +99,13 @@ def iter_generate(
     on_step_end: StepEndHook | None = None,
 ) -> Iterator[GeneratedImage]:
     """Like generate(), but yields each batch's images as soon as they are decoded (write them at once)."""
-    # 1. check inputs: every rule, before any weights load
-    request = request.validated()
+    # 1. check inputs: every rule, before any weights load (a checked request was checked by its maker)
+    spec = model.spec if isinstance(model, StableDiffusionParts) else (model or ModelSpec()).checked()
+    request = check_request(request, spec)
 
     # 2. load the model (once per process when the caller keeps the parts)
-    parts = model if isinstance(model, StableDiffusionParts) else loader.load_model(model)
-    tasks = [ImageTask(request.for_image(index), index) for index in range(request.num_images)]
+    parts = model if isinstance(model, StableDiffusionParts) else loader.load_model(spec)
+    tasks = [ImageTask(request, job) for job in request.jobs]
     for batch in consecutive_batches(tasks, request.batch_size):
         yield from generate_batch(batch, parts, on_step, on_step_end)
 
@@ -106,15 +114,18 @@ Task = TypeVar("Task", bound="HasRequest")
 
 
 class HasRequest(Protocol):
-    request: GenerationRequest
+    """A task of a batch: a checked request and one of its jobs (ImageTask, a batch's PlannedImage)."""
+
+    request: CheckedRequest
+    job: ImageJob
 
 
 def consecutive_batches(tasks: Iterable[Task], batch_size: int) -> Iterator[list[Task]]:
-    """Runs of consecutive tasks (anything with a .request) that can share U-Net calls, up to batch_size
-    each: a fixed grouping that depends on the input alone (wildcards may give images other LoRAs)."""
+    """Runs of consecutive tasks (anything with a .request and a .job) that can share U-Net calls, up to
+    batch_size each: a fixed grouping that depends on the input alone (wildcards may give images other LoRAs)."""
     batch: list[Task] = []
     for task in tasks:
-        if batch and (len(batch) == batch_size or batch_key(batch[0].request) != batch_key(task.request)):
+        if batch and (len(batch) == batch_size or batch_key(batch[0]) != batch_key(task)):
             yield batch
             batch = []
         batch.append(task)
@@ -131,7 +142,7 @@ def generate_batch(
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
     import torch
 
-    if len({batch_key(task.request) for task in tasks}) != 1:
+    if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
         with torch.inference_mode():
@@ -178,11 +189,11 @@ def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: 
             f"{parts.source.model!r} is an inpainting model (a 9-channel U-Net): give --init-image and --mask, or "
             "use a standard model for text-to-image and image-to-image."
         )
-    if parts.adapters.use_loras(request.lora_refs):
+    if parts.adapters.use_loras(tasks[0].job.lora_refs):
         parts.embedding_cache.clear()  # the text encoder's weights changed
 
     # 3. encode each prompt and negative prompt (once per distinct text); guidance <= 1 needs no negatives
-    conditions = [_conditions(task.request, parts) for task in tasks]
+    conditions = [_conditions(task, parts) for task in tasks]
     # A prompt past 75 tokens is longer (77 per chunk); only prompts of one length stack into a U-Net call
     results: dict[int, GeneratedImage] = {}
     for length in dict.fromkeys(cond.shape[1] for cond, _ in conditions):
@@ -193,16 +204,17 @@ def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: 
     return [dataclasses.replace(results[number], seconds=seconds) for number in range(len(tasks))]
 
 
-def _conditions(request: GenerationRequest, parts: StableDiffusionParts) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _conditions(task: ImageTask, parts: StableDiffusionParts) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(prompt, negative prompt) embeddings, the shorter padded with empty chunks to the longer's length."""
-    prompt = _embedding(without_tags(request.prompt), request, parts)
+    request = task.request
+    prompt = _embedding(without_tags(task.job.prompt), task, parts)
     if request.guidance_scale <= 1.0:
         return prompt, None
-    negative = _embedding(without_tags(request.negative_prompt), request, parts)
+    negative = _embedding(without_tags(request.negative_prompt), task, parts)
     chunks = max(prompt.shape[1], negative.shape[1]) // CLIP_TOKENS
     if prompt.shape[1] == negative.shape[1]:
         return prompt, negative
-    empty = _embedding("", request, parts)
+    empty = _embedding("", task, parts)
     return pad_to_chunks(prompt, chunks, empty), pad_to_chunks(negative, chunks, empty)
 
 
@@ -215,7 +227,6 @@ def _denoise_and_decode(
     import torch
 
     request = tasks[0].request
-    assert request.width is not None and request.height is not None
     negative = None
     if request.guidance_scale > 1.0:
         negative = torch.cat([uncond for _, uncond in conditions])  # type: ignore[misc]
@@ -225,10 +236,10 @@ def _denoise_and_decode(
     start = None
     inpainting = None
     if request.mask is not None:  # inpainting (sdgen/engine/inpaint.py): the mask decides what is repainted
-        inputs = inpaint_inputs(request, _open_image(request.init_image), parts.vae_scale_factor)
+        inputs = inpaint_inputs(request, parts.vae_scale_factor)
         inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
-    elif request.is_img2img:
-        pixels = image_to_tensor(_open_image(request.init_image), request.width, request.height)
+    elif request.init_pixels is not None:
+        pixels = image_to_tensor(request.init_pixels.pixels(), request.width, request.height)
         start = encoded_start(pixels, parts.vae, parts.placement)
     strength = request.strength if request.is_img2img else None
     size = (request.width, request.height)
@@ -247,7 +258,7 @@ def _denoise_and_decode(
     if inpainting is not None:
         images = inpainting.paste(images)
     return [
-        GeneratedImage(image, task.seed, task.index, task.request, 0.0, vae_dtype)
+        GeneratedImage(task.request, task.job, image, 0.0, vae_dtype)
         for task, image in zip(tasks, images, strict=True)
     ]
 
@@ -355,16 +366,17 @@ def _check_finite(latents: torch.Tensor, seed: int) -> None:
         )
 
 
-def _embedding(text: str, request: GenerationRequest, parts: StableDiffusionParts) -> torch.Tensor:
+def _embedding(text: str, task: ImageTask, parts: StableDiffusionParts) -> torch.Tensor:
     """(1, 77 k, D) CLIP embedding of one text, remembered: batches repeat the same prompt and "" a lot."""
-    options = TextOptions(request.weighting, request.clip_skip)
-    key = (text, options, request.embedding_refs)
+    options = TextOptions(task.request.weighting, task.request.clip_skip)
+    embeddings = task.job.embedding_refs
+    key = (text, options, embeddings)
     cache = parts.embedding_cache
     if key not in cache:
         if len(cache) > 256:
             cache.clear()
         adapters = parts.adapters
-        adapters.use_embeddings(request.embedding_refs)
+        adapters.use_embeddings(embeddings)
         device = parts.placement.device
         cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
     return cache[key]
@@ -374,8 +386,3 @@ def torch_isfinite(tensor: torch.Tensor) -> bool:
     import torch
 
     return bool(torch.isfinite(tensor).all())
-
-
-def _open_image(init_image: InitImage) -> Image.Image:
-    """The init image's pixels, through the same checks (format, size, bounded decoding) as validation."""
-    return open_user_image(init_image, "init_image")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
 from sdgen.errors import NAME, InvalidRequestError
 
@@ -39,7 +40,7 @@ class NoiseRequest:
     height: int | None = None
     animation: str | None = None  # .gif or .webp
 
-    def validated(self) -> NoiseRequest:
+    def checked(self) -> NoiseRequest:
         if self.space not in SPACES:
             raise InvalidRequestError(f"Invalid {NAME} {self.space!r}: choose latent or pixel.", "space")
         if not 1 <= self.frames <= 100:
@@ -47,9 +48,9 @@ class NoiseRequest:
         if self.animation is not None and not str(self.animation).lower().endswith((".gif", ".webp")):
             raise InvalidRequestError(f"Invalid {NAME} {self.animation!r}: use .gif or .webp.", "animation")
         # the image, its size and the seed follow the rules of an image-to-image request
-        as_request = GenerationRequest(
+        as_request = check_request(GenerationRequest(
             prompt="", init_image=self.image, seed=self.seed, width=self.width, height=self.height, strength=1.0
-        ).validated()
+        ))
         return replace(self, seed=as_request.seed, width=as_request.width, height=as_request.height)
 
 
@@ -129,7 +130,7 @@ def run_noise(request: NoiseRequest, spec: ModelSpec, output: OutputSpec, emit: 
     from sdgen.pictures.sheets import Cell, animation_bytes, labelled_grid, picture_png
     from sdgen.record.output import fixed_target, picture_target
 
-    request, spec = request.validated(), spec.validated()
+    request, spec = request.checked(), spec.checked()
     name = Path(request.image).stem
     target = picture_target(output, "{index:05d}-noise-{slug}", name)
     animation = fixed_target(Path(request.animation), output.overwrite) if request.animation else None

@@ -31,7 +31,7 @@ class ScheduleRequest:
     schedulers: tuple[str, ...] = ("dpm++2m-karras",)
     steps: tuple[int, ...] = (25,)
 
-    def validated(self) -> ScheduleRequest:
+    def checked(self) -> ScheduleRequest:
         for steps in self.steps:
             if not 1 <= steps <= MAX_STEPS:
                 raise InvalidRequestError(f"Invalid {NAME} {steps}: must be from 1 to {MAX_STEPS}.", "steps")
@@ -119,7 +119,7 @@ def run_schedule(
     from sdgen.pictures.sheets import picture_png
     from sdgen.record.output import picture_target
 
-    request, spec = request.validated(), spec.validated()
+    request, spec = request.checked(), spec.checked()
     if output.json:
         config, model = load_scheduler_config(spec)
         emit(json.dumps({"model": model, **schedule_numbers(config, request)}))

@@ -96,13 +96,15 @@ def download_patterns(files: list[str], variant: str | None, model: str) -> list
     return patterns
 
 
-def native_size(model: str | None, model_config: str | None = None, prediction_type: str | None = None) -> int | None:
+def native_size(
+    model: str | None, model_config: str | None = None, prediction_type: str | None = None, family: str | None = None
+) -> int | None:
     """The side a model was trained at (the U-Net's sample_size times the VAE's scale: 512 for SD 1.x, 768
     for SD 2.x 768-v), from configs already on disk (a folder, the Hugging Face cache, the configs of a
     single file); None when they are not there yet (the model is about to be downloaded)."""
     import json
 
-    configs = [_config_file(model, model_config, part) for part in ("unet", "vae")]
+    configs = [_config_file(model, model_config, part, family) for part in ("unet", "vae")]
     if model_config is None and prediction_type == "epsilon" and configs[0] is not None and "sd2" in configs[0].parts:
         return 512  # a shipped-config SD 2.x file said to predict epsilon: SD 2.x base, trained at 512
     if None in configs:
@@ -117,7 +119,7 @@ def native_size(model: str | None, model_config: str | None = None, prediction_t
     return sample * 2 ** (len(blocks) - 1)
 
 
-def _config_file(model: str | None, model_config: str | None, part: str) -> Path | None:
+def _config_file(model: str | None, model_config: str | None, part: str, family: str | None = None) -> Path | None:
     if not model:
         return None
     path = Path(model).expanduser()
@@ -126,8 +128,8 @@ def _config_file(model: str | None, model_config: str | None, part: str) -> Path
             from sdgen.config.settings import configs_dir
             from sdgen.models.single_file import inspect_checkpoint
 
-            try:
-                family = inspect_checkpoint(str(path), allow_pickle=False).family
+            try:  # the family, unless the caller read the header already
+                family = family or inspect_checkpoint(str(path), allow_pickle=False).family
             except SdgenError:
                 return None  # refused later, with its own message
             return configs_dir() / ("sd2" if family == "sd2" else "sd15") / part / "config.json"

@@ -13,7 +13,6 @@ even then read only with torch.load(weights_only=True), which refuses anything b
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +67,7 @@ def inspect_checkpoint(model: str, allow_pickle: bool = False) -> Checkpoint:
             "or pass --allow-unsafe-pickle to load it that same safe way.",
             "model",
         )
-    stat = path.stat()
-    shapes = _shapes(str(path), stat.st_size, stat.st_mtime_ns)
+    shapes = _shapes(path)
     for prefix, family in _OTHER_FAMILIES:
         if any(key.startswith(prefix) for key in shapes):
             raise InvalidRequestError(
@@ -91,10 +89,8 @@ def inspect_checkpoint(model: str, allow_pickle: bool = False) -> Checkpoint:
     return Checkpoint(path, family, shapes[UNET_IN][1], suffix in PICKLE_SUFFIXES)
 
 
-@functools.lru_cache(maxsize=8)
-def _shapes(path: str, size: int, mtime: int) -> dict[str, list[int]]:
-    """Keys and shapes, read once per file version: a run checks its --model several times before loading."""
-    file = Path(path)
+def _shapes(file: Path) -> dict[str, list[int]]:
+    """Keys and shapes (a run reads them once: its checked model spec keeps what they say)."""
     return _safetensors_shapes(file) if file.suffix.lower() in SAFE_SUFFIXES else _pickle_shapes(file)
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def check_pictures(spec: PicturesSpec, overwrite: bool) -> PicturesSpec:
     """Validate, and prove each picture's file can be written, before loading."""
-    spec = spec.validated()
+    spec = spec.checked()
     if spec.preview == "none" and (spec.records_steps or spec.preview_file):
         raise InvalidRequestError(
             "Invalid {name} 'none': --save-steps, --animation and --preview-file need previews; "
@@ -115,7 +115,7 @@ def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: b
         steps = [{"step": f.step + 1, "timestep": f.timestep} for f in next(iter(kept.values()))]
         about = {"frames": steps, "preview": watchers.recorder.previewer.quality, "images": records}
         if spec.save_steps is not None:
-            sheet, _ = contact_sheet(kept, finals, title=results[0].request.prompt)
+            sheet, _ = contact_sheet(kept, finals, title=results[0].job.prompt)
             record = {"picture": "denoising sequence", **about} if metadata else None
             written.append(_write(spec.save_steps, picture_png(sheet, parameters, record), overwrite))
         if spec.animation is not None:
@@ -124,7 +124,7 @@ def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: b
             written.append(_write(spec.animation, animation_bytes(frames, suffix, parameters), overwrite))
     if spec.grid is not None:
         cells = [Cell(result.image, f"seed {result.seed}") for result in results]
-        sheet, _ = labelled_grid(square_rows(cells), title=results[0].request.prompt)
+        sheet, _ = labelled_grid(square_rows(cells), title=results[0].job.prompt)
         record = {"picture": "grid of a run", "images": records} if metadata else None
         written.append(_write(spec.grid, picture_png(sheet, parameters, record), overwrite))
     return written

@@ -59,11 +59,14 @@ def without_tags(prompt: str) -> str:
     return _TAG.sub("", prompt)
 
 
-def resolve_loras(specs: tuple[str, ...], prompt: str, lora_dir: str | None) -> tuple[LoraRef, ...]:
+def resolve_loras(
+    specs: tuple[str, ...], prompt: str, lora_dir: str | None, files: FolderListing | None = None
+) -> tuple[LoraRef, ...]:
     """--lora specs, then the prompt's tags; the same LoRA twice is one LoRA at the summed scale."""
+    files = files or FolderListing()
     found: dict[str, LoraRef] = {}
     entries = [(*_split_scale(spec), "lora") for spec in specs]
-    entries += [(_in_folder(name, lora_dir), scale, "prompt") for name, scale in lora_tags(prompt)]
+    entries += [(_in_folder(name, lora_dir, files), scale, "prompt") for name, scale in lora_tags(prompt)]
     for source, scale, key in entries:
         ref = _lora_source(source, key)
         known = found.get(ref.source)
@@ -71,21 +74,23 @@ def resolve_loras(specs: tuple[str, ...], prompt: str, lora_dir: str | None) -> 
     return tuple(found.values())
 
 
-def _files(folder: Path) -> list[Path]:
-    """Every file under a folder, sorted; listed once per change of the folder (every image of a run asks)."""
-    try:
-        changed = folder.stat().st_mtime_ns
-    except OSError:
-        return []
-    return _listing(str(folder), changed)
+class FolderListing:
+    """The files a prompt may name, listed once per folder for one check of a run (every image's prompt asks):
+    inside the folder, linked folders not entered (rglob does not), linked files kept only when they resolve
+    inside it, so a tag or word never reaches a file elsewhere."""
 
+    def __init__(self) -> None:
+        self._found: dict[Path, list[Path]] = {}
 
-@functools.lru_cache(maxsize=16)
-def _listing(folder: str, changed: int) -> list[Path]:
-    """The files a prompt may name: inside the folder, linked folders not entered (rglob does not), linked
-    files kept only when they resolve inside it, so a tag or word never reaches a file elsewhere."""
-    root = Path(folder).resolve()
-    return sorted(path for path in Path(folder).rglob("*") if path.is_file() and path.resolve().is_relative_to(root))
+    def __call__(self, folder: Path) -> list[Path]:
+        if folder not in self._found:
+            if not folder.is_dir():
+                return []
+            root = folder.resolve()
+            self._found[folder] = sorted(
+                path for path in folder.rglob("*") if path.is_file() and path.resolve().is_relative_to(root)
+            )
+        return self._found[folder]
 
 
 def _split_scale(spec: str) -> tuple[str, float]:
@@ -99,7 +104,7 @@ def _split_scale(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
-def _in_folder(name: str, lora_dir: str | None) -> str:
+def _in_folder(name: str, lora_dir: str | None, files: FolderListing) -> str:
     if not lora_dir:
         raise InvalidRequestError(
             f"Invalid {NAME} tag <lora:{name}>: set --lora-dir (or lora_dir in the config) to the folder "
@@ -107,7 +112,7 @@ def _in_folder(name: str, lora_dir: str | None) -> str:
             "prompt",
         )
     folder = Path(lora_dir).expanduser()
-    matches = [path for path in _files(folder) if path.stem == name and path.suffix in LORA_SUFFIXES]
+    matches = [path for path in files(folder) if path.stem == name and path.suffix in LORA_SUFFIXES]
     if not matches:
         raise InvalidRequestError(
             f"Invalid {NAME} tag <lora:{name}>: no {name}.safetensors in {str(folder)!r} or its subfolders.",
@@ -142,9 +147,10 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def resolve_embeddings(
-    specs: tuple[str, ...], texts: tuple[str, ...], embedding_dir: str | None
+    specs: tuple[str, ...], texts: tuple[str, ...], embedding_dir: str | None, files: FolderListing | None = None
 ) -> tuple[EmbeddingRef, ...]:
     """--embedding specs, then the files of --embedding-dir named by a word of the texts."""
+    files = files or FolderListing()
     refs: dict[str, EmbeddingRef] = {}
     for spec in specs:
         path, token = _split_token(spec)
@@ -154,7 +160,7 @@ def resolve_embeddings(
         if not folder.is_dir():
             raise InvalidRequestError(f"Invalid {NAME} {embedding_dir!r}: no such folder.", "embedding_dir")
         words = {word.lower() for text in texts for word in re.findall(r"[\w\-.]+", text)}
-        for path in _files(folder):
+        for path in files(folder):
             if path.suffix.lower() in EMBEDDING_SUFFIXES and path.stem.lower() in words and path.stem not in refs:
                 refs[path.stem] = EmbeddingRef(str(path), path.stem)
     return tuple(refs.values())

@@ -20,7 +20,7 @@ from sdgen.config.schedulers import from_a1111, scheduler_spec
 from sdgen.config.settings import as_kind, kind_name
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.pipeline import GeneratedImage
-from sdgen.engine.request import HIRES_UPSCALERS, GenerationRequest
+from sdgen.engine.request import HIRES_UPSCALERS, CheckedRequest, ImageJob
 from sdgen.errors import InvalidRequestError
 from sdgen.models.hashes import model_short_hash
 from sdgen.models.single_file import is_checkpoint_file
@@ -78,18 +78,18 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     fields += _plain_fields(request)
     if request.mask is not None and request.invert_mask:
         fields.append(("Mask mode", "Inpaint not masked"))  # A1111's name for repainting the black side
-    fields += _prompt_fields(request)
+    fields += _prompt_fields(request, result.job)
     if parts.placement.rng == "cpu" or parts.placement.device == "cpu":
         fields.append(("RNG", "CPU"))  # A1111 leaves out its default, GPU: noise drawn on the CUDA device
     fields.append(("Version", f"sdgen {__version__}"))
-    lines = [request.prompt]  # as A1111 writes it: newlines kept, only the last line holds the fields
+    lines = [result.job.prompt]  # as A1111 writes it: newlines kept, only the last line holds the fields
     if request.negative_prompt:
         lines.append("Negative prompt: " + request.negative_prompt)
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
 
 
-def _pass_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+def _pass_fields(request: CheckedRequest) -> list[tuple[str, object]]:
     """Image-to-image's and the hires pass's fields, with the steps counted as A1111 counts them
     (sdgen/record/accounting.py): A1111 reading them runs the steps sdgen ran."""
     name = options.table().a1111_names()
@@ -111,7 +111,7 @@ def _pass_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     return fields
 
 
-def _plain_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+def _plain_fields(request: CheckedRequest) -> list[tuple[str, object]]:
     """The rows with an A1111 name not written in place (Mask blur, Clip skip ...): those with a value that
     means something (a row they need is set) and, unless they need one, is not the built-in value."""
     table = options.table()
@@ -130,20 +130,20 @@ def _model_name(model: str) -> str:
     return last.rsplit(".", 1)[0] if last.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")) else last
 
 
-def _prompt_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+def _prompt_fields(request: CheckedRequest, job: ImageJob) -> list[tuple[str, object]]:
     """A1111's fields for emphasis off, LoRAs and embeddings (with its short hashes), and the
     Dynamic Prompts extension's `Template`."""
     fields: list[tuple[str, object]] = []
     if not request.weighting:
         fields.append((options.table().a1111_names()["weighting"], "None"))
-    hashed = [(lora.name, short_hash(lora.source)) for lora in request.lora_refs]
+    hashed = [(lora.name, short_hash(lora.source)) for lora in job.lora_refs]
     if hashed:
         fields.append(("Lora hashes", ", ".join(f"{name}: {digest}" for name, digest in hashed if digest)))
-    embedded = [(ref.token, short_hash(ref.path)) for ref in request.embedding_refs]
+    embedded = [(ref.token, short_hash(ref.path)) for ref in job.embedding_refs]
     if embedded:
         fields.append(("TI hashes", ", ".join(f"{token}: {digest}" for token, digest in embedded)))
-    if request.prompt_template is not None:
-        fields.append(("Template", request.prompt_template.replace("\n", " ")))
+    if job.expanded:
+        fields.append(("Template", job.template.replace("\n", " ")))
     return [(key, value) for key, value in fields if value != ""]
 
 
@@ -170,7 +170,7 @@ RECORD_FACTS: Mapping[str, str] = MappingProxyType({
 
 
 def image_record(
-    request: GenerationRequest, seed: int, model: str, parts: StableDiffusionParts | None = None
+    request: CheckedRequest, job: ImageJob, model: str, parts: StableDiffusionParts | None = None
 ) -> dict[str, Any]:
     """Everything needed to make an image again, losslessly, under the CLI's names.
 
@@ -181,22 +181,22 @@ def image_record(
     another only with a value.
     """
     table = options.table()
-    record: dict[str, Any] = {"sdgen_version": __version__, PROMPT: request.prompt}
+    record: dict[str, Any] = {"sdgen_version": __version__, PROMPT: job.prompt}
     for row in table.recorded(REQUEST):
         value = table.record_value(row, request)
         if row.shapes_picture or value is not None:
             record[str(row.record)] = value
     spec = scheduler_spec(request.scheduler)
-    record.update(seed=seed, scheduler_class=spec.class_name, scheduler_options=spec.options, model=model)
-    if request.prompt_template is not None:
-        record["prompt_template"] = request.prompt_template
-    if request.lora_refs:
+    record.update(seed=job.seed, scheduler_class=spec.class_name, scheduler_options=spec.options, model=model)
+    if job.expanded:
+        record["prompt_template"] = job.template
+    if job.lora_refs:
         record["loras"] = [
             {"name": lora.name, "source": lora.source, "scale": lora.scale, "hash": short_hash(lora.source)}
-            for lora in request.lora_refs
+            for lora in job.lora_refs
         ]
-    if request.embedding_refs:
-        record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in request.embedding_refs]
+    if job.embedding_refs:
+        record["embeddings"] = [{"token": ref.token, "path": ref.path} for ref in job.embedding_refs]
     if parts is not None:
         record |= {key: value for key, value in _load_record(parts, table.recorded(MODEL)).items() if key not in record}
     return record
@@ -226,7 +226,7 @@ def _load_record(parts: StableDiffusionParts, rows: list[Option]) -> dict[str, A
 
 def result_record(result: GeneratedImage, parts: StableDiffusionParts) -> dict[str, Any]:
     """image_record of a generated image, with the VAE dtype that really decoded it."""
-    record = image_record(result.request, result.seed, parts.source.model, parts)
+    record = image_record(result.request, result.job, parts.source.model, parts)
     record["vae_dtype"] = result.vae_dtype or record["vae_dtype"]
     return record
 

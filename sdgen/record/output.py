@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.request import GenerationRequest, OutputSpec
+from sdgen.engine.request import CheckedRequest, OutputSpec
 from sdgen.errors import NAME, OutputError, WriteError, os_reason
 from sdgen.interrupts import finishing
 
@@ -166,7 +166,7 @@ class Target:
         return None
 
 
-def plan_outputs(request: GenerationRequest, output: OutputSpec) -> list[Target]:
+def plan_outputs(request: CheckedRequest, output: OutputSpec) -> list[Target]:
     """Every image's destination, decided (and checked) before the model loads."""
     count = request.num_images
     target = output.output
@@ -226,11 +226,10 @@ def _stdout_target() -> Target:
     return Target()
 
 
-def _folder_targets(request: GenerationRequest, folder: Path, output: OutputSpec) -> list[Target]:
-    prompts = request.image_prompts or (request.prompt,) * request.num_images  # wildcards expanded
-    fields = [
-        {"seed": seed, "prompt": prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
-        for seed, prompt in zip(request.seeds, prompts, strict=True)
+def _folder_targets(request: CheckedRequest, folder: Path, output: OutputSpec) -> list[Target]:
+    fields = [  # each image's prompt with its wildcards expanded
+        {"seed": job.seed, "prompt": job.prompt, "steps": request.num_inference_steps, "scheduler": request.scheduler}
+        for job in request.jobs
     ]
     if "index" in template_fields(output.name):  # the numbers it will take if the folder stays as it is
         first = next_index(folder, index_pattern(output.name))

@@ -11,16 +11,18 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from sdgen.config.specs import OutputSpec, PicturesSpec
 from sdgen.engine import loader
+from sdgen.engine.checking import check_request
+from sdgen.engine.model_spec import ModelSpec
 from sdgen.engine.pipeline import GeneratedImage, iter_generate
-from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
-from sdgen.hardware.devices import choose_placement
-from sdgen.hardware.speed import plan_speed
-from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures, write_pictures
+from sdgen.pictures.watch import check_pictures, terminal_pictures, write_pictures
 from sdgen.record.metadata import encoded_image, result_record
 from sdgen.record.output import Target, plan_outputs
 from sdgen.runs.progress import GenerationProgress
+from sdgen.runs.prologue import check_model, open_model, prepare
 
 log = logging.getLogger("sdgen")
 
@@ -38,9 +40,9 @@ def run_generate(
     """Make the request's images and write them where `output` says; returns where each went (None:
     stdout), then the pictures' files. Everything that can be checked is checked before any weights load."""
     written: list[Path | None] = []
-    # 1. check: the request, every image's and picture's destination, the device and the speed plan
-    request = request.validated()
-    spec = spec.validated()
+    # 1. check: the model spec, the request, every image's and picture's destination, the device, the plan
+    spec = check_model(spec)
+    request = check_request(request, spec)
     targets = plan_outputs(request, output)
     pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
     if request.hires_scale is not None and pictures.records_steps:
@@ -49,22 +51,18 @@ def run_generate(
             "Leave one out (the live --preview-file works with both).",
             "save_steps",
         )
-    placement = choose_placement(spec.device, spec.dtype, spec.rng)
-    plan = plan_speed(spec, placement)  # e.g. --offload on a CPU: refused here
+    machine = prepare(spec)
 
     # 2. load once, 3. generate, 4. write each image as soon as its batch is done, 5. the pictures
     terminal = terminal_pictures(pictures, quiet)
     with GenerationProgress(request.num_images, enabled=False if quiet else None, terminal_image=terminal) as progress:
-        parts = loader.load_model(spec, placement, plan, on_part=progress.on_part)
-        show = progress.show if progress.shows_pictures else None
-        assert request.width is not None and request.height is not None
-        watchers = start_watching(pictures, parts, (request.width, request.height), show, spec.offline)
+        run = open_model(machine, progress, pictures, (request.width, request.height))
         seeds = request.seeds
         log.info("Seed %d%s", seeds[0], f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else "")
-        for result in iter_generate(request, parts, on_step=chain(progress.on_step, *watchers.callbacks)):
-            written.append(_write(result, parts, targets[result.index], output, emit))
-            watchers.finished(result)
-    for path in write_pictures(watchers, parts, output.overwrite, output.metadata):
+        for result in iter_generate(request, run.parts, on_step=run.on_step):
+            written.append(_write(result, run.parts, targets[result.index], output, emit))
+            run.watchers.finished(result)
+    for path in write_pictures(run.watchers, run.parts, output.overwrite, output.metadata):
         log.info("Wrote %s", path)
     return written
 

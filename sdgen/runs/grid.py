@@ -10,13 +10,16 @@ import csv
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdgen.config.options import OPTIONS, table
 from sdgen.config.settings import parse_text
-from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.config.specs import OutputSpec, PicturesSpec
+from sdgen.engine.checking import check_request
+from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
+from sdgen.engine.request import CheckedRequest, GenerationRequest
 from sdgen.errors import NAME, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,9 +69,12 @@ def _field(key: str) -> str:
     return OPTIONS[key].target_field if key in OPTIONS else key
 
 
-def cell_requests(base: GenerationRequest, x: Axis, y: Axis | None) -> list[list[GenerationRequest]]:
-    """One validated request per cell, rows by Y and columns by X; a bad value is named with its axis."""
-    base = base.validated()  # the seed, when random, is drawn once here: the same in every cell
+def cell_requests(
+    base: GenerationRequest, x: Axis, y: Axis | None, model: CheckedModelSpec | None = None
+) -> list[list[CheckedRequest]]:
+    """One checked request per cell, rows by Y and columns by X; a bad value is named with its axis."""
+    checked = check_request(base, model)  # the seed, when random, is drawn once here: the same in every cell
+    decided = {field.name: getattr(checked, field.name) for field in fields(GenerationRequest)}
     rows = []
     for y_value in y.values if y is not None else (None,):
         row = []
@@ -77,8 +83,8 @@ def cell_requests(base: GenerationRequest, x: Axis, y: Axis | None) -> list[list
             if y is not None:
                 changes[_field(y.key)] = y_value
             try:
-                cell = replace(base, num_images=1, image_prompts=(), **changes).validated()
-                row.append(cell.for_image(0))  # wildcards expanded, LoRAs and embeddings found
+                cell = GenerationRequest(**decided | {"num_images": 1} | changes)
+                row.append(check_request(cell, model, like=checked))  # its wildcards, LoRAs, embeddings
             except UsageError as error:
                 axis = "--x" if x.key in error.template or error.key == x.key else "--y"
                 raise type(error)(error.template + f" (a value of {axis})", error.key) from None
@@ -87,7 +93,7 @@ def cell_requests(base: GenerationRequest, x: Axis, y: Axis | None) -> list[list
 
 
 def generate_cells(
-    rows: list[list[GenerationRequest]], parts: StableDiffusionParts, batch_size: int, on_step: Any
+    rows: list[list[CheckedRequest]], parts: StableDiffusionParts, batch_size: int, on_step: Any
 ) -> dict[tuple[int, int], GeneratedImage]:
     """Each cell's image; cells that share batch_key go through the U-Net together, batch_size at a time."""
     from sdgen.engine.pipeline import ImageTask, batch_key, generate_batch
@@ -95,12 +101,12 @@ def generate_cells(
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for r, row in enumerate(rows):
         for c, request in enumerate(row):
-            groups.setdefault(batch_key(request), []).append((r, c))
+            groups.setdefault(batch_key(ImageTask.of(request)), []).append((r, c))
     made = {}
     for places in groups.values():
         for start in range(0, len(places), batch_size):
             chunk = places[start : start + batch_size]
-            tasks = [ImageTask(rows[r][c]) for r, c in chunk]
+            tasks = [ImageTask.of(rows[r][c]) for r, c in chunk]
             for place, result in zip(chunk, generate_batch(tasks, parts, on_step), strict=True):
                 made[place] = result
     return made
@@ -116,34 +122,28 @@ def run_grid(
     quiet: bool = False,
 ) -> Path | None:
     """`sdgen grid PROMPT --x ... --y ...`: check every cell, load once, make the cells, write the grid."""
-    from sdgen.engine import loader
-    from sdgen.hardware.devices import choose_placement
-    from sdgen.hardware.speed import plan_speed
-    from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
+    from sdgen.pictures.watch import check_pictures, terminal_pictures
     from sdgen.record.output import picture_target
     from sdgen.runs.progress import GenerationProgress
+    from sdgen.runs.prologue import check_model, open_model, prepare
 
     x, y = axes
-    rows = cell_requests(base, x, y)
-    spec = spec.validated()
+    checked_spec = check_model(spec)
+    rows = cell_requests(base, x, y, checked_spec)
     target = picture_target(output, "{index:05d}-grid-{slug}", base.prompt)
     pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
-    placement = choose_placement(spec.device, spec.dtype, spec.rng)
-    plan = plan_speed(spec, placement)
+    machine = prepare(checked_spec)
     count = sum(len(row) for row in rows)
     terminal = terminal_pictures(pictures, quiet)
     with GenerationProgress(count, enabled=False if quiet else None, terminal_image=terminal) as progress:
-        parts = loader.load_model(spec, placement, plan, on_part=progress.on_part)
-        show = progress.show if progress.shows_pictures else None
         first = rows[0][0]
-        assert first.width is not None and first.height is not None
-        watchers = start_watching(pictures, parts, (first.width, first.height), show, spec.offline)
-        made = generate_cells(rows, parts, base.batch_size, chain(progress.on_step, *watchers.callbacks))
-    return _write_grid(rows, made, axes, parts, target, output, emit)
+        run = open_model(machine, progress, pictures, (first.width, first.height))
+        made = generate_cells(rows, run.parts, base.batch_size, run.on_step)
+    return _write_grid(rows, made, axes, run.parts, target, output, emit)
 
 
 def _write_grid(
-    rows: list[list[GenerationRequest]],
+    rows: list[list[CheckedRequest]],
     made: dict[tuple[int, int], GeneratedImage],
     axes: tuple[Axis, Axis | None],
     parts: StableDiffusionParts,
@@ -167,7 +167,7 @@ def _write_grid(
         cells,
         col_labels=[x.label(v) for v in x.values],
         row_labels=[y.label(v) for v in y.values] if y is not None else None,
-        title=rows[0][0].prompt if x.key != "prompt" and (y is None or y.key != "prompt") else "",
+        title=rows[0][0].jobs[0].prompt if x.key != "prompt" and (y is None or y.key != "prompt") else "",
     )
     axes_record = {"x": {"key": x.key, "values": list(x.values)}}
     if y is not None:

@@ -16,14 +16,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sdgen.engine import loader
+from sdgen.config.specs import OutputSpec
+from sdgen.engine.checking import check_request
 from sdgen.engine.denoise import StepInfo, StopDenoising
+from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.engine.pipeline import iter_generate
-from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec
+from sdgen.engine.prologue import load, prepare
+from sdgen.engine.request import CheckedRequest, GenerationRequest
 from sdgen.errors import NAME, InvalidRequestError, SdgenError
 from sdgen.record.metadata import encoded_image
 from sdgen.record.output import plan_outputs
@@ -126,8 +129,8 @@ class Progress:
 @dataclass
 class Job:
     body: GenerationBody
-    request: GenerationRequest
-    spec: ModelSpec  # the model it needs (the served one, or override_settings' choice)
+    request: CheckedRequest
+    spec: CheckedModelSpec  # the model it needs (the served one, or override_settings' choice)
     save: bool  # --outdir is set and the body asked for save_images
 
 
@@ -170,20 +173,23 @@ class Engine:
         defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"],
                                     "eta_noise_seed_delta": chosen["eta_noise_seed_delta"]}
         values = request_values(body, defaults)
-        request = GenerationRequest.from_settings(values).validated()
+        request = check_request(GenerationRequest.from_settings(values), spec)
         self.limits.check(request)
         return Job(body, request, spec, save=body.save_images and self.outdir is not None)
 
-    def model_for(self, settings: Mapping[str, Any]) -> ModelSpec:
-        """The ModelSpec that A1111 settings (sd_model_checkpoint, sd_vae) select, from the served one."""
-        spec = self.spec
+    def model_for(self, settings: Mapping[str, Any]) -> CheckedModelSpec:
+        """The model that A1111 settings (sd_model_checkpoint, sd_vae) select, from the served one (checked;
+        the served one itself when they name it)."""
+        changes = {}
         checkpoint = settings.get("sd_model_checkpoint")
         if checkpoint:
-            spec = replace(spec, model=listings.find_checkpoint(str(checkpoint), self.spec, self.settings).model)
+            changes["model"] = listings.find_checkpoint(str(checkpoint), self.spec, self.settings).model
         vae = settings.get("sd_vae")
         if vae is not None:
-            spec = replace(spec, vae=listings.find_vae(str(vae), self.spec, self.settings))
-        return spec
+            changes["vae"] = listings.find_vae(str(vae), self.spec, self.settings)
+        if settings.get("randn_source") in RANDN_SOURCES:  # where noise is drawn is the placement: a reload
+            changes["rng"] = RANDN_SOURCES[settings["randn_source"]]
+        return self.spec.checked().changed(**changes)
 
     def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Queue work for the worker; QueueFull when --max-queue requests wait already."""
@@ -257,10 +263,7 @@ class Engine:
         """The model a change of options selects, and the options to keep (all of them: those sdgen does not
         act on are sent back as given); InvalidRequestError (422) for a bad value of one it acts on."""
         check_a1111_options(changes)
-        spec = self.model_for(changes)
-        if "randn_source" in changes:  # where noise is drawn is the model's placement: a reload
-            spec = replace(spec, rng=RANDN_SOURCES[changes["randn_source"]])
-        return spec, dict(changes)
+        return self.model_for(changes), dict(changes)
 
     def load_later(self, spec: ModelSpec) -> concurrent.futures.Future[Any]:
         """Queue loading `spec` (after the running request), for a change of options."""
@@ -296,7 +299,7 @@ class Engine:
             self._parts = self._parts_spec = None
             gc.collect()  # free the old weights before the new ones load
             started = time.perf_counter()
-            self._parts = (self.load or loader.load_model)(spec)
+            self._parts = (self.load or _load)(spec)
             self._parts_spec = spec
             log.info("Loaded %s in %.1f s", spec.model, time.perf_counter() - started)
         return self._parts
@@ -355,3 +358,8 @@ class Engine:
         rgb = np.nan_to_num(rgb, nan=-1.0).clip(-1, 1)
         image = Image.fromarray(((rgb / 2 + 0.5) * 255).round().astype("uint8"))
         return png_bytes(image if state.size is None else image.resize(state.size, Image.Resampling.BILINEAR))
+
+
+def _load(spec: ModelSpec) -> StableDiffusionParts:
+    """The run prologue every command shares: check, place, plan, load."""
+    return load(prepare(spec))

@@ -154,7 +154,7 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
     seeds = [result.seed for result in results]
     strength = request.strength if request.is_img2img else request.hires_strength if request.hires_scale else None
     return {
-        "prompt": request.prompt, "all_prompts": [result.request.prompt for result in results],
+        "prompt": results[0].job.prompt, "all_prompts": [result.job.prompt for result in results],
         "negative_prompt": request.negative_prompt,
         "all_negative_prompts": [result.request.negative_prompt for result in results],
         "seed": seeds[0], "all_seeds": seeds, "subseed": seeds[0], "all_subseeds": seeds, "subseed_strength": 0,

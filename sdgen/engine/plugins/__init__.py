@@ -49,6 +49,13 @@ def register(plugin: Plugin) -> Plugin:
     return plugin
 
 
+def check_options(holder: Any, target: str) -> None:
+    """Each plug-in's own check of the options that `holder` (the request, or the model spec: `target`) holds."""
+    for plugin in PLUGINS.values():
+        if plugin.check is not None and any(options.OPTIONS[key].target == target for key in plugin.options):
+            plugin.check(holder)
+
+
 def option_keys() -> tuple[str, ...]:
     """Every option a plug-in owns (each a row of the option table, which records and replays it)."""
     return tuple(key for plugin in PLUGINS.values() for key in plugin.options)

@@ -38,3 +38,6 @@ class Plugin:
     wrap_predictor: Callable[[NoisePredictor, Run], NoisePredictor] | None = None
     guided_steps: Callable[[Run], int] | None = None  # how many first steps keep classifier-free guidance
     decoder: Callable[[Any], Any] | None = None  # from what `load` kept: the module that decodes the final latents
+    # before any weights load: InvalidRequestError naming a bad value of its options, given what holds them
+    # (the request, or the model spec for model options)
+    check: Callable[[Any], None] | None = None

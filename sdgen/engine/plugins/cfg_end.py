@@ -7,7 +7,10 @@ same way). The registry turns guidance off through the loop's step-end hook afte
 
 from __future__ import annotations
 
+from typing import Any
+
 from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.errors import NAME, InvalidRequestError
 
 
 def guided_steps(total: int, cfg_end: float) -> int:
@@ -22,4 +25,12 @@ def _guided_steps(run: Run) -> int:
     return guided_steps(len(run.timesteps), run.request.cfg_end)
 
 
-PLUGIN = Plugin("cfg_end", options=("cfg_end",), guided_steps=_guided_steps)
+def _check(request: Any) -> None:
+    value = request.cfg_end
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {value!r}: a fraction of the steps from 0 to 1 (e.g. 0.5; 1 = always).", "cfg_end"
+        )
+
+
+PLUGIN = Plugin("cfg_end", options=("cfg_end",), guided_steps=_guided_steps, check=_check)

@@ -5,9 +5,11 @@ hires pass. Tested against diffusers' pipeline with `pipe.vae` swapped in tests/
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.plugins.base import Plugin
+from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.loader import StableDiffusionParts
@@ -21,4 +23,20 @@ def load_decoder(parts: StableDiffusionParts, spec: ModelSpec) -> Any:
     return parts.load_tiny_autoencoder(spec.decoder, flag="--decoder")
 
 
-PLUGIN = Plugin("decoder", options=("decoder",), load=load_decoder, decoder=lambda module: module)
+def _check(spec: Any) -> None:
+    """A value written as a path (./x, /x, ~/x) or that exists must be a folder; else it is a Hub id. ""
+    undoes a preset's decoder: the VAE decodes."""
+    value = str(spec.decoder or "")
+    path = Path(value).expanduser()
+    looks_local = value.startswith((".", "/", "~")) or (value and path.exists())
+    if looks_local and not (path / "config.json").is_file():
+        raise InvalidRequestError(
+            f"Invalid {NAME} {value!r}: not a model folder with a config.json; give a folder or a Hub id "
+            "(e.g. madebyollin/taesd).",
+            "decoder",
+        )
+
+
+PLUGIN = Plugin(
+    "decoder", options=("decoder",), load=load_decoder, decoder=lambda module: module, check=_check
+)

@@ -11,8 +11,9 @@ defaults. Tested against that package in tests/test_stepsavers.py.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine.denoise import Conditioning, NoisePredictor, unet_predictor
 from sdgen.engine.plugins.base import Plugin, Run
 
@@ -94,4 +95,8 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     return DeepCache(run.parts.unet, interval, inner=predictor) if interval > 1 else predictor
 
 
-PLUGIN = Plugin("deepcache", options=("cache_interval",), wrap_predictor=_wrap)
+def _check(request: Any) -> None:
+    check_int("cache_interval", request.cache_interval, 1, MAX_STEPS)
+
+
+PLUGIN = Plugin("deepcache", options=("cache_interval",), wrap_predictor=_wrap, check=_check)

@@ -5,9 +5,10 @@ diffusers' pipeline in tests/test_stepsavers.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.plugins.base import Plugin
+from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.loader import StableDiffusionParts
@@ -26,4 +27,12 @@ def merge_tokens(parts: StableDiffusionParts, spec: ModelSpec) -> float | None:
     return spec.token_merging
 
 
-PLUGIN = Plugin("token_merging", options=("token_merging",), load=merge_tokens)
+def _check(spec: Any) -> None:
+    ratio = spec.token_merging
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 0.75:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {ratio!r}: a fraction of the tokens from 0 (off) to 0.75 (e.g. 0.5).", "token_merging"
+        )
+
+
+PLUGIN = Plugin("token_merging", options=("token_merging",), load=merge_tokens, check=_check)

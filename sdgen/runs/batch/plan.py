@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sdgen.config.options import default
+from sdgen.engine.checking import check_request
 from sdgen.engine.loader import StableDiffusionParts
+from sdgen.engine.model_spec import CheckedModelSpec
 from sdgen.engine.pipeline import batch_key, consecutive_batches
-from sdgen.engine.request import GenerationRequest
+from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob
 from sdgen.errors import InvalidRequestError, OutputError
 from sdgen.record.metadata import image_record
 from sdgen.record.output import check_file_name, render_name
@@ -36,21 +38,25 @@ def derived_seed(base_seed: int, line: int) -> int:
 
 @dataclass(frozen=True)
 class PlannedImage:
-    """One image of the plan: which line, which task (request + image index), where it goes."""
+    """One image of the plan: which line, which task (the line's checked request + the image's job), where
+    it goes."""
 
     line: int
-    request: GenerationRequest  # validated: seed, size and scheduler filled in
-    index: int  # image index within the line: seed = request.seed + index
+    request: CheckedRequest
+    job: ImageJob  # its index within the line, its seed, prompt and networks
     path: Path
 
     @property
     def seed(self) -> int:
-        assert self.request.seed is not None
-        return self.request.seed + self.index
+        return self.job.seed
+
+    @property
+    def index(self) -> int:
+        return self.job.index
 
     def record(self, model: str, parts: StableDiffusionParts | None = None) -> dict[str, Any]:
         """Its manifest record: the image's record (sdgen.record.metadata.image_record) with line, index and path."""
-        return {"line": self.line, "index": self.index, **image_record(self.request, self.seed, model, parts),
+        return {"line": self.line, "index": self.index, **image_record(self.request, self.job, model, parts),
                 "path": str(self.path)}
 
 
@@ -61,6 +67,7 @@ class BatchPlanner:
     defaults: Mapping[str, Any]  # effective settings values (sdgen.config.settings keys)
     folder: Path
     name_template: str = default("batch_name")
+    model: CheckedModelSpec | None = None  # the run's model: its own size for lines that give none
     _names: dict[Path, int] = field(default_factory=dict)
 
     @property
@@ -74,16 +81,15 @@ class BatchPlanner:
         values = {key: value for key, value in self.defaults.items() if key != "seed"}
         values.update(item.values)
         values.setdefault("seed", derived_seed(self.base_seed, item.line))
-        request = GenerationRequest.from_settings(values).validated()
+        request = check_request(GenerationRequest.from_settings(values), self.model)
         images = []
-        for index in range(request.num_images):
-            image_request = request.for_image(index)  # wildcards expanded: each image its own prompt
+        for job in request.jobs:  # wildcards expanded: each image its own prompt
             try:
                 name = render_name(
                     self.name_template,
-                    index=index,
-                    seed=request.seed + index,
-                    prompt=image_request.prompt,
+                    index=job.index,
+                    seed=job.seed,
+                    prompt=job.prompt,
                     steps=request.num_inference_steps,
                     scheduler=request.scheduler,
                     line=item.line,
@@ -96,7 +102,7 @@ class BatchPlanner:
                 raise InvalidRequestError(
                     f"file name {name!r} is also used by line {self._names[path]}; put {{line}} or {{seed}} in --name"
                 )
-            images.append(PlannedImage(item.line, image_request, index, path))
+            images.append(PlannedImage(item.line, request, job, path))
         return images
 
 
@@ -154,9 +160,9 @@ def chunks_as_they_arrive(
             return
         while len(pending) < batch_size and not ended and take(block=False):
             pass  # whatever is already here may join this chunk
-        key = batch_key(pending[0].request)
+        key = batch_key(pending[0])
         size = 1
-        while size < min(batch_size, len(pending)) and batch_key(pending[size].request) == key:
+        while size < min(batch_size, len(pending)) and batch_key(pending[size]) == key:
             size += 1
         chunk, pending[:] = pending[:size], pending[size:]
         yield chunk

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sdgen.config.options import describe
-from sdgen.engine import loader
+from sdgen.config.specs import OutputSpec, PicturesSpec
+from sdgen.engine.checking import check_request
+from sdgen.engine.model_spec import ModelSpec
 from sdgen.engine.pipeline import ImageTask, generate_batch
-from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
+from sdgen.engine.request import GenerationRequest
 from sdgen.errors import (
     EXIT_FAILURE,
     NAME,
@@ -30,17 +32,16 @@ from sdgen.errors import (
     WriteError,
     os_reason,
 )
-from sdgen.hardware.devices import Placement, choose_placement
-from sdgen.hardware.speed import SpeedPlan, plan_speed
 from sdgen.interrupts import Interrupted, finishing
 from sdgen.models.hub import canonical_model
-from sdgen.pictures.watch import chain, check_pictures, start_watching, terminal_pictures
+from sdgen.pictures.watch import check_pictures, terminal_pictures
 from sdgen.record.metadata import png_info
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
 from sdgen.runs.batch.manifest import FolderLock, Manifest, done_paths, is_done
 from sdgen.runs.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
 from sdgen.runs.progress import GenerationProgress
+from sdgen.runs.prologue import Machine, check_model, open_model, prepare
 
 log = logging.getLogger("sdgen")
 
@@ -133,28 +134,23 @@ def run_batch(
     """Generate every image of the input; returns the counts. Bad lines are reported, not fatal
     (unless fail_fast); raises InvalidRequestError for bad usage before any weights load."""
     # 1. check the run's own settings, the output folder and the device, before reading any input
-    GenerationRequest.from_settings({**defaults, "prompt": "(run defaults)", "seed": 0}).validated()
-    spec = spec.validated()
+    processes = Processes.detect()
+    checked_spec = check_model(spec, processes.device)  # each process on its own device
+    check_request(GenerationRequest.from_settings({**defaults, "prompt": "(run defaults)", "seed": 0}), checked_spec)
     folder = options.output.output or DEFAULT_FOLDER
     if folder.lower().endswith(".png") or folder == "-":
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
     check_writable_folder(options.folder, create=not options.dry_run)
     check_name_template(options.output.batch_name, batch=True)
     options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
-    processes = Processes.detect()
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
-    if spec.device == "auto" and processes.device is not None:
-        spec = replace(spec, device=processes.device)  # each process on its own device
-    placement = plan = None
-    if not options.dry_run:  # a dry run may plan for a machine it does not run on
-        placement = choose_placement(spec.device, spec.dtype, spec.rng)
-        plan = plan_speed(spec, placement)
+    machine = None if options.dry_run else prepare(checked_spec)  # a dry run may plan for another machine
 
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
-    planner = BatchPlanner(defaults, options.folder, options.output.batch_name)
-    run = _Run(options, spec, placement, plan, processes, planner, emit)
+    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec)
+    run = _Run(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
     except BaseException as error:  # interrupted, disk full ...: keep what is done, say how far it got
@@ -189,14 +185,13 @@ class _Run:
         self,
         options: BatchOptions,
         spec: ModelSpec,
-        placement: Placement | None,
-        plan: SpeedPlan | None,
+        machine: Machine | None,
         processes: Processes,
         planner: BatchPlanner,
         emit: Callable[[str], None],
     ) -> None:
         self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
-        self.placement, self.plan = placement, plan  # decided once per run, before any input was read
+        self.machine = machine  # decided once per run, before any input was read (None: a dry run)
         self.model = canonical_model(spec.model)
         self.manifest = Manifest(options.folder, processes.rank, processes.world)
         self.done = {} if options.output.overwrite else done_paths(self.manifest)
@@ -206,6 +201,7 @@ class _Run:
         self.parts: Any = None
         self.progress: Any = None
         self.watchers: Any = None  # the live preview, once the model is loaded
+        self.on_step: Any = None
 
     # --- problems: reported once (main process), counted everywhere -------------------------------------
 
@@ -265,12 +261,12 @@ class _Run:
     def _make(self, chunk: list[PlannedImage], todo: set[Path]) -> None:
         """Run the whole chunk (so pixels match an uninterrupted run), write the images not yet on disk."""
         if self.parts is None:
-            self.parts = loader.load_model(self.spec, self.placement, self.plan, on_part=self.progress.on_part)
-            show = self.progress.show if self.progress.shows_pictures else None
-            self.watchers = start_watching(self.options.pictures, self.parts, None, show, self.spec.offline)
-        on_step = chain(self.progress.on_step, *self.watchers.callbacks)
+            assert self.machine is not None, "a dry run makes nothing"
+            opened = open_model(self.machine, self.progress, self.options.pictures)
+            self.parts, self.watchers, self.on_step = opened.parts, opened.watchers, opened.on_step
         try:
-            results = generate_batch([ImageTask(image.request, image.index) for image in chunk], self.parts, on_step)
+            tasks = [ImageTask(image.request, image.job) for image in chunk]
+            results = generate_batch(tasks, self.parts, self.on_step)
         except GenerationError as error:
             for image in chunk:
                 if image.path in todo:
