@@ -89,7 +89,7 @@ def test_stdout_png(tiny_model_dir) -> None:
         (["--device", "gpu"], "sdgen: error: Invalid --device 'gpu'"),
         (["--dtype", "float16", "--device", "cpu"], "sdgen: error: Invalid --dtype float16 on the CPU"),
         (["--strength", "2", "--init-image", "missing.png"], "sdgen: error: Invalid --strength 2.0"),
-        (["-o", "image.jpg"], "sdgen: error: Invalid --output 'image.jpg': sdgen writes PNG"),
+        (["-o", "image.gif"], "sdgen: error: Invalid --output 'image.gif': sdgen writes PNG, JPEG or WebP"),
         (["-n", "2", "-o", "-"], "sdgen: error: -o - writes one PNG to stdout, but --num-images is 2"),
     ],
 )
@@ -164,7 +164,7 @@ def test_every_generation_flag_reaches_the_engine(tiny_model_dir, tmp_path) -> N
     text = Image.open(tmp_path / "out-1.png").text["parameters"]
     assert text.splitlines()[:2] == ["a fox", "Negative prompt: blurry"]
     assert "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 12, Size: 64x64" in text
-    assert "Denoising strength: 0.5" in text
+    assert "Denoising strength: 0.4" in text  # A1111 runs int(0.4 x 2) + 1 = 1 step, as sdgen ran int(0.5 x 2)
 
 
 def test_prompt_named_like_a_command(tiny_model_dir, tmp_path) -> None:
@@ -420,7 +420,8 @@ def test_hires_pass_through_the_cli_is_recorded_the_a1111_way_and_replayed(tiny_
     assert result.exit_code == 0, result.output
     image = Image.open(tmp_path / "a.png")
     assert image.size == (128, 128)
-    assert ("Size: 64x64, Model: tiny-model, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, "
+    # Hires steps: the 2 steps run (int(4 x 0.5)), of a 4-step schedule (2 / 0.5): A1111's counting
+    assert ("Size: 64x64, Model: tiny-model, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 2, "
             "Hires upscaler: Lanczos") in image.text["parameters"].replace(tiny_model_dir.name, "tiny-model")
     again = runner.invoke(app, ["--from", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")])
     assert again.exit_code == 0, again.output
@@ -441,3 +442,23 @@ def test_hires_pass_through_the_cli_is_recorded_the_a1111_way_and_replayed(tiny_
 def test_hires_with_save_steps_is_refused_before_loading(no_weights_load, tmp_path) -> None:
     result = runner.invoke(app, ["a fox", "--hires-scale", "2", "--save-steps", str(tmp_path / "s.png")])
     assert result.exit_code == 2 and "--hires-scale" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["fox.jpg", "fox.webp"])
+def test_jpeg_and_webp_outputs_carry_the_parameters_as_a1111_writes_them(tiny_model_dir, tmp_path, name) -> None:
+    """Issue 24: -o x.jpg and x.webp: A1111's parameters in the EXIF UserComment, sdgen's record beside them;
+    `sdgen info` and --from read them back."""
+    args = ["a fox\non a hill", *tiny_args(tiny_model_dir, "--seed", "8", "-o", str(tmp_path / name))]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    image = Image.open(tmp_path / name)
+    assert image.format == {"fox.jpg": "JPEG", "fox.webp": "WEBP"}[name]
+    comment = image.getexif().get_ifd(0x8769)[0x9286]
+    assert comment.startswith(b"UNICODE\0") and comment[8:].decode("utf-16-be").startswith("a fox\non a hill\nSteps:")
+    shown = runner.invoke(app, ["info", str(tmp_path / name)])
+    assert shown.exit_code == 0 and "Seed: 8" in shown.stdout
+    again = runner.invoke(app, ["--from", str(tmp_path / name), "-o", str(tmp_path / "again.png")])
+    assert again.exit_code == 0, again.output
+    from sdgen.record.metadata import read_image_metadata
+
+    assert read_image_metadata(tmp_path / "again.png")[1]["prompt"] == "a fox\non a hill"

@@ -128,6 +128,25 @@ def test_the_cli_runs_a_checkpoint_offline_and_records_its_name(tiny_model_dir, 
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
 
 
+def test_a_checkpoints_a1111_text_has_its_model_hash(tiny_model_dir, checkpoints, tmp_path) -> None:
+    """Issue 24: `Model hash` is A1111's short sha256 of the file, written before `Model` as A1111 writes it."""
+    import hashlib
+
+    from sdgen.models import hashes
+
+    hashes._sha256.cache_clear()
+    model = checkpoints / "tiny.safetensors"
+    args = [PROMPT, "--model", str(model), "--model-config", str(tiny_model_dir), "-W", "64", "-H", "64",
+            "--steps", "1", "--seed", "3", "-o", str(tmp_path / "a.png")]
+    result = runner.invoke(app, args, env={"HF_HUB_OFFLINE": "1", "SDGEN_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    parameters, _ = read_image_metadata(tmp_path / "a.png")
+    short = hashlib.sha256(model.read_bytes()).hexdigest()[:10]
+    assert f"Model hash: {short}, Model: tiny," in parameters
+    assert (tmp_path / "cache" / "hashes.json").is_file()  # the next run reads it instead of hashing
+    hashes._sha256.cache_clear()
+
+
 def test_the_shipped_configs_hold_sd15_and_the_clip_tokenizer() -> None:
     from transformers import CLIPTokenizer
 

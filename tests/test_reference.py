@@ -51,6 +51,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "width", "height", "strength",
         "init_image", "mask", "invert_mask", "mask_blur", "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
+        "eta_noise_seed_delta",
     }
     assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir"}
     assert record_keys() == {

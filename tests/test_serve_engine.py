@@ -83,12 +83,18 @@ def test_closing_refuses_new_work_and_cancels_the_queued(engine) -> None:
         engine.submit(lambda: None)
 
 
-def test_options_are_checked_and_unknown_ones_ignored(engine) -> None:
-    engine.set_options({"CLIP_stop_at_last_layers": 2, "samples_format": "PNG", "outdir_samples": "/elsewhere"})
-    assert engine.options["CLIP_stop_at_last_layers"] == 2 and "outdir_samples" not in engine.options
-    for bad in ({"samples_format": "jpg"}, {"CLIP_stop_at_last_layers": 0}, {"CLIP_stop_at_last_layers": "2"}):
+def test_options_are_checked_and_the_others_kept(engine) -> None:
+    """Issue 24: a key sdgen does not act on is kept and sent back (it used to be dropped); a bad value of one
+    it acts on is refused."""
+    engine.set_options({"CLIP_stop_at_last_layers": 2, "samples_format": "jpg", "outdir_samples": "/elsewhere",
+                        "not_an_a1111_key": [1, 2]})
+    assert engine.options["CLIP_stop_at_last_layers"] == 2 and engine.options["samples_format"] == "jpg"
+    assert engine.options["outdir_samples"] == "/elsewhere" and engine.options["not_an_a1111_key"] == [1, 2]
+    for bad in ({"samples_format": "gif"}, {"CLIP_stop_at_last_layers": 0}, {"CLIP_stop_at_last_layers": "2"},
+                {"jpeg_quality": 0}, {"webp_lossless": "yes"}, {"eta_noise_seed_delta": -1}, {"randn_source": "TPU"}):
         with pytest.raises(InvalidRequestError):
             engine.set_options(bad)
+    assert engine.options["samples_format"] == "jpg"  # a refused change keeps nothing
 
 
 def test_interrupt_and_skip_only_touch_a_running_request(engine) -> None:

@@ -114,6 +114,8 @@ OPTIONS: Mapping[str, Option] = _table(
             NOISE: "Seed of the noise added (the same noise at every timestep). [default: random]",
         },
     ),
+    Option("eta_noise_seed_delta", int, 0, "A1111's ENSD: the sampler's own noise (ancestral, SDE) from seed + this.",
+           REQUEST, shapes_picture=True, a1111="ENSD"),
     Option(
         "scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST,
         shapes_picture=True, a1111="Sampler",

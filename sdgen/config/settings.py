@@ -35,6 +35,7 @@ ENV_PREFIX = "SDGEN_"
 ENV_CONFIG = "SDGEN_CONFIG"  # path of the user config file, overriding the platform's config folder
 ENV_PRESET = "SDGEN_PRESET"
 ENV_API_AUTH = "SDGEN_API_AUTH"  # sdgen serve's --api-auth: passwords stay out of the process list
+ENV_CACHE_DIR = "SDGEN_CACHE_DIR"  # sdgen's cache folder (compiled graphs, model hashes): hardware/speed.py
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -186,12 +187,13 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     kinds = options.setting_kinds()
     layer: dict[str, Any] = {}
     for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_PRESET, ENV_API_AUTH):
+        if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_PRESET, ENV_API_AUTH, ENV_CACHE_DIR):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in kinds:
             raise InvalidRequestError(
-                f"Unknown environment variable {name}: known ones are {ENV_CONFIG}, {ENV_PRESET}, {ENV_API_AUTH} and "
+                f"Unknown environment variable {name}: known ones are {ENV_CONFIG}, {ENV_PRESET}, {ENV_API_AUTH}, "
+                f"{ENV_CACHE_DIR} and "
                 f"{', '.join(ENV_PREFIX + k.upper() for k in sorted(kinds))}; unset it."
             )
         layer[key] = parse_text(text, kinds[key], name)

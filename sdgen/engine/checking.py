@@ -113,6 +113,7 @@ def _check_numbers(request: GenerationRequest) -> None:
             "guidance_scale",
         )
     check_int("clip_skip", request.clip_skip, 1, 12)
+    check_int("eta_noise_seed_delta", request.eta_noise_seed_delta, 0, MAX_SEED)
     plugins.check_options(request, REQUEST)  # --cache-interval, --cfg-end ...: each plug-in checks its own
 
 
@@ -190,11 +191,12 @@ def _check_hires(request: GenerationRequest, width: int, height: int) -> None:
         )
     steps = request.hires_steps if request.hires_steps is not None else request.num_inference_steps
     check_int("hires_steps", steps, 1, MAX_STEPS)
-    if not isinstance(request.hires_strength, (int, float)) or not 0 < request.hires_strength <= 1:
+    if not isinstance(request.hires_strength, (int, float)) or not 0 <= request.hires_strength <= 1:
         raise InvalidRequestError(
-            f"Invalid {NAME} {request.hires_strength!r}: must be greater than 0 and at most 1.", "hires_strength"
+            f"Invalid {NAME} {request.hires_strength!r}: must be from 0 (upscale only, as A1111) to 1.",
+            "hires_strength",
         )
-    if int(steps * request.hires_strength) < 1:
+    if request.hires_strength and int(steps * request.hires_strength) < 1:
         raise InvalidRequestError(
             f"Invalid {NAME} {request.hires_strength!r} with {steps} hires steps: that runs no step; raise one "
             "so that hires steps x strength >= 1.",

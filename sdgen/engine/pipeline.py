@@ -324,6 +324,9 @@ def _run_loop(
         latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
     else:
         latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
+    if request.eta_noise_seed_delta:  # A1111's ENSD: the sampler's own noise from seed + delta (its rng.py)
+        for generator, seed in zip(generators, seeds, strict=True):
+            generator.manual_seed(seed + request.eta_noise_seed_delta)
     # the loop's extension points: the plug-ins wrap the U-Net call (fresh per run) and end guidance early;
     # inpainting adds its extra input channels and its blend; the caller's hook comes last
     run = plugins.Run(request, parts, scheduler, timesteps)
@@ -367,6 +370,8 @@ def _hires_pass(
     else:
         images, _ = decode_latents(parts.vae, latents)
         start = encoded_start([image_to_tensor(image, width, height) for image in images], parts.vae, parts.placement)
+    if request.hires_strength == 0:  # as A1111 with no denoising: no step runs, the upscaled image is the result
+        return start([make_generator(task.seed, parts.placement) for task in tasks])
     steps = request.hires_steps or request.num_inference_steps
     return _run_loop(tasks, conditioning, parts, hooks, (width, height), steps, request.hires_strength, start)
 

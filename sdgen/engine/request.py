@@ -46,6 +46,7 @@ class GenerationRequest:
     num_inference_steps: int = default("steps")
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported
+    eta_noise_seed_delta: int = default("eta_noise_seed_delta")  # A1111's ENSD: the sampler's noise seed + this
     scheduler: str = default("scheduler")
     width: int | None = None  # None: the model's size (512 for SD 1.x), or the init image's for image-to-image
     height: int | None = None

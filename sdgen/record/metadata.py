@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -22,8 +21,12 @@ from sdgen.config.settings import as_kind, kind_name
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.pipeline import GeneratedImage
 from sdgen.engine.request import HIRES_UPSCALERS, CheckedRequest, ImageJob
-from sdgen.errors import InvalidRequestError, os_reason
+from sdgen.errors import InvalidRequestError
+from sdgen.models.hashes import model_short_hash
+from sdgen.models.single_file import is_checkpoint_file
 from sdgen.prompts.networks import short_hash
+from sdgen.record import accounting
+from sdgen.record.formats import A1111_KEY, SDGEN_KEY, image_bytes, parse_a1111, read_image_metadata
 from sdgen.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,8 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("sdgen")
 
-A1111_KEY = "parameters"
-SDGEN_KEY = "sdgen"
+__all__ = ["A1111_KEY", "SDGEN_KEY", "parse_a1111", "read_image_metadata"]  # where the readers and writers find them
 
 
 def _quote(value: object) -> str:
@@ -64,28 +66,49 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
         (name["guidance_scale"], _number(request.guidance_scale)),
         (name["seed"], result.seed),
         (name["width"], f"{request.width}x{request.height}"),
-        (name["model"], _model_name(parts.source.model)),
     ]
+    if is_checkpoint_file(parts.source.model):  # A1111's hash of a single file (hashed once per file version)
+        fields.append(("Model hash", model_short_hash(parts.source.model)))
+    fields.append((name["model"], _model_name(parts.source.model)))
     if parts.vae_name is not None:  # --vae
         fields.append((name["vae"], parts.vae_name))
         if parts.vae_hash:
             fields.append(("VAE hash", parts.vae_hash))
-    if request.is_img2img:
-        fields.append((name["strength"], _number(request.strength)))
-    if request.hires_scale is not None:  # A1111's hires fix fields; Size stays the first pass's size
-        fields.append((name["hires_strength"], _number(request.hires_strength)))
-        fields.append((name["hires_scale"], _number(request.hires_scale)))
-        if request.hires_steps is not None:
-            fields.append((name["hires_steps"], request.hires_steps))
-        fields.append((name["hires_upscaler"], HIRES_UPSCALERS[request.hires_upscaler]))
+    fields += _pass_fields(request)
     fields += _plain_fields(request)
+    if request.mask is not None and request.invert_mask:
+        fields.append(("Mask mode", "Inpaint not masked"))  # A1111's name for repainting the black side
     fields += _prompt_fields(request, result.job)
+    if parts.placement.rng == "cpu" or parts.placement.device == "cpu":
+        fields.append(("RNG", "CPU"))  # A1111 leaves out its default, GPU: noise drawn on the CUDA device
     fields.append(("Version", f"sdgen {__version__}"))
-    lines = [result.job.prompt.replace("\n", " ")]
+    lines = [result.job.prompt]  # as A1111 writes it: newlines kept, only the last line holds the fields
     if request.negative_prompt:
-        lines.append("Negative prompt: " + request.negative_prompt.replace("\n", " "))
+        lines.append("Negative prompt: " + request.negative_prompt)
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def _pass_fields(request: CheckedRequest) -> list[tuple[str, object]]:
+    """Image-to-image's and the hires pass's fields, with the steps counted as A1111 counts them
+    (sdgen/record/accounting.py): A1111 reading them runs the steps sdgen ran."""
+    name = options.table().a1111_names()
+    fields: list[tuple[str, object]] = []
+    if request.is_img2img:
+        fields.append((name["strength"], accounting.a1111_img2img_strength(request.num_inference_steps,
+                                                                           request.strength)))
+    if request.hires_scale is not None:  # A1111's hires fix fields; Size stays the first pass's size
+        steps = request.hires_steps or request.num_inference_steps
+        if request.hires_strength == 0:  # upscale only, as A1111 does with no denoising
+            run, strength = None, "0"
+        else:
+            run, strength = accounting.a1111_hires(steps, request.hires_strength)
+        fields.append((name["hires_strength"], strength))
+        fields.append((name["hires_scale"], _number(request.hires_scale)))
+        if run is not None:
+            fields.append((name["hires_steps"], run))
+        fields.append((name["hires_upscaler"], HIRES_UPSCALERS[request.hires_upscaler]))
+    return fields
 
 
 def _plain_fields(request: CheckedRequest) -> list[tuple[str, object]]:
@@ -217,83 +240,30 @@ def png_info(result: GeneratedImage, parts: StableDiffusionParts) -> PngInfo:
     return info
 
 
+def encoded_image(
+    result: GeneratedImage, parts: StableDiffusionParts, metadata: bool = True, kind: str = "png", quality: int = 80,
+    lossless: bool = False,
+) -> bytes:
+    """An image's file in one of A1111's formats, with its A1111 text and sdgen's record: a PNG's text chunks,
+    a JPEG's or WebP's EXIF (sdgen/record/formats.py); quality and lossless as A1111's jpeg_quality and
+    webp_lossless."""
+    if kind.lower() == "png":
+        from sdgen.record.output import png_bytes
+
+        return png_bytes(result.image, png_info(result, parts) if metadata else None)
+    parameters = record = None
+    if metadata:
+        parameters = a1111_parameters(result, parts)
+        record = json.dumps(result_record(result, parts), ensure_ascii=False, sort_keys=True)
+    return image_bytes(result.image, kind, parameters, record, quality, lossless)
+
+
 def _number(value: float) -> str:
     """7.5 -> '7.5', 7.0 -> '7': A1111 writes CFG scale and strength without a trailing .0."""
     return f"{value:g}"
 
 
 # ---- reading back -------------------------------------------------------------------------------
-
-# A1111's own pattern for `key: value` pairs, where a value may be a JSON-quoted string.
-_PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-
-
-def read_image_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
-    """(A1111 parameters text, sdgen record) from a PNG's text chunks, a GIF's comment or a JPEG/WebP's EXIF
-    UserComment."""
-    from sdgen.config.images import ImageRefused, open_image
-
-    try:  # the header and text chunks only, of the formats sdgen reads: no pixel is decoded
-        with open_image(Path(path), repr(str(path)), None, max_pixels=None) as image:
-            info = dict(image.info)
-            # a PNG's getexif decodes the whole image to look past its pixels: read EXIF from other formats
-            exif = image.getexif() if image.format != "PNG" or "exif" in image.info else None
-    except ImageRefused as error:
-        raise InvalidRequestError(f"Cannot read {str(path)!r}: {error.reason}.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:  # broken EXIF and the like
-        reason = os_reason(error) if isinstance(error, OSError) else type(error).__name__
-        raise InvalidRequestError(f"Cannot read {str(path)!r}: not a readable image ({reason}).") from None
-    parameters = info.get(A1111_KEY) or info.get("comment")  # PNG text chunk; a GIF's comment
-    if parameters is None and exif is not None:
-        comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD -> UserComment, where A1111 puts it in JPEG/WebP
-        parameters = _decode_user_comment(comment) if comment else None
-    record = None
-    if SDGEN_KEY in info:
-        try:
-            record = json.loads(info[SDGEN_KEY])
-        except json.JSONDecodeError:
-            record = None
-    if isinstance(parameters, bytes):
-        parameters = parameters.decode("utf-8", "replace")
-    return parameters, record
-
-
-def _decode_user_comment(comment: bytes | str) -> str | None:
-    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UNICODE, i.e. UTF-16)."""
-    if isinstance(comment, str):
-        return comment
-    prefix, body = comment[:8], comment[8:]
-    if prefix.startswith(b"UNICODE"):
-        big, little = body.decode("utf-16-be", "replace"), body.decode("utf-16-le", "replace")
-        return big if big.isprintable() or "\n" in big and big.replace("\n", "").isprintable() else little
-    return body.decode("utf-8", "replace").rstrip("\x00") or None
-
-
-def parse_a1111(text: str) -> dict[str, Any]:
-    """Split A1111 `parameters` text into prompt, negative prompt and its `key: value` fields."""
-    lines = text.strip().split("\n")
-    fields: dict[str, str] = {}
-    if lines and len(_PARAM.findall(lines[-1])) >= 3:
-        fields = {key.strip(): _unquote(value) for key, value in _PARAM.findall(lines.pop())}
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    for line in lines:
-        if line.startswith("Negative prompt:") or negative_lines:
-            negative_lines.append(line.removeprefix("Negative prompt:").strip() if not negative_lines else line)
-        else:
-            prompt_lines.append(line)
-    return {"prompt": "\n".join(prompt_lines), "negative_prompt": "\n".join(negative_lines), "fields": fields}
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if value.startswith('"') and value.endswith('"'):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
 
 def request_values_from_image(path: str | Path) -> dict[str, Any]:
     """The generation options an image was made with, under the CLI's names: sdgen's chunk first, else A1111."""
@@ -328,6 +298,8 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
                     "pass --hires-upscaler latent or lanczos."
                 )
             values["hires_upscaler"] = known[upscaler.lower()]
+        values |= _a1111_counting(fields, values)
+        values |= _a1111_facts(fields)
     except ValueError as error:
         raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
     sampler = fields.get(name["scheduler"])
@@ -340,6 +312,34 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             raise InvalidRequestError(
                 f"{str(path)!r} was made with sampler {sampler!r}, which sdgen does not have; pass --scheduler."
             ) from None
+    return values
+
+
+def _a1111_counting(fields: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Image-to-image's and the hires pass's steps as A1111 counted them, in sdgen's counting
+    (sdgen/record/accounting.py): the same steps of the same schedule run."""
+    name = options.table().a1111_names()
+    strength = fields.get(name["strength"])
+    if strength is None:
+        return {}
+    steps = values.get("steps", options.default("steps"))
+    if name["hires_scale"] not in fields:  # image-to-image (replayed with --init-image)
+        return {"strength": accounting.sdgen_img2img_strength(steps, float(strength))}
+    if float(strength) == 0:  # A1111 runs no step: the upscaled image is the result
+        return {"hires_strength": 0.0, "hires_steps": None}
+    schedule, sdgen_strength = accounting.sdgen_hires(int(fields.get(name["hires_steps"]) or steps), float(strength))
+    return {"hires_steps": schedule, "hires_strength": sdgen_strength}
+
+
+def _a1111_facts(fields: Mapping[str, str]) -> dict[str, Any]:
+    """A1111's fields of what a run did that sdgen has flags for: the inverted mask and the RNG (GPU and NV:
+    noise drawn on a CUDA device, as --rng device draws it there). A1111 leaves out its default, GPU; sdgen
+    then keeps its own default, the CPU (docs/usage.md#what-a1111-reads)."""
+    values: dict[str, Any] = {}
+    if "RNG" in fields:
+        values["rng"] = "cpu" if fields["RNG"].upper() == "CPU" else "device"
+    if fields.get("Mask mode") == "Inpaint not masked":
+        values["invert_mask"] = True
     return values
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_FOLDER = "outputs"
 SLUG_MAX = 60
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what -o FILE may end in: A1111's samples formats
 
 
 def slugify(text: str, max_length: int = SLUG_MAX) -> str:
@@ -180,8 +181,9 @@ def plan_outputs(request: CheckedRequest, output: OutputSpec) -> list[Target]:
         check_writable_folder(folder)
         return _folder_targets(request, folder, output)
     path = Path(target)
-    if path.suffix.lower() != ".png":
-        raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG; use a name ending in .png.", "output")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:  # A1111's formats, the parameters in EXIF for jpg and webp
+        raise OutputError(f"Invalid {NAME} {target!r}: sdgen writes PNG, JPEG or WebP; use a name ending in .png, "
+                          ".jpg or .webp.", "output")
     check_writable_folder(path.parent)
     paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
     return [_fixed(p, output.overwrite) for p in paths]

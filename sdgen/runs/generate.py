@@ -19,8 +19,8 @@ from sdgen.engine.pipeline import GeneratedImage, iter_generate
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
 from sdgen.pictures.watch import check_pictures, terminal_pictures, write_pictures
-from sdgen.record.metadata import png_info, result_record
-from sdgen.record.output import Target, plan_outputs, png_bytes
+from sdgen.record.metadata import encoded_image, result_record
+from sdgen.record.output import Target, plan_outputs
 from sdgen.runs.progress import GenerationProgress
 from sdgen.runs.prologue import check_model, open_model, prepare
 
@@ -70,7 +70,8 @@ def run_generate(
 def _write(
     result: GeneratedImage, parts: loader.StableDiffusionParts, target: Target, output: OutputSpec, emit: Emit
 ) -> Path | None:
-    data = png_bytes(result.image, png_info(result, parts) if output.metadata else None)
+    kind = target.path.suffix.lower().lstrip(".") if target.path is not None else "png"  # -o x.jpg, x.webp
+    data = encoded_image(result, parts, output.metadata, kind)
     path = target.write(data, overwrite=output.overwrite)
     if path is None:  # stdout carried the PNG itself
         return None

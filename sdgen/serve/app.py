@@ -18,10 +18,17 @@ from fastapi.security import HTTPBasic
 
 from sdgen.config.schedulers import A1111_SCHEDULES
 from sdgen.errors import InvalidRequestError, UsageError
-from sdgen.serve import listings, replies
+from sdgen.serve import listings, pnginfo, replies
 from sdgen.serve.engine import Engine, ShuttingDown
 from sdgen.serve.guards import BasicAuth, BodyLimit
-from sdgen.serve.schema import GenerationBody, Img2ImgBody, OptionsChanges, Txt2ImgBody, error_responses
+from sdgen.serve.schema import (
+    GenerationBody,
+    Img2ImgBody,
+    OptionsChanges,
+    PngInfoBody,
+    Txt2ImgBody,
+    error_responses,
+)
 from sdgen.serve.translate import samplers
 from sdgen.version import __version__
 
@@ -142,6 +149,11 @@ def _setting_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> No
         if spec != engine.spec:
             await wait_for(engine, engine.load_later(spec), request)
         engine.apply_options(spec, known)
+
+    @api.post("/png-info", responses=error_responses(*auth, 400, 413, 422))
+    async def png_info(body: PngInfoBody) -> dict[str, Any]:
+        """The parameters of any image, as A1111 reads them: info (the text), items, parameters (split)."""
+        return await run_in_threadpool(pnginfo.png_info, body.image)
 
     @api.get("/cmd-flags", responses=error_responses(*auth))
     def cmd_flags() -> dict[str, Any]:

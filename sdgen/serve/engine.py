@@ -28,10 +28,13 @@ from sdgen.engine.pipeline import iter_generate
 from sdgen.engine.prologue import load, prepare
 from sdgen.engine.request import CheckedRequest, GenerationRequest
 from sdgen.errors import NAME, InvalidRequestError, SdgenError
+from sdgen.record.metadata import encoded_image
 from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
+from sdgen.serve.a1111_options import RANDN_SOURCES, served_options
+from sdgen.serve.a1111_options import check as check_a1111_options
 from sdgen.serve.schema import GenerationBody
-from sdgen.serve.translate import a1111_response, encoded_image, request_values
+from sdgen.serve.translate import a1111_response, request_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.loader import StableDiffusionParts
@@ -151,10 +154,7 @@ class Engine:
     _seconds: deque = field(default_factory=lambda: deque(maxlen=20))  # recent jobs' durations
 
     def __post_init__(self) -> None:
-        self.options = {
-            "sd_model_checkpoint": listings.title(self.spec.model), "sd_vae": "Automatic",
-            "CLIP_stop_at_last_layers": self.settings.get("clip_skip", 1), "samples_format": "png",
-        } | self.options
+        self.options = served_options(self.settings, listings.title(self.spec.model), self.spec.rng) | self.options
 
     # --- the HTTP side -------------------------------------------------------------------------------
 
@@ -167,8 +167,11 @@ class Engine:
 
     def prepare(self, body: GenerationBody) -> Job:
         """Every check a body can fail, before it is queued: InvalidRequestError (422) naming the field."""
-        spec = self.model_for(body.override_settings.model_dump(exclude_none=True))
-        defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"]}
+        overrides = body.override_settings.model_dump(exclude_none=True)
+        spec = self.model_for(overrides)
+        chosen = self.options | overrides
+        defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"],
+                                    "eta_noise_seed_delta": chosen["eta_noise_seed_delta"]}
         values = request_values(body, defaults)
         request = check_request(GenerationRequest.from_settings(values), spec)
         self.limits.check(request)
@@ -184,6 +187,8 @@ class Engine:
         vae = settings.get("sd_vae")
         if vae is not None:
             changes["vae"] = listings.find_vae(str(vae), self.spec, self.settings)
+        if settings.get("randn_source") in RANDN_SOURCES:  # where noise is drawn is the placement: a reload
+            changes["rng"] = RANDN_SOURCES[settings["randn_source"]]
         return self.spec.checked().changed(**changes)
 
     def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -244,8 +249,8 @@ class Engine:
         return self.closed_at is not None and time.monotonic() - self.closed_at > self.shutdown_grace
 
     def set_options(self, changes: Mapping[str, Any]) -> None:
-        """POST /options: the settings sdgen knows are checked and kept; a new model or VAE is loaded (in the
-        queue, after the running request); unknown keys are ignored, as A1111 ignores its own read-only ones."""
+        """POST /options: the settings sdgen acts on are checked; a new model or VAE is loaded (in the queue,
+        after the running request); every key is kept and sent back by GET."""
         spec, known = self.check_options(changes)
         if spec != self.spec:
             try:
@@ -255,15 +260,10 @@ class Engine:
         self.apply_options(spec, known)
 
     def check_options(self, changes: Mapping[str, Any]) -> tuple[ModelSpec, dict[str, Any]]:
-        """The model a change of options selects and the options sdgen knows; InvalidRequestError (422)."""
-        known = {key: value for key, value in changes.items() if key in self.options}
-        if "samples_format" in known and str(known["samples_format"]).lower() != "png":
-            raise InvalidRequestError(f"Invalid samples_format {known['samples_format']!r}: sdgen's API sends PNG.")
-        if "CLIP_stop_at_last_layers" in known:
-            value = known["CLIP_stop_at_last_layers"]
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
-                raise InvalidRequestError(f"Invalid CLIP_stop_at_last_layers {value!r}: a whole number from 1 to 12.")
-        return self.model_for(known), known
+        """The model a change of options selects, and the options to keep (all of them: those sdgen does not
+        act on are sent back as given); InvalidRequestError (422) for a bad value of one it acts on."""
+        check_a1111_options(changes)
+        return self.model_for(changes), dict(changes)
 
     def load_later(self, spec: ModelSpec) -> concurrent.futures.Future[Any]:
         """Queue loading `spec` (after the running request), for a change of options."""
@@ -310,7 +310,9 @@ class Engine:
         parts = self._use(job.spec)
         request = job.request
         targets = plan_outputs(request, OutputSpec(output=f"{self.outdir}/")) if job.save else []
-        metadata = bool(self.settings.get("metadata", True))
+        options = self.options | job.body.override_settings.model_dump(exclude_none=True)
+        encoding = {"metadata": bool(options["enable_pnginfo"]), "kind": str(options["samples_format"]),
+                    "quality": options["jpeg_quality"], "lossless": options["webp_lossless"]}
         loops = math.ceil(request.num_images / request.batch_size) * (2 if request.hires_scale else 1)
         kind = "img2img" if request.is_img2img else "txt2img"
         self.progress = Progress(kind, loops, started=time.time(), job_timestamp=time.strftime("%Y%m%d%H%M%S"),
@@ -319,9 +321,10 @@ class Engine:
         try:
             for result in iter_generate(request, parts, on_step=self._on_step):
                 results.append(result)
-                pngs.append(encoded_image(result, parts, metadata))
-                if targets:
-                    targets[result.index].write(pngs[-1])
+                pngs.append(encoded_image(result, parts, **encoding))
+                if targets:  # --outdir keeps PNGs, named as `sdgen PROMPT` names them
+                    png = pngs[-1] if encoding["kind"] == "png" else encoded_image(result, parts, encoding["metadata"])
+                    targets[result.index].write(png)
                 if self.progress.interrupted or self._closing:
                     break
         finally:

@@ -56,13 +56,18 @@ class OverrideSettings(BaseModel):
     sd_vae: Text | None = Field(None, description="Automatic (the server's --vae), None (the model's own), or "
                                                   "a name of GET /sdapi/v1/sd-vae.")
     CLIP_stop_at_last_layers: Whole | None = Field(None, ge=1, le=12, description="Clip skip, 1 to 12.")
+    eta_noise_seed_delta: Whole | None = Field(None, ge=0, description="ENSD: the sampler's noise from seed + this.")
+    samples_format: Text | None = Field(None, description="png, jpg or webp for this request's images.")
+    jpeg_quality: Whole | None = Field(None, ge=1, le=100, description="jpg and webp quality.")
+    webp_lossless: bool | None = None
+    enable_pnginfo: bool | None = Field(None, description="false: images without parameters.")
 
 
 class OptionsChanges(BaseModel):
-    """POST /sdapi/v1/options: the keys sdgen knows, typed (null refused); other keys are ignored, so a client
-    may send back the whole dict it read."""
+    """POST /sdapi/v1/options: the keys sdgen acts on, typed (null refused); every other key (A1111's, or
+    anyone's) is kept as sent and sent back by GET, so a client may send back the whole dict it read."""
 
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(extra="allow")
 
     sd_model_checkpoint: Text = Field(None, min_length=1, description="A title of GET /sdapi/v1/sd-models: "
                                       "loads that model (after the running request).", json_schema_extra=_no_default)
@@ -70,7 +75,25 @@ class OptionsChanges(BaseModel):
                          json_schema_extra=_no_default)
     CLIP_stop_at_last_layers: Whole = Field(None, ge=1, le=12, description="Clip skip, 1 to 12.",
                                           json_schema_extra=_no_default)
-    samples_format: Text = Field(None, description="png (sdgen's API sends PNG).", json_schema_extra=_no_default)
+    samples_format: Text = Field(None, description="png, jpg (or jpeg) or webp: the images' format, as A1111 "
+                                 "writes them (jpg and webp: parameters in EXIF).", json_schema_extra=_no_default)
+    jpeg_quality: Whole = Field(None, ge=1, le=100, description="jpg and webp quality, 1 to 100.",
+                                json_schema_extra=_no_default)
+    webp_lossless: bool = Field(None, description="Lossless webp.", json_schema_extra=_no_default)
+    enable_pnginfo: bool = Field(None, description="false: images without parameters.",
+                                 json_schema_extra=_no_default)
+    eta_noise_seed_delta: Whole = Field(None, ge=0, description="ENSD: the sampler's own noise from seed + this.",
+                                        json_schema_extra=_no_default)
+    randn_source: Text = Field(None, description="CPU (sdgen's default) or GPU/NV (noise drawn on the CUDA "
+                               "device; reloads the model).", json_schema_extra=_no_default)
+
+
+class PngInfoBody(BaseModel):
+    """POST /sdapi/v1/png-info."""
+
+    model_config = STRICT
+
+    image: Text = Field("", description="A base64 image (PNG, JPEG, WebP ...; a data: prefix is fine).")
 
 
 class GenerationBody(BaseModel):

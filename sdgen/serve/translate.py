@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
-from sdgen.record.metadata import a1111_parameters, png_info
-from sdgen.record.output import png_bytes
+from sdgen.record.metadata import a1111_parameters
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
 from sdgen.version import __version__
 
@@ -135,11 +134,6 @@ def decode_image(text: str, key: str) -> Image.Image:
     return load_checked_image(io.BytesIO(data), f"({len(data)} bytes)", key, mode="L" if key == "mask" else "RGB")
 
 
-def encoded_image(result: GeneratedImage, parts: StableDiffusionParts, metadata: bool) -> bytes:
-    """The PNG a client gets (and --outdir keeps): the same bytes and metadata `sdgen PROMPT` writes."""
-    return png_bytes(result.image, png_info(result, parts) if metadata else None)
-
-
 def a1111_response(
     body: GenerationBody, results: list[GeneratedImage], pngs: list[bytes], parts: StableDiffusionParts
 ) -> dict[str, Any]:
@@ -168,7 +162,7 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "scheduler": spec.a1111_schedule_type or "Automatic", "cfg_scale": request.guidance_scale,
         "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": parts.source.model,
-        "sd_model_hash": (parts.source.unet_sha256 or "")[:10] or None, "sd_vae_name": parts.vae_name,
+        "sd_model_hash": _model_hash(parts), "sd_vae_name": parts.vae_name,
         "sd_vae_hash": parts.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": strength, "extra_generation_params": {}, "index_of_first_image": 0,
         "infotexts": [a1111_parameters(result, parts) for result in results], "styles": body.styles,
@@ -176,6 +170,16 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "is_using_inpainting_conditioning": parts.unet.config.in_channels == 9,
         "version": f"sdgen {__version__}",
     }
+
+
+def _model_hash(parts: StableDiffusionParts) -> str | None:
+    """A1111's short hash of a single-file checkpoint; for a diffusers folder, its U-Net's sha256 (short)."""
+    from sdgen.models.hashes import model_short_hash
+    from sdgen.models.single_file import is_checkpoint_file
+
+    if is_checkpoint_file(parts.source.model):
+        return model_short_hash(parts.source.model)
+    return (parts.source.unet_sha256 or "")[:10] or None
 
 
 def samplers() -> list[dict[str, Any]]:
