@@ -23,6 +23,7 @@ from sdgen.engine.denoise import (
 )
 from sdgen.engine.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
 from sdgen.engine.latents import (
+    NoiseDraw,
     StartLatents,
     decode_latents,
     encoded_start,
@@ -34,6 +35,8 @@ from sdgen.engine.latents import (
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.request import GenerationRequest, InitImage, ModelSpec
 from sdgen.engine.text import TextOptions, encode_prompt, pad_to_chunks
+from sdgen.engine.tiling import tiled
+from sdgen.engine.variation import Variation, resize_latent_size, varied_noise
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
 from sdgen.prompts.networks import without_tags
@@ -65,7 +68,7 @@ class ImageTask:
     @property
     def seed(self) -> int:
         assert self.request.seed is not None, "validate the request first"
-        return self.request.seed + self.index
+        return self.request.image_seed(self.index)
 
 
 def batch_key(request: GenerationRequest) -> tuple:
@@ -134,7 +137,7 @@ def generate_batch(
     if len({batch_key(task.request) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), tiled((parts.unet, parts.vae), tasks[0].request.tiling):
             return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
@@ -285,16 +288,17 @@ def _run_loop(
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
+    draw = _variation_draw(tasks, generators, parts)
     if inpainting is not None:
         assert strength is not None
-        latents = inpainting.start(generators, scheduler, timesteps, strength)
+        latents = inpainting.start(generators, scheduler, timesteps, strength, draw)
     elif start is None:
         scale = parts.vae_scale_factor
         latent_shape = (parts.unet.config.in_channels, size[1] // scale, size[0] // scale)
         dtype = torch_dtype(parts.placement.dtype)
-        latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
+        latents = initial_noise(generators, latent_shape, scheduler, device, dtype, draw)  # (B, 4, h, w)
     else:
-        latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
+        latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1], draw)
     # the loop's extension points: the plug-ins wrap the U-Net call (fresh per run) and end guidance early;
     # inpainting adds its extra input channels and its blend; the caller's hook comes last
     run = plugins.Run(request, parts, scheduler, timesteps)
@@ -314,6 +318,27 @@ def _run_loop(
         on_step_end=step_end,
         seeds=tuple(seeds),
     )
+
+
+def _variation_draw(
+    tasks: list[ImageTask], generators: list[torch.Generator], parts: StableDiffusionParts
+) -> NoiseDraw | None:
+    """The images' starting noise with A1111's variation seeds (sdgen/engine/variation.py); None without
+    them, so that the plain draw, and today's noise, stay exactly as they are."""
+    request = tasks[0].request  # the strength and the resize are shared; each image has its own subseed
+    subseeds = tuple(task.request.subseed for task in tasks if task.request.subseed is not None)
+    resize = resize_latent_size(request.seed_resize_from, parts.vae_scale_factor)
+    variation = Variation(subseeds, request.subseed_strength, resize)
+    if not variation.active:
+        return None
+    seeds = [task.seed for task in tasks]
+    dtype = torch_dtype(parts.placement.dtype)
+
+    def draw(shape: tuple[int, ...]) -> torch.Tensor:
+        new = lambda seed: make_generator(seed, parts.placement)  # noqa: E731
+        return varied_noise(seeds, generators, shape, variation, new, parts.placement.device, dtype)
+
+    return draw
 
 
 def _hires_pass(

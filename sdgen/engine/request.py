@@ -115,6 +115,11 @@ class GenerationRequest:
     num_inference_steps: int = default("steps")
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported; image i uses seed + i
+    # variation seeds (sdgen/engine/variation.py); with a strength every image keeps the seed, as in A1111
+    subseed: int | None = default("subseed")  # None: random when subseed_strength is set; image i: subseed + i
+    subseed_strength: float = default("subseed_strength")  # 0: off
+    seed_resize_from: str | None = default("seed_resize_from")  # "WxH": the size the noise is drawn at
+    tiling: str | None = default("tiling")  # seamless tiling (sdgen/engine/tiling.py): None, both, x or y
     scheduler: str = default("scheduler")
     width: int | None = None  # None: 512, or the init image's own size for image-to-image
     height: int | None = None
@@ -139,6 +144,8 @@ class GenerationRequest:
     clip_skip: int = default("clip_skip")  # 1: CLIP's last layer; N: the N-th last (A1111's count)
     weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
+    styles: tuple[str, ...] = ()  # --style NAME: A1111 styles applied to the prompts by validated()
+    styles_file: str | None = default("styles_file")  # the styles CSV; None: styles.csv beside the config file
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
     # limits on the work a prompt may ask for (sdgen/prompts/limits.py)
     max_prompt_length: int = default("max_prompt_length")  # characters of a prompt or negative prompt
@@ -155,6 +162,7 @@ class GenerationRequest:
     prompt_template: str | None = None  # an image's prompt before its wildcards were expanded
     lora_refs: tuple[LoraRef, ...] = ()  # the LoRAs found for --lora and the prompt's tags
     embedding_refs: tuple[EmbeddingRef, ...] = ()
+    applied_styles: tuple[str, ...] = ()  # the styles validated() applied to the prompt and negative prompt
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
@@ -175,6 +183,8 @@ class GenerationRequest:
 
     def validated(self) -> GenerationRequest:
         """Check every rule and fill in the seed and size; raises InvalidRequestError naming the value."""
+        if self.styles:  # first: a style's text is checked, and its wildcards expanded, as if typed
+            return self._styled().validated()
         _check_int("steps", self.num_inference_steps, 1, MAX_STEPS)
         _check_int("num_images", self.num_images, 1, 10_000)
         _check_int("batch_size", self.batch_size, 1, 1024)
@@ -229,6 +239,7 @@ class GenerationRequest:
         checked = replace(
             self,
             seed=seed,
+            **self._checked_noise(len(prompts)),
             scheduler=scheduler,
             width=width,
             height=height,
@@ -240,6 +251,22 @@ class GenerationRequest:
         for index in {prompt: index for index, prompt in reversed(list(enumerate(prompts)))}.values():
             checked.for_image(index)  # every LoRA and embedding is found now, before any weights load
         return checked
+
+    def _styled(self) -> GenerationRequest:
+        """The prompts with --style's styles applied (A1111's way), the names kept in applied_styles."""
+        from sdgen.prompts.styles import apply_styles
+
+        prompt, negative = apply_styles(self.prompt, self.negative_prompt, self.styles, self.styles_file)
+        applied = (*self.applied_styles, *self.styles)
+        return replace(self, prompt=prompt, negative_prompt=negative, styles=(), applied_styles=applied)
+
+    def _checked_noise(self, num_images: int) -> dict[str, Any]:
+        """The variation seed, the size the noise is drawn at, and the tiling, checked and spelled one way."""
+        from sdgen.engine.tiling import checked_tiling
+        from sdgen.engine.variation import checked_variation
+
+        subseed, resize_from = checked_variation(self.subseed, self.subseed_strength, self.seed_resize_from, num_images)
+        return {"subseed": subseed, "seed_resize_from": resize_from, "tiling": checked_tiling(self.tiling)}
 
     @property
     def hires_size(self) -> tuple[int, int]:
@@ -335,6 +362,8 @@ class GenerationRequest:
         request = self
         if self.image_prompts:
             request = replace(self, prompt=self.image_prompts[index], prompt_template=self.prompt, image_prompts=())
+        if self.subseed is not None and self.subseed_strength and index:  # A1111: image i's subseed is subseed + i
+            request = replace(request, subseed=self.subseed + index)
         named = len(request.loras) + len(lora_tags(request.prompt)) + len(request.embeddings)
         check_networks(named, self.max_networks, request.prompt)  # before any folder is searched
         request = replace(
@@ -347,12 +376,16 @@ class GenerationRequest:
         check_networks(len(request.lora_refs) + len(request.embedding_refs), self.max_networks, request.prompt)
         return request
 
-    @property
-    def seeds(self) -> list[int]:
-        """Image i of a run uses seed + i, so any image can be made again on its own."""
+    def image_seed(self, index: int) -> int:
+        """Image i of a run uses seed + i, so any image can be made again on its own; with a variation
+        strength every image keeps the seed and varies by its subseed (A1111's rule)."""
         if self.seed is None:
             raise ValueError("call validated() first: the seed is chosen there")
-        return [self.seed + i for i in range(self.num_images)]
+        return self.seed + (0 if self.subseed_strength else index)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.image_seed(i) for i in range(self.num_images)]
 
 
 def _check_step_savers(cache_interval: object, cfg_end: object) -> None:

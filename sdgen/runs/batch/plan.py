@@ -46,7 +46,7 @@ class PlannedImage:
     @property
     def seed(self) -> int:
         assert self.request.seed is not None
-        return self.request.seed + self.index
+        return self.request.image_seed(self.index)
 
     def record(self, model: str, parts: StableDiffusionParts | None = None) -> dict[str, Any]:
         """Its manifest record: the image's record (sdgen.record.metadata.image_record) with line, index and path."""
@@ -82,7 +82,7 @@ class BatchPlanner:
                 name = render_name(
                     self.name_template,
                     index=index,
-                    seed=request.seed + index,
+                    seed=request.image_seed(index),
                     prompt=image_request.prompt,
                     steps=request.num_inference_steps,
                     scheduler=request.scheduler,
