@@ -72,7 +72,9 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
 def _variation_and_styles(body: GenerationBody) -> dict[str, Any]:
     """Variation seeds (-1: random), the noise's size (both sides > 0, as A1111 needs), tiling and styles."""
     values: dict[str, Any] = {"subseed": None if body.subseed < 0 else body.subseed,
-                              "subseed_strength": body.subseed_strength, "style": list(body.styles)}
+                              "subseed_strength": body.subseed_strength}
+    if body.styles:  # clients send [] for none: the server's own styles setting then stays
+        values["style"] = list(body.styles)
     if body.seed_resize_from_w > 0 and body.seed_resize_from_h > 0:
         values["seed_resize_from"] = f"{body.seed_resize_from_w}x{body.seed_resize_from_h}"
     if body.tiling is not None:
