@@ -122,8 +122,8 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option(
         "subseed_strength", float, 0.0,
-        "How far towards the variation seed's noise: 0 none, 1 all (then every image keeps --seed).", REQUEST,
-        empty="0, off", commands=RUNS, shapes_picture=True, a1111="Variation seed strength",
+        "How far towards the variation seed's noise, 0 (off) to 1; when set, every image keeps --seed.", REQUEST,
+        commands=RUNS, shapes_picture=True, a1111="Variation seed strength",
     ),
     Option(
         "seed_resize_from", str, None,

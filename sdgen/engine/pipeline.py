@@ -137,8 +137,9 @@ def generate_batch(
     if len({batch_key(task.request) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
-        decoders = (parts.vae, plugins.final_decoder(parts))  # --decoder's tiny autoencoder wraps too
-        with torch.inference_mode(), tiled((parts.unet, *decoders), tasks[0].request.tiling):
+        tiling = tasks[0].request.tiling  # the VAE's convolutions wrap too, and --decoder's tiny autoencoder's
+        wrapping = (parts.unet, parts.vae, plugins.final_decoder(parts)) if tiling else ()
+        with torch.inference_mode(), tiled(wrapping, tiling):
             return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
