@@ -30,7 +30,7 @@ def test_each_image_is_a_job_and_the_seed_rule_lives_in_one_place(tmp_path) -> N
     assert all(isinstance(job, ImageJob) and job.template == "a __animals__" for job in checked.jobs)
     assert all(job.prompt.startswith("a ") and job.expanded for job in checked.jobs)
     fields = {field.name for field in dataclasses.fields(ImageJob)}
-    assert fields == {"index", "seed", "prompt", "template", "lora_refs", "embedding_refs"}
+    assert fields == {"index", "seed", "prompt", "template", "lora_refs", "embedding_refs", "subseed"}
 
 
 def test_the_init_image_is_decoded_once_per_check(tmp_path, monkeypatch) -> None:

@@ -52,13 +52,14 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "init_image", "mask", "invert_mask", "mask_blur", "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",
+        "subseed", "subseed_strength", "seed_resize_from", "tiling",
     }
-    assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir"}
+    assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style"}
     assert record_keys() == {
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
         "vae_dtype", "rng", "sdgen_version", "scheduler_class", "scheduler_options", "unet_sha256", "loras",
         "embeddings", "prompt_template", "vae", "vae_hash", "decoder", "token_merging", "model_config",
-        "prediction_type",
+        "prediction_type", "styles",
     }
     assert {str(row.record) for row in table.recorded()} == {
         *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",

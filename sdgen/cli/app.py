@@ -34,10 +34,29 @@ class DefaultToGenerate(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [GENERATE, *args]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, with_flag_values(args))
 
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("sdgen", "PROMPT [OPTIONS]  |  sdgen COMMAND [ARGS]")
+
+
+# Options whose value may be left out, and what they then mean: `--tiling` alone is `--tiling both`
+FLAG_VALUES = {"--tiling": ("both", frozenset({"both", "xy", "x", "y", "none", "off"}))}
+
+
+def with_flag_values(args: list[str]) -> list[str]:
+    """The arguments with the value of each such option written out where it was left out (Click cannot)."""
+    out: list[str] = []
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return out + args[position:]
+        out.append(arg)
+        if arg in FLAG_VALUES:
+            value, choices = FLAG_VALUES[arg]
+            following = args[position + 1] if position + 1 < len(args) else None
+            if following is None or following.lower() not in choices:
+                out.append(value)
+    return out
 
 
 def _version(value: bool) -> None:

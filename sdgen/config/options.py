@@ -116,6 +116,26 @@ OPTIONS: Mapping[str, Option] = _table(
     ),
     Option("eta_noise_seed_delta", int, 0, "A1111's ENSD: the sampler's own noise (ancestral, SDE) from seed + this.",
            REQUEST, shapes_picture=True, a1111="ENSD"),
+    # variation seeds (A1111's): sdgen/engine/variation.py
+    Option(
+        "subseed", int, None, "Variation seed: bend the seed's noise towards this seed's (image i: subseed+i).",
+        REQUEST, empty="random (with --subseed-strength)", commands=RUNS, shapes_picture=True, shares_unet_call=True,
+        a1111="Variation seed",
+    ),
+    Option(
+        "subseed_strength", float, 0.0,
+        "How far towards the variation seed's noise, 0 (off) to 1; when set, every image keeps --seed.", REQUEST,
+        commands=RUNS, shapes_picture=True, a1111="Variation seed strength",
+    ),
+    Option(
+        "seed_resize_from", str, None,
+        "WxH: draw the seed's noise at this size, centred in the image's: a new size keeps the composition.",
+        REQUEST, empty="the image's size", commands=RUNS, shapes_picture=True, a1111="Seed resize from",
+    ),
+    Option(
+        "tiling", str, None, "Seamless tiling: --tiling (both axes), --tiling x or --tiling y (one axis).", REQUEST,
+        empty="off", commands=RUNS, shapes_picture=True, a1111="Tiling",
+    ),
     Option(
         "scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST,
         shapes_picture=True, a1111="Sampler",
@@ -197,6 +217,14 @@ OPTIONS: Mapping[str, Option] = _table(
     Option(
         "embedding_dir", str, None, "Folder of embeddings used by name: a prompt word that is a file's name loads it.",
         REQUEST, path=True, batch_line="embedding_dir", record="embedding_dir",
+    ),
+    Option(
+        "style", list, None, "A style of the styles file (A1111's styles.csv) applied to the prompts; repeat.",
+        REQUEST, field_name="styles", commands=RUNS, batch_line="style",
+    ),
+    Option(
+        "styles_file", str, None, "A1111-format styles CSV (name,prompt,negative_prompt) that --style reads.",
+        REQUEST, path=True, empty="styles.csv beside the config file, if there", commands=MAKERS,
     ),
     Option(
         "wildcard_dir", str, None, "Folder where __name__ in a prompt finds name.txt (one choice per line).", REQUEST,

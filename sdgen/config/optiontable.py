@@ -112,14 +112,17 @@ class OptionTable:
         """What one batch line may set, by its name there: the prompt (no row) and the per-image options."""
         return {PROMPT: None, **{row.batch_line: row for row in self.rows.values() if row.batch_line}}
 
-    def value(self, row: Option, request: Any) -> Any:
-        """The row's value in `request` (its target), None where the row it needs has none."""
-        if row.needs is not None and getattr(request, self.rows[row.needs].target_field) is None:
+    def value(self, row: Option, request: Any, job: Any = None) -> Any:
+        """The row's value in `request` (its target), None where the row it needs has none; an image's `job`
+        holds its own value of the rows it has a field for (its seed, its variation seed)."""
+        if row.needs is not None and self.value(self.rows[row.needs], request, job) is None:
             return None
+        if job is not None and hasattr(job, row.target_field):
+            return getattr(job, row.target_field)
         return getattr(request, row.target_field)
 
-    def record_value(self, row: Option, request: Any) -> Any:
-        return row.record_form(self.value(row, request))
+    def record_value(self, row: Option, request: Any, job: Any = None) -> Any:
+        return row.record_form(self.value(row, request, job))
 
     def unrecorded(self) -> dict[str, Any]:
         """What a record written before a field existed means by leaving it out: the field as a request

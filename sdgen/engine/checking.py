@@ -44,6 +44,9 @@ def check_request(
     returned as it is."""
     if isinstance(request, CheckedRequest):
         return request
+    applied = request.styles
+    if applied:  # first: a style's text is checked, and its wildcards expanded, as if typed
+        request = _styled(request)
     _check_numbers(request)
     _check_texts(request)
     scheduler = scheduler_spec(request.scheduler).name
@@ -68,7 +71,9 @@ def check_request(
         **given | {
             "seed": seed, "scheduler": scheduler, "width": width, "height": height, "num_images": len(prompts),
             "loras": tuple(request.loras), "embeddings": tuple(request.embeddings),
+            **_checked_noise(request, len(prompts)),
         },
+        applied_styles=tuple(applied),
         init_pixels=init_pixels,
         mask_pixels=mask_pixels,
     )
@@ -99,8 +104,30 @@ def _jobs(request: CheckedRequest, prompts: tuple[str, ...]) -> tuple[ImageJob, 
             check_networks(len(loras) + len(embeddings), request.max_networks, prompt)
             found[prompt] = (loras, embeddings)
         loras, embeddings = found[prompt]
-        jobs.append(ImageJob(index, request.seed + index, prompt, request.prompt, loras, embeddings))
+        varied = request.subseed is not None and bool(request.subseed_strength)
+        seed = request.seed + (0 if varied else index)  # A1111: a variation keeps the seed, moves the subseed
+        subseed = request.subseed + index if varied and request.subseed is not None else None
+        jobs.append(ImageJob(index, seed, prompt, request.prompt, loras, embeddings, subseed))
     return tuple(jobs)
+
+
+def _styled(request: GenerationRequest) -> GenerationRequest:
+    """The prompts with --style's styles applied (A1111's way); the names are kept as applied_styles."""
+    from sdgen.prompts.styles import apply_styles
+
+    prompt, negative = apply_styles(request.prompt, request.negative_prompt, request.styles, request.styles_file)
+    return replace(request, prompt=prompt, negative_prompt=negative, styles=())
+
+
+def _checked_noise(request: GenerationRequest, num_images: int) -> dict[str, object]:
+    """The variation seed, the size the noise is drawn at, and the tiling, checked and spelled one way."""
+    from sdgen.engine.tiling import checked_tiling
+    from sdgen.engine.variation import checked_variation
+
+    subseed, resize_from = checked_variation(
+        request.subseed, request.subseed_strength, request.seed_resize_from, num_images
+    )
+    return {"subseed": subseed, "seed_resize_from": resize_from, "tiling": checked_tiling(request.tiling)}
 
 
 def _check_numbers(request: GenerationRequest) -> None:

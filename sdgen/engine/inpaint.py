@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from sdgen.engine.denoise import Conditioning, StepEnd
+    from sdgen.engine.latents import NoiseDraw
     from sdgen.engine.loader import StableDiffusionParts
     from sdgen.engine.request import CheckedRequest
 
@@ -98,7 +99,12 @@ class Inpainting:
         self.timesteps: torch.Tensor | None = None
 
     def start(
-        self, generators: list[torch.Generator], scheduler: SchedulerMixin, timesteps: torch.Tensor, strength: float
+        self,
+        generators: list[torch.Generator],
+        scheduler: SchedulerMixin,
+        timesteps: torch.Tensor,
+        strength: float,
+        draw: NoiseDraw | None = None,
     ) -> torch.Tensor:
         """x_T: noise (strength 1) or the init image noised to the first step; draws in diffusers' order:
         image latents (4-channel models always, 9-channel when strength < 1), noise, masked-image latents."""
@@ -109,7 +115,10 @@ class Inpainting:
         if self.channels == 4 or not full:
             self.image_latents = encode_image(self.parts.vae, self.inputs.pixels, generators, self.dtype, self.device)
         shape = tuple(self.mask.shape[:1]) + (4,) + tuple(self.mask.shape[2:])
-        self.noise = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
+        if draw is not None:  # variation seeds
+            self.noise = draw(shape).to(self.device, self.dtype)
+        else:
+            self.noise = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
         masked = self.inputs.pixels * (self.inputs.mask < 0.5)
         self.masked_latents = encode_image(self.parts.vae, masked, generators, self.dtype, self.device)
         if full:

@@ -20,6 +20,8 @@ from sdgen.errors import GenerationError
 
 log = logging.getLogger("sdgen")
 
+NoiseDraw = Callable[[tuple[int, ...]], "torch.Tensor"]  # (B, C, h, w) -> each image's noise, in place of a plain draw
+
 
 def set_timesteps(
     scheduler: SchedulerMixin, num_inference_steps: int, device: str, strength: float | None = None
@@ -47,15 +49,17 @@ def initial_noise(
     scheduler: SchedulerMixin,
     device: str,
     dtype: torch.dtype,
+    draw: NoiseDraw | None = None,
 ) -> torch.Tensor:
     """Pure Gaussian noise x_T, one draw per image from its own generator, scaled for the scheduler.
 
     Sigma-based schedulers (Euler, LMS, ...) start at sigma_max ~ 14.6, not 1: `init_noise_sigma`.
+    `draw` replaces the plain draw (variation seeds: sdgen/engine/variation.py).
     """
     from diffusers.utils.torch_utils import randn_tensor
 
     shape = (len(generators), *latent_shape)  # (B, 4, H/8, W/8)
-    latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+    latents = draw(shape) if draw is not None else randn_tensor(shape, generator=generators, device=device, dtype=dtype)
     return latents * scheduler.init_noise_sigma
 
 
@@ -99,13 +103,17 @@ def noised_image_latents(
     generators: list[torch.Generator],
     scheduler: SchedulerMixin,
     first_timestep: torch.Tensor,
+    draw: NoiseDraw | None = None,
 ) -> torch.Tensor:
     """Forward diffusion to the start step: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise (img2img)."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    noise = randn_tensor(
-        image_latents.shape, generator=generators, device=image_latents.device, dtype=image_latents.dtype
-    )
+    if draw is not None:
+        noise = draw(tuple(image_latents.shape)).to(image_latents.device, image_latents.dtype)
+    else:
+        noise = randn_tensor(
+            image_latents.shape, generator=generators, device=image_latents.device, dtype=image_latents.dtype
+        )
     timesteps = first_timestep.repeat(image_latents.shape[0])
     return scheduler.add_noise(image_latents, noise, timesteps)
 

@@ -23,6 +23,7 @@ from sdgen.engine.denoise import (
 )
 from sdgen.engine.inpaint import INPAINT_CHANNELS, Inpainting, inpaint_inputs
 from sdgen.engine.latents import (
+    NoiseDraw,
     StartLatents,
     decode_latents,
     encoded_start,
@@ -35,6 +36,8 @@ from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.prompt_schedule import ImagePrompts, PassSteps, batch_conditioning, image_prompts, prompt_switch
 from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob, ModelSpec
 from sdgen.engine.text import TextOptions, encode_prompt
+from sdgen.engine.tiling import tiled
+from sdgen.engine.variation import Variation, resize_latent_size, varied_noise
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
 
@@ -143,7 +146,9 @@ def generate_batch(
     if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
     try:
-        with torch.inference_mode():
+        tiling = tasks[0].request.tiling  # the VAE's convolutions wrap too, and --decoder's tiny autoencoder's
+        wrapping = (parts.unet, parts.vae, plugins.final_decoder(parts)) if tiling else ()
+        with torch.inference_mode(), tiled(wrapping, tiling):
             return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
@@ -314,16 +319,17 @@ def _run_loop(
     generators = [make_generator(seed, parts.placement) for seed in seeds]
     scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
+    draw = _variation_draw(tasks, generators, parts)
     if inpainting is not None:
         assert strength is not None
-        latents = inpainting.start(generators, scheduler, timesteps, strength)
+        latents = inpainting.start(generators, scheduler, timesteps, strength, draw)
     elif start is None:
         scale = parts.vae_scale_factor
         latent_shape = (parts.unet.config.in_channels, size[1] // scale, size[0] // scale)
         dtype = torch_dtype(parts.placement.dtype)
-        latents = initial_noise(generators, latent_shape, scheduler, device, dtype)  # (B, 4, h, w)
+        latents = initial_noise(generators, latent_shape, scheduler, device, dtype, draw)  # (B, 4, h, w)
     else:
-        latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1])
+        latents = noised_image_latents(start(generators), generators, scheduler, timesteps[:1], draw)
     if request.eta_noise_seed_delta:  # A1111's ENSD: the sampler's own noise from seed + delta (its rng.py)
         for generator, seed in zip(generators, seeds, strict=True):
             generator.manual_seed(seed + request.eta_noise_seed_delta)
@@ -346,6 +352,27 @@ def _run_loop(
         on_step_end=step_end,
         seeds=tuple(seeds),
     )
+
+
+def _variation_draw(
+    tasks: list[ImageTask], generators: list[torch.Generator], parts: StableDiffusionParts
+) -> NoiseDraw | None:
+    """The images' starting noise with A1111's variation seeds (sdgen/engine/variation.py); None without
+    them, so that the plain draw, and today's noise, stay exactly as they are."""
+    request = tasks[0].request  # the strength and the resize are shared; each image has its own subseed
+    subseeds = tuple(task.job.subseed for task in tasks if task.job.subseed is not None)
+    resize = resize_latent_size(request.seed_resize_from, parts.vae_scale_factor)
+    variation = Variation(subseeds, request.subseed_strength, resize)
+    if not variation.active:
+        return None
+    seeds = [task.seed for task in tasks]
+    dtype = torch_dtype(parts.placement.dtype)
+
+    def draw(shape: tuple[int, ...]) -> torch.Tensor:
+        new = lambda seed: make_generator(seed, parts.placement)  # noqa: E731
+        return varied_noise(seeds, generators, shape, variation, new, parts.placement.device, dtype)
+
+    return draw
 
 
 def _hires_pass(

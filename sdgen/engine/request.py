@@ -47,6 +47,11 @@ class GenerationRequest:
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported
     eta_noise_seed_delta: int = default("eta_noise_seed_delta")  # A1111's ENSD: the sampler's noise seed + this
+    # variation seeds (sdgen/engine/variation.py); with a strength every image keeps the seed, as in A1111
+    subseed: int | None = default("subseed")  # None: random when subseed_strength is set; image i: subseed + i
+    subseed_strength: float = default("subseed_strength")  # 0: off
+    seed_resize_from: str | None = default("seed_resize_from")  # "WxH": the size the noise is drawn at
+    tiling: str | None = default("tiling")  # seamless tiling (sdgen/engine/tiling.py): None, both, x or y
     scheduler: str = default("scheduler")
     width: int | None = None  # None: the model's size (512 for SD 1.x), or the init image's for image-to-image
     height: int | None = None
@@ -71,6 +76,8 @@ class GenerationRequest:
     clip_skip: int = default("clip_skip")  # 1: CLIP's last layer; N: the N-th last (A1111's count)
     weighting: bool = default("weighting")  # A1111 emphasis and BREAK; False: the prompt read literally
     wildcard_dir: str | None = default("wildcard_dir")  # where __name__ finds name.txt
+    styles: tuple[str, ...] = ()  # --style NAME: A1111 styles, applied to the prompts by check_request
+    styles_file: str | None = default("styles_file")  # the styles CSV; None: styles.csv beside the config file
     combinatorial: bool = default("combinatorial")  # every expansion of the wildcards, not one per image
     # limits on the work a prompt may ask for (sdgen/prompts/limits.py)
     max_prompt_length: int = default("max_prompt_length")  # characters of a prompt or negative prompt
@@ -109,11 +116,13 @@ class ImageJob:
     """One image of a checked request: what may differ from image to image of one request."""
 
     index: int  # its place in the request
-    seed: int  # the request's seed + index: the one place that rule is applied is check_request
+    seed: int  # the request's seed + index (the seed itself with a variation strength, as A1111): check_request
+    # A job's fields replace the request's fields of the same name for its image (seed, subseed)
     prompt: str  # wildcards expanded
     template: str  # the prompt as typed (different from `prompt` when wildcards were expanded)
     lora_refs: tuple[LoraRef, ...] = ()  # the LoRAs found for --lora and the prompt's tags
     embedding_refs: tuple[EmbeddingRef, ...] = ()  # the embeddings found for --embedding and --embedding-dir
+    subseed: int | None = None  # its variation seed: the request's subseed + index (None: no variation)
 
     @property
     def expanded(self) -> bool:
@@ -131,6 +140,7 @@ class CheckedRequest(GenerationRequest):
     seed: int = 0
     width: int = DEFAULT_SIZE
     height: int = DEFAULT_SIZE
+    applied_styles: tuple[str, ...] = ()  # the --style names whose texts are now in the prompts
     init_pixels: UserImage | None = field(default=None, compare=False, repr=False)
     mask_pixels: UserImage | None = field(default=None, compare=False, repr=False)
     jobs: tuple[ImageJob, ...] = ()

@@ -47,7 +47,7 @@ def _quote(value: object) -> str:
 # A1111 name is a plain `Name: value` field (_plain_fields), so a new row needs no code here.
 _A1111_IN_PLACE = frozenset({
     "steps", "scheduler", "guidance_scale", "seed", "width", "height", "strength", "negative_prompt", "hires_scale",
-    "hires_steps", "hires_strength", "hires_upscaler", "weighting",
+    "hires_steps", "hires_strength", "hires_upscaler", "weighting", "tiling",
 })
 
 
@@ -75,7 +75,9 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
         if parts.vae_hash:
             fields.append(("VAE hash", parts.vae_hash))
     fields += _pass_fields(request)
-    fields += _plain_fields(request)
+    if request.tiling:  # A1111 writes "Tiling: True" (both axes); one axis is named, x or y
+        fields.append((name["tiling"], "True" if request.tiling == "both" else request.tiling))
+    fields += _plain_fields(request, result.job)
     if request.mask is not None and request.invert_mask:
         fields.append(("Mask mode", "Inpaint not masked"))  # A1111's name for repainting the black side
     fields += _prompt_fields(request, result.job)
@@ -111,14 +113,14 @@ def _pass_fields(request: CheckedRequest) -> list[tuple[str, object]]:
     return fields
 
 
-def _plain_fields(request: CheckedRequest) -> list[tuple[str, object]]:
+def _plain_fields(request: CheckedRequest, job: ImageJob) -> list[tuple[str, object]]:
     """The rows with an A1111 name not written in place (Mask blur, Clip skip ...): those with a value that
     means something (a row they need is set) and, unless they need one, is not the built-in value."""
     table = options.table()
     fields: list[tuple[str, object]] = []
     for row in table.rows.values():
         if row.a1111 and row.target == REQUEST and row.key not in _A1111_IN_PLACE:
-            value = table.value(row, request)
+            value = table.value(row, request, job)
             if value is not None and (row.needs is not None or value != row.default):
                 fields.append((row.a1111, _number(value) if isinstance(value, float) else value))
     return fields
@@ -153,6 +155,7 @@ RECORD_FACTS: Mapping[str, str] = MappingProxyType({
     "scheduler_class": "the diffusers scheduler class of the sampler",
     "scheduler_options": "the options that class was made with (Karras sigmas ...)",
     "prompt_template": "the prompt before its wildcards were expanded",
+    "styles": "the --style names applied (the prompts hold their text, as in A1111; --from does not apply them again)",
     "loras": "the LoRAs used (--lora and the prompt's tags): name, source, scale, A1111 hash",
     "embeddings": "the embeddings used: token, file",
     "vae_hash": "A1111's hash of the VAE that replaced the model's",
@@ -183,13 +186,15 @@ def image_record(
     table = options.table()
     record: dict[str, Any] = {"sdgen_version": __version__, PROMPT: job.prompt}
     for row in table.recorded(REQUEST):
-        value = table.record_value(row, request)
+        value = table.record_value(row, request, job)
         if row.shapes_picture or value is not None:
             record[str(row.record)] = value
     spec = scheduler_spec(request.scheduler)
     record.update(seed=job.seed, scheduler_class=spec.class_name, scheduler_options=spec.options, model=model)
     if job.expanded:
         record["prompt_template"] = job.template
+    if request.applied_styles:
+        record["styles"] = list(request.applied_styles)
     if job.lora_refs:
         record["loras"] = [
             {"name": lora.name, "source": lora.source, "scale": lora.scale, "hash": short_hash(lora.source)}
@@ -289,6 +294,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
         values |= _a1111_numbers(fields, values)
         if fields.get(name["weighting"]) == "None":
             values["weighting"] = False
+        values |= _a1111_noise_fields(fields)
         if name["hires_scale"] in fields:
             upscaler = fields.get(name["hires_upscaler"], "Latent")
             known = {a1111.lower(): key for key, a1111 in HIRES_UPSCALERS.items()}
@@ -354,6 +360,18 @@ def _a1111_numbers(fields: Mapping[str, str], known: Mapping[str, Any]) -> dict[
         needed = table.rows[row.needs].a1111 if row.needs is not None else None
         if row.needs is None or needed in fields:
             found[row.key] = row.kind(fields[str(row.a1111)])
+    return found
+
+
+def _a1111_noise_fields(fields: Mapping[str, str]) -> dict[str, Any]:
+    """Seed resize from (WxH) and Tiling (True: both axes; sdgen's x or y); the request checks them."""
+    name = options.table().a1111_names()
+    found: dict[str, Any] = {}
+    if fields.get(name["seed_resize_from"]):
+        found["seed_resize_from"] = fields[name["seed_resize_from"]]
+    tiling = fields.get(name["tiling"], "").strip().lower()
+    if tiling:
+        found["tiling"] = "both" if tiling == "true" else tiling
     return found
 
 

@@ -18,6 +18,7 @@ from fastapi.security import HTTPBasic
 
 from sdgen.config.schedulers import A1111_SCHEDULES
 from sdgen.errors import InvalidRequestError, UsageError
+from sdgen.prompts.styles import styles_listing
 from sdgen.serve import listings, pnginfo, replies
 from sdgen.serve.engine import Engine, ShuttingDown
 from sdgen.serve.guards import BasicAuth, BodyLimit
@@ -163,7 +164,8 @@ def _setting_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> No
 def _list_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
     settings = engine.settings
     empty: dict[str, Callable[[], Any]] = {
-        "/face-restorers": list, "/prompt-styles": list, "/hypernetworks": list, "/realesrgan-models": list,
+        "/face-restorers": list, "/hypernetworks": list, "/realesrgan-models": list,
+        "/prompt-styles": lambda: styles_listing(settings.get("styles_file")),
         "/scripts": lambda: {"txt2img": [], "img2img": []},
         "/upscalers": lambda: [{"name": name, "model_name": None, "model_path": None, "model_url": None,
                                 "scale": 4} for name in ("None", "Lanczos")],

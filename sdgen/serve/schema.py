@@ -2,8 +2,8 @@
 every 4xx and 5xx answer has.
 
 None means "not given": the server's own settings (sdgen serve's flags, preset and config) fill it in.
-Fields A1111 has and sdgen does not use (subseed, restore_faces, tiling, styles, scripts ...) are accepted
-and ignored, as A1111 ignores fields it does not know; so are fields nobody knows.
+Fields A1111 has and sdgen does not use (restore_faces, scripts ...) are accepted and ignored, as A1111
+ignores fields it does not know; so are fields nobody knows.
 
 Types are strict, as the JSON that A1111 clients send: a whole number is a JSON integer (or a number with no
 fraction, `5.0`, as JSON Schema counts it; not `true` or `"5"`), a number is a finite JSON number (an integer is
@@ -121,12 +121,14 @@ class GenerationBody(BaseModel):
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
     save_images: bool = Field(False, description="Save into the server's --outdir (when it has one).")
+    subseed: Whole = Field(-1, description="Variation seed; -1: a random one. Image i uses subseed + i.")
+    subseed_strength: float = Field(0.0, description="How far towards the variation seed's noise (0 to 1).")
+    seed_resize_from_h: Whole = Field(-1, description="Draw the noise at this height (with seed_resize_from_w).")
+    seed_resize_from_w: Whole = Field(-1, description="Draw the noise at this width; -1 or 0: the image's size.")
+    tiling: bool | None = Field(None, description="Seamless tiling on both axes.")
+    styles: list[Text] = Field(default_factory=list, description="Names of GET /sdapi/v1/prompt-styles, in order.")
     # accepted and ignored (A1111 features sdgen does not have)
-    subseed: Whole = -1
-    subseed_strength: float = 0.0
     restore_faces: bool | None = None
-    tiling: bool | None = None
-    styles: list[Text] = Field(default_factory=list)
 
 
 # A 64x64 orange PNG: an init image the docs' "Try it out" (and the fuzz test) can send as it is.

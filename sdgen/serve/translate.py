@@ -32,7 +32,8 @@ A1111_FIELDS = {
     "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
     "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
-    "vae": "sd_vae",
+    "vae": "sd_vae", "subseed": "subseed", "subseed_strength": "subseed_strength",
+    "seed_resize_from": "seed_resize_from_w", "tiling": "tiling", "style": "styles",
 }
 
 
@@ -51,6 +52,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     given = {"steps": body.steps, "guidance_scale": body.cfg_scale, "width": body.width, "height": body.height}
     values |= {key: value for key, value in given.items() if value is not None}
     values["scheduler"] = _scheduler(body, values.get("scheduler"))
+    values |= _variation_and_styles(body)
     for key, value in (("batch_size", body.batch_size), ("n_iter", body.n_iter)):
         if not 1 <= value <= 10_000:
             raise InvalidRequestError(f"Invalid {key} {value}: must be a whole number from 1 up.", "batch_size")
@@ -63,6 +65,19 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
         values |= _hires(body)
     elif isinstance(body, Img2ImgBody):
         values |= _img2img(body)
+    return values
+
+
+def _variation_and_styles(body: GenerationBody) -> dict[str, Any]:
+    """Variation seeds (-1: random), the noise's size (both sides > 0, as A1111 needs), tiling and styles."""
+    values: dict[str, Any] = {"subseed": None if body.subseed < 0 else body.subseed,
+                              "subseed_strength": body.subseed_strength}
+    if body.styles:  # clients send [] for none: the server's own styles setting then stays
+        values["style"] = list(body.styles)
+    if body.seed_resize_from_w > 0 and body.seed_resize_from_h > 0:
+        values["seed_resize_from"] = f"{body.seed_resize_from_w}x{body.seed_resize_from_h}"
+    if body.tiling is not None:
+        values["tiling"] = "both" if body.tiling else None
     return values
 
 
@@ -152,20 +167,23 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
     request = results[0].request
     spec = scheduler_spec(request.scheduler)
     seeds = [result.seed for result in results]
+    subseeds = [result.job.subseed if result.job.subseed is not None else result.seed for result in results]
+    resize = [int(side) for side in request.seed_resize_from.split("x")] if request.seed_resize_from else [-1, -1]
     strength = request.strength if request.is_img2img else request.hires_strength if request.hires_scale else None
     return {
         "prompt": results[0].job.prompt, "all_prompts": [result.job.prompt for result in results],
         "negative_prompt": request.negative_prompt,
         "all_negative_prompts": [result.request.negative_prompt for result in results],
-        "seed": seeds[0], "all_seeds": seeds, "subseed": seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
+        "seed": seeds[0], "all_seeds": seeds, "subseed": subseeds[0], "all_subseeds": subseeds,
+        "subseed_strength": request.subseed_strength,
         "width": request.width, "height": request.height, "sampler_name": spec.a1111_sampler,
         "scheduler": spec.a1111_schedule_type or "Automatic", "cfg_scale": request.guidance_scale,
         "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": parts.source.model,
         "sd_model_hash": _model_hash(parts), "sd_vae_name": parts.vae_name,
-        "sd_vae_hash": parts.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "sd_vae_hash": parts.vae_hash, "seed_resize_from_w": resize[0], "seed_resize_from_h": resize[1],
         "denoising_strength": strength, "extra_generation_params": {}, "index_of_first_image": 0,
-        "infotexts": [a1111_parameters(result, parts) for result in results], "styles": body.styles,
+        "infotexts": [a1111_parameters(result, parts) for result in results], "styles": list(request.applied_styles),
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": parts.unet.config.in_channels == 9,
         "version": f"sdgen {__version__}",
