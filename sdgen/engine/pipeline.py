@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen.config import options
 from sdgen.config.images import open_user_image
-from sdgen.config.schedulers import make_scheduler
 from sdgen.engine import loader, plugins
 from sdgen.engine.denoise import (
     Conditioning,
@@ -33,6 +32,7 @@ from sdgen.engine.latents import (
 )
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.request import GenerationRequest, InitImage, ModelSpec
+from sdgen.engine.samplers import make_sampler
 from sdgen.engine.text import TextOptions, encode_prompt, pad_to_chunks
 from sdgen.errors import GenerationError
 from sdgen.hardware.devices import make_generator, torch_dtype
@@ -283,7 +283,7 @@ def _run_loop(
     device = parts.placement.device
     seeds = [task.seed for task in tasks]
     generators = [make_generator(seed, parts.placement) for seed in seeds]
-    scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
+    scheduler = make_sampler(request.scheduler, request.schedule, parts.scheduler_config)  # fresh: they keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
     if inpainting is not None:
         assert strength is not None

@@ -17,7 +17,7 @@ from sdgen.config import options
 from sdgen.config.images import checked_image_size, image_label
 from sdgen.config.images import load_checked_image as load_checked_image  # the server's name for it
 from sdgen.config.options import MODEL, OUTPUT, PICTURES, REQUEST, default
-from sdgen.config.schedulers import scheduler_spec
+from sdgen.config.schedulers import resolve
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.devices import normalize_device, normalize_dtype, normalize_rng
 
@@ -116,6 +116,7 @@ class GenerationRequest:
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported; image i uses seed + i
     scheduler: str = default("scheduler")
+    schedule: str = default("schedule")  # A1111's schedule type; "automatic": the scheduler's own
     width: int | None = None  # None: 512, or the init image's own size for image-to-image
     height: int | None = None
     num_images: int = default("num_images")
@@ -184,7 +185,7 @@ class GenerationRequest:
                 "guidance_scale",
             )
         self._check_texts()
-        scheduler = scheduler_spec(self.scheduler).name
+        scheduler, schedule = resolve(self.scheduler, self.schedule)
         _check_int("clip_skip", self.clip_skip, 1, 12)
         _check_step_savers(self.cache_interval, self.cfg_end)
         seed = self.seed
@@ -230,6 +231,7 @@ class GenerationRequest:
             self,
             seed=seed,
             scheduler=scheduler,
+            schedule=schedule,
             width=width,
             height=height,
             num_images=len(prompts),

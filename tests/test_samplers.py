@@ -1,0 +1,127 @@
+"""sdgen's k-diffusion samplers and A1111's schedule types against k-diffusion on the tiny model, float32.
+
+The reference is A1111's way of running k-diffusion: the U-Net wrapped as a CompVisDenoiser over the
+model's alphas_cumprod, A1111's CFGDenoiser, the same initial noise (x = noise * sigmas[0]) and the same
+ancestral/SDE noise (drawn from the image's generator in order, given as k-diffusion's noise_sampler).
+Images are decoded with the same VAE and compared within 1/255.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdgen.config.schedulers import BY_NAME, SCHEDULE_TYPES
+from sdgen.engine.pipeline import _conditions, generate
+from sdgen.engine.request import GenerationRequest
+from sdgen.engine.samplers import PORTS
+
+from .kdiffusion_reference import CompVisModel, cfg_denoiser, load_kdiffusion
+
+PROMPT = "a photo of an astronaut riding a horse"
+STEPS = 4
+SIZE = 32  # 16x16 latents: the whole set stays fast
+SEED = 77
+GUIDANCE = 7.5
+
+
+def reference_sigmas(schedule: str, steps: int, denoiser, sampling):
+    """A1111's get_sigmas: k-diffusion's schedules, A1111's sd_schedulers.py for the others (written here
+    from its source, on the denoiser's own sigma_to_t / t_to_sigma)."""
+    import torch
+
+    sigma_min, sigma_max = float(denoiser.sigmas[0]), float(denoiser.sigmas[-1])
+    if schedule == "uniform":
+        return denoiser.get_sigmas(steps)
+    if schedule in ("karras", "exponential", "polyexponential"):
+        return getattr(sampling, f"get_sigmas_{schedule}")(steps, sigma_min, sigma_max)
+    if schedule in ("sgm_uniform", "normal"):
+        start, end = denoiser.sigma_to_t(torch.tensor(sigma_max)), denoiser.sigma_to_t(torch.tensor(sigma_min))
+        ts = torch.linspace(start, end, steps + 1)[:-1] if schedule == "sgm_uniform" else torch.linspace(start, end, steps)
+        return torch.FloatTensor([float(denoiser.t_to_sigma(t)) for t in ts] + [0.0])
+    if schedule == "kl_optimal":
+        alpha_min, alpha_max = torch.arctan(torch.tensor(sigma_min)), torch.arctan(torch.tensor(sigma_max))
+        step = torch.arange(steps + 1) / steps
+        return torch.tan(step * alpha_min + (1.0 - step) * alpha_max)
+    if schedule == "align_your_steps":
+        levels = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]
+        xs, ys = np.linspace(0, 1, len(levels)), np.log(levels[::-1])
+        return torch.FloatTensor(np.append(np.exp(np.interp(np.linspace(0, 1, steps), xs, ys))[::-1], [0.0]))
+    if schedule == "simple":
+        stride = len(denoiser.sigmas) / steps
+        return torch.FloatTensor([float(denoiser.sigmas[-(1 + int(x * stride))]) for x in range(steps)] + [0.0])
+    if schedule == "ddim":
+        stride = max(len(denoiser.sigmas) // steps, 1)
+        return torch.FloatTensor([float(s) for s in denoiser.sigmas[1::stride]][::-1] + [0.0])
+    assert schedule == "beta"
+    from scipy import stats
+
+    quantiles = [stats.beta.ppf(x, 0.6, 0.6) for x in 1 - np.linspace(0, 1, steps)]
+    return torch.FloatTensor([sigma_min + x * (sigma_max - sigma_min) for x in quantiles] + [0.0])
+
+
+KDIFFUSION = {
+    "dpm++2m": "sample_dpmpp_2m", "dpm++sde": "sample_dpmpp_sde", "dpm++2m-sde": "sample_dpmpp_2m_sde",
+    "dpm++2m-sde-heun": "sample_dpmpp_2m_sde", "dpm++2s-a": "sample_dpmpp_2s_ancestral",
+    "dpm++3m-sde": "sample_dpmpp_3m_sde", "euler-a": "sample_euler_ancestral", "euler": "sample_euler",
+    "lms": "sample_lms", "heun": "sample_heun", "dpm2": "sample_dpm_2", "dpm2-a": "sample_dpm_2_ancestral",
+}
+
+
+def reference_image(parts, name: str, schedule: str) -> np.ndarray:
+    """k-diffusion's sampler of the same name, run as A1111 runs it, decoded by the same VAE."""
+    import inspect
+
+    import torch
+    from diffusers import DDPMScheduler
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from sdgen.engine.latents import decode_latents
+
+    sampling, external = load_kdiffusion()
+    alphas_cumprod = DDPMScheduler.from_config(parts.scheduler_config).alphas_cumprod
+    denoiser = external.CompVisDenoiser(CompVisModel(parts.unet, alphas_cumprod), quantize=False)
+    discard = BY_NAME[name].discard_next_to_last_sigma
+    sigmas = reference_sigmas(schedule, STEPS + discard, denoiser, sampling)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    cond, uncond = _conditions(GenerationRequest(PROMPT, guidance_scale=GUIDANCE), parts)
+    generators = [torch.Generator("cpu").manual_seed(SEED)]
+    shape = (1, parts.unet.config.in_channels, SIZE // parts.vae_scale_factor, SIZE // parts.vae_scale_factor)
+    x = randn_tensor(shape, generator=generators, dtype=torch.float32) * sigmas[0]
+    function = getattr(sampling, KDIFFUSION[name])
+    extra = {}
+    if "noise_sampler" in inspect.signature(function).parameters:
+        extra["noise_sampler"] = lambda sigma, sigma_next: randn_tensor(shape, generator=generators, dtype=x.dtype)
+    if name == "dpm++2m-sde-heun":
+        extra["solver_type"] = "heun"
+    with torch.inference_mode():
+        latents = function(cfg_denoiser(denoiser, cond, uncond, GUIDANCE), x, sigmas, disable=True, **extra)
+        [image], _ = decode_latents(parts.vae, latents)
+    return np.asarray(image).astype(np.int16)
+
+
+def ours(parts, name: str, schedule: str) -> np.ndarray:
+    request = GenerationRequest(
+        PROMPT, scheduler=name, schedule=schedule, seed=SEED, num_inference_steps=STEPS, width=SIZE, height=SIZE,
+        guidance_scale=GUIDANCE,
+    )
+    [result] = generate(request, parts)
+    return np.asarray(result.image).astype(np.int16)
+
+
+def _assert_close(parts, name: str, schedule: str) -> None:
+    difference = np.abs(ours(parts, name, schedule) - reference_image(parts, name, schedule)).max()
+    assert difference <= 1, f"{name} / {schedule}: {difference}/255 from k-diffusion"
+
+
+@pytest.mark.parametrize("name", list(PORTS))
+def test_each_sampler_matches_kdiffusion_on_its_a1111_default_schedule(tiny_parts, name: str) -> None:
+    _assert_close(tiny_parts, name, BY_NAME[name].default_schedule)
+
+
+@pytest.mark.parametrize("schedule", [key for key in SCHEDULE_TYPES if key != "automatic"])
+def test_each_schedule_type_matches_a1111(tiny_parts, schedule: str) -> None:
+    """Every schedule type with DPM++ 2M SDE Heun (multistep, noise every step; no diffusers scheduler is
+    that pair, so sdgen's port runs it): the sigmas are A1111's."""
+    _assert_close(tiny_parts, "dpm++2m-sde-heun", schedule)
