@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdgen.config.schedulers import BY_NAME, SCHEDULE_TYPES
+from sdgen.config.schedulers import BY_LABEL, BY_NAME, SAME_AS_A1111, SCHEDULE_TYPES, SCHEDULERS, resolve
 from sdgen.engine.pipeline import _conditions, generate
 from sdgen.engine.request import GenerationRequest
 from sdgen.engine.samplers import PORTS
@@ -20,7 +20,7 @@ from .kdiffusion_reference import CompVisModel, cfg_denoiser, load_kdiffusion
 
 PROMPT = "a photo of an astronaut riding a horse"
 STEPS = 4
-SIZE = 32  # 16x16 latents: the whole set stays fast
+SIZE = 64  # the smallest size sdgen takes
 SEED = 77
 GUIDANCE = 7.5
 
@@ -37,7 +37,8 @@ def reference_sigmas(schedule: str, steps: int, denoiser, sampling):
         return getattr(sampling, f"get_sigmas_{schedule}")(steps, sigma_min, sigma_max)
     if schedule in ("sgm_uniform", "normal"):
         start, end = denoiser.sigma_to_t(torch.tensor(sigma_max)), denoiser.sigma_to_t(torch.tensor(sigma_min))
-        ts = torch.linspace(start, end, steps + 1)[:-1] if schedule == "sgm_uniform" else torch.linspace(start, end, steps)
+        count = steps + 1 if schedule == "sgm_uniform" else steps
+        ts = torch.linspace(start, end, count)[:steps]
         return torch.FloatTensor([float(denoiser.t_to_sigma(t)) for t in ts] + [0.0])
     if schedule == "kl_optimal":
         alpha_min, alpha_max = torch.arctan(torch.tensor(sigma_min)), torch.arctan(torch.tensor(sigma_max))
@@ -120,8 +121,63 @@ def test_each_sampler_matches_kdiffusion_on_its_a1111_default_schedule(tiny_part
     _assert_close(tiny_parts, name, BY_NAME[name].default_schedule)
 
 
-@pytest.mark.parametrize("schedule", [key for key in SCHEDULE_TYPES if key != "automatic"])
-def test_each_schedule_type_matches_a1111(tiny_parts, schedule: str) -> None:
-    """Every schedule type with DPM++ 2M SDE Heun (multistep, noise every step; no diffusers scheduler is
-    that pair, so sdgen's port runs it): the sigmas are A1111's."""
+@pytest.mark.parametrize("name", SAME_AS_A1111)
+def test_diffusers_schedulers_standing_in_for_a1111_pairs_match_kdiffusion(tiny_parts, name: str) -> None:
+    """Where sdgen runs an A1111 pair with a diffusers scheduler, that scheduler makes k-diffusion's picture."""
+    spec = SCHEDULERS[name]
+    sampler = BY_LABEL[spec.a1111_sampler]
+    schedule = (spec.a1111_schedule_type or "uniform").lower()
+    assert resolve(sampler.label, schedule) == (name, "automatic")
+    difference = np.abs(ours(tiny_parts, name, "automatic") - reference_image(tiny_parts, sampler.name, schedule)).max()
+    assert difference <= 1, f"{name}: {difference}/255 from k-diffusion's {sampler.reference}"
+
+
+SCHEDULES = [key for key in SCHEDULE_TYPES if key != "automatic"]
+
+
+def test_each_schedule_type_gives_a1111s_sigmas() -> None:
+    """sdgen's sigmas of every schedule type equal A1111's (k-diffusion's CompVisDenoiser over the same
+    alphas_cumprod, its get_sigmas_* and sd_schedulers.py), for a few step counts."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from sdgen.engine.samplers.sigmas import ModelSigmas, schedule_sigmas
+    from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
+
+    sampling, external = load_kdiffusion()
+    alphas_cumprod = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG).alphas_cumprod
+    denoiser = external.CompVisDenoiser(CompVisModel(None, alphas_cumprod), quantize=False)
+    model = ModelSigmas(alphas_cumprod)
+    for schedule in SCHEDULES:
+        for steps in (1, 4, 10, 25):
+            expected = reference_sigmas(schedule, steps, denoiser, sampling).float()
+            got = schedule_sigmas(schedule, steps, model)
+            assert got.shape == expected.shape, (schedule, steps)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=f"{schedule}, {steps} steps")
+    expected = reference_sigmas("karras", 11, denoiser, sampling)
+    discarded = schedule_sigmas("karras", 10, model, discard_next_to_last=True)
+    assert torch.equal(discarded, torch.cat([expected[:-2], expected[-1:]]))
+
+
+@pytest.mark.parametrize("schedule", ["kl_optimal", "align_your_steps"])
+def test_schedule_types_end_to_end_match_kdiffusion(tiny_parts, schedule: str) -> None:
+    """Through the pipeline too (KL Optimal ends at sigma_min, not 0; AYS has its own levels)."""
     _assert_close(tiny_parts, "dpm++2m-sde-heun", schedule)
+
+
+@pytest.mark.parametrize("name", ["euler-a", "dpm++2m"])
+def test_ports_run_image_to_image_and_inpainting(tiny_parts, name: str) -> None:
+    """img2img starts from the init image noised to the first level sdgen runs; inpainting's blend noises
+    the known region to each next level."""
+    from PIL import Image
+
+    init = Image.new("RGB", (SIZE, SIZE), (200, 80, 40))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    base = dict(scheduler=name, schedule="karras", seed=SEED, num_inference_steps=STEPS, init_image=init)
+    [img2img] = generate(GenerationRequest(PROMPT, strength=0.5, **base), tiny_parts)
+    [inpainted] = generate(GenerationRequest(PROMPT, strength=0.75, mask=mask, **base), tiny_parts)
+    for result in (img2img, inpainted):
+        assert result.image.size == (SIZE, SIZE) and np.asarray(result.image).std() > 0
+    corner = np.asarray(inpainted.image)[:8, :8].astype(int)
+    assert np.abs(corner - (200, 80, 40)).max() <= 2, "outside the mask stays the init image"

@@ -261,11 +261,17 @@ def resolve_infotext(sampler: str, schedule: str | None) -> tuple[str, str]:
     return resolve(sampler, schedule)
 
 
+# sdgen's diffusers schedulers that make A1111's picture of their (sampler, schedule type) pair: equal to
+# k-diffusion's sampler within 1/255 (tests/test_samplers.py). DPM2 (A1111 drops its next-to-last sigma),
+# DPM++ 2M and 2M SDE with Uniform (diffusers spaces their timesteps its own way) are not.
+SAME_AS_A1111 = ("euler", "euler-a", "heun", "lms", "lms-karras", "dpm++2m-karras", "dpm++2m-sde-karras")
+
+
 def _diffusers_name(sampler: A1111Sampler, schedule: str) -> str | None:
-    """sdgen's diffusers scheduler for A1111's (sampler, Uniform or Karras), where it has one."""
-    for name, spec in SCHEDULERS.items():
-        own = (spec.a1111_schedule_type or "uniform").lower()
-        if spec.a1111_sampler == sampler.label and own == schedule:
+    """sdgen's diffusers scheduler for A1111's (sampler, schedule type), where one makes the same picture."""
+    for name in SAME_AS_A1111:
+        spec = SCHEDULERS[name]
+        if spec.a1111_sampler == sampler.label and (spec.a1111_schedule_type or "uniform").lower() == schedule:
             return name
     return None
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.config.schedulers import AUTOMATIC, a1111_names, resolve
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters, png_info
@@ -51,7 +51,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     values["seed"] = None if body.seed < 0 else body.seed  # A1111: -1 = random
     given = {"steps": body.steps, "guidance_scale": body.cfg_scale, "width": body.width, "height": body.height}
     values |= {key: value for key, value in given.items() if value is not None}
-    values["scheduler"] = _scheduler(body, values.get("scheduler"))
+    values["scheduler"], values["schedule"] = _scheduler(body, values.get("scheduler"), values.get("schedule"))
     for key, value in (("batch_size", body.batch_size), ("n_iter", body.n_iter)):
         if not 1 <= value <= 10_000:
             raise InvalidRequestError(f"Invalid {key} {value}: must be a whole number from 1 up.", "batch_size")
@@ -67,14 +67,15 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     return values
 
 
-def _scheduler(body: GenerationBody, default: str | None) -> str:
+def _scheduler(body: GenerationBody, default: str | None, default_schedule: str | None) -> tuple[str, str]:
+    """(scheduler, schedule) from A1111's sampler_name and scheduler (its schedule type), else the server's."""
     sampler = body.sampler_name or body.sampler_index
     if sampler:
-        return from_a1111(sampler, body.scheduler)
-    default_spec = scheduler_spec(default or "euler")  # no sampler: the server's, with the schedule asked for
-    if body.scheduler and body.scheduler.lower() != "automatic":
-        return from_a1111(default_spec.a1111_sampler, body.scheduler)
-    return default_spec.name
+        return resolve(sampler, body.scheduler)
+    name = default or "euler"  # no sampler: the server's, with the schedule type asked for
+    if body.scheduler and body.scheduler.lower() != AUTOMATIC:
+        return resolve(a1111_names(*resolve(name, default_schedule))[0], body.scheduler)
+    return name, default_schedule or AUTOMATIC
 
 
 def _hires(body: Txt2ImgBody) -> dict[str, Any]:
@@ -156,7 +157,7 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
     if not results:
         return {"prompt": body.prompt, "all_prompts": [], "seed": body.seed, "all_seeds": [], "infotexts": []}
     request = results[0].request
-    spec = scheduler_spec(request.scheduler)
+    sampler_name, schedule_type = a1111_names(request.scheduler, request.schedule)
     seeds = [result.seed for result in results]
     strength = request.strength if request.is_img2img else request.hires_strength if request.hires_scale else None
     return {
@@ -164,8 +165,8 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "negative_prompt": request.negative_prompt,
         "all_negative_prompts": [result.request.negative_prompt for result in results],
         "seed": seeds[0], "all_seeds": seeds, "subseed": seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
-        "width": request.width, "height": request.height, "sampler_name": spec.a1111_sampler,
-        "scheduler": spec.a1111_schedule_type or "Automatic", "cfg_scale": request.guidance_scale,
+        "width": request.width, "height": request.height, "sampler_name": sampler_name,
+        "scheduler": schedule_type, "cfg_scale": request.guidance_scale,
         "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": parts.source.model,
         "sd_model_hash": (parts.source.unet_sha256 or "")[:10] or None, "sd_vae_name": parts.vae_name,
@@ -179,13 +180,19 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
 
 
 def samplers() -> list[dict[str, Any]]:
-    """GET /sdapi/v1/samplers: each A1111 sampler sdgen has, its aliases, and sdgen's own names as aliases."""
-    from sdgen.config.schedulers import A1111_ALIASES, a1111_samplers
+    """GET /sdapi/v1/samplers: each A1111 sampler sdgen runs, its aliases (sdgen's names among them) and
+    its A1111 options (the schedule type its Automatic means)."""
+    from sdgen.config.schedulers import A1111_SAMPLERS, SCHEDULERS
+    from sdgen.errors import InvalidRequestError
 
     listed = []
-    for name, schedules in a1111_samplers().items():
-        own = sorted({schedules[key] for key in schedules if schedules[key] in SCHEDULERS})
-        options = {"scheduler": "karras"} if schedules["automatic"] != schedules["uniform"] else {}
-        aliases = list(dict.fromkeys([*A1111_ALIASES.get(name, ()), *own]))
-        listed.append({"name": name, "aliases": aliases, "options": options})
+    for sampler in A1111_SAMPLERS:
+        try:
+            resolve(sampler.label)
+        except InvalidRequestError:
+            continue  # not in sdgen yet
+        own = [name for name, spec in SCHEDULERS.items() if spec.a1111_sampler == sampler.label]
+        aliases = list(dict.fromkeys([*sampler.aliases, sampler.name, *own]))
+        options = {"scheduler": sampler.default_schedule} if sampler.default_schedule else {}
+        listed.append({"name": sampler.label, "aliases": aliases, "options": options})
     return listed
