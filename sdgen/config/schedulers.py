@@ -189,7 +189,7 @@ def schedule_key(schedule: str | None) -> str:
             return key
     labels = ", ".join(entry.label for entry in SCHEDULE_TYPES.values())
     raise InvalidRequestError(
-        f"Unknown schedule type {schedule!r}: choose one of {labels} (or their keys: {', '.join(SCHEDULE_TYPES)}).",
+        f"Unknown {NAME} {schedule!r}: choose one of {labels} (or their keys: {', '.join(SCHEDULE_TYPES)}).",
         "schedule",
     )
 
@@ -235,7 +235,7 @@ def resolve(scheduler: str, schedule: str | None = AUTOMATIC) -> tuple[str, str]
     if sampler.default_schedule is None:
         if wanted != AUTOMATIC:
             raise InvalidRequestError(
-                f"Invalid schedule type {schedule!r} for sampler {sampler.label!r}: it takes no schedule type "
+                f"Invalid {NAME} {schedule!r} for sampler {sampler.label!r}: it takes no schedule type "
                 "(A1111's timestep samplers); leave it Automatic.",
                 "schedule",
             )

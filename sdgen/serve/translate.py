@@ -193,6 +193,7 @@ def samplers() -> list[dict[str, Any]]:
             continue  # not in sdgen yet
         own = [name for name, spec in SCHEDULERS.items() if spec.a1111_sampler == sampler.label]
         aliases = list(dict.fromkeys([*sampler.aliases, sampler.name, *own]))
-        options = {"scheduler": sampler.default_schedule} if sampler.default_schedule else {}
+        default = sampler.default_schedule  # A1111 names it only where it is not the model's own (uniform)
+        options = {"scheduler": default} if default not in (None, "uniform") else {}
         listed.append({"name": sampler.label, "aliases": aliases, "options": options})
     return listed
