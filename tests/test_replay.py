@@ -92,7 +92,8 @@ def test_info_prints_both_records(original) -> None:
         f"{original}:",
         "  a fox: red, small",
         "  Negative prompt: dull, grey",
-        "  Steps: 3, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5.5, Seed: 21, Size: 64x64, Model: tiny-sd, Version: sdgen 0.1.0",
+        "  Steps: 3, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5.5, Seed: 21, Size: 64x64, Model: tiny-sd, "
+        "Version: sdgen 0.1.0",
     ]
     assert "    scheduler_class: EulerAncestralDiscreteScheduler" in lines
     result = runner.invoke(app, ["info", "--json", str(original)])
