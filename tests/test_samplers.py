@@ -190,3 +190,72 @@ def test_ports_run_image_to_image_and_inpainting(tiny_parts, name: str) -> None:
         assert result.image.size == (SIZE, SIZE) and np.asarray(result.image).std() > 0
     corner = np.asarray(inpainted.image)[:8, :8].astype(int)
     assert np.abs(corner - (200, 80, 40)).max() <= 2, "outside the mask stays the init image"
+
+
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def test_schedule_through_the_cli_a_batch_line_and_from(tiny_model_dir, tmp_path) -> None:
+    """`--scheduler "DPM++ SDE" --schedule Exponential`: A1111's names in the infotext, sdgen's in the record;
+    `--from` the PNG and from an A1111-only infotext, and a batch line, make the same picture."""
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    from typer.testing import CliRunner
+
+    from sdgen.cli import app
+    from sdgen.record.metadata import read_image_metadata
+
+    runner = CliRunner()
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"]
+    size = ["-W", "64", "-H", "64", "--steps", "2", "--seed", "5"]
+    first = tmp_path / "first.png"
+    made = runner.invoke(app, ["a fox", *common, *size, "--scheduler", "DPM++ SDE", "--schedule", "Exponential",
+                               "-o", str(first)])
+    assert made.exit_code == 0, made.output
+    parameters, record = read_image_metadata(first)
+    assert "Steps: 2, Sampler: DPM++ SDE, Schedule type: Exponential, CFG scale: 7.5, Seed: 5" in parameters
+    assert (record["scheduler"], record["schedule"]) == ("dpm++sde", "exponential")
+    assert record["scheduler_class"] == "sdgen.engine.samplers:dpm++sde"
+
+    again = tmp_path / "again.png"
+    assert runner.invoke(app, ["--from", str(first), *common, "-o", str(again)]).exit_code == 0
+    assert again.read_bytes() == first.read_bytes()
+
+    a1111 = tmp_path / "a1111.png"
+    info = PngInfo()
+    info.add_text("parameters", parameters.split("\nSteps")[0] + "\n" + parameters.split("\n")[-1])
+    Image.new("RGB", (64, 64)).save(a1111, pnginfo=info)
+    from_text = tmp_path / "from_text.png"
+    replayed = runner.invoke(app, ["--from", str(a1111), *common, "-o", str(from_text)])
+    assert replayed.exit_code == 0, replayed.output
+    assert np.array_equal(_pixels(from_text), _pixels(first))
+
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text(json.dumps({"prompt": "a fox", "seed": 5, "scheduler": "k_dpmpp_sde", "schedule": "exponential"}))
+    batch = runner.invoke(app, ["batch", str(lines), *common, *size[:-2], "-o", f"{tmp_path}/out/"])
+    assert batch.exit_code == 0, batch.output
+    [made_by_line] = (tmp_path / "out").glob("*.png")
+    assert np.array_equal(_pixels(made_by_line), _pixels(first))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--schedule", "wavy"], "Unknown --schedule 'wavy': choose one of Automatic, Uniform, Karras"),
+        (["--scheduler", "ddim", "--schedule", "karras"], "Invalid --schedule 'karras' for sampler 'DDIM'"),
+        (["--scheduler", "dpm++2m-karras", "--schedule", "beta"], "use --scheduler dpm++2m --schedule beta"),
+    ],
+)
+def test_bad_schedules_exit_2_before_loading(no_weights_load, flags: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from sdgen.cli import app
+
+    result = CliRunner().invoke(app, ["a fox", *flags])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
