@@ -8,6 +8,9 @@ Images are decoded with the same VAE and compared within 1/255.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 import pytest
 
@@ -69,10 +72,54 @@ KDIFFUSION = {
 }
 
 
+def a1111_restart(model, x, sigmas, disable=None, noise_sampler=None, s_noise=1.0):
+    """A1111's Restart sampler (modules/sd_samplers_extra.py, which no package ships), written here from its
+    source over k-diffusion's helpers; its fresh noise comes from `noise_sampler` (A1111: torch.randn_like)."""
+    import torch
+
+    sampling, _ = load_kdiffusion()
+
+    def heun_step(x, old_sigma, new_sigma):
+        denoised = model(x, old_sigma * x.new_ones([x.shape[0]]))
+        d = sampling.to_d(x, old_sigma, denoised)
+        dt = new_sigma - old_sigma
+        if new_sigma == 0:
+            return x + d * dt
+        x_2 = x + d * dt
+        d_2 = sampling.to_d(x_2, new_sigma, model(x_2, new_sigma * x.new_ones([x.shape[0]])))
+        return x + (d + d_2) / 2 * dt
+
+    steps = sigmas.shape[0] - 1
+    restart_list = {}
+    if steps >= 20:
+        restart_steps, restart_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        sigmas = sampling.get_sigmas_karras(steps - restart_steps * restart_times, sigmas[-2].item(), sigmas[0].item())
+        restart_list = {0.1: [restart_steps + 1, restart_times, 2]}
+    restart_list = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restart_list.items()}
+    step_list = []
+    for i in range(len(sigmas) - 1):
+        step_list.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in restart_list:
+            restart_steps, restart_times, restart_max = restart_list[i + 1]
+            min_idx, max_idx = i + 1, int(torch.argmin(abs(sigmas - restart_max), dim=0))
+            if max_idx < min_idx:
+                sigma_restart = sampling.get_sigmas_karras(
+                    restart_steps, sigmas[min_idx].item(), sigmas[max_idx].item())[:-1]
+                for _ in range(restart_times):
+                    step_list.extend(zip(sigma_restart[:-1], sigma_restart[1:], strict=True))
+    last_sigma = None
+    for old_sigma, new_sigma in step_list:
+        if last_sigma is None:
+            last_sigma = old_sigma
+        elif last_sigma < old_sigma:
+            x = x + noise_sampler(last_sigma, old_sigma) * s_noise * (old_sigma**2 - last_sigma**2) ** 0.5
+        x = heun_step(x, old_sigma, new_sigma)
+        last_sigma = new_sigma
+    return x
+
+
 def reference_image(parts, name: str, schedule: str) -> np.ndarray:
     """k-diffusion's sampler of the same name, run as A1111 runs it, decoded by the same VAE."""
-    import inspect
-
     import torch
     from diffusers import DDPMScheduler
     from diffusers.utils.torch_utils import randn_tensor
@@ -90,14 +137,23 @@ def reference_image(parts, name: str, schedule: str) -> np.ndarray:
     generators = [torch.Generator("cpu").manual_seed(SEED)]
     shape = (1, parts.unet.config.in_channels, SIZE // parts.vae_scale_factor, SIZE // parts.vae_scale_factor)
     x = randn_tensor(shape, generator=generators, dtype=torch.float32) * sigmas[0]
-    function = getattr(sampling, KDIFFUSION[name])
+    if name == "dpm-fast":  # A1111 gives it the model's end levels, the step count and its eta (1)
+        function = functools.partial(
+            sampling.sample_dpm_fast, sigma_min=float(denoiser.sigmas[0]), sigma_max=float(denoiser.sigmas[-1]),
+            n=STEPS, eta=1.0,
+        )
+        sigmas = None
+    else:
+        function = a1111_restart if name == "restart" else getattr(sampling, KDIFFUSION[name])
     extra = {}
-    if "noise_sampler" in inspect.signature(function).parameters:
+    if "noise_sampler" in inspect.signature(function).parameters or name == "dpm-fast":
         extra["noise_sampler"] = lambda sigma, sigma_next: randn_tensor(shape, generator=generators, dtype=x.dtype)
     if name == "dpm++2m-sde-heun":
         extra["solver_type"] = "heun"
     with torch.inference_mode():
-        latents = function(cfg_denoiser(denoiser, cond, uncond, GUIDANCE), x, sigmas, disable=True, **extra)
+        denoise = cfg_denoiser(denoiser, cond, uncond, GUIDANCE)
+        latents = function(denoise, x, disable=True, **extra) if sigmas is None else function(
+            denoise, x, sigmas, disable=True, **extra)
         [image], _ = decode_latents(parts.vae, latents)
     return np.asarray(image).astype(np.int16)
 
@@ -139,6 +195,64 @@ def test_diffusers_schedulers_standing_in_for_a1111_pairs_match_kdiffusion(tiny_
     assert resolve(sampler.label, schedule) == (name, "automatic")
     difference = np.abs(ours(tiny_parts, name, "automatic") - reference_image(tiny_parts, sampler.name, schedule)).max()
     assert difference <= 1, f"{name}: {difference}/255 from k-diffusion's {sampler.reference}"
+
+
+def _fake_denoiser(x, sigma):
+    """A cheap smooth stand-in for the U-Net's denoised estimate (long schedules without the U-Net)."""
+    sigma = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+    return x.tanh() * 0.7 / (1 + sigma**2) ** 0.5 + 0.1 * sigma / (1 + sigma)
+
+
+def _seeded_noise(shape, seed: int):
+    import torch
+
+    draws = torch.Generator().manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(shape, generator=draws)
+
+
+def _run_steps(function, x, sigmas, noise):
+    """Drive a step generator with the fake denoiser, as SamplerStepper does with the U-Net."""
+    steps = function(x, sigmas, noise)
+    try:
+        point, sigma = next(steps)
+        while True:
+            point, sigma = steps.send((point, _fake_denoiser(point, sigma.reshape(1))))
+    except StopIteration as finished:
+        return finished.value
+
+
+@pytest.mark.parametrize("steps", [6, 10, 20, 36])
+def test_long_schedules_match_with_a_cheap_model(steps: int) -> None:
+    """Every port over `steps` Karras levels against its reference, with a cheap model: DPM fast's order-2
+    tail, Restart's restarts (20+ steps) and the multistep samplers' later steps."""
+    import torch
+
+    from sdgen.engine.samplers.sigmas import ModelSigmas, schedule_sigmas
+    from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
+
+    sampling, _ = load_kdiffusion()
+    from diffusers import DDPMScheduler
+
+    model = ModelSigmas(DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG).alphas_cumprod)
+    for name, function in PORTS.items():
+        sigmas = schedule_sigmas("karras", steps, model, BY_NAME[name].discard_next_to_last_sigma)
+        draws = torch.Generator().manual_seed(3)
+        x = torch.randn((2, 4, 8, 8), generator=draws) * sigmas[0]
+        ours = _run_steps(function, x, sigmas, _seeded_noise(x.shape, 5))
+        extra = {"noise_sampler": _seeded_noise(x.shape, 5)}
+        if name == "dpm-fast":
+            expected = sampling.sample_dpm_fast(_fake_denoiser, x, float(sigmas[-2]), float(sigmas[0]), steps,
+                                                disable=True, eta=1.0, **extra)
+        elif name == "restart":
+            expected = a1111_restart(_fake_denoiser, x, sigmas, **extra)
+        else:
+            reference = getattr(sampling, KDIFFUSION[name])
+            if "noise_sampler" not in inspect.signature(reference).parameters:
+                extra = {}
+            if name == "dpm++2m-sde-heun":
+                extra["solver_type"] = "heun"
+            expected = reference(_fake_denoiser, x, sigmas, disable=True, **extra)
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5, msg=f"{name}, {steps} steps")
 
 
 SCHEDULES = [key for key in SCHEDULE_TYPES if key != "automatic"]

@@ -1,13 +1,13 @@
 """sdgen's own versions of A1111's k-diffusion samplers, for the (sampler, schedule type) pairs that no
-diffusers scheduler runs: each is a step generator (euler.py, dpmpp.py) over A1111's schedule (sigmas.py),
-stepped by the loop through SamplerStepper (stepper.py)."""
+diffusers scheduler runs: each is a step generator (euler.py, dpmpp.py, dpm_solver.py) over A1111's
+schedule (sigmas.py), stepped by the loop through SamplerStepper (stepper.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from sdgen.config.schedulers import AUTOMATIC, BY_NAME, make_scheduler
-from sdgen.engine.samplers import dpmpp, euler
+from sdgen.engine.samplers import dpm_solver, dpmpp, euler
 from sdgen.engine.samplers.stepper import SamplerFn, SamplerStepper
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +26,8 @@ PORTS: dict[str, SamplerFn] = {
     "heun": euler.heun,
     "dpm2": euler.dpm_2,
     "dpm2-a": euler.dpm_2_ancestral,
+    "dpm-fast": dpm_solver.dpm_fast,
+    "restart": dpm_solver.restart,
 }
 
 

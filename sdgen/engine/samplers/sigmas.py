@@ -189,3 +189,12 @@ def schedule_sigmas(schedule: str, steps: int, model: ModelSigmas, discard_next_
         return SCHEDULES[schedule](steps, model)
     sigmas = SCHEDULES[schedule](steps + 1, model)
     return torch.cat([sigmas[:-2], sigmas[-1:]])
+
+
+def karras_between(n: int, sigma_min: float, sigma_max: float, like: torch.Tensor) -> torch.Tensor:
+    """Karras levels between two given levels (Restart's restarts), on `like`'s device and dtype."""
+    import torch
+
+    ramp = torch.linspace(0, 1, n)
+    low, high = sigma_min ** (1 / 7), sigma_max ** (1 / 7)
+    return _append_zero((high + ramp * (low - high)) ** 7).to(like.device, like.dtype)
