@@ -98,7 +98,7 @@ A1111_AUTOMATIC = {
     "Euler a": ("euler-a", "automatic"), "Euler": ("euler", "automatic"), "LMS": ("lms", "automatic"),
     "Heun": ("heun", "automatic"), "DPM2": ("dpm2", "karras"), "DPM2 a": ("dpm2-a", "karras"),
     "DDIM": ("ddim", "automatic"), "PLMS": ("pndm", "automatic"), "UniPC": ("unipc", "automatic"),
-    "LCM": ("lcm", "automatic"),
+    "LCM": ("lcm", "automatic"), "DPM fast": ("dpm-fast", "uniform"), "Restart": ("restart", "karras"),
 }
 
 
@@ -125,6 +125,14 @@ def test_every_schedule_type_is_accepted_by_key_label_and_alias() -> None:
             pair = resolve("DPM++ SDE", entry.label)
             assert pair == ("dpm++sde", key) and a1111_names(*pair) == ("DPM++ SDE", entry.label)
     assert schedule_key("SGMUniform") == "sgm_uniform"
+
+
+def test_samplers_not_in_sdgen_yet_are_refused_by_name() -> None:
+    from sdgen.config.schedulers import resolve
+
+    for label in ("DPM adaptive", "DDIM CFG++"):
+        with pytest.raises(InvalidRequestError, match=f"Sampler '{label}' is not in sdgen yet"):
+            resolve(label)
 
 
 def test_sdgen_names_keep_their_diffusers_scheduler() -> None:
