@@ -197,6 +197,47 @@ def test_diffusers_schedulers_standing_in_for_a1111_pairs_match_kdiffusion(tiny_
     assert difference <= 1, f"{name}: {difference}/255 from k-diffusion's {sampler.reference}"
 
 
+def a1111_ddim_cfgpp(parts, cond, uncond, scale: float, x, steps: int):
+    """A1111's DDIM CFG++ (sd_samplers_timesteps.py's timesteps, its CFGDenoiser with need_last_noise_uncond
+    and cond_scale_miltiplier 1/12.5, sd_samplers_timesteps_impl.ddim_cfgpp at eta 0), written here from its
+    source: A1111's timestep samplers are in no package."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    alphas_cumprod = DDPMScheduler.from_config(parts.scheduler_config).alphas_cumprod
+    timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+    alphas = alphas_cumprod[timesteps]
+    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    for i in range(len(timesteps) - 1):
+        index = len(timesteps) - 1 - i
+        t = torch.full((2,), int(timesteps[index]))
+        out = parts.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, uncond]), return_dict=False)[0]
+        eps_cond, eps_uncond = out.chunk(2)
+        e_t = eps_uncond + (eps_cond - eps_uncond) * (scale / 12.5)
+        a_t, a_prev = alphas[index].item(), alphas_prev[index].item()
+        pred_x0 = (x - (1 - a_t) ** 0.5 * e_t) / a_t**0.5
+        x = a_prev**0.5 * pred_x0 + (1.0 - a_prev) ** 0.5 * eps_uncond
+    return x
+
+
+def test_ddim_cfgpp_matches_a1111(tiny_parts) -> None:
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from sdgen.engine.latents import decode_latents
+
+    cond, uncond = _conditions(GenerationRequest(PROMPT, guidance_scale=GUIDANCE), tiny_parts)
+    side = SIZE // tiny_parts.vae_scale_factor
+    shape = (1, tiny_parts.unet.config.in_channels, side, side)
+    x = randn_tensor(shape, generator=[torch.Generator("cpu").manual_seed(SEED)], dtype=torch.float32)
+    with torch.inference_mode():
+        [image], _ = decode_latents(tiny_parts.vae, a1111_ddim_cfgpp(tiny_parts, cond, uncond, GUIDANCE, x, STEPS))
+    reference = np.asarray(image).astype(np.int16)
+    assert resolve("DDIM CFG++") == ("ddim-cfg++", "automatic")
+    difference = np.abs(ours(tiny_parts, "ddim-cfg++", "automatic") - reference).max()
+    assert difference <= 1, f"DDIM CFG++: {difference}/255 from A1111's"
+
+
 def _fake_denoiser(x, sigma):
     """A cheap smooth stand-in for the U-Net's denoised estimate (long schedules without the U-Net)."""
     sigma = sigma.reshape(-1, *([1] * (x.ndim - 1)))

@@ -99,7 +99,8 @@ A1111_AUTOMATIC = {
     "Euler a": ("euler-a", "automatic"), "Euler": ("euler", "automatic"), "LMS": ("lms", "automatic"),
     "Heun": ("heun", "automatic"), "DPM2": ("dpm2", "karras"), "DPM2 a": ("dpm2-a", "karras"),
     "DDIM": ("ddim", "automatic"), "PLMS": ("pndm", "automatic"), "UniPC": ("unipc", "automatic"),
-    "LCM": ("lcm", "automatic"), "DPM fast": ("dpm-fast", "uniform"), "Restart": ("restart", "karras"),
+    "LCM": ("lcm", "automatic"), "DDIM CFG++": ("ddim-cfg++", "automatic"), "DPM fast": ("dpm-fast", "uniform"),
+    "Restart": ("restart", "karras"),
 }
 
 
@@ -131,7 +132,7 @@ def test_every_schedule_type_is_accepted_by_key_label_and_alias() -> None:
 def test_samplers_not_in_sdgen_yet_are_refused_by_name() -> None:
     from sdgen.config.schedulers import resolve
 
-    for label in ("DPM adaptive", "DDIM CFG++"):
+    for label in ("DPM adaptive",):
         with pytest.raises(InvalidRequestError, match=re.escape(f"Sampler '{label}' is not in sdgen yet")):
             resolve(label)
 

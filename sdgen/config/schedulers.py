@@ -171,7 +171,7 @@ A1111_SAMPLERS: tuple[A1111Sampler, ...] = (
     A1111Sampler("DPM adaptive", "dpm-adaptive", ("k_dpm_ad",), _K + "sample_dpm_adaptive", None, port=False),
     A1111Sampler("Restart", "restart", ("restart",), "A1111 sd_samplers_extra.restart_sampler", "karras"),
     A1111Sampler("DDIM", "ddim", ("ddim",), "diffusers DDIMScheduler", None, port=False),
-    A1111Sampler("DDIM CFG++", "ddim-cfg++", ("ddim_cfgpp",), "A1111 sd_samplers_timesteps_impl", None, port=False),
+    A1111Sampler("DDIM CFG++", "ddim-cfg++", ("ddim_cfgpp",), "A1111 sd_samplers_timesteps_impl.ddim_cfgpp", None),
     A1111Sampler("PLMS", "pndm", ("plms",), "diffusers PNDMScheduler", None, port=False),
     A1111Sampler("UniPC", "unipc", ("unipc",), "diffusers UniPCMultistepScheduler", None, port=False),
     A1111Sampler("LCM", "lcm", ("k_lcm",), "diffusers LCMScheduler", None, port=False),
@@ -277,7 +277,7 @@ def _diffusers_name(sampler: A1111Sampler, schedule: str) -> str | None:
 
 
 def _runnable(sampler: A1111Sampler) -> str:
-    if sampler.name in SCHEDULERS:
+    if sampler.name in SCHEDULERS or sampler.port:
         return sampler.name
     raise InvalidRequestError(
         f"Sampler {sampler.label!r} is not in sdgen yet; choose another (see `sdgen schedulers`).", "scheduler"
@@ -297,7 +297,7 @@ def a1111_names(scheduler: str, schedule: str) -> tuple[str, str]:
 def runner(scheduler: str, schedule: str) -> tuple[str, dict]:
     """What the record names as the code that ran a resolved pair: a diffusers class and its options, or
     sdgen's port and its schedule."""
-    if schedule == AUTOMATIC:
+    if scheduler in SCHEDULERS and schedule == AUTOMATIC:
         spec = SCHEDULERS[scheduler]
         return spec.class_name, spec.options
     sampler = BY_NAME[scheduler]

@@ -302,13 +302,16 @@ def _run_loop(
     if inpainting is not None:
         conditioning = inpainting.conditioning(conditioning)
         step_end = chain_step_end(inpainting.on_step_end, step_end)
+    predictor = plugins.noise_predictor(run)
+    if hasattr(scheduler, "watch_predictor"):  # DDIM CFG++ (engine/samplers) also reads the unguided noise
+        predictor = scheduler.watch_predictor(predictor)
     return denoise(
-        plugins.noise_predictor(run),
+        predictor,
         latents,
         timesteps=timesteps,
         scheduler=scheduler,
         conditioning=conditioning,
-        guidance_scale=request.guidance_scale,
+        guidance_scale=request.guidance_scale * getattr(scheduler, "guidance_multiplier", 1.0),
         generators=generators,
         on_step=hooks.on_step,
         on_step_end=step_end,

@@ -4,14 +4,12 @@ schedule (sigmas.py), stepped by the loop through SamplerStepper (stepper.py).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sdgen.config.schedulers import AUTOMATIC, BY_NAME, make_scheduler
 from sdgen.engine.samplers import dpm_solver, dpmpp, euler
+from sdgen.engine.samplers.ddim_cfgpp import DDIMCFGPlusPlus
 from sdgen.engine.samplers.stepper import SamplerFn, SamplerStepper
-
-if TYPE_CHECKING:  # pragma: no cover
-    from diffusers import SchedulerMixin
 
 PORTS: dict[str, SamplerFn] = {
     "dpm++2m": dpmpp.dpmpp_2m,
@@ -31,9 +29,11 @@ PORTS: dict[str, SamplerFn] = {
 }
 
 
-def make_sampler(name: str, schedule: str, model_scheduler_config: dict[str, Any]) -> SchedulerMixin | SamplerStepper:
+def make_sampler(name: str, schedule: str, model_scheduler_config: dict[str, Any]) -> Any:
     """A fresh scheduler for a resolved (name, schedule) pair (config/schedulers.py's resolve()):
     diffusers' for "automatic", else sdgen's port of the k-diffusion sampler over that schedule."""
+    if name == "ddim-cfg++":
+        return DDIMCFGPlusPlus(model_scheduler_config)
     if schedule == AUTOMATIC:
         return make_scheduler(name, model_scheduler_config)
     return SamplerStepper(PORTS[name], schedule, model_scheduler_config, BY_NAME[name].discard_next_to_last_sigma)
