@@ -163,7 +163,7 @@ def test_every_generation_flag_reaches_the_engine(tiny_model_dir, tmp_path) -> N
     assert result.exit_code == 0, result.output
     text = Image.open(tmp_path / "out-1.png").text["parameters"]
     assert text.splitlines()[:2] == ["a fox", "Negative prompt: blurry"]
-    assert "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 12, Size: 64x64" in text
+    assert "Steps: 2, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5, Seed: 12, Size: 64x64" in text
     assert "Denoising strength: 0.5" in text
 
 
@@ -338,7 +338,7 @@ def test_settings_reach_generation_and_flags_win(tiny_model_dir, tmp_path) -> No
     assert result.stdout == f"{out}/a-fox-4.png\n"
     text = Image.open(out / "a-fox-4.png").text["parameters"]
     # steps: flag 2 over user 3 over preset 9; guidance: env 5 over preset 2; sampler from the user config
-    assert "Steps: 2, Sampler: Euler, CFG scale: 5, Seed: 4, Size: 64x64" in text
+    assert "Steps: 2, Sampler: Euler, Schedule type: Uniform, CFG scale: 5, Seed: 4, Size: 64x64" in text
 
 
 def test_metadata_can_be_turned_off_in_settings(tiny_model_dir, tmp_path) -> None:
