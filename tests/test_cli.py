@@ -179,7 +179,11 @@ def test_schedulers_command_lists_every_name() -> None:
 
     result = runner.invoke(app, ["schedulers"])
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == list(SCHEDULERS)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[: len(SCHEDULERS)]] == list(SCHEDULERS)
+    assert lines[len(SCHEDULERS) + 1].startswith("A1111 samplers")  # then every A1111 sampler and schedule type
+    assert "  DPM++ SDE          dpm++sde          k_diffusion.sampling.sample_dpmpp_sde; Automatic = karras" in lines
+    assert "align_your_steps (Align Your Steps)" in lines[-1]
     assert (
         "dpm++2m-karras       DPMSolverMultistepScheduler(use_karras_sigmas=True)  [DPM++ 2M (Karras)]" in result.stdout
     )
