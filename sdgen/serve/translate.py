@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # sdgen's setting -> the A1111 field that sets it, so that an error names what the client sent
 A1111_FIELDS = {
     "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
-    "guidance_scale": "cfg_scale", "scheduler": "sampler_name", "width": "width", "height": "height",
+    "guidance_scale": "cfg_scale", "scheduler": "sampler_name", "schedule": "scheduler",
+    "width": "width", "height": "height",
     "num_images": "n_iter", "batch_size": "batch_size", "strength": "denoising_strength",
     "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
