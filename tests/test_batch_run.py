@@ -83,7 +83,8 @@ def test_lines_override_flags(tiny_model_dir, tmp_path) -> None:
     assert (fox["seed"], fox2["seed"], fox["steps"], fox["scheduler"], fox["guidance_scale"]) == (7, 8, 3, "euler-a", 5)
     assert (owl["steps"], owl["scheduler"], owl["guidance_scale"]) == (2, "dpm++2m-karras", 6)
     text = Image.open(fox2["path"]).text["parameters"]
-    assert "Negative prompt: blurry" in text and "Steps: 3, Sampler: Euler a, CFG scale: 5, Seed: 8" in text
+    assert "Negative prompt: blurry" in text
+    assert "Steps: 3, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5, Seed: 8" in text
 
 
 def test_batched_images_match_one_by_one(tiny_model_dir, tmp_path) -> None:

@@ -163,7 +163,7 @@ def test_every_generation_flag_reaches_the_engine(tiny_model_dir, tmp_path) -> N
     assert result.exit_code == 0, result.output
     text = Image.open(tmp_path / "out-1.png").text["parameters"]
     assert text.splitlines()[:2] == ["a fox", "Negative prompt: blurry"]
-    assert "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 12, Size: 64x64" in text
+    assert "Steps: 2, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5, Seed: 12, Size: 64x64" in text
     assert "Denoising strength: 0.4" in text  # A1111 runs int(0.4 x 2) + 1 = 1 step, as sdgen ran int(0.5 x 2)
 
 
@@ -179,7 +179,11 @@ def test_schedulers_command_lists_every_name() -> None:
 
     result = runner.invoke(app, ["schedulers"])
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == list(SCHEDULERS)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[: len(SCHEDULERS)]] == list(SCHEDULERS)
+    assert lines[len(SCHEDULERS) + 1].startswith("A1111 samplers")  # then every A1111 sampler and schedule type
+    assert "  DPM++ SDE          dpm++sde          k_diffusion.sampling.sample_dpmpp_sde; Automatic = karras" in lines
+    assert "align_your_steps (Align Your Steps)" in lines[-1]
     assert (
         "dpm++2m-karras       DPMSolverMultistepScheduler(use_karras_sigmas=True)  [DPM++ 2M (Karras)]" in result.stdout
     )
@@ -338,7 +342,7 @@ def test_settings_reach_generation_and_flags_win(tiny_model_dir, tmp_path) -> No
     assert result.stdout == f"{out}/a-fox-4.png\n"
     text = Image.open(out / "a-fox-4.png").text["parameters"]
     # steps: flag 2 over user 3 over preset 9; guidance: env 5 over preset 2; sampler from the user config
-    assert "Steps: 2, Sampler: Euler, CFG scale: 5, Seed: 4, Size: 64x64" in text
+    assert "Steps: 2, Sampler: Euler, Schedule type: Uniform, CFG scale: 5, Seed: 4, Size: 64x64" in text
 
 
 def test_metadata_can_be_turned_off_in_settings(tiny_model_dir, tmp_path) -> None:

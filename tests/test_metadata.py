@@ -29,9 +29,9 @@ def test_a1111_text_matches_the_documented_form(tiny_parts) -> None:
     )
 
 
-def test_no_negative_line_when_empty_and_no_schedule_type_without_karras(tiny_parts) -> None:
+def test_no_negative_line_when_empty_and_always_a_schedule_type(tiny_parts) -> None:
     text = a1111_parameters(fake_result(scheduler="euler-a"), tiny_parts)
-    assert text.splitlines()[1].startswith("Steps: 48, Sampler: Euler a, CFG scale: 7.5,")
+    assert text.splitlines()[1].startswith("Steps: 48, Sampler: Euler a, Schedule type: Uniform, CFG scale: 7.5,")
 
 
 def test_values_with_commas_or_colons_are_quoted(tiny_parts, monkeypatch) -> None:

@@ -92,7 +92,8 @@ def test_info_prints_both_records(original) -> None:
         f"{original}:",
         "  a fox: red, small",
         "  Negative prompt: dull, grey",
-        "  Steps: 3, Sampler: Euler a, CFG scale: 5.5, Seed: 21, Size: 64x64, Model: tiny-sd, RNG: CPU, "
+        "  Steps: 3, Sampler: Euler a, Schedule type: Uniform, CFG scale: 5.5, Seed: 21, Size: 64x64, Model: tiny-sd, "
+        "RNG: CPU, "
         "Version: sdgen 0.1.0",
     ]
     assert "    scheduler_class: EulerAncestralDiscreteScheduler" in lines
@@ -125,6 +126,7 @@ def test_a1111_parameters_from_other_tools(tmp_path, kind: str) -> None:
         "width": 64,
         "height": 64,
         "scheduler": "dpm++2m-karras",
+        "schedule": "automatic",
     }
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 0 and "  Negative prompt: blurry, lowres" in result.stdout.splitlines()
@@ -163,9 +165,9 @@ def test_legacy_a1111_sampler_names_and_unknown_ones(tmp_path) -> None:
         Image.new("RGB", (8, 8)).save(tmp_path / "x.png", pnginfo=info)
         assert request_values_from_image(tmp_path / "x.png")["scheduler"] == expected
     info = PngInfo()
-    info.add_text("parameters", "cat\nSteps: 5, Sampler: Restart, CFG scale: 7, Seed: 1, Size: 64x64")
+    info.add_text("parameters", "cat\nSteps: 5, Sampler: Euler Dy, CFG scale: 7, Seed: 1, Size: 64x64")
     Image.new("RGB", (8, 8)).save(tmp_path / "y.png", pnginfo=info)
-    with pytest.raises(InvalidRequestError, match="sampler 'Restart', which sdgen does not have; pass --scheduler"):
+    with pytest.raises(InvalidRequestError, match="made with sampler 'Euler Dy' and schedule type None, which sdgen"):
         request_values_from_image(tmp_path / "y.png")
 
 

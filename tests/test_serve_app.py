@@ -155,7 +155,9 @@ def test_models_are_listed_and_switched_through_options(api) -> None:
 def test_samplers_schedulers_and_lists(api, server) -> None:
     names = api.util_get_sampler_names()
     assert {"Euler a", "DPM++ 2M", "DDIM", "UniPC", "LCM"} <= set(names)
-    assert set(api.util_get_scheduler_names()) == {"automatic", "uniform", "karras"}
+    assert set(api.util_get_scheduler_names()) == {
+        "automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
+        "align_your_steps", "simple", "normal", "ddim", "beta"}
     assert api.get_scripts() == {"txt2img": [], "img2img": []}
     url, _ = server
     for path in ("sd-vae", "loras", "upscalers", "latent-upscale-modes", "face-restorers", "prompt-styles",
@@ -164,6 +166,26 @@ def test_samplers_schedulers_and_lists(api, server) -> None:
     assert requests.get(f"{url}/sdapi/v1/embeddings", timeout=10).json() == {"loaded": {}, "skipped": {}}
     assert "/sdapi/v1/txt2img" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
     assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+def test_every_a1111_sampler_and_schedule_type_is_listed_and_taken(api, server, tiny_model_dir, tmp_path) -> None:
+    """A1111 1.10's shapes; sampler_name + scheduler make the command line's picture of the same pair."""
+    url, _ = server
+    listed = {entry["name"]: entry for entry in requests.get(f"{url}/sdapi/v1/samplers", timeout=10).json()}
+    assert {"DPM++ SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "DPM2 a"} <= set(listed)
+    assert listed["DPM++ 3M SDE"] == {"name": "DPM++ 3M SDE", "aliases": ["k_dpmpp_3m_sde", "dpm++3m-sde"],
+                                      "options": {"scheduler": "exponential"}}
+    schedules = requests.get(f"{url}/sdapi/v1/schedulers", timeout=10).json()
+    assert schedules[5] == {"name": "sgm_uniform", "label": "SGM Uniform", "aliases": ["SGMUniform"],
+                            "default_rho": -1.0, "need_inner_model": True}
+    assert schedules[2]["default_rho"] == 7.0 and len(schedules) == 12
+    result = api.txt2img(prompt="a red fox", seed=9, width=64, height=64, steps=3, cfg_scale=7.5,
+                         sampler_name="k_dpmpp_2s_a", scheduler="Beta")
+    assert result.info["sampler_name"] == "DPM++ 2S a" and result.info["scheduler"] == "Beta"
+    assert "Sampler: DPM++ 2S a, Schedule type: Beta," in result.info["infotexts"][0]
+    expected = cli_image(tmp_path, tiny_model_dir, "a red fox", "--seed", "9", "--steps", "3", "-W", "64", "-H",
+                         "64", "--scheduler", "dpm++2s-a", "--schedule", "beta")
+    assert np.array_equal(pixels(result.image), pixels(expected))
 
 
 def start_slow(url: str, results: list, **fields) -> threading.Thread:

@@ -140,6 +140,8 @@ OPTIONS: Mapping[str, Option] = _table(
         "scheduler", str, DEFAULT_SCHEDULER, "Sampler name; `sdgen schedulers` lists them.", REQUEST,
         shapes_picture=True, a1111="Sampler",
     ),
+    Option("schedule", str, "automatic", "Schedule type: automatic (the sampler's own), karras, exponential, beta, "
+           "... (`sdgen schedulers`).", REQUEST, shapes_picture=True, a1111="Schedule type"),
     Option(
         "width", int, None, "Multiple of 8.", REQUEST, short="-W",
         empty="the model's size (512 for SD 1.x), or the init image's", commands=MAKERS | {NOISE},

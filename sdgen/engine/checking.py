@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdgen.config.images import UserImage, image_label
 from sdgen.config.options import REQUEST
-from sdgen.config.schedulers import scheduler_spec
+from sdgen.config.schedulers import resolve
 from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine import plugins
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
@@ -49,7 +49,7 @@ def check_request(
         request = _styled(request)
     _check_numbers(request)
     _check_texts(request)
-    scheduler = scheduler_spec(request.scheduler).name
+    scheduler, schedule = resolve(request.scheduler, request.schedule)
     seed = request.seed
     if seed is None:
         seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
@@ -69,7 +69,8 @@ def check_request(
     given = {field.name: getattr(request, field.name) for field in fields(request)}
     checked = _checked_type(type(request))(
         **given | {
-            "seed": seed, "scheduler": scheduler, "width": width, "height": height, "num_images": len(prompts),
+            "seed": seed, "scheduler": scheduler, "schedule": schedule, "width": width, "height": height,
+            "num_images": len(prompts),
             "loras": tuple(request.loras), "embeddings": tuple(request.embeddings),
             **_checked_noise(request, len(prompts)),
         },

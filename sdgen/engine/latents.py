@@ -37,6 +37,8 @@ def set_timesteps(
         return timesteps
     init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
     t_start = max(num_inference_steps - init_timestep, 0)
+    if hasattr(scheduler, "start_at_step"):  # sdgen's k-diffusion samplers (engine/samplers): a call per timestep
+        return scheduler.start_at_step(t_start)
     timesteps = timesteps[t_start * scheduler.order :]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(t_start * scheduler.order)

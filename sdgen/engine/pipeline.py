@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdgen.config import options
-from sdgen.config.schedulers import make_scheduler
 from sdgen.engine import loader, plugins
 from sdgen.engine.checking import check_request
 from sdgen.engine.denoise import (
@@ -35,6 +34,7 @@ from sdgen.engine.latents import (
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.prompt_schedule import ImagePrompts, PassSteps, batch_conditioning, image_prompts, prompt_switch
 from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob, ModelSpec
+from sdgen.engine.samplers import make_sampler
 from sdgen.engine.text import TextOptions, encode_prompt
 from sdgen.engine.tiling import tiled
 from sdgen.engine.variation import Variation, resize_latent_size, varied_noise
@@ -224,7 +224,7 @@ def _conditions(task: ImageTask, parts: StableDiffusionParts) -> _PassPrompts:
     """The embeddings of each pass's schedules, each distinct text encoded once; each image's padded with
     empty chunks to its longest text (as the prompt and its negative always were)."""
     request = task.request
-    order = getattr(make_scheduler(request.scheduler, parts.scheduler_config), "order", 1)
+    order = getattr(make_sampler(request.scheduler, request.schedule, parts.scheduler_config), "order", 1)
     steps = request.num_inference_steps * order  # A1111 counts a second-order sampler's steps twice
 
     def encode(text: str) -> torch.Tensor:
@@ -317,7 +317,7 @@ def _run_loop(
     device = parts.placement.device
     seeds = [task.seed for task in tasks]
     generators = [make_generator(seed, parts.placement) for seed in seeds]
-    scheduler = make_scheduler(request.scheduler, parts.scheduler_config)  # fresh: schedulers keep state
+    scheduler = make_sampler(request.scheduler, request.schedule, parts.scheduler_config)  # fresh: they keep state
     timesteps = set_timesteps(scheduler, steps, device, strength)
     draw = _variation_draw(tasks, generators, parts)
     if inpainting is not None:
@@ -340,13 +340,16 @@ def _run_loop(
     if inpainting is not None:
         conditioning = inpainting.conditioning(conditioning)
         step_end = chain_step_end(inpainting.on_step_end, step_end)
+    predictor = plugins.noise_predictor(run)
+    if hasattr(scheduler, "watch_predictor"):  # DDIM CFG++ (engine/samplers) also reads the unguided noise
+        predictor = scheduler.watch_predictor(predictor)
     return denoise(
-        plugins.noise_predictor(run),
+        predictor,
         latents,
         timesteps=timesteps,
         scheduler=scheduler,
         conditioning=conditioning,
-        guidance_scale=request.guidance_scale,
+        guidance_scale=request.guidance_scale * getattr(scheduler, "guidance_multiplier", 1.0),
         generators=generators,
         on_step=hooks.on_step,
         on_step_end=step_end,

@@ -53,6 +53,7 @@ class GenerationRequest:
     seed_resize_from: str | None = default("seed_resize_from")  # "WxH": the size the noise is drawn at
     tiling: str | None = default("tiling")  # seamless tiling (sdgen/engine/tiling.py): None, both, x or y
     scheduler: str = default("scheduler")
+    schedule: str = default("schedule")  # A1111's schedule type; "automatic": the scheduler's own
     width: int | None = None  # None: the model's size (512 for SD 1.x), or the init image's for image-to-image
     height: int | None = None
     num_images: int = default("num_images")

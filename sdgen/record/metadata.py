@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config import options
 from sdgen.config.options import MODEL, REQUEST
 from sdgen.config.optiontable import PROMPT, Option
-from sdgen.config.schedulers import from_a1111, scheduler_spec
+from sdgen.config.schedulers import a1111_names, resolve_infotext, runner
 from sdgen.config.settings import as_kind, kind_name
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.pipeline import GeneratedImage
@@ -46,8 +46,8 @@ def _quote(value: object) -> str:
 # The rows whose A1111 field is written in A1111's own place and form below; every other request row with an
 # A1111 name is a plain `Name: value` field (_plain_fields), so a new row needs no code here.
 _A1111_IN_PLACE = frozenset({
-    "steps", "scheduler", "guidance_scale", "seed", "width", "height", "strength", "negative_prompt", "hires_scale",
-    "hires_steps", "hires_strength", "hires_upscaler", "weighting", "tiling",
+    "steps", "scheduler", "schedule", "guidance_scale", "seed", "width", "height", "strength", "negative_prompt",
+    "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "weighting", "tiling",
 })
 
 
@@ -55,13 +55,12 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     """`prompt \\n Negative prompt: ... \\n Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, ...`"""
     request = result.request
     name = options.table().a1111_names()  # the field names come from the table's rows
-    spec = scheduler_spec(request.scheduler)
+    sampler, schedule = a1111_names(request.scheduler, request.schedule)
     fields: list[tuple[str, object]] = [
         (name["steps"], request.num_inference_steps),
-        (name["scheduler"], spec.a1111_sampler),
+        (name["scheduler"], sampler),
+        (name["schedule"], schedule),  # always: A1111's "Automatic" may mean another schedule than sdgen's
     ]
-    if spec.a1111_schedule_type:
-        fields.append(("Schedule type", spec.a1111_schedule_type))
     fields += [
         (name["guidance_scale"], _number(request.guidance_scale)),
         (name["seed"], result.seed),
@@ -189,8 +188,8 @@ def image_record(
         value = table.record_value(row, request, job)
         if row.shapes_picture or value is not None:
             record[str(row.record)] = value
-    spec = scheduler_spec(request.scheduler)
-    record.update(seed=job.seed, scheduler_class=spec.class_name, scheduler_options=spec.options, model=model)
+    scheduler_class, scheduler_options = runner(request.scheduler, request.schedule)
+    record.update(seed=job.seed, scheduler_class=scheduler_class, scheduler_options=scheduler_options, model=model)
     if job.expanded:
         record["prompt_template"] = job.template
     if request.applied_styles:
@@ -310,13 +309,13 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
         raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
     sampler = fields.get(name["scheduler"])
     if sampler:
-        # In an infotext no "Schedule type" means the sampler's plain schedule (A1111 before 1.9)
-        schedule = "karras" if fields.get("Schedule type") == "Karras" else "uniform"
+        schedule = fields.get(name["schedule"])
         try:
-            values["scheduler"] = from_a1111(sampler, schedule)
-        except InvalidRequestError:
+            values["scheduler"], values["schedule"] = resolve_infotext(sampler, schedule)
+        except InvalidRequestError as error:
             raise InvalidRequestError(
-                f"{str(path)!r} was made with sampler {sampler!r}, which sdgen does not have; pass --scheduler."
+                f"{str(path)!r} was made with sampler {sampler!r} and schedule type {schedule!r}, which sdgen "
+                f"cannot run ({error}); pass --scheduler and --schedule."
             ) from None
     return values
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBasic
 
-from sdgen.config.schedulers import A1111_SCHEDULES
+from sdgen.config.schedulers import SCHEDULE_TYPES
 from sdgen.errors import InvalidRequestError, UsageError
 from sdgen.prompts.styles import styles_listing
 from sdgen.serve import listings, pnginfo, replies
@@ -170,8 +170,9 @@ def _list_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
         "/upscalers": lambda: [{"name": name, "model_name": None, "model_path": None, "model_url": None,
                                 "scale": 4} for name in ("None", "Lanczos")],
         "/latent-upscale-modes": lambda: [{"name": "Latent"}],
-        "/schedulers": lambda: [{"name": key, "label": label, "aliases": None, "default_rho": -1,
-                                 "need_inner_model": False} for key, label in A1111_SCHEDULES.items()],
+        "/schedulers": lambda: [{"name": s.key, "label": s.label, "aliases": list(s.aliases) or None,
+                                 "default_rho": s.default_rho, "need_inner_model": s.need_inner_model}
+                                for s in SCHEDULE_TYPES.values()],
         "/samplers": samplers,
         "/loras": lambda: listings.loras(settings),
         "/embeddings": lambda: listings.embeddings(settings),

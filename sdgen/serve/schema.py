@@ -110,7 +110,7 @@ class GenerationBody(BaseModel):
     height: Whole | None = None
     sampler_name: Text | None = Field(None, description="A1111's name (Euler a, DPM++ 2M ...) or sdgen's.")
     sampler_index: Text | None = Field(None, description="Old name of sampler_name.")
-    scheduler: Text | None = Field(None, description="Schedule type: Automatic, Uniform or Karras.")
+    scheduler: Text | None = Field(None, description="Schedule type: Automatic, Karras, ... (/sdapi/v1/schedulers).")
     batch_size: Whole = Field(1, description="Images per U-Net call.")
     n_iter: Whole = Field(1, description="How many batches.")
     denoising_strength: float | None = None

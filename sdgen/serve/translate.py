@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.config.schedulers import AUTOMATIC, a1111_names, resolve
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters
@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # sdgen's setting -> the A1111 field that sets it, so that an error names what the client sent
 A1111_FIELDS = {
     "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
-    "guidance_scale": "cfg_scale", "scheduler": "sampler_name", "width": "width", "height": "height",
+    "guidance_scale": "cfg_scale", "scheduler": "sampler_name", "schedule": "scheduler",
+    "width": "width", "height": "height",
     "num_images": "n_iter", "batch_size": "batch_size", "strength": "denoising_strength",
     "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
@@ -51,7 +52,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     values["seed"] = None if body.seed < 0 else body.seed  # A1111: -1 = random
     given = {"steps": body.steps, "guidance_scale": body.cfg_scale, "width": body.width, "height": body.height}
     values |= {key: value for key, value in given.items() if value is not None}
-    values["scheduler"] = _scheduler(body, values.get("scheduler"))
+    values["scheduler"], values["schedule"] = _scheduler(body, values.get("scheduler"), values.get("schedule"))
     values |= _variation_and_styles(body)
     for key, value in (("batch_size", body.batch_size), ("n_iter", body.n_iter)):
         if not 1 <= value <= 10_000:
@@ -81,14 +82,15 @@ def _variation_and_styles(body: GenerationBody) -> dict[str, Any]:
     return values
 
 
-def _scheduler(body: GenerationBody, default: str | None) -> str:
+def _scheduler(body: GenerationBody, default: str | None, default_schedule: str | None) -> tuple[str, str]:
+    """(scheduler, schedule) from A1111's sampler_name and scheduler (its schedule type), else the server's."""
     sampler = body.sampler_name or body.sampler_index
     if sampler:
-        return from_a1111(sampler, body.scheduler)
-    default_spec = scheduler_spec(default or "euler")  # no sampler: the server's, with the schedule asked for
-    if body.scheduler and body.scheduler.lower() != "automatic":
-        return from_a1111(default_spec.a1111_sampler, body.scheduler)
-    return default_spec.name
+        return resolve(sampler, body.scheduler)
+    name = default or "euler"  # no sampler: the server's, with the schedule type asked for
+    if body.scheduler and body.scheduler.lower() != AUTOMATIC:
+        return resolve(a1111_names(*resolve(name, default_schedule))[0], body.scheduler)
+    return name, default_schedule or AUTOMATIC
 
 
 def _hires(body: Txt2ImgBody) -> dict[str, Any]:
@@ -165,7 +167,7 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
     if not results:
         return {"prompt": body.prompt, "all_prompts": [], "seed": body.seed, "all_seeds": [], "infotexts": []}
     request = results[0].request
-    spec = scheduler_spec(request.scheduler)
+    sampler_name, schedule_type = a1111_names(request.scheduler, request.schedule)
     seeds = [result.seed for result in results]
     subseeds = [result.job.subseed if result.job.subseed is not None else result.seed for result in results]
     resize = [int(side) for side in request.seed_resize_from.split("x")] if request.seed_resize_from else [-1, -1]
@@ -176,8 +178,8 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "all_negative_prompts": [result.request.negative_prompt for result in results],
         "seed": seeds[0], "all_seeds": seeds, "subseed": subseeds[0], "all_subseeds": subseeds,
         "subseed_strength": request.subseed_strength,
-        "width": request.width, "height": request.height, "sampler_name": spec.a1111_sampler,
-        "scheduler": spec.a1111_schedule_type or "Automatic", "cfg_scale": request.guidance_scale,
+        "width": request.width, "height": request.height, "sampler_name": sampler_name,
+        "scheduler": schedule_type, "cfg_scale": request.guidance_scale,
         "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": parts.source.model,
         "sd_model_hash": _model_hash(parts), "sd_vae_name": parts.vae_name,
@@ -201,13 +203,20 @@ def _model_hash(parts: StableDiffusionParts) -> str | None:
 
 
 def samplers() -> list[dict[str, Any]]:
-    """GET /sdapi/v1/samplers: each A1111 sampler sdgen has, its aliases, and sdgen's own names as aliases."""
-    from sdgen.config.schedulers import A1111_ALIASES, a1111_samplers
+    """GET /sdapi/v1/samplers: each A1111 sampler sdgen runs, its aliases (sdgen's names among them) and
+    its A1111 options (the schedule type its Automatic means)."""
+    from sdgen.config.schedulers import A1111_SAMPLERS, SCHEDULERS
+    from sdgen.errors import InvalidRequestError
 
     listed = []
-    for name, schedules in a1111_samplers().items():
-        own = sorted({schedules[key] for key in schedules if schedules[key] in SCHEDULERS})
-        options = {"scheduler": "karras"} if schedules["automatic"] != schedules["uniform"] else {}
-        aliases = list(dict.fromkeys([*A1111_ALIASES.get(name, ()), *own]))
-        listed.append({"name": name, "aliases": aliases, "options": options})
+    for sampler in A1111_SAMPLERS:
+        try:
+            resolve(sampler.label)
+        except InvalidRequestError:
+            continue  # not in sdgen yet
+        own = [name for name, spec in SCHEDULERS.items() if spec.a1111_sampler == sampler.label]
+        aliases = list(dict.fromkeys([*sampler.aliases, sampler.name, *own]))
+        default = sampler.default_schedule  # A1111 names it only where it is not the model's own (uniform)
+        options = {"scheduler": default} if default not in (None, "uniform") else {}
+        listed.append({"name": sampler.label, "aliases": aliases, "options": options})
     return listed
