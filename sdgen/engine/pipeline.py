@@ -302,18 +302,20 @@ def _run_loop(
     if inpainting is not None:
         conditioning = inpainting.conditioning(conditioning)
         step_end = chain_step_end(inpainting.on_step_end, step_end)
-    return denoise(
-        plugins.noise_predictor(run),
-        latents,
-        timesteps=timesteps,
-        scheduler=scheduler,
-        conditioning=conditioning,
-        guidance_scale=request.guidance_scale,
-        generators=generators,
-        on_step=hooks.on_step,
-        on_step_end=step_end,
-        seeds=tuple(seeds),
-    )
+    with plugins.run_guidance(run) as guide:  # guidance modifiers; the model is switched back afterwards
+        return denoise(
+            plugins.noise_predictor(run),
+            latents,
+            timesteps=timesteps,
+            scheduler=scheduler,
+            conditioning=conditioning,
+            guidance_scale=request.guidance_scale,
+            generators=generators,
+            on_step=hooks.on_step,
+            on_step_end=step_end,
+            seeds=tuple(seeds),
+            guide=guide,
+        )
 
 
 def _hires_pass(

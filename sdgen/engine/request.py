@@ -18,6 +18,7 @@ from sdgen.config.images import checked_image_size, image_label
 from sdgen.config.images import load_checked_image as load_checked_image  # the server's name for it
 from sdgen.config.options import MODEL, OUTPUT, PICTURES, REQUEST, default
 from sdgen.config.schedulers import scheduler_spec
+from sdgen.engine import plugins
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.devices import normalize_device, normalize_dtype, normalize_rng
 
@@ -149,6 +150,11 @@ class GenerationRequest:
     # step savers (sdgen/engine/plugins)
     cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
     cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
+    # guidance modifiers (sdgen/engine/plugins): each checks its own values
+    guidance_rescale: float = default("guidance_rescale")  # 0: off
+    freeu: str | None = default("freeu")  # "b1,b2,s1,s2"; None: off
+    pag_scale: float = default("pag_scale")  # 0: off
+    sag_scale: float = default("sag_scale")  # 0: off
     # filled in by validated() / for_image(): what each image really uses
     default_size: int = DEFAULT_SIZE  # the model's own size (768 for SD 2.x 768-v), used when none is given
     image_prompts: tuple[str, ...] = ()  # the prompt of each image, wildcards expanded
@@ -187,6 +193,7 @@ class GenerationRequest:
         scheduler = scheduler_spec(self.scheduler).name
         _check_int("clip_skip", self.clip_skip, 1, 12)
         _check_step_savers(self.cache_interval, self.cfg_end)
+        plugins.check_request(self)
         seed = self.seed
         if seed is None:
             seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype

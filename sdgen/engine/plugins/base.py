@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.denoise import NoisePredictor
+from sdgen.engine.denoise import Guide, NoisePredictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,3 +39,14 @@ class Plugin:
     wrap_predictor: Callable[[NoisePredictor, Run], NoisePredictor] | None = None
     guided_steps: Callable[[Run], int] | None = None  # how many first steps keep classifier-free guidance
     decoder: Callable[[Any], Any] | None = None  # from what `load` kept: the module that decodes the final latents
+    # --- guidance modifiers ---
+    # around each denoising run: switch the model's behaviour on and off again (FreeU, attention processors);
+    # what it yields (a Guide, or None) changes each step's combined prediction
+    in_run: Callable[[Run], AbstractContextManager[Guide | None]] | None = None
+    check: Callable[[GenerationRequest], None] | None = None  # more checks of a request, before any weights load
+    # A1111's or Forge's infotext fields for a request, and the settings read back from such fields
+    a1111_fields: Callable[[GenerationRequest], list[tuple[str, object]]] | None = None
+    from_a1111: Callable[[Mapping[str, str]], dict[str, Any]] | None = None
+    # the A1111/Forge scripts (alwayson_scripts titles, lower case, a prefix) whose args give its settings
+    scripts: tuple[str, ...] = ()
+    from_script: Callable[[Sequence[Any]], dict[str, Any]] | None = None
