@@ -19,6 +19,7 @@ from sdgen.config.options import MODEL, REQUEST
 from sdgen.config.optiontable import PROMPT, Option
 from sdgen.config.schedulers import from_a1111, scheduler_spec
 from sdgen.config.settings import as_kind, kind_name
+from sdgen.engine import plugins
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.pipeline import GeneratedImage
 from sdgen.engine.request import HIRES_UPSCALERS, GenerationRequest
@@ -79,6 +80,7 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
             fields.append((name["hires_steps"], request.hires_steps))
         fields.append((name["hires_upscaler"], HIRES_UPSCALERS[request.hires_upscaler]))
     fields += _plain_fields(request)
+    fields += plugins.a1111_fields(request)  # guidance modifiers, under A1111's or Forge's extension names
     fields += _prompt_fields(request)
     fields.append(("Version", f"sdgen {__version__}"))
     lines = [request.prompt.replace("\n", " ")]
@@ -317,6 +319,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             width, height = fields[name["width"]].lower().split("x")
             values["width"], values["height"] = int(width), int(height)
         values |= _a1111_numbers(fields, values)
+        values |= plugins.values_from_a1111(fields)
         if fields.get(name["weighting"]) == "None":
             values["weighting"] = False
         if name["hires_scale"] in fields:

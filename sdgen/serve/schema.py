@@ -98,6 +98,11 @@ class GenerationBody(BaseModel):
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
     save_images: bool = Field(False, description="Save into the server's --outdir (when it has one).")
+    alwayson_scripts: dict[str, Any] = Field(
+        default_factory=dict, description="Extension settings, {title: {\"args\": [...]}}: Forge's FreeU Integrated, "
+        "Perturbed Attention Guidance Integrated, SelfAttentionGuidance Integrated and CFG Rescale (docs/guidance.md); "
+        "others are ignored.", strict=False,
+    )
     # accepted and ignored (A1111 features sdgen does not have)
     subseed: Whole = -1
     subseed_strength: float = 0.0

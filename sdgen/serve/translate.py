@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sdgen.config.schedulers import SCHEDULERS, from_a1111, scheduler_spec
+from sdgen.engine import plugins
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters, png_info
@@ -33,7 +34,7 @@ A1111_FIELDS = {
     "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
     "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
-    "vae": "sd_vae",
+    "vae": "sd_vae", **{key: "alwayson_scripts" for key in ("guidance_rescale", "freeu", "pag_scale", "sag_scale")},
 }
 
 
@@ -59,6 +60,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     clip_skip = body.override_settings.CLIP_stop_at_last_layers
     if clip_skip is not None:
         values["clip_skip"] = clip_skip
+    values |= plugins.values_from_scripts(body.alwayson_scripts)  # guidance modifiers, as Forge's scripts
     values |= {"init_image": None, "mask": None, "hires_scale": None}
     if isinstance(body, Txt2ImgBody):
         values |= _hires(body)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.engine.denoise import Guide, Guided
 from sdgen.engine.plugins.attention import check_scale, extra_pass, plain_unet, processors, unconditional
 from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -137,11 +138,13 @@ def _from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _same_blur(sigma: object, threshold: object) -> None:
-    from sdgen.errors import InvalidRequestError
-
-    if float(sigma) != BLUR_SIGMA or float(threshold) != THRESHOLD:  # type: ignore[arg-type]
+    try:
+        same = float(sigma) == BLUR_SIGMA and float(threshold) == THRESHOLD  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        same = False
+    if not same:
         raise InvalidRequestError(
-            f"Invalid {{name}} blur sigma {sigma} / threshold {threshold}: sdgen's SAG blurs as diffusers does "
+            f"Invalid {NAME} blur sigma {sigma} / threshold {threshold}: sdgen's SAG blurs as diffusers does "
             f"(sigma {BLUR_SIGMA:g}, threshold {THRESHOLD:g}); send those.", "sag_scale"
         )
 
