@@ -51,6 +51,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "width", "height", "strength",
         "init_image", "mask", "invert_mask", "mask_blur", "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
+        "guidance_rescale", "freeu", "pag_scale", "sag_scale",
     }
     assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir"}
     assert record_keys() == {
@@ -64,5 +65,6 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
-             "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None}
+             "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None,
+             "guidance_rescale": 0.0, "freeu": None, "pag_scale": 0.0, "sag_scale": 0.0}
     assert older.items() <= table.unrecorded().items()
