@@ -243,7 +243,7 @@ def test_alwayson_scripts_of_forge_clients_set_them() -> None:
         "FreeU Integrated": {"args": [True, 1.5, 1.6, 0.9, 0.2]},
         "Perturbed Attention Guidance Integrated": {"args": [True, 3.0]},
         "SelfAttentionGuidance Integrated (SD 1.x, SD 2.x, SDXL)": {"args": [True, 0.5, 1.0, 1.0]},
-        "CFG Rescale Extension": {"args": [0.7, False, 0.5, 0]},
+        "CFG Rescale Extension": {"args": [0.7, False]},
         "Some other extension": {"args": [1, 2]},
     }
     values = request_values(Txt2ImgBody(prompt="a fox", alwayson_scripts=scripts), {})

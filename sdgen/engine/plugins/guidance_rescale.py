@@ -68,7 +68,12 @@ def _from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _from_script(args: Sequence[Any]) -> dict[str, Any]:
-    """CFG_Rescale_webui's args: [phi, auto color fix, fix strength, keep original]; phi is what sdgen does."""
+    """CFG Rescale Extension's args: [phi, DDIM trailing]; its trailing DDIM schedule is not this option's."""
+    if len(args) > 1 and args[1] is True:
+        raise InvalidRequestError(
+            f"Invalid {NAME} DDIM Trailing {args[1]!r}: send false; for trailing timesteps choose sdgen's sampler.",
+            "guidance_rescale",
+        )
     return {"guidance_rescale": args[0]} if args else {}
 
 
