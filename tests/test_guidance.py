@@ -256,3 +256,35 @@ def test_alwayson_scripts_of_forge_clients_set_them() -> None:
     with pytest.raises(InvalidRequestError, match="blur sigma 2.0"):
         request_values(Txt2ImgBody(prompt="a fox", alwayson_scripts={
             "SelfAttentionGuidance Integrated": {"args": [True, 0.5, 2.0, 1.0]}}), {})
+
+
+def test_the_server_takes_them_from_alwayson_scripts(tiny_model_dir, hf_home, tmp_path) -> None:
+    """webuiapi's alwayson_scripts -> the command line's picture, with the same infotext; bad args: 422."""
+    import requests
+    import webuiapi
+
+    from sdgen.serve.app import create_app
+    from sdgen.serve.server import serving
+
+    from .serving import make_engine
+
+    engine = make_engine(tiny_model_dir)
+    scripts = {"FreeU Integrated": {"args": [True, 1.5, 1.6, 0.9, 0.2]},
+               "Perturbed Attention Guidance Integrated": {"args": [True, 2.0]}}
+    try:
+        with serving(create_app(engine), engine) as url:
+            api = webuiapi.WebUIApi(baseurl=f"{url}/sdapi/v1", sampler="Euler a", steps=3)
+            result = api.txt2img(prompt="a fox", seed=5, cfg_scale=7.5, width=64, height=64, alwayson_scripts=scripts)
+            bad = requests.post(f"{url}/sdapi/v1/txt2img", timeout=60, json={
+                "prompt": "a fox", "steps": 1, "width": 64, "height": 64,
+                "alwayson_scripts": {"Perturbed Attention Guidance Integrated": {"args": [True, -3]}}})
+    finally:
+        engine.close()
+    target = tmp_path / "cli.png"
+    flags = ["a fox", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "-s", "5", "-W", "64",
+             "-H", "64", "--steps", "3", "--scheduler", "euler-a", "--freeu", "1.5,1.6,0.9,0.2", "--pag-scale", "2",
+             "-o", str(target)]
+    assert runner.invoke(app, flags).exit_code == 0
+    assert np.array_equal(pixels(result.image.convert("RGB")), pixels(Image.open(target).convert("RGB")))
+    assert "PerturbedAttentionGuidance_scale: 2.0" in result.info["infotexts"][0]
+    assert bad.status_code == 422 and "Invalid alwayson_scripts -3" in bad.json()["detail"], bad.text
