@@ -288,3 +288,27 @@ def test_the_server_takes_them_from_alwayson_scripts(tiny_model_dir, hf_home, tm
     assert np.array_equal(pixels(result.image.convert("RGB")), pixels(Image.open(target).convert("RGB")))
     assert "PerturbedAttentionGuidance_scale: 2.0" in result.info["infotexts"][0]
     assert bad.status_code == 422 and "Invalid alwayson_scripts -3" in bad.json()["detail"], bad.text
+
+
+def test_a_9_channel_inpainting_model_with_pag_matches_diffusers_and_takes_sag(tmp_path) -> None:
+    """The extra passes get the inpainting channels (diffusers' StableDiffusionPAGInpaintPipeline, then
+    A1111's paste of the init image outside the mask, as tests/test_inpaint.py compares)."""
+    import torch
+    from diffusers import StableDiffusionPAGInpaintPipeline
+
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
+    from sdgen.testing.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "tiny-inpainting", in_channels=9)
+    parts = load_model(ModelSpec(model=str(tmp_path / "tiny-inpainting"), device="cpu", dtype="float32"))
+    init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (20, 16, 44, 48))
+    pipe = pipeline_like(StableDiffusionPAGInpaintPipeline, parts, pag_applied_layers=["mid"])
+    expected = pipe(PROMPT, image=init, mask_image=mask, height=SIZE, width=SIZE, strength=1.0, pag_scale=3.0,
+                    num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(99)).images[0]
+    inpaint = dict(init_image=init, mask=mask, mask_blur=0, strength=1.0)
+    made = ours(parts, pag_scale=3.0, **inpaint)
+    assert np.abs(made - pixels(Image.composite(expected, init, mask))).max() <= 1
+    assert not np.array_equal(ours(parts, sag_scale=0.75, **inpaint), ours(parts, **inpaint))

@@ -16,11 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import UNet2DConditionModel
 
 
-def plain_unet(unet: Any) -> UNet2DConditionModel:
-    """The U-Net module itself (torch.compile's wrapper would recompile on every processor swap)."""
-    return getattr(unet, "_orig_mod", unet)
-
-
 def self_attention_layers(unet: UNet2DConditionModel, layer: str) -> list[Any]:
     """The self-attention modules whose name `layer` matches (re.search), as diffusers' PAGMixin picks them:
     "mid" is the mid-block's attn1."""

@@ -1,13 +1,14 @@
-"""What a plug-in declares (sdgen/engine/plugins/__init__.py keeps the registry)."""
+"""What a plug-in declares (sdgen/engine/plugins/__init__.py keeps the registry), and what several share."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.denoise import Guide, NoisePredictor
+from sdgen.engine.denoise import Guide, NoisePredictor, unet_predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -50,3 +51,21 @@ class Plugin:
     # the A1111/Forge scripts (alwayson_scripts titles, lower case, a prefix) whose args give its settings
     scripts: tuple[str, ...] = ()
     from_script: Callable[[Sequence[Any]], dict[str, Any]] | None = None
+
+
+log = logging.getLogger("sdgen")
+
+
+def plain_unet(unet: Any) -> Any:
+    """The U-Net module itself, under torch.compile's wrapper."""
+    return getattr(unet, "_orig_mod", unet)
+
+
+def uncompiled(predictor: NoisePredictor, run: Run, flag: str) -> NoisePredictor:
+    """The U-Net called uncompiled for a plug-in that changes the module during the run (a compiled graph
+    would not see the change): with --compile, a note and the plain module; else `predictor` as it is."""
+    unet = plain_unet(run.parts.unet)
+    if unet is run.parts.unet:
+        return predictor
+    log.warning("Note: %s runs the U-Net uncompiled; --compile does not speed it up.", flag)
+    return unet_predictor(unet)

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.denoise import Guide
-from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.denoise import Guide, NoisePredictor
+from sdgen.engine.plugins.base import Plugin, Run, plain_unet, uncompiled
 from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +44,7 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
     if not run.request.freeu:
         yield None
         return
-    unet = getattr(run.parts.unet, "_orig_mod", run.parts.unet)
+    unet = plain_unet(run.parts.unet)
     before = [{key: getattr(block, key, _ABSENT) for key in FACTORS} for block in unet.up_blocks]
     factors = freeu_factors(run.request.freeu)
     unet.enable_freeu(**factors)
@@ -85,7 +85,12 @@ def _from_script(args: Sequence[Any]) -> dict[str, Any]:
     return {"freeu": ",".join(str(value) for value in args[1:5])}
 
 
+def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
+    return uncompiled(predictor, run, "--freeu") if run.request.freeu else predictor
+
+
 PLUGIN = Plugin(
-    "freeu", options=("freeu",), in_run=_in_run, check=_check, a1111_fields=_a1111_fields, from_a1111=_from_a1111,
+    "freeu", options=("freeu",), wrap_predictor=_wrap, in_run=_in_run, check=_check,
+    a1111_fields=_a1111_fields, from_a1111=_from_a1111,
     scripts=("freeu",), from_script=_from_script,
 )

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Guide, Guided
-from sdgen.engine.plugins.attention import check_scale, extra_pass, plain_unet, processors, self_attention_layers
-from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.plugins.attention import check_scale, extra_pass, processors, self_attention_layers
+from sdgen.engine.plugins.base import Plugin, Run, plain_unet
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.denoise import Guide, Guided
-from sdgen.engine.plugins.attention import check_scale, extra_pass, plain_unet, processors, unconditional
-from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.denoise import Guide, Guided, NoisePredictor
+from sdgen.engine.plugins.attention import check_scale, extra_pass, processors, unconditional
+from sdgen.engine.plugins.base import Plugin, Run, plain_unet, uncompiled
 from sdgen.errors import NAME, InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,7 +157,12 @@ def _from_script(args: Sequence[Any]) -> dict[str, Any]:
     return {"sag_scale": args[1] if len(args) > 1 else 0.75}
 
 
+def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
+    return uncompiled(predictor, run, "--sag-scale") if run.request.sag_scale else predictor
+
+
 PLUGIN = Plugin(
-    "sag", options=("sag_scale",), in_run=_in_run, check=_check, a1111_fields=_a1111_fields, from_a1111=_from_a1111,
+    "sag", options=("sag_scale",), wrap_predictor=_wrap, in_run=_in_run, check=_check,
+    a1111_fields=_a1111_fields, from_a1111=_from_a1111,
     scripts=("selfattentionguidance", "self attention guidance"), from_script=_from_script,
 )
