@@ -101,7 +101,7 @@ class GenerationBody(BaseModel):
     alwayson_scripts: dict[str, Any] = Field(
         default_factory=dict, description="Extension settings, {title: {\"args\": [...]}}: Forge's FreeU Integrated, "
         "Perturbed Attention Guidance Integrated, SelfAttentionGuidance Integrated and CFG Rescale (docs/guidance.md); "
-        "others are ignored.", strict=False,
+        "others are ignored.",
     )
     # accepted and ignored (A1111 features sdgen does not have)
     subseed: Whole = -1

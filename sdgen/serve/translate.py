@@ -34,7 +34,9 @@ A1111_FIELDS = {
     "init_image": "init_images[0]", "mask": "mask", "mask_blur": "mask_blur",
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
     "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
-    "vae": "sd_vae", **{key: "alwayson_scripts" for key in ("guidance_rescale", "freeu", "pag_scale", "sag_scale")},
+    "vae": "sd_vae",
+    # the guidance modifiers' settings come from alwayson_scripts
+    **{key: "alwayson_scripts" for plugin in plugins.PLUGINS.values() if plugin.from_script for key in plugin.options},
 }
 
 
