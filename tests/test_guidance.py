@@ -178,6 +178,8 @@ def test_images_with_other_modifier_values_never_share_a_unet_call() -> None:
         (["--freeu", "1.5,1.6,0.9"], "Invalid --freeu '1.5,1.6,0.9': four numbers b1,b2,s1,s2 from 0 to 10"),
         (["--freeu", "a,b,c,d"], "Invalid --freeu 'a,b,c,d': four numbers"),
         (["--pag-scale", "-1"], "Invalid --pag-scale -1.0: from 0 (off) to 100 (3 is typical)."),
+        (["--sag-scale", "0.5", "--scheduler", "euler"],
+         "Invalid --sag-scale 0.5 with --scheduler euler: self-attention guidance works on x_t as DDIM does"),
         (["--sag-scale", "0.5", "--cache-interval", "2"],
          "Invalid --sag-scale 0.5 with --cache-interval 2: DeepCache skips the mid-block"),
     ],

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from sdgen.config.schedulers import SCHEDULERS, scheduler_spec
 from sdgen.engine.denoise import Guide, Guided, NoisePredictor
 from sdgen.engine.plugins.attention import check_scale, extra_pass, processors, unconditional
 from sdgen.engine.plugins.base import Plugin, Run, plain_unet, uncompiled
@@ -23,6 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_SCALE = 10.0
 BLUR_SIZE, BLUR_SIGMA, THRESHOLD = 9, 1.0, 1.0  # diffusers' (Forge's defaults: sigma 2, threshold 1)
+# The schedulers diffusers' SAG pipeline takes: x0 and the re-noising come from alphas_cumprod, which holds for
+# schedulers that work on x_t itself (not k-diffusion's sigma-scaled latents: Euler, Heun, LMS, DPM2 ...)
+SCHEDULER_CLASSES = frozenset({
+    "DDIMScheduler", "PNDMScheduler", "DDPMScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+    "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+})
 
 
 class AttentionMapKeeper:
@@ -120,6 +127,14 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
 
 def _check(request: Any) -> None:
     check_scale("sag_scale", request.sag_scale, MAX_SCALE, request.cache_interval, "0.75")
+    spec = scheduler_spec(request.scheduler)
+    if request.sag_scale and spec.class_name not in SCHEDULER_CLASSES:
+        usable = sorted(s.name for s in SCHEDULERS.values() if s.class_name in SCHEDULER_CLASSES)
+        raise InvalidRequestError(
+            f"Invalid {NAME} {request.sag_scale!r} with --scheduler {spec.name}: self-attention guidance works on "
+            f"x_t as DDIM does (diffusers' rule); choose one of {', '.join(usable)}.",
+            "sag_scale",
+        )
 
 
 def _a1111_fields(request: Any) -> list[tuple[str, object]]:
