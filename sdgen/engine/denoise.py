@@ -1,13 +1,15 @@
 """The denoising loop: predict the noise, guide it, let the scheduler step. Repeat.
 
-A plain function over a model callable (k-diffusion style), so it can be tested with a fake model. Two
-extension points let new inputs reach the U-Net without changing the loop:
+A plain function over a model callable (k-diffusion style), so it can be tested with a fake model. Three
+extension points let new inputs reach the U-Net and new guidance shape each step without changing the loop:
 
 - the noise predictor gets one `Conditioning` per call and the loop passes it through untouched
   (k-diffusion's `extra_args`); a plug-in wraps the predictor to add inputs that depend on the step's
   latents (ControlNet's residuals) or to call the U-Net differently (DeepCache, inpainting's extra channels);
 - `on_step_end` sees each step's result and may replace the latents or the conditioning of the next step,
   as diffusers' `callback_on_step_end` does (inpainting's blend, the guidance cut-off, prompt editing).
+- a `guide` sees each step's predictions after classifier-free guidance combined them and returns the noise
+  the scheduler gets (guidance rescale, perturbed- and self-attention guidance).
 """
 
 from __future__ import annotations
