@@ -5,7 +5,9 @@ pixels, float32 noise in latents): --guidance-rescale against StableDiffusionPip
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -117,25 +119,18 @@ def test_pag_img2img_matches_diffusers_pag_img2img_pipeline(tiny_parts) -> None:
 def every_modifier(monkeypatch) -> list[str]:
     """Record the guidance modifiers' calls: one name per step of each that runs."""
     calls: list[str] = []
+
+    def counted(name: str, in_run):
+        @contextmanager
+        def counted_in_run(run):
+            with in_run(run) as guide:
+                yield None if guide is None else (lambda step: calls.append(name) or guide(step))
+
+        return counted_in_run
+
     registry = dict(plugins.PLUGINS)
     for name in ("pag", "sag", "guidance_rescale"):
-        original = registry[name].in_run
-
-        def in_run(run, original=original, name=name):
-            from contextlib import contextmanager
-
-            @contextmanager
-            def counted():
-                with original(run) as guide:
-                    def counting(step):
-                        calls.append(name)
-                        return guide(step)
-                    yield counting if guide is not None else None
-            return counted()
-
-        import dataclasses
-
-        registry[name] = dataclasses.replace(registry[name], in_run=in_run)
+        registry[name] = dataclasses.replace(registry[name], in_run=counted(name, registry[name].in_run))
     monkeypatch.setattr(plugins, "PLUGINS", registry)
     return calls
 
