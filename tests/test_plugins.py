@@ -94,6 +94,10 @@ def test_the_built_in_savers_own_their_rows() -> None:
         "cfg_end": ("cfg_end",),
         "decoder": ("decoder",),
         "token_merging": ("token_merging",),
+        "freeu": ("freeu",),
+        "pag": ("pag_scale",),
+        "sag": ("sag_scale",),
+        "guidance_rescale": ("guidance_rescale",),
     }
     assert all(key in options.OPTIONS for key in plugins.option_keys())
 

@@ -54,6 +54,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",
         "subseed", "subseed_strength", "seed_resize_from", "tiling",
+        "guidance_rescale", "freeu", "pag_scale", "sag_scale",
     }
     assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style"}
     assert record_keys() == {
@@ -67,5 +68,6 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
-             "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None}
+             "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None,
+             "guidance_rescale": 0.0, "freeu": None, "pag_scale": 0.0, "sag_scale": 0.0}
     assert older.items() <= table.unrecorded().items()

@@ -261,6 +261,24 @@ OPTIONS: Mapping[str, Option] = _table(
         "cfg_end", float, 1.0, "Guidance only for the first fraction F of the steps (0-1), then one U-Net pass.",
         REQUEST, empty="1, always", shapes_picture=True,
     ),
+    # guidance modifiers (sdgen/engine/plugins, docs/guidance.md): opt-in, they change the picture
+    Option(
+        "guidance_rescale", float, 0.0,
+        "Rescale the guided prediction to the conditional one's spread by this fraction (0-1; 0.7 typical).",
+        REQUEST, empty="0, off", shapes_picture=True,
+    ),
+    Option(
+        "freeu", str, None, "FreeU factors b1,b2,s1,s2 (SD1.5: 1.5,1.6,0.9,0.2).", REQUEST, empty="off",
+        shapes_picture=True,
+    ),
+    Option(
+        "pag_scale", float, 0.0, "Perturbed-attention guidance scale (3 typical); one more U-Net pass a step.",
+        REQUEST, empty="0, off", shapes_picture=True,
+    ),
+    Option(
+        "sag_scale", float, 0.0, "Self-attention guidance scale (0.75 typical); one more U-Net pass a step.",
+        REQUEST, empty="0, off", shapes_picture=True,
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(

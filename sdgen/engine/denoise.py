@@ -1,13 +1,15 @@
 """The denoising loop: predict the noise, guide it, let the scheduler step. Repeat.
 
-A plain function over a model callable (k-diffusion style), so it can be tested with a fake model. Two
-extension points let new inputs reach the U-Net without changing the loop:
+A plain function over a model callable (k-diffusion style), so it can be tested with a fake model. Three
+extension points let new inputs reach the U-Net and new guidance shape each step without changing the loop:
 
 - the noise predictor gets one `Conditioning` per call and the loop passes it through untouched
   (k-diffusion's `extra_args`); a plug-in wraps the predictor to add inputs that depend on the step's
   latents (ControlNet's residuals) or to call the U-Net differently (DeepCache, inpainting's extra channels);
 - `on_step_end` sees each step's result and may replace the latents or the conditioning of the next step,
   as diffusers' `callback_on_step_end` does (inpainting's blend, the guidance cut-off, prompt editing).
+- a `guide` sees each step's predictions after classifier-free guidance combined them and returns the noise
+  the scheduler gets (guidance rescale, perturbed- and self-attention guidance).
 """
 
 from __future__ import annotations
@@ -154,6 +156,25 @@ class StepEnd:
 StepEndHook = Callable[[StepEnd], "StepEnd | None"]  # None: nothing changed
 
 
+@dataclass(frozen=True, eq=False)
+class Guided:
+    """What a guidance modifier sees of one step, after classifier-free guidance combined the predictions."""
+
+    index: int
+    timestep: torch.Tensor
+    latents: torch.Tensor  # x_t, before the scheduler's input scaling: (B, 4, h, w)
+    model_input: torch.Tensor  # what the U-Net got: scaled, (2B, ...) [uncond, cond] when guided
+    conditioning: Conditioning  # this call's
+    guidance_scale: float
+    scheduler: SchedulerMixin
+    noise: torch.Tensor  # the combined prediction so far (uncond + scale (cond - uncond), or the conditional one)
+    noise_text: torch.Tensor  # the conditional prediction
+    noise_uncond: torch.Tensor | None = None  # the unconditional prediction; None without guidance
+
+
+Guide = Callable[[Guided], "torch.Tensor"]  # a guidance modifier: the step's new combined noise
+
+
 def chain_step_end(*hooks: StepEndHook | None) -> StepEndHook | None:
     """Several hooks as one, in order: each sees what the one before returned."""
     present = [hook for hook in hooks if hook is not None]
@@ -185,12 +206,14 @@ def denoise(
     on_step: StepCallback | None = None,
     on_step_end: StepEndHook | None = None,
     seeds: tuple[int, ...] = (),
+    guide: Guide | None = None,
 ) -> torch.Tensor:
     """Run the reverse diffusion from `latents` (B, 4, h, w) over `timesteps`; return clean latents.
 
     Classifier-free guidance runs while the conditioning has negative embeddings: one U-Net call on the
     batch [unconditional, conditional], then noise = uncond + guidance_scale * (cond - uncond).
-    `on_step_end` may replace the latents and the conditioning after each step; `on_step` only watches.
+    `guide` may change the combined prediction (guidance modifiers: rescale, PAG, SAG); `on_step_end` may
+    replace the latents and the conditioning after each step; `on_step` only watches.
     """
     import torch
 
@@ -203,9 +226,13 @@ def denoise(
         # 2. predict the noise in the latents
         noise_pred = predict_noise(model_input, t, cond)
         # 3. classifier-free guidance: push away from the unconditional prediction
-        if cond.guided:
-            noise_uncond, noise_text = noise_pred.chunk(2)
+        noise_uncond, noise_text = noise_pred.chunk(2) if cond.guided else (None, noise_pred)
+        if noise_uncond is not None:
             noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+        if guide is not None:  # 3b. guidance modifiers (sdgen/engine/plugins) see every part of it
+            guided = Guided(index, t, latents, model_input, cond, guidance_scale, scheduler, noise_pred, noise_text,
+                            noise_uncond)
+            noise_pred = guide(guided)
         # 4. one scheduler step: x_t -> x_{t-1}
         output = scheduler.step(noise_pred, t, latents, **step_kwargs)
         stepped = output.prev_sample

@@ -343,18 +343,20 @@ def _run_loop(
     predictor = plugins.noise_predictor(run)
     if hasattr(scheduler, "watch_predictor"):  # DDIM CFG++ (engine/samplers) also reads the unguided noise
         predictor = scheduler.watch_predictor(predictor)
-    return denoise(
-        predictor,
-        latents,
-        timesteps=timesteps,
-        scheduler=scheduler,
-        conditioning=conditioning,
-        guidance_scale=request.guidance_scale * getattr(scheduler, "guidance_multiplier", 1.0),
-        generators=generators,
-        on_step=hooks.on_step,
-        on_step_end=step_end,
-        seeds=tuple(seeds),
-    )
+    with plugins.run_guidance(run) as guide:  # guidance modifiers; the model is switched back afterwards
+        return denoise(
+            predictor,
+            latents,
+            timesteps=timesteps,
+            scheduler=scheduler,
+            conditioning=conditioning,
+            guidance_scale=request.guidance_scale * getattr(scheduler, "guidance_multiplier", 1.0),
+            generators=generators,
+            on_step=hooks.on_step,
+            on_step_end=step_end,
+            seeds=tuple(seeds),
+            guide=guide,
+        )
 
 
 def _variation_draw(

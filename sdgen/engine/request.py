@@ -89,6 +89,11 @@ class GenerationRequest:
     # step savers (sdgen/engine/plugins)
     cache_interval: int = default("cache_interval")  # DeepCache: a whole U-Net pass every N-th step
     cfg_end: float = default("cfg_end")  # guidance for the first fraction of the steps only
+    # guidance modifiers (sdgen/engine/plugins): each checks its own values
+    guidance_rescale: float = default("guidance_rescale")  # 0: off
+    freeu: str | None = default("freeu")  # "b1,b2,s1,s2"; None: off
+    pag_scale: float = default("pag_scale")  # 0: off
+    sag_scale: float = default("sag_scale")  # 0: off
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:

@@ -18,6 +18,7 @@ from sdgen.config.options import MODEL, REQUEST
 from sdgen.config.optiontable import PROMPT, Option
 from sdgen.config.schedulers import a1111_names, resolve_infotext, runner
 from sdgen.config.settings import as_kind, kind_name
+from sdgen.engine import plugins
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.pipeline import GeneratedImage
 from sdgen.engine.request import HIRES_UPSCALERS, CheckedRequest, ImageJob
@@ -77,6 +78,7 @@ def a1111_parameters(result: GeneratedImage, parts: StableDiffusionParts) -> str
     if request.tiling:  # A1111 writes "Tiling: True" (both axes); one axis is named, x or y
         fields.append((name["tiling"], "True" if request.tiling == "both" else request.tiling))
     fields += _plain_fields(request, result.job)
+    fields += plugins.a1111_fields(request)  # guidance modifiers, under A1111's or Forge's extension names
     if request.mask is not None and request.invert_mask:
         fields.append(("Mask mode", "Inpaint not masked"))  # A1111's name for repainting the black side
     fields += _prompt_fields(request, result.job)
@@ -291,6 +293,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             width, height = fields[name["width"]].lower().split("x")
             values["width"], values["height"] = int(width), int(height)
         values |= _a1111_numbers(fields, values)
+        values |= plugins.values_from_a1111(fields)
         if fields.get(name["weighting"]) == "None":
             values["weighting"] = False
         values |= _a1111_noise_fields(fields)

@@ -127,6 +127,11 @@ class GenerationBody(BaseModel):
     seed_resize_from_w: Whole = Field(-1, description="Draw the noise at this width; -1 or 0: the image's size.")
     tiling: bool | None = Field(None, description="Seamless tiling on both axes.")
     styles: list[Text] = Field(default_factory=list, description="Names of GET /sdapi/v1/prompt-styles, in order.")
+    alwayson_scripts: dict[str, Any] = Field(
+        default_factory=dict, description="Extension settings, {title: {\"args\": [...]}}: Forge's FreeU Integrated, "
+        "Perturbed Attention Guidance Integrated, SelfAttentionGuidance Integrated and CFG Rescale (docs/guidance.md); "
+        "others are ignored.",
+    )
     # accepted and ignored (A1111 features sdgen does not have)
     restore_faces: bool | None = None
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sdgen.config.schedulers import AUTOMATIC, a1111_names, resolve
+from sdgen.engine import plugins
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters
@@ -35,6 +36,8 @@ A1111_FIELDS = {
     "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
     "vae": "sd_vae", "subseed": "subseed", "subseed_strength": "subseed_strength",
     "seed_resize_from": "seed_resize_from_w", "tiling": "tiling", "style": "styles",
+    # the guidance modifiers' settings come from alwayson_scripts
+    **{key: "alwayson_scripts" for plugin in plugins.PLUGINS.values() if plugin.from_script for key in plugin.options},
 }
 
 
@@ -61,6 +64,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     clip_skip = body.override_settings.CLIP_stop_at_last_layers
     if clip_skip is not None:
         values["clip_skip"] = clip_skip
+    values |= plugins.values_from_scripts(body.alwayson_scripts)  # guidance modifiers, as Forge's scripts
     values |= {"init_image": None, "mask": None, "hires_scale": None}
     if isinstance(body, Txt2ImgBody):
         values |= _hires(body)

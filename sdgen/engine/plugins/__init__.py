@@ -11,6 +11,13 @@ the table.
     cfg_end.py        --cfg-end: guidance for the first part of the steps only
     token_merging.py  --token-merging: tomesd's patch of the U-Net's attention
     decoder.py        --decoder: a tiny autoencoder decodes the final image
+    freeu.py          --freeu: FreeU's scaled backbone and skip features, switched on for each run
+    pag.py            --pag-scale: perturbed-attention guidance (one more U-Net pass a step)
+    sag.py            --sag-scale: self-attention guidance (one more U-Net pass a step)
+    guidance_rescale.py  --guidance-rescale: the guided prediction rescaled to the conditional one's spread
+
+Guidance modifiers (docs/guidance.md) change each step's combined prediction through the loop's `guide`
+(in registry order, each seeing the one before) and switch the model's behaviour on for a run only.
 
 A new saver is its row in options.py, its field on the request or model spec, its module here, one line
 in `PLUGINS` below, and its test.
@@ -18,24 +25,42 @@ in `PLUGINS` below, and its test.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sdgen.config import options
-from sdgen.engine.denoise import NoisePredictor, StepEnd, StepEndHook, unet_predictor
-from sdgen.engine.plugins import cfg_end, composable, decoder, deepcache, token_merging
+from sdgen.engine.denoise import Guide, Guided, NoisePredictor, StepEnd, StepEndHook, unet_predictor
+from sdgen.engine.plugins import (
+    cfg_end,
+    composable,
+    decoder,
+    deepcache,
+    freeu,
+    guidance_rescale,
+    pag,
+    sag,
+    token_merging,
+)
 from sdgen.engine.plugins.base import Plugin, Run
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from sdgen.engine.loader import StableDiffusionParts
-    from sdgen.engine.request import ModelSpec
+    from sdgen.engine.request import GenerationRequest, ModelSpec
 
 __all__ = ["PLUGINS", "Plugin", "Run", "register"]
 
 # Registry order is wrapping order: the first wraps the U-Net call itself (DeepCache must sit right on it);
 # AND's parts are combined right above it, so that every later wrapper sees [unconditional, conditional].
+# Guidance modifiers apply in this order too: PAG, SAG, then the rescale (diffusers rescales after PAG).
 PLUGINS: dict[str, Plugin] = {
     plugin.name: plugin
-    for plugin in (deepcache.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN)
+    for plugin in (
+        deepcache.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
+        freeu.PLUGIN, pag.PLUGIN, sag.PLUGIN, guidance_rescale.PLUGIN,
+    )
 }
 
 
@@ -111,3 +136,53 @@ def guidance_end(run: Run) -> StepEndHook | None:
         return StepEnd(step.index, step.total, step.timestep, step.latents, step.conditioning.conditional())
 
     return end_guidance
+
+
+@contextmanager
+def run_guidance(run: Run) -> Iterator[Guide | None]:
+    """Each plug-in's `in_run` for one denoising run (the model switched back afterwards, also on errors),
+    their guides chained in registry order; None when no plug-in changes the combined prediction."""
+    with ExitStack() as stack:
+        guides = [stack.enter_context(p.in_run(run)) for p in PLUGINS.values() if p.in_run is not None]
+        present = [guide for guide in guides if guide is not None]
+        if len(present) <= 1:
+            yield present[0] if present else None
+            return
+
+        def chained(step: Guided) -> torch.Tensor:
+            import dataclasses
+
+            for guide in present:
+                step = dataclasses.replace(step, noise=guide(step))
+            return step.noise
+
+        yield chained
+
+
+# ---- checks and records -----------------------------------------------------------------------------
+
+
+def a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
+    """The A1111/Forge infotext fields of the plug-ins a request uses."""
+    return [field for p in PLUGINS.values() if p.a1111_fields is not None for field in p.a1111_fields(request)]
+
+
+def values_from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that A1111/Forge infotext fields of the plug-ins give (ValueError for unreadable ones)."""
+    values: dict[str, Any] = {}
+    for plugin in PLUGINS.values():
+        if plugin.from_a1111 is not None:
+            values |= plugin.from_a1111(fields)
+    return values
+
+
+def values_from_scripts(scripts: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings an A1111 client's `alwayson_scripts` ({title: {"args": [...]}}) gives the plug-ins; titles
+    are matched in lower case by their start (Forge adds "(SD 1.x, SD 2.x, SDXL)" to some)."""
+    values: dict[str, Any] = {}
+    for title, script in scripts.items():
+        args = script.get("args", []) if isinstance(script, Mapping) else []
+        for plugin in PLUGINS.values():
+            if plugin.from_script is not None and str(title).lower().startswith(plugin.scripts):
+                values |= plugin.from_script(list(args) if isinstance(args, (list, tuple)) else [])
+    return values

@@ -1,12 +1,14 @@
-"""What a plug-in declares (sdgen/engine/plugins/__init__.py keeps the registry)."""
+"""What a plug-in declares (sdgen/engine/plugins/__init__.py keeps the registry), and what several share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.denoise import NoisePredictor
+from sdgen.engine.denoise import Guide, NoisePredictor, unet_predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -41,3 +43,31 @@ class Plugin:
     # before any weights load: InvalidRequestError naming a bad value of its options, given what holds them
     # (the request, or the model spec for model options)
     check: Callable[[Any], None] | None = None
+    # --- guidance modifiers ---
+    # around each denoising run: switch the model's behaviour on and off again (FreeU, attention processors);
+    # what it yields (a Guide, or None) changes each step's combined prediction
+    in_run: Callable[[Run], AbstractContextManager[Guide | None]] | None = None
+    # A1111's or Forge's infotext fields for a request, and the settings read back from such fields
+    a1111_fields: Callable[[GenerationRequest], list[tuple[str, object]]] | None = None
+    from_a1111: Callable[[Mapping[str, str]], dict[str, Any]] | None = None
+    # the A1111/Forge scripts (alwayson_scripts titles, lower case, a prefix) whose args give its settings
+    scripts: tuple[str, ...] = ()
+    from_script: Callable[[Sequence[Any]], dict[str, Any]] | None = None
+
+
+log = logging.getLogger("sdgen")
+
+
+def plain_unet(unet: Any) -> Any:
+    """The U-Net module itself, under torch.compile's wrapper."""
+    return getattr(unet, "_orig_mod", unet)
+
+
+def uncompiled(predictor: NoisePredictor, run: Run, flag: str) -> NoisePredictor:
+    """The U-Net called uncompiled for a plug-in that changes the module during the run (a compiled graph
+    would not see the change): with --compile, a note and the plain module; else `predictor` as it is."""
+    unet = plain_unet(run.parts.unet)
+    if unet is run.parts.unet:
+        return predictor
+    log.warning("Note: %s runs the U-Net uncompiled; --compile does not speed it up.", flag)
+    return unet_predictor(unet)
