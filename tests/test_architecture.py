@@ -11,6 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "sdgen"
 MAX_FUNCTION_LINES = 75
 MAX_CLI_MODULE_LINES = 250
+MAX_MODULE_LINES = 400
 
 
 def modules() -> dict[str, Path]:
@@ -53,6 +54,11 @@ def test_no_function_is_longer_than_75_lines() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert not long
+
+
+def test_no_module_is_longer_than_400_lines() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    assert not {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
 
 
 def test_the_command_line_stays_thin() -> None:

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdgen.engine.checking import check_request
 from sdgen.cli import app
 from sdgen.engine import plugins
+from sdgen.engine.checking import check_request
 from sdgen.engine.pipeline import ImageTask, batch_key, generate_batch
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError

@@ -16,7 +16,7 @@ from sdgen.config import options, settings
 from sdgen.config.options import RUN, Option
 from sdgen.errors import EXIT_INTERRUPTED, SdgenError, UsageError
 from sdgen.interrupts import Interrupted
-from sdgen.record.metadata import replay_values
+from sdgen.record.replay import replay_values
 
 log = logging.getLogger("sdgen")
 

@@ -94,16 +94,17 @@ def noise_pictures(
     the timesteps and the facts for the picture's record."""
     import torch
 
+    from sdgen.config.images import open_user_image
     from sdgen.engine.latents import image_to_tensor
     from sdgen.engine.loader import load_scheduler_config, load_vae
-    from sdgen.engine.pipeline import _open_image
     from sdgen.hardware.devices import choose_placement, torch_dtype
     from sdgen.pictures.previews import to_images, vae_pixels
 
     scheduler_config, model = load_scheduler_config(spec)
     timesteps = timesteps_for(int(scheduler_config.get("num_train_timesteps", 1000)))
     assert request.width is not None and request.height is not None and request.seed is not None
-    pixels = image_to_tensor(_open_image(request.image), request.width, request.height)  # (1, 3, H, W)
+    image = open_user_image(request.image, "init_image")
+    pixels = image_to_tensor(image, request.width, request.height)  # (1, 3, H, W)
     with torch.inference_mode():
         if request.space == "pixel":
             frames = [to_images(x)[0] for x in forward_noise(pixels, timesteps, scheduler_config, request.seed)]
