@@ -21,6 +21,7 @@ os.environ.pop("HF_ENDPOINT", None)
 for _name in [name for name in os.environ if name.startswith("SDGEN_")]:
     del os.environ[_name]
 os.environ["SDGEN_CONFIG"] = os.path.join(_HF_HOME, "no-user-config.toml")
+os.environ["SDGEN_CACHE_DIR"] = os.path.join(_HF_HOME, "sdgen-cache")  # model hashes, compile cache: not ~/.cache
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 

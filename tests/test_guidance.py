@@ -162,9 +162,13 @@ def test_all_together_after_cfg_end_and_in_a_batch_equal_single_images(tiny_part
 
 
 def test_images_with_other_modifier_values_never_share_a_unet_call() -> None:
-    plain = GenerationRequest(prompt="a fox")
-    for key, value in MODIFIERS.items():
-        assert batch_key(GenerationRequest(prompt="a fox", **{key: value})) != batch_key(plain), key
+    from sdgen.engine.pipeline import ImageTask
+
+    def key(**fields: object) -> tuple:
+        return batch_key(ImageTask.of(check_request(GenerationRequest(prompt="a fox", seed=1, **fields))))
+
+    for name, value in MODIFIERS.items():
+        assert key(**{name: value}) != key(), name
 
 
 @pytest.mark.parametrize(

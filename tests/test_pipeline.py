@@ -210,7 +210,7 @@ def test_second_order_scheduler_callback_counts_unet_evaluations(tiny_parts) -> 
         (dict(num_inference_steps=0), "Invalid --steps 0"),
         (dict(guidance_scale=-1.0), "Invalid --guidance-scale -1.0"),
         (dict(strength=0.0, init_image="x.png"), "Invalid --strength 0.0"),
-        (dict(scheduler="fancy"), "Unknown --scheduler 'fancy': choose one of ddim, pndm"),
+        (dict(scheduler="fancy"), "Unknown --scheduler 'fancy': choose one of dpm++2m, dpm++sde"),
         (dict(seed=-5), "Invalid --seed -5"),
         (dict(init_image="/no/such/image.png"), "Invalid --init-image '/no/such/image.png': no such file"),
     ],
@@ -290,7 +290,9 @@ def test_a_negative_prompt_longer_than_the_prompt_is_padded_with_the_empty_promp
     from sdgen.engine.pipeline import ImageTask, _conditions
 
     checked = check_request(request(prompt="a fox", negative_prompt="blurry " * 15))
-    cond, uncond = _conditions(ImageTask.of(checked), tiny_parts)
+    prompts = _conditions(ImageTask.of(checked), tiny_parts).first  # one part, no schedule: one text each
+    assert prompts.negative is not None
+    cond, uncond = prompts.parts[0].embeds[0], prompts.negative.embeds[0]
     assert cond.shape == uncond.shape == (1, 154, 32)
     from sdgen.engine.text import encode_prompt
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from sdgen.config.schedulers import BY_LABEL, BY_NAME, SAME_AS_A1111, SCHEDULE_TYPES, SCHEDULERS, resolve
-from sdgen.engine.pipeline import _conditions, generate
+from sdgen.engine.checking import check_request
+from sdgen.engine.pipeline import ImageTask, _conditions, generate
 from sdgen.engine.request import GenerationRequest
 from sdgen.engine.samplers import PORTS
 
@@ -26,6 +27,13 @@ STEPS = 4
 SIZE = 64  # the smallest size sdgen takes
 SEED = 77
 GUIDANCE = 7.5
+
+
+def prompt_embeddings(parts):
+    """The prompt's and the negative prompt's embeddings, as sdgen's loop gets them."""
+    request = check_request(GenerationRequest(PROMPT, guidance_scale=GUIDANCE, seed=SEED), parts.spec)
+    prompts = _conditions(ImageTask.of(request), parts).first
+    return prompts.parts[0].embeds[0], prompts.negative.embeds[0]
 
 
 def reference_sigmas(schedule: str, steps: int, denoiser, sampling):
@@ -133,7 +141,7 @@ def reference_image(parts, name: str, schedule: str) -> np.ndarray:
     sigmas = reference_sigmas(schedule, STEPS + discard, denoiser, sampling)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    cond, uncond = _conditions(GenerationRequest(PROMPT, guidance_scale=GUIDANCE), parts)
+    cond, uncond = prompt_embeddings(parts)
     generators = [torch.Generator("cpu").manual_seed(SEED)]
     shape = (1, parts.unet.config.in_channels, SIZE // parts.vae_scale_factor, SIZE // parts.vae_scale_factor)
     x = randn_tensor(shape, generator=generators, dtype=torch.float32) * sigmas[0]
@@ -226,7 +234,7 @@ def test_ddim_cfgpp_matches_a1111(tiny_parts) -> None:
 
     from sdgen.engine.latents import decode_latents
 
-    cond, uncond = _conditions(GenerationRequest(PROMPT, guidance_scale=GUIDANCE), tiny_parts)
+    cond, uncond = prompt_embeddings(tiny_parts)
     side = SIZE // tiny_parts.vae_scale_factor
     shape = (1, tiny_parts.unet.config.in_channels, side, side)
     x = randn_tensor(shape, generator=[torch.Generator("cpu").manual_seed(SEED)], dtype=torch.float32)

@@ -107,7 +107,7 @@ def test_a1111_rule_for_several_images_same_seed_subseed_plus_i(tiny_parts) -> N
     """A1111 keeps the seed for every image of a varied run and counts the subseed up (processing.py)."""
     base = dict(prompt=PROMPT, seed=5, num_inference_steps=2, width=SIZE, height=SIZE, subseed_strength=0.3)
     batch = generate(GenerationRequest(**base, subseed=40, num_images=3, batch_size=3), tiny_parts)
-    assert [(image.seed, image.request.subseed) for image in batch] == [(5, 40), (5, 41), (5, 42)]
+    assert [(image.seed, image.job.subseed) for image in batch] == [(5, 40), (5, 41), (5, 42)]
     alone = generate(GenerationRequest(**base, subseed=42), tiny_parts)[0]
     assert np.abs(pixels(batch[2].image) - pixels(alone.image)).max() <= 1
     assert pixels(batch[0].image).tobytes() != pixels(batch[1].image).tobytes()

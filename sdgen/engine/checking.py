@@ -50,6 +50,8 @@ def check_request(
     _check_numbers(request)
     _check_texts(request)
     scheduler, schedule = resolve(request.scheduler, request.schedule)
+    resolved = replace(request, scheduler=scheduler, schedule=schedule)
+    plugins.check_options(resolved, REQUEST)  # --cache-interval, --pag-scale ...: each plug-in checks its own
     seed = request.seed
     if seed is None:
         seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype
@@ -142,7 +144,6 @@ def _check_numbers(request: GenerationRequest) -> None:
         )
     check_int("clip_skip", request.clip_skip, 1, 12)
     check_int("eta_noise_seed_delta", request.eta_noise_seed_delta, 0, MAX_SEED)
-    plugins.check_options(request, REQUEST)  # --cache-interval, --cfg-end ...: each plug-in checks its own
 
 
 def _number_in(value: object, low: float, high: float) -> bool:

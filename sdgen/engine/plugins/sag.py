@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sdgen.config.schedulers import SCHEDULERS, scheduler_spec
+from sdgen.config.schedulers import AUTOMATIC, SCHEDULERS
 from sdgen.engine.denoise import Guide, Guided, NoisePredictor
 from sdgen.engine.plugins.attention import check_scale, extra_pass, processors, unconditional
 from sdgen.engine.plugins.base import Plugin, Run, plain_unet, uncompiled
@@ -127,12 +127,13 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
 
 def _check(request: Any) -> None:
     check_scale("sag_scale", request.sag_scale, MAX_SCALE, request.cache_interval, "0.75")
-    spec = scheduler_spec(request.scheduler)
-    if request.sag_scale and spec.class_name not in SCHEDULER_CLASSES:
+    diffusers = request.scheduler in SCHEDULERS and request.schedule == AUTOMATIC  # else an sdgen port
+    class_name = SCHEDULERS[request.scheduler].class_name if diffusers else None
+    if request.sag_scale and class_name not in SCHEDULER_CLASSES:  # sdgen's own samplers (k-diffusion ports): no
         usable = sorted(s.name for s in SCHEDULERS.values() if s.class_name in SCHEDULER_CLASSES)
         raise InvalidRequestError(
-            f"Invalid {NAME} {request.sag_scale!r} with --scheduler {spec.name}: self-attention guidance works on "
-            f"x_t as DDIM does (diffusers' rule); choose one of {', '.join(usable)}.",
+            f"Invalid {NAME} {request.sag_scale!r} with --scheduler {request.scheduler}: self-attention guidance "
+            f"works on x_t as DDIM does (diffusers' rule); choose one of {', '.join(usable)}.",
             "sag_scale",
         )
 
