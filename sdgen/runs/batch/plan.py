@@ -21,7 +21,8 @@ from sdgen.engine.checking import check_request
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.model_spec import CheckedModelSpec
 from sdgen.engine.pipeline import batch_key, consecutive_batches
-from sdgen.engine.request import CheckedRequest, GenerationRequest, ImageJob
+from sdgen.engine.request import GenerationRequest
+from sdgen.engine.tasks import ImageTask
 from sdgen.errors import InvalidRequestError, OutputError
 from sdgen.record.metadata import image_record
 from sdgen.record.output import check_file_name, render_name
@@ -37,22 +38,12 @@ def derived_seed(base_seed: int, line: int) -> int:
 
 
 @dataclass(frozen=True)
-class PlannedImage:
-    """One image of the plan: which line, which task (the line's checked request + the image's job), where
-    it goes."""
+class PlannedImage(ImageTask):
+    """One image of the plan: its task (the line's checked request + the image's job: its index within the
+    line, seed, prompt and networks), which line it came from, where it goes."""
 
     line: int
-    request: CheckedRequest
-    job: ImageJob  # its index within the line, its seed, prompt and networks
     path: Path
-
-    @property
-    def seed(self) -> int:
-        return self.job.seed
-
-    @property
-    def index(self) -> int:
-        return self.job.index
 
     def record(self, model: str, parts: StableDiffusionParts | None = None) -> dict[str, Any]:
         """Its manifest record: the image's record (sdgen.record.metadata.image_record) with line, index and path."""
@@ -102,7 +93,7 @@ class BatchPlanner:
                 raise InvalidRequestError(
                     f"file name {name!r} is also used by line {self._names[path]}; put {{line}} or {{seed}} in --name"
                 )
-            images.append(PlannedImage(item.line, request, job, path))
+            images.append(PlannedImage(request, job, line=item.line, path=path))
         return images
 
 

@@ -20,7 +20,7 @@ from sdgen.config.options import describe
 from sdgen.config.specs import OutputSpec, PicturesSpec
 from sdgen.engine.checking import check_request
 from sdgen.engine.model_spec import ModelSpec
-from sdgen.engine.pipeline import ImageTask, generate_batch
+from sdgen.engine.pipeline import generate_batch
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import (
     EXIT_FAILURE,
@@ -265,8 +265,7 @@ class _Run:
             opened = open_model(self.machine, self.progress, self.options.pictures)
             self.parts, self.watchers, self.on_step = opened.parts, opened.watchers, opened.on_step
         try:
-            tasks = [ImageTask(image.request, image.job) for image in chunk]
-            results = generate_batch(tasks, self.parts, self.on_step)
+            results = generate_batch(list(chunk), self.parts, self.on_step)  # a planned image is a task
         except GenerationError as error:
             for image in chunk:
                 if image.path in todo:
