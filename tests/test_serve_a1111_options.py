@@ -15,7 +15,7 @@ import webuiapi
 from PIL import Image
 
 from sdgen.record.formats import EXIF_IFD, USER_COMMENT, read_image_text
-from sdgen.serve.a1111_options import ACTED_ON, a1111_defaults
+from sdgen.serve.a1111_options import ACTED_ON, MAX_OTHER_KEYS, a1111_defaults
 from sdgen.serve.app import create_app
 from sdgen.serve.server import serving
 
@@ -116,3 +116,16 @@ def test_hires_with_denoising_strength_0_upscales_only(api) -> None:
     assert result.image.size == (128, 128)
     text = result.info["infotexts"][0]
     assert "Denoising strength: 0, Hires upscale: 2" in text and "Hires steps" not in text
+
+
+def test_the_keys_a_client_may_store_are_bounded(server) -> None:
+    """Keys A1111 does not have are kept, up to MAX_OTHER_KEYS in all; past that a 422, and nothing is kept."""
+    url, engine = server
+    before = requests.get(f"{url}/sdapi/v1/options", timeout=30).json()
+    mine = {f"my_key_{i}": i for i in range(MAX_OTHER_KEYS + 1)}
+    reply = requests.post(f"{url}/sdapi/v1/options", json=mine, timeout=30)
+    assert reply.status_code == 422 and "at most" in reply.json()["detail"]
+    assert requests.get(f"{url}/sdapi/v1/options", timeout=30).json() == before
+    few = {"my_key_0": 0, "my_key_1": 1}
+    assert requests.post(f"{url}/sdapi/v1/options", json=few, timeout=30).status_code == 200
+    assert requests.get(f"{url}/sdapi/v1/options", timeout=30).json()["my_key_1"] == 1

@@ -47,6 +47,20 @@ def served_options(settings: Mapping[str, Any], checkpoint_title: str, rng: str)
     }
 
 
+MAX_OTHER_KEYS = 256  # keys A1111 does not have, kept per server: clients' own, bounded so memory is
+
+
+def check_kept(kept: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """InvalidRequestError (422) when keeping `changes` would hold more than MAX_OTHER_KEYS keys that are not
+    A1111's: a client may store its own keys, not grow the server without end."""
+    others = (kept.keys() | changes.keys()) - _defaults().keys()
+    if len(others) > MAX_OTHER_KEYS:
+        raise InvalidRequestError(
+            f"Too many options: {len(others)} keys that are not A1111's would be kept; this server keeps at most "
+            f"{MAX_OTHER_KEYS} (send fewer keys of your own)."
+        )
+
+
 def check(changes: Mapping[str, Any]) -> None:
     """InvalidRequestError (422) naming the key, for a bad value of a key sdgen acts on."""
     for key, rule in _RULES.items():

@@ -31,7 +31,7 @@ from sdgen.errors import NAME, InvalidRequestError, SdgenError
 from sdgen.record.metadata import encoded_image
 from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
-from sdgen.serve.a1111_options import RANDN_SOURCES, served_options
+from sdgen.serve.a1111_options import RANDN_SOURCES, check_kept, served_options
 from sdgen.serve.a1111_options import check as check_a1111_options
 from sdgen.serve.schema import GenerationBody
 from sdgen.serve.translate import a1111_response, request_values
@@ -263,6 +263,7 @@ class Engine:
         """The model a change of options selects, and the options to keep (all of them: those sdgen does not
         act on are sent back as given); InvalidRequestError (422) for a bad value of one it acts on."""
         check_a1111_options(changes)
+        check_kept(self.options, changes)
         return self.model_for(changes), dict(changes)
 
     def load_later(self, spec: ModelSpec) -> concurrent.futures.Future[Any]:
