@@ -8,6 +8,7 @@ the table.
 
     deepcache.py      --cache-interval: the shallow branch of the U-Net between whole passes
     composable.py     AND in a prompt: every part in one U-Net call, combined as A1111 does (no option)
+    controlnet.py     --control: ControlNets' residuals from control images, passed to the U-Net call
     cfg_end.py        --cfg-end: guidance for the first part of the steps only
     token_merging.py  --token-merging: tomesd's patch of the U-Net's attention
     decoder.py        --decoder: a tiny autoencoder decodes the final image
@@ -34,6 +35,7 @@ from sdgen.engine.denoise import Guide, Guided, NoisePredictor, StepEnd, StepEnd
 from sdgen.engine.plugins import (
     cfg_end,
     composable,
+    controlnet,
     decoder,
     deepcache,
     freeu,
@@ -58,7 +60,7 @@ __all__ = ["PLUGINS", "Plugin", "Run", "register"]
 PLUGINS: dict[str, Plugin] = {
     plugin.name: plugin
     for plugin in (
-        deepcache.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
+        deepcache.PLUGIN, composable.PLUGIN, controlnet.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
         freeu.PLUGIN, pag.PLUGIN, sag.PLUGIN, guidance_rescale.PLUGIN,
     )
 }
