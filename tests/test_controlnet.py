@@ -68,7 +68,8 @@ def diffusers_controlnet_image(parts, controlnet_dirs, images, guidance: float =
 
 
 def ours(parts, controls: list[str], guidance: float = 7.5) -> np.ndarray:
-    [result] = generate(request(scheduler="euler-a", seed=SEED, guidance_scale=guidance, controls=tuple(controls)), parts)
+    asked = request(scheduler="euler-a", seed=SEED, guidance_scale=guidance, controls=tuple(controls))
+    [result] = generate(asked, parts)
     return pixels(result.image)
 
 
@@ -88,7 +89,8 @@ def test_two_controlnets_match_diffusers_multi_controlnet(tiny_parts, controlnet
     expected = diffusers_controlnet_image(
         tiny_parts, controlnet_dirs, control_images, controlnet_conditioning_scale=[0.8, 1.3]
     )
-    got = ours(tiny_parts, [f"{net}={image}:{w}" for net, image, w in zip(controlnet_dirs, control_images, (0.8, 1.3))])
+    pairs = zip(controlnet_dirs, control_images, (0.8, 1.3), strict=True)
+    got = ours(tiny_parts, [f"{net}={image}:{weight}" for net, image, weight in pairs])
     assert np.abs(got - expected).max() <= 1
     one = ours(tiny_parts, [f"{controlnet_dirs[0]}={control_images[0]}:0.8"])
     assert np.abs(got - one).max() > 2, "the second ControlNet must count"
@@ -104,7 +106,7 @@ def test_guidance_start_and_end_match_control_guidance_start_and_end(
     got = ours(tiny_parts, [f"{controlnet_dirs[0]}={control_images[0]}:1:0:0.5",
                             f"{controlnet_dirs[1]}={control_images[1]}:1:0.25:1"])
     assert np.abs(got - expected).max() <= 1
-    always = ours(tiny_parts, [f"{net}={image}" for net, image in zip(controlnet_dirs, control_images)])
+    always = ours(tiny_parts, [f"{net}={image}" for net, image in zip(controlnet_dirs, control_images, strict=True)])
     assert np.abs(got - always).max() > 2
 
 
