@@ -67,8 +67,8 @@ def diffusers_controlnet_image(parts, controlnet_dirs, images, guidance: float =
     return pixels(image)
 
 
-def ours(parts, controls: list[str], guidance: float = 7.5) -> np.ndarray:
-    asked = request(scheduler="euler-a", seed=SEED, guidance_scale=guidance, controls=tuple(controls))
+def ours(parts, controls: list[str], guidance: float = 7.5, **kwargs) -> np.ndarray:
+    asked = request(scheduler="euler-a", seed=SEED, guidance_scale=guidance, controls=tuple(controls), **kwargs)
     [result] = generate(asked, parts)
     return pixels(result.image)
 
@@ -220,3 +220,16 @@ def test_deepcache_is_refused_with_a_controlnet(controlnet_dirs, control_images)
     bad = request(controls=(f"{controlnet_dirs[0]}={control_images[0]}",), cache_interval=2)
     with pytest.raises(InvalidRequestError, match="cache-interval"):
         check_request(bad, ModelSpec().checked())
+
+
+def test_a_controlnet_in_a1111s_single_file_layout_equals_the_same_weights_as_a_folder(
+    tiny_parts, controlnet_dirs, control_images, tmp_path
+) -> None:
+    from sdgen.testing.tiny_controlnet import save_tiny_controlnet_file
+
+    single = save_tiny_controlnet_file(tiny_parts.unet, tmp_path / "control_v11p_sd15_tiny.safetensors", seed=0)
+    tiny_parts.plugins.pop("controlnet", None)
+    folder = ours(tiny_parts, [f"{controlnet_dirs[0]}={control_images[0]}"])
+    by_name = ours(tiny_parts, [f"tiny={control_images[0]}"], control_dir=str(tmp_path))
+    assert np.array_equal(folder, by_name)
+    assert set(tiny_parts.plugins["controlnet"]) == {str(controlnet_dirs[0]), str(single)}, "each loaded once"

@@ -4,10 +4,11 @@ short name in `--control-dir` (A1111's models/ControlNet folder: `canny` finds `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import InvalidRequestError, ModelLoadError
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SINGLE_FILE_SUFFIX = ".safetensors"
@@ -81,16 +82,49 @@ def controlnet_name(source: str) -> str:
     return Path(source).stem if Path(source).exists() else source.rsplit("/", 1)[-1]
 
 
-def load_controlnet(source: str, dtype: Any = None, config: str | None = None) -> Any:
-    """The ControlNetModel at `source` (find_controlnet's answer), in eval mode. A single file needs the
-    architecture's config (`config`: a folder or Hub id; default: diffusers' own guess, which may need the
-    cache)."""
+def load_controlnet(source: str, dtype: Any = None, unet_config: Mapping[str, Any] | None = None) -> Any:
+    """The ControlNetModel at `source` (find_controlnet's answer), in eval mode. A single file in A1111's layout
+    (`control_model.*` or bare LDM keys) is read with the base U-Net's architecture (`unet_config`: a ControlNet
+    copies its U-Net's encoder) and the control-image encoder's widths the file itself shows."""
     from diffusers import ControlNetModel
 
     path = Path(source)
-    if path.is_file():
-        extra = {"config": config} if config else {}
-        model = ControlNetModel.from_single_file(str(path), torch_dtype=dtype, **extra)
-    else:
-        model = ControlNetModel.from_pretrained(source, torch_dtype=dtype)
-    return model.eval()
+    if not path.is_file():
+        return ControlNetModel.from_pretrained(source, torch_dtype=dtype).eval()
+    if unet_config is None:
+        raise ModelLoadError(f"Cannot load the ControlNet {source!r} without its base model's U-Net config.")
+    return _single_file(path, unet_config).to(dtype=dtype).eval()
+
+
+def _single_file(path: Path, unet_config: Mapping[str, Any]) -> Any:
+    import inspect
+
+    from diffusers import ControlNetModel
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # not a safetensors file, truncated ...
+        raise ModelLoadError(f"Cannot read the ControlNet {str(path)!r}: {error}") from None
+    prefix = "control_model." if any(key.startswith("control_model.") for key in tensors) else ""
+    hint = sorted(
+        (int(key[len(prefix) + len("input_hint_block."):].split(".")[0]), tensor.shape[0])
+        for key, tensor in tensors.items()
+        if key.startswith(prefix + "input_hint_block.") and key.endswith(".weight")
+    )
+    if not hint:
+        raise ModelLoadError(f"Cannot load {str(path)!r} as a ControlNet: it has no input_hint_block tensors.")
+    # the control image's encoder: conv_in, then pairs of convolutions (the second of each pair widens), conv_out
+    widths = (hint[0][1], *(channels for _, channels in hint[1:-1][1::2]))
+    accepted = set(inspect.signature(ControlNetModel.__init__).parameters)
+    config = {key: value for key, value in unet_config.items() if key in accepted and key != "in_channels"}
+    model = ControlNetModel(**config, conditioning_embedding_out_channels=widths)
+    converted = convert_controlnet_checkpoint(tensors, {**config, "layers_per_block": config["layers_per_block"]})
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"Cannot load {str(path)!r} as a ControlNet of this model: {len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})."
+        )
+    return model

@@ -136,7 +136,7 @@ def loaded_controlnet(parts: StableDiffusionParts, name: str, control_dir: str |
     kept: dict[str, Any] = parts.plugins.setdefault("controlnet", {})
     if source not in kept:
         unet = getattr(parts.unet, "_orig_mod", parts.unet)
-        kept[source] = load_controlnet(source, dtype=unet.dtype).to(unet.device)
+        kept[source] = load_controlnet(source, dtype=unet.dtype, unet_config=dict(unet.config)).to(unet.device)
     return kept[source]
 
 
