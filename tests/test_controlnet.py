@@ -139,6 +139,8 @@ def test_controlnet_more_important_is_diffusers_guess_mode_with_the_extensions_s
         ("canny=edges.png:0.8", ControlUnit("canny", "edges.png", 0.8)),
         ("a/b=C:\\maps\\e.png:0.5:0.1:0.9:prompt", ControlUnit("a/b", "C:\\maps\\e.png", 0.5, 0.1, 0.9, "prompt")),
         ("canny=e.png:control", ControlUnit("canny", "e.png", mode="control")),
+        ("canny=e.png:0.5:fill:control", ControlUnit("canny", "e.png", 0.5, mode="control", resize="fill")),
+        ("canny=e.png:resize", ControlUnit("canny", "e.png", resize="resize")),
     ],
 )
 def test_the_spelling_of_control(text: str, unit: ControlUnit) -> None:
@@ -158,6 +160,26 @@ def test_bad_spellings_name_the_value_and_the_form(text: str, message: str) -> N
     with pytest.raises(InvalidRequestError, match=message) as caught:
         parse_control(text)
     assert text in str(caught.value) and "MODEL=IMAGE" in str(caught.value)
+
+
+def test_the_resize_modes_fit_the_image_as_a1111s_extension_does() -> None:
+    """A 40x20 image (left half red, right half blue, a green border row) into 20x20."""
+    from PIL import Image
+
+    from sdgen.engine.plugins.control_maps import fit_control_image
+
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :20, 0] = 255
+    array[:, 20:, 2] = 255
+    image = Image.fromarray(array)
+    stretched = np.asarray(fit_control_image(image, 20, 20, "resize"))
+    assert stretched.shape == (20, 20, 3) and stretched[0, 0, 0] == 255 and stretched[0, -1, 2] == 255
+    cropped = np.asarray(fit_control_image(image, 20, 20, "crop"))  # the middle 20 columns: half red, half blue
+    assert cropped.shape == (20, 20, 3) and (cropped[:, :10, 0] == 255).all() and (cropped[:, 10:, 2] == 255).all()
+    filled = np.asarray(fit_control_image(image, 20, 20, "fill"))  # 20x10 in the middle, the rest the border's median
+    assert filled.shape == (20, 20, 3) and (filled[5:15, :10, 0] == 255).all() and (filled[5:15, 10:, 2] == 255).all()
+    median = np.median(np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]]), axis=0)
+    assert (filled[:5] == median.astype(np.uint8)).all() and (filled[15:] == median.astype(np.uint8)).all()
 
 
 def test_a_short_name_finds_the_file_in_control_dir_and_pickles_are_refused(tmp_path) -> None:
@@ -201,7 +223,7 @@ def test_the_command_line_records_and_replays_a_controlnet(
         parameters = image.info["parameters"]
     assert record["control"] == [control]
     assert (
-        'ControlNet 0: "Module: none, Model: tiny-controlnet-0, Weight: 0.6, Resize Mode: Just Resize, '
+        'ControlNet 0: "Module: none, Model: tiny-controlnet-0, Weight: 0.6, Resize Mode: Crop and Resize, '
         'Guidance Start: 0.0, Guidance End: 0.75, Control Mode: My prompt is more important"'
     ) in parameters
     again = tmp_path / "again.png"

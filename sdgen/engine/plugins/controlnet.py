@@ -1,16 +1,18 @@
-"""ControlNet (`--control MODEL=IMAGE[:WEIGHT[:START[:END[:MODE]]]]`, repeatable): a control image (an edge map,
-a pose, a depth map) steers the picture through a second network's residuals, added to the U-Net's skip
-connections and middle block.
+"""ControlNet (`--control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE]`, repeatable): a control image
+(an edge map, a pose, a depth map) steers the picture through a second network's residuals, added to the
+U-Net's skip connections and middle block.
 
 A predictor wrapper runs each ControlNet on the step's input and hands the sum of their residuals to the U-Net
 call below it in the conditioning (`down_block_additional_residuals`, `mid_block_additional_residual`), as
 diffusers' StableDiffusionControlNetPipeline and its MultiControlNetModel do (tested against them in
-tests/test_plugins_controlnet.py). START and END are the fraction of the steps a ControlNet acts in, counted as
+tests/test_controlnet.py). START and END are the fraction of the steps a ControlNet acts in, counted as
 diffusers' `control_guidance_start/end` count them. MODE is A1111's ControlNet extension's control mode
 (Mikubill/sd-webui-controlnet): `balanced` (the weight on every residual), `prompt` ("My prompt is more
 important": soft injection, the residual of depth i of 13 weighted 0.825^(12 - i)), `control` ("ControlNet is
 more important": soft injection, and the unconditional half of a guided call gets no residuals, which diffusers
-calls guess mode). Each ControlNet is loaded once per loaded model and kept in `parts.plugins`.
+calls guess mode). RESIZE is how the image meets the picture's size, as the extension does it: `resize` (just
+resize), `crop` (crop and resize, the default) or `fill` (resize and fill): control_maps.py. Each ControlNet is
+loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.plugins.control_maps import fit_control_image
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,9 +39,12 @@ CONTROL_MODES = {
     "prompt": "My prompt is more important",
     "control": "ControlNet is more important",
 }
+# sdgen's names -> A1111's "Resize Mode" names (sdgen/engine/plugins/control_maps.py does them)
+RESIZE_MODES = {"resize": "Just Resize", "crop": "Crop and Resize", "fill": "Resize and Fill"}
+DEFAULT_RESIZE = "crop"  # the extension's default
 SOFT_INJECTION_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i) for the 13 residuals
 MAX_WEIGHT = 10.0
-SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END[:MODE]]]]"
+SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE]"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ControlUnit:
     start: float = 0.0  # fraction of the steps before it acts
     end: float = 1.0  # fraction of the steps after which it stops
     mode: str = "balanced"  # a key of CONTROL_MODES
+    resize: str = "crop"  # a key of RESIZE_MODES: how the image meets the picture's size
 
 
 def _bad(text: str, why: str) -> InvalidRequestError:
@@ -66,24 +73,30 @@ def _number(token: str) -> float | None:
 
 
 def parse_control(text: str) -> ControlUnit:
-    """'canny=edges.png:0.8:0:0.6:prompt' -> ControlUnit; an image path may itself hold ':' (C:\\...), so the
-    numbers and the mode are read from the right."""
+    """'canny=edges.png:0.8:0:0.6:prompt:fill' -> ControlUnit; an image path may itself hold ':' (C:\\...), so
+    the words (a control mode, a resize mode) and the numbers are read from the right."""
     model, sep, rest = str(text).partition("=")
     if not sep or not model.strip() or not rest:
         raise _bad(text, "a ControlNet and an image joined by '='")
     tokens = rest.split(":")
-    tail: list[str] = []
-    while len(tokens) > 1 and len(tail) < 4:
-        token = tokens[-1].strip()
-        if _number(token) is None and not (token in CONTROL_MODES and not tail):
+    words: dict[str, str] = {}
+    while len(tokens) > 1:
+        word = tokens[-1].strip()
+        kind = "mode" if word in CONTROL_MODES else "resize" if word in RESIZE_MODES else None
+        if kind is None or kind in words:
             break
-        tail.insert(0, tokens.pop())
-    mode = tail.pop().strip() if tail and tail[-1].strip() in CONTROL_MODES else "balanced"
-    if len(tail) > 3:
+        words[kind] = word
+        tokens.pop()
+    numbers: list[float] = []
+    while len(tokens) > 1 and _number(tokens[-1].strip()) is not None:
+        numbers.insert(0, float(tokens.pop()))
+    if len(numbers) > 3:
         raise _bad(text, "at most three numbers: weight, start and end")
-    numbers = [_number(token) for token in tail]
     weight, start, end = [*numbers, *(1.0, 0.0, 1.0)[len(numbers):]]
-    unit = ControlUnit(model.strip(), ":".join(tokens), float(weight), float(start), float(end), mode)
+    unit = ControlUnit(
+        model.strip(), ":".join(tokens), weight, start, end, words.get("mode", "balanced"),
+        words.get("resize", DEFAULT_RESIZE),
+    )
     if not 0 <= unit.weight <= MAX_WEIGHT:
         raise _bad(text, f"the weight must be from 0 to {MAX_WEIGHT:g}")
     if not 0 <= unit.start < unit.end <= 1:
@@ -168,7 +181,8 @@ class ControlNetPredictor:
 
             processor = VaeImageProcessor(vae_scale_factor=self.vae_scale, do_convert_rgb=True, do_normalize=False)
             height, width = (size * self.vae_scale for size in model_input.shape[-2:])
-            hint = processor.preprocess(image, height=height, width=width)
+            fitted = fit_control_image(image, width, height, self.units[position][0].resize)
+            hint = processor.preprocess(fitted, height=height, width=width)
             self.hints[key] = hint.to(model_input.device, model_input.dtype).repeat(model_input.shape[0], 1, 1, 1)
         return self.hints[key]
 
@@ -233,7 +247,7 @@ def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     for index, unit in enumerate(control_units(request)):
         values = {
             "Module": "none", "Model": controlnet_name(unit.model), "Weight": unit.weight,
-            "Resize Mode": "Just Resize", "Guidance Start": unit.start, "Guidance End": unit.end,
+            "Resize Mode": RESIZE_MODES[unit.resize], "Guidance Start": unit.start, "Guidance End": unit.end,
             "Control Mode": CONTROL_MODES[unit.mode],
         }
         fields.append((f"ControlNet {index}", ", ".join(f"{key}: {value}" for key, value in values.items())))
