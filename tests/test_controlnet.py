@@ -255,3 +255,43 @@ def test_a_controlnet_in_a1111s_single_file_layout_equals_the_same_weights_as_a_
     by_name = ours(tiny_parts, [f"tiny={control_images[0]}"], control_dir=str(tmp_path))
     assert np.array_equal(folder, by_name)
     assert set(tiny_parts.plugins["controlnet"]) == {str(controlnet_dirs[0]), str(single)}, "each loaded once"
+
+
+@pytest.mark.parametrize("scheduler", ["euler-a", "heun"])
+def test_image_to_image_with_a_controlnet_matches_diffusers_controlnet_img2img_pipeline(
+    tiny_parts, controlnet_dirs, control_images, scheduler: str
+) -> None:
+    """Heun calls the U-Net twice a step: start and end count the steps as diffusers does."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]  # test_pipeline's init image: a gradient with a disc
+    disc = ((x - 32) ** 2 + (y - 32) ** 2 < 300) * 200 + 30
+    init_image = Image.fromarray(np.stack([x * 4, y * 4, disc], axis=-1).clip(0, 255).astype(np.uint8))
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline
+    from PIL import Image
+
+    base = reference_pipeline(tiny_parts, scheduler)
+    pipe = StableDiffusionControlNetImg2ImgPipeline(
+        **{name: getattr(base, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+        controlnet=ControlNetModel.from_pretrained(controlnet_dirs[0]).eval(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        PROMPT, image=init_image, control_image=Image.open(control_images[0]).convert("RGB"), strength=0.6,
+        num_inference_steps=5, controlnet_conditioning_scale=0.8, control_guidance_end=0.6,
+        generator=torch.Generator("cpu").manual_seed(SEED),
+    ).images[0]
+    [result] = generate(
+        request(scheduler=scheduler, seed=SEED, init_image=init_image, strength=0.6, num_inference_steps=5,
+                width=None, height=None, controls=(f"{controlnet_dirs[0]}={control_images[0]}:0.8:0:0.6",)),
+        tiny_parts,
+    )
+    assert np.abs(pixels(result.image) - pixels(expected)).max() <= 1
+
+
+def test_the_hires_pass_steers_with_the_control_image_at_its_size(tiny_parts, controlnet_dirs, control_images) -> None:
+    control = (f"{controlnet_dirs[0]}={control_images[0]}",)
+    [steered] = generate(request(hires_scale=1.5, hires_steps=2, controls=control), tiny_parts)
+    [plain] = generate(request(hires_scale=1.5, hires_steps=2), tiny_parts)
+    assert steered.image.size == plain.image.size == (96, 96)
+    assert np.abs(pixels(steered.image) - pixels(plain.image)).max() > 2
