@@ -262,12 +262,13 @@ def test_image_to_image_with_a_controlnet_matches_diffusers_controlnet_img2img_p
     tiny_parts, controlnet_dirs, control_images, scheduler: str
 ) -> None:
     """Heun calls the U-Net twice a step: start and end count the steps as diffusers does."""
-    y, x = np.mgrid[0:SIZE, 0:SIZE]  # test_pipeline's init image: a gradient with a disc
-    disc = ((x - 32) ** 2 + (y - 32) ** 2 < 300) * 200 + 30
-    init_image = Image.fromarray(np.stack([x * 4, y * 4, disc], axis=-1).clip(0, 255).astype(np.uint8))
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline
     from PIL import Image
+
+    y, x = np.mgrid[0:SIZE, 0:SIZE]  # test_pipeline's init image: a gradient with a disc
+    disc = ((x - 32) ** 2 + (y - 32) ** 2 < 300) * 200 + 30
+    init_image = Image.fromarray(np.stack([x * 4, y * 4, disc], axis=-1).clip(0, 255).astype(np.uint8))
 
     base = reference_pipeline(tiny_parts, scheduler)
     pipe = StableDiffusionControlNetImg2ImgPipeline(
