@@ -141,6 +141,7 @@ def test_controlnet_more_important_is_diffusers_guess_mode_with_the_extensions_s
         ("canny=e.png:control", ControlUnit("canny", "e.png", mode="control")),
         ("canny=e.png:0.5:fill:control", ControlUnit("canny", "e.png", 0.5, mode="control", resize="fill")),
         ("canny=e.png:resize", ControlUnit("canny", "e.png", resize="resize")),
+        ("lineart=scan.png:0.7:invert:fill", ControlUnit("lineart", "scan.png", 0.7, resize="fill", module="invert")),
     ],
 )
 def test_the_spelling_of_control(text: str, unit: ControlUnit) -> None:
@@ -154,6 +155,7 @@ def test_the_spelling_of_control(text: str, unit: ControlUnit) -> None:
         ("canny=e.png:11", "weight must be from 0 to 10"),
         ("canny=e.png:1:0.6:0.5", "0 <= start < end <= 1"),
         ("canny=e.png:1:0:1:0.5", "at most three numbers"),
+        ("canny=e.png:1:0:1:0.5:prompt", "at most three numbers"),
     ],
 )
 def test_bad_spellings_name_the_value_and_the_form(text: str, message: str) -> None:
@@ -180,6 +182,20 @@ def test_the_resize_modes_fit_the_image_as_a1111s_extension_does() -> None:
     assert filled.shape == (20, 20, 3) and (filled[5:15, :10, 0] == 255).all() and (filled[5:15, 10:, 2] == 255).all()
     median = np.median(np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]]), axis=0)
     assert (filled[:5] == median.astype(np.uint8)).all() and (filled[15:] == median.astype(np.uint8)).all()
+
+
+def test_the_invert_preprocessor_and_an_inverted_map_steer_alike(tiny_parts, controlnet_dirs, control_images, tmp_path):
+    from PIL import Image
+
+    from sdgen.engine.plugins.control_maps import preprocess
+
+    drawing = Image.open(control_images[1]).convert("RGB")
+    inverted = preprocess(drawing, "invert")
+    assert np.array_equal(np.asarray(inverted), 255 - np.asarray(drawing))
+    inverted.save(tmp_path / "inverted.png")
+    by_module = ours(tiny_parts, [f"{controlnet_dirs[0]}={control_images[1]}:invert"])
+    by_map = ours(tiny_parts, [f"{controlnet_dirs[0]}={tmp_path / 'inverted.png'}"])
+    assert np.array_equal(by_module, by_map)
 
 
 def test_a_short_name_finds_the_file_in_control_dir_and_pickles_are_refused(tmp_path) -> None:

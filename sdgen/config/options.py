@@ -283,8 +283,8 @@ OPTIONS: Mapping[str, Option] = _table(
     # steering with images (sdgen/engine/plugins/controlnet.py, docs/controlnet.md)
     Option(
         "control", list, None,
-        "ControlNet: MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE] (MODE balanced, prompt or control; "
-        "RESIZE crop, resize or fill); repeat.",
+        "ControlNet: MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR] (MODE balanced, prompt "
+        "or control; RESIZE crop, resize or fill; PREPROCESSOR none or invert); repeat.",
         REQUEST, field_name="controls", commands=RUNS, shapes_picture=True,
     ),
     Option(

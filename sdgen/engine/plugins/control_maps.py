@@ -1,4 +1,5 @@
-"""Control images brought to the picture's size as A1111's ControlNet extension does it (its three resize
+"""Control maps made from the images a user gives (the preprocessors that need no weights, PREPROCESSORS) and
+brought to the picture's size as A1111's ControlNet extension does it (its three resize
 modes): `resize` stretches the image to the size; `crop` scales it to cover the size, keeping its aspect, and
 cuts the overflow off evenly (the extension's default, "Crop and Resize"); `fill` scales it to fit inside,
 keeping its aspect, and fills the rest with the median colour of its border pixels ("Resize and Fill"). The
@@ -41,3 +42,19 @@ def fit_control_image(image: Image.Image, width: int, height: int, mode: str) ->
     canvas = Image.fromarray(np.tile(colour[None, None], (height, width, 1)))
     canvas.paste(scaled, (max(0, (width - scaled.width) // 2), max(0, (height - scaled.height) // 2)))
     return canvas
+
+
+# A1111 ControlNet extension's module names of the preprocessors sdgen has built in -> what each does
+PREPROCESSORS = {
+    "none": "the image is the control map",
+    "invert": "white lines on black from black lines on white (a drawing, a scan)",
+}
+
+
+def preprocess(image: Image.Image, module: str) -> Image.Image:
+    """The control map `module` (a key of PREPROCESSORS) makes from `image` (RGB)."""
+    if module == "invert":
+        from PIL import ImageOps
+
+        return ImageOps.invert(image.convert("RGB"))
+    return image

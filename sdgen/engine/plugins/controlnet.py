@@ -11,7 +11,8 @@ diffusers' `control_guidance_start/end` count them. MODE is A1111's ControlNet e
 important": soft injection, the residual of depth i of 13 weighted 0.825^(12 - i)), `control` ("ControlNet is
 more important": soft injection, and the unconditional half of a guided call gets no residuals, which diffusers
 calls guess mode). RESIZE is how the image meets the picture's size, as the extension does it: `resize` (just
-resize), `crop` (crop and resize, the default) or `fill` (resize and fill): control_maps.py. Each ControlNet is
+resize), `crop` (crop and resize, the default) or `fill` (resize and fill); PREPROCESSOR makes the map from the
+image first (`none`, `invert`): control_maps.py does both. Each ControlNet is
 loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
 """
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
-from sdgen.engine.plugins.control_maps import fit_control_image
+from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, preprocess
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,7 @@ RESIZE_MODES = {"resize": "Just Resize", "crop": "Crop and Resize", "fill": "Res
 DEFAULT_RESIZE = "crop"  # the extension's default
 SOFT_INJECTION_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i) for the 13 residuals
 MAX_WEIGHT = 10.0
-SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE]"
+SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ControlUnit:
     end: float = 1.0  # fraction of the steps after which it stops
     mode: str = "balanced"  # a key of CONTROL_MODES
     resize: str = "crop"  # a key of RESIZE_MODES: how the image meets the picture's size
+    module: str = "none"  # a key of PREPROCESSORS: what makes the control map from the image
 
 
 def _bad(text: str, why: str) -> InvalidRequestError:
@@ -82,7 +84,8 @@ def parse_control(text: str) -> ControlUnit:
     words: dict[str, str] = {}
     while len(tokens) > 1:
         word = tokens[-1].strip()
-        kind = "mode" if word in CONTROL_MODES else "resize" if word in RESIZE_MODES else None
+        kinds = {"mode": CONTROL_MODES, "resize": RESIZE_MODES, "module": PREPROCESSORS}
+        kind = next((name for name, words_of in kinds.items() if word in words_of), None)
         if kind is None or kind in words:
             break
         words[kind] = word
@@ -95,7 +98,7 @@ def parse_control(text: str) -> ControlUnit:
     weight, start, end = [*numbers, *(1.0, 0.0, 1.0)[len(numbers):]]
     unit = ControlUnit(
         model.strip(), ":".join(tokens), weight, start, end, words.get("mode", "balanced"),
-        words.get("resize", DEFAULT_RESIZE),
+        words.get("resize", DEFAULT_RESIZE), words.get("module", "none"),
     )
     if not 0 <= unit.weight <= MAX_WEIGHT:
         raise _bad(text, f"the weight must be from 0 to {MAX_WEIGHT:g}")
@@ -232,7 +235,7 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     for unit in control_units(run.request):
         controlnet = loaded_controlnet(run.parts, unit.model, run.request.control_dir)
         image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
-        units.append((unit, controlnet, image))
+        units.append((unit, controlnet, preprocess(image, unit.module)))
     return ControlNetPredictor(predictor, run, units)
 
 
@@ -246,7 +249,7 @@ def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     fields: list[tuple[str, object]] = []
     for index, unit in enumerate(control_units(request)):
         values = {
-            "Module": "none", "Model": controlnet_name(unit.model), "Weight": unit.weight,
+            "Module": unit.module, "Model": controlnet_name(unit.model), "Weight": unit.weight,
             "Resize Mode": RESIZE_MODES[unit.resize], "Guidance Start": unit.start, "Guidance End": unit.end,
             "Control Mode": CONTROL_MODES[unit.mode],
         }
