@@ -91,6 +91,7 @@ def test_the_built_in_savers_own_their_rows() -> None:
     assert owned == {
         "deepcache": ("cache_interval",),
         "composable": (),  # AND in a prompt switches it on: no option of its own
+        "controlnet": ("control", "control_dir"),
         "cfg_end": ("cfg_end",),
         "decoder": ("decoder",),
         "token_merging": ("token_merging",),
