@@ -312,3 +312,14 @@ def test_the_hires_pass_steers_with_the_control_image_at_its_size(tiny_parts, co
     [plain] = generate(request(hires_scale=1.5, hires_steps=2), tiny_parts)
     assert steered.image.size == plain.image.size == (96, 96)
     assert np.abs(pixels(steered.image) - pixels(plain.image)).max() > 2
+
+
+def test_each_part_of_an_and_prompt_gets_its_own_residuals(tiny_parts, controlnet_dirs, control_images) -> None:
+    """ControlNet sits below AND's combination: it runs on [unconditional, every part] (as A1111's extension runs
+    on the whole batch), also in the mode that leaves the unconditional rows without residuals."""
+    composed = "a red fox AND a snowy forest :0.7"
+    for mode in ("balanced", "control"):
+        control = (f"{controlnet_dirs[0]}={control_images[0]}:{mode}",)
+        [steered] = generate(request(prompt=composed, seed=SEED, controls=control), tiny_parts)
+        [plain] = generate(request(prompt=composed, seed=SEED), tiny_parts)
+        assert np.abs(pixels(steered.image) - pixels(plain.image)).max() > 2

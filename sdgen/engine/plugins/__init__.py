@@ -55,12 +55,13 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PLUGINS", "Plugin", "Run", "register"]
 
 # Registry order is wrapping order: the first wraps the U-Net call itself (DeepCache must sit right on it);
+# ControlNet sits between them (the two are never on together), so that AND's parts each get their own residuals;
 # AND's parts are combined right above it, so that every later wrapper sees [unconditional, conditional].
 # Guidance modifiers apply in this order too: PAG, SAG, then the rescale (diffusers rescales after PAG).
 PLUGINS: dict[str, Plugin] = {
     plugin.name: plugin
     for plugin in (
-        deepcache.PLUGIN, composable.PLUGIN, controlnet.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
+        deepcache.PLUGIN, controlnet.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
         freeu.PLUGIN, pag.PLUGIN, sag.PLUGIN, guidance_rescale.PLUGIN,
     )
 }

@@ -219,8 +219,8 @@ class ControlNetPredictor:
             scales = soft_scales(weight, len(down) + 1)
             down = [residual * scale for residual, scale in zip(down, scales, strict=False)]
             mid = mid * scales[-1]
-        if unit.mode == "control" and cond.guided:  # the unconditional half gets no residuals
-            half = model_input.shape[0] // 2
+        if unit.mode == "control" and cond.negative_prompt_embeds is not None:  # no residuals for the unconditional
+            half = cond.negative_prompt_embeds.shape[0]  # rows; after them the prompt's (or AND's parts)
             down = [torch.cat([torch.zeros_like(r[:half]), r[half:]]) for r in down]
             mid = torch.cat([torch.zeros_like(mid[:half]), mid[half:]])
         return down, mid
