@@ -323,3 +323,40 @@ def test_each_part_of_an_and_prompt_gets_its_own_residuals(tiny_parts, controlne
         [steered] = generate(request(prompt=composed, seed=SEED, controls=control), tiny_parts)
         [plain] = generate(request(prompt=composed, seed=SEED), tiny_parts)
         assert np.abs(pixels(steered.image) - pixels(plain.image)).max() > 2
+
+
+def test_inpainting_with_a_controlnet_matches_diffusers_controlnet_inpaint_pipeline(
+    tiny_parts, controlnet_dirs, control_images, tmp_path
+) -> None:
+    """A standard (4-channel) model: diffusers' pipeline, then A1111's paste of the init image outside the mask,
+    as tests/test_inpaint.py compares plain inpainting."""
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    init = Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8))
+    mask_array = np.zeros((SIZE, SIZE), np.uint8)
+    mask_array[16:48, 20:44] = 255
+    mask = Image.fromarray(mask_array)
+    init.save(tmp_path / "init.png")
+    mask.save(tmp_path / "mask.png")
+    base = reference_pipeline(tiny_parts, "euler-a")
+    pipe = StableDiffusionControlNetInpaintPipeline(
+        **{name: getattr(base, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+        controlnet=ControlNetModel.from_pretrained(controlnet_dirs[0]).eval(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(
+        PROMPT, image=init, mask_image=mask, control_image=Image.open(control_images[0]).convert("RGB"),
+        height=SIZE, width=SIZE, strength=0.75, num_inference_steps=STEPS, controlnet_conditioning_scale=0.6,
+        generator=torch.Generator("cpu").manual_seed(SEED),
+    ).images[0]  # this pipeline's default weight is 0.5, the others' 1
+    expected = Image.composite(out, init, mask)
+    [result] = generate(
+        request(scheduler="euler-a", seed=SEED, init_image=str(tmp_path / "init.png"), mask=str(tmp_path / "mask.png"),
+                mask_blur=0, strength=0.75, controls=(f"{controlnet_dirs[0]}={control_images[0]}:0.6",)),
+        tiny_parts,
+    )
+    assert np.abs(pixels(result.image) - pixels(expected)).max() <= 1
