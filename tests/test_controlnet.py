@@ -360,3 +360,35 @@ def test_inpainting_with_a_controlnet_matches_diffusers_controlnet_inpaint_pipel
         tiny_parts,
     )
     assert np.abs(pixels(result.image) - pixels(expected)).max() <= 1
+
+
+def test_a_batch_line_steers_like_the_command_and_shares_the_loaded_controlnet(
+    tiny_model_dir, controlnet_dirs, control_images, tmp_path, monkeypatch
+) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import sdgen.models.controlnet
+    from sdgen.cli import app
+
+    loads: list[str] = []
+    load = sdgen.models.controlnet.load_controlnet
+    def counted(source: str, **kwargs):
+        loads.append(source)
+        return load(source, **kwargs)
+
+    monkeypatch.setattr(sdgen.models.controlnet, "load_controlnet", counted)
+    runner = CliRunner()
+    control = f"{controlnet_dirs[0]}={control_images[0]}:0.7"
+    lines = [{"prompt": "a fox", "seed": 3, "control": [control]}, {"prompt": "a fox", "seed": 4, "control": [control]}]
+    source = tmp_path / "lines.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    common = ["--model", str(tiny_model_dir), "--steps", "2", "--device", "cpu", "--dtype", "float32"]
+    result = runner.invoke(app, ["batch", str(source), *common, "-o", f"{tmp_path}/batch/"])
+    assert result.exit_code == 0, result.output
+    made = sorted((tmp_path / "batch").glob("*.png"))
+    assert len(made) == 2 and loads == [str(controlnet_dirs[0])], "loaded once for both lines"
+    one = tmp_path / "one.png"
+    single = runner.invoke(app, ["a fox", *common, "--seed", "3", "--control", control, "-o", str(one)])
+    assert single.exit_code == 0, single.output
+    assert np.array_equal(pixels(Image.open(made[0])), pixels(Image.open(one)))
