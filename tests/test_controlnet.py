@@ -392,3 +392,20 @@ def test_a_batch_line_steers_like_the_command_and_shares_the_loaded_controlnet(
     single = runner.invoke(app, ["a fox", *common, "--seed", "3", "--control", control, "-o", str(one)])
     assert single.exit_code == 0, single.output
     assert np.array_equal(pixels(Image.open(made[0])), pixels(Image.open(one)))
+
+
+def test_the_canny_preprocessor_is_opencvs_canny_on_the_image(control_images, tmp_path, monkeypatch) -> None:
+    import cv2
+    from PIL import Image
+
+    from sdgen.engine.plugins import control_maps
+
+    photo = Image.open(control_images[0]).convert("RGB")
+    edges = cv2.Canny(np.asarray(photo), 100, 200)
+    made = np.asarray(control_maps.preprocess(photo, "canny"))
+    assert made.shape == (SIZE, SIZE, 3) and all(np.array_equal(made[..., c], edges) for c in range(3))
+    disc = np.asarray(control_maps.preprocess(Image.open(control_images[1]).convert("RGB"), "canny"))
+    assert disc.max() == 255 and disc.min() == 0, "the disc's edge is found"
+    monkeypatch.setattr(controlnet_plugin, "missing_library", lambda module: "the canny preprocessor needs OpenCV")
+    with pytest.raises(InvalidRequestError, match="needs OpenCV"):
+        controlnet_plugin._check(request(controls=(f"{tmp_path}={control_images[0]}:canny",)))

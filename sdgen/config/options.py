@@ -284,7 +284,7 @@ OPTIONS: Mapping[str, Option] = _table(
     Option(
         "control", list, None,
         "ControlNet: MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR] (MODE balanced, prompt "
-        "or control; RESIZE crop, resize or fill; PREPROCESSOR none or invert); repeat.",
+        "or control; RESIZE crop, resize or fill; PREPROCESSOR none, invert or canny); repeat.",
         REQUEST, field_name="controls", commands=RUNS, shapes_picture=True,
     ),
     Option(

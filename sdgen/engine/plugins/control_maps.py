@@ -48,7 +48,19 @@ def fit_control_image(image: Image.Image, width: int, height: int, mode: str) ->
 PREPROCESSORS = {
     "none": "the image is the control map",
     "invert": "white lines on black from black lines on white (a drawing, a scan)",
+    "canny": "OpenCV's Canny edges, thresholds 100 and 200 (A1111's defaults); needs sdgen[controlnet]",
 }
+NEEDS_OPENCV = frozenset({"canny"})
+CANNY_THRESHOLDS = (100, 200)
+
+
+def missing_library(module: str) -> str | None:
+    """What a preprocessor needs that is not installed, as the one line to say (None: nothing)."""
+    import importlib.util
+
+    if module in NEEDS_OPENCV and importlib.util.find_spec("cv2") is None:
+        return f"the {module} preprocessor needs OpenCV: pip install 'sdgen[controlnet]'"
+    return None
 
 
 def preprocess(image: Image.Image, module: str) -> Image.Image:
@@ -57,4 +69,11 @@ def preprocess(image: Image.Image, module: str) -> Image.Image:
         from PIL import ImageOps
 
         return ImageOps.invert(image.convert("RGB"))
+    if module == "canny":
+        import cv2
+        import numpy as np
+        from PIL import Image
+
+        edges = cv2.Canny(np.asarray(image.convert("RGB")), *CANNY_THRESHOLDS)  # edges of every channel at once
+        return Image.fromarray(np.repeat(edges[..., None], 3, axis=-1))
     return image

@@ -12,7 +12,7 @@ important": soft injection, the residual of depth i of 13 weighted 0.825^(12 - i
 more important": soft injection, and the unconditional half of a guided call gets no residuals, which diffusers
 calls guess mode). RESIZE is how the image meets the picture's size, as the extension does it: `resize` (just
 resize), `crop` (crop and resize, the default) or `fill` (resize and fill); PREPROCESSOR makes the map from the
-image first (`none`, `invert`): control_maps.py does both. Each ControlNet is
+image first (`none`, `invert`, `canny`): control_maps.py does both. Each ControlNet is
 loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
-from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, preprocess
+from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, missing_library, preprocess
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,6 +136,9 @@ def _check(request: GenerationRequest) -> None:
             "leave one of them out.", "control",
         )
     for unit in units:
+        missing = missing_library(unit.module)
+        if missing:
+            raise InvalidRequestError(f"Invalid {{name}} {unit.module!r}: {missing}.", "control")
         find_controlnet(unit.model, request.control_dir)
         open_image(unit.image, f"control image {unit.image!r}", "control").close()
 
