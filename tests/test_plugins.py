@@ -90,6 +90,7 @@ def test_the_built_in_savers_own_their_rows() -> None:
     owned = {name: plugin.options for name, plugin in plugins.PLUGINS.items()}
     assert owned == {
         "deepcache": ("cache_interval",),
+        "controlnet": ("control", "control_dir"),
         "composable": (),  # AND in a prompt switches it on: no option of its own
         "cfg_end": ("cfg_end",),
         "decoder": ("decoder",),

@@ -54,9 +54,11 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",
         "subseed", "subseed_strength", "seed_resize_from", "tiling",
-        "guidance_rescale", "freeu", "pag_scale", "sag_scale",
+        "guidance_rescale", "freeu", "pag_scale", "sag_scale", "control",
     }
-    assert set(line_kinds()) == {*table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style"}
+    assert set(line_kinds()) == {
+        *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir",
+    }
     assert record_keys() == {
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
         "vae_dtype", "rng", "sdgen_version", "scheduler_class", "scheduler_options", "unet_sha256", "loras",
@@ -64,7 +66,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "prediction_type", "styles",
     }
     assert {str(row.record) for row in table.recorded()} == {
-        *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "vae",
+        *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",
         "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,

@@ -280,6 +280,18 @@ OPTIONS: Mapping[str, Option] = _table(
         "sag_scale", float, 0.0, "Self-attention guidance scale (0.75 typical); one more U-Net pass a step.",
         REQUEST, empty="0, off", shapes_picture=True,
     ),
+    # steering with images (sdgen/engine/plugins/controlnet.py, docs/controlnet.md)
+    Option(
+        "control", list, None,
+        "ControlNet: MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR] (MODE balanced, prompt "
+        "or control; RESIZE crop, resize or fill; PREPROCESSOR none, invert or canny); repeat.",
+        REQUEST, field_name="controls", commands=RUNS, shapes_picture=True,
+    ),
+    Option(
+        "control_dir", str, None, "Folder of ControlNets (A1111's models/ControlNet): --control canny=... finds "
+        "control_v11p_sd15_canny.safetensors there.", REQUEST, path=True, batch_line="control_dir",
+        record="control_dir",
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(

@@ -94,6 +94,9 @@ class GenerationRequest:
     freeu: str | None = default("freeu")  # "b1,b2,s1,s2"; None: off
     pag_scale: float = default("pag_scale")  # 0: off
     sag_scale: float = default("sag_scale")  # 0: off
+    # steering with images (sdgen/engine/plugins/controlnet.py)
+    controls: tuple[str, ...] = ()  # --control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]
+    control_dir: str | None = default("control_dir")  # where --control NAME=... finds NAME's file
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
