@@ -1,4 +1,5 @@
-"""ControlNet (`--control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE]`, repeatable): a control image
+"""ControlNet (`--control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR][:KEY=VALUE...]`,
+repeatable): a control image
 (an edge map, a pose, a depth map) steers the picture through a second network's residuals, added to the
 U-Net's skip connections and middle block.
 
@@ -12,7 +13,9 @@ important": soft injection, the residual of depth i of 13 weighted 0.825^(12 - i
 more important": soft injection, and the unconditional half of a guided call gets no residuals, which diffusers
 calls guess mode). RESIZE is how the image meets the picture's size, as the extension does it: `resize` (just
 resize), `crop` (crop and resize, the default) or `fill` (resize and fill); PREPROCESSOR makes the map from the
-image first (`none`, `invert`, `canny`): control_maps.py does both. Each ControlNet is
+image first (`none`, `invert`, `canny`, ... and the detectors) with its settings (KEY=VALUE: `res`, the
+processor resolution; `low`/`high` or `a`/`b`, its thresholds; `pixel_perfect`): control_maps.py does both. Each
+ControlNet is
 loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
 """
 
@@ -25,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
-from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, missing_library, preprocess
+from sdgen.engine.plugins.control_maps import (
+    check_map_settings,
+    check_settings,
+    control_hint,
+    make_control_map,
+    module_name,
+    thresholds,
+)
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +55,13 @@ RESIZE_MODES = {"resize": "Just Resize", "crop": "Crop and Resize", "fill": "Res
 DEFAULT_RESIZE = "crop"  # the extension's default
 SOFT_INJECTION_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i) for the 13 residuals
 MAX_WEIGHT = 10.0
-SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]"
+SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR][:KEY=VALUE...]"
+# the KEY=VALUE settings after the image -> ControlUnit's fields (the extension's unit fields)
+SETTING_KEYS = {
+    "res": "processor_res", "low": "threshold_a", "high": "threshold_b", "a": "threshold_a", "b": "threshold_b",
+    "pixel_perfect": "pixel_perfect",
+}
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,11 @@ class ControlUnit:
     mode: str = "balanced"  # a key of CONTROL_MODES
     resize: str = "crop"  # a key of RESIZE_MODES: how the image meets the picture's size
     module: str = "none"  # a key of PREPROCESSORS: what makes the control map from the image
+    # the preprocessor's settings, as the extension's unit has them; -1: the preprocessor's default
+    processor_res: int = -1  # the short side the map is made at (-1: the image's own; a detector's 512)
+    threshold_a: float = -1
+    threshold_b: float = -1
+    pixel_perfect: bool = False  # processor_res from the picture's size, as the extension computes it
 
 
 def _bad(text: str, why: str) -> InvalidRequestError:
@@ -82,10 +103,16 @@ def parse_control(text: str) -> ControlUnit:
         raise _bad(text, "a ControlNet and an image joined by '='")
     tokens = rest.split(":")
     words: dict[str, str] = {}
+    settings: dict[str, object] = {}
     while len(tokens) > 1:
         word = tokens[-1].strip()
-        kinds = {"mode": CONTROL_MODES, "resize": RESIZE_MODES, "module": PREPROCESSORS}
+        if _setting(text, word, settings):
+            tokens.pop()
+            continue
+        kinds = {"mode": CONTROL_MODES, "resize": RESIZE_MODES}
         kind = next((name for name, words_of in kinds.items() if word in words_of), None)
+        if kind is None and module_name(word) is not None:
+            kind, word = "module", module_name(word) or word
         if kind is None or kind in words:
             break
         words[kind] = word
@@ -98,13 +125,42 @@ def parse_control(text: str) -> ControlUnit:
     weight, start, end = [*numbers, *(1.0, 0.0, 1.0)[len(numbers):]]
     unit = ControlUnit(
         model.strip(), ":".join(tokens), weight, start, end, words.get("mode", "balanced"),
-        words.get("resize", DEFAULT_RESIZE), words.get("module", "none"),
+        words.get("resize", DEFAULT_RESIZE), words.get("module", "none"), **settings,  # type: ignore[arg-type]
     )
     if not 0 <= unit.weight <= MAX_WEIGHT:
         raise _bad(text, f"the weight must be from 0 to {MAX_WEIGHT:g}")
     if not 0 <= unit.start < unit.end <= 1:
         raise _bad(text, "start and end are fractions of the steps, 0 <= start < end <= 1")
+    try:
+        check_settings(unit)
+    except InvalidRequestError as error:
+        raise _bad(text, str(error).removeprefix("Invalid control ").rstrip(".")) from None
     return unit
+
+
+def _setting(text: str, token: str, settings: dict[str, object]) -> bool:
+    """Read a KEY=VALUE token (or the bare word pixel_perfect) into `settings`; False if it is none."""
+    key, sep, value = token.partition("=")
+    key, value = key.strip().lower(), value.strip().lower()
+    if key not in SETTING_KEYS or (not sep and key != "pixel_perfect"):
+        return False
+    field = SETTING_KEYS[key]
+    if field in settings:
+        raise _bad(text, f"{key} is given twice")
+    if field == "pixel_perfect":
+        if sep and value not in TRUE_WORDS + FALSE_WORDS:
+            raise _bad(text, f"pixel_perfect is true or false, not {value!r}")
+        settings[field] = not sep or value in TRUE_WORDS
+    elif field == "processor_res":
+        if not value.isdigit():
+            raise _bad(text, f"res is a whole number of pixels, not {value!r}")
+        settings[field] = int(value)
+    else:
+        number = _number(value)
+        if number is None:
+            raise _bad(text, f"{key} is a number, not {value!r}")
+        settings[field] = number
+    return True
 
 
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
@@ -136,9 +192,12 @@ def _check(request: GenerationRequest) -> None:
             "leave one of them out.", "control",
         )
     for unit in units:
-        missing = missing_library(unit.module)
-        if missing:
-            raise InvalidRequestError(f"Invalid {{name}} {unit.module!r}: {missing}.", "control")
+        check_map_settings(unit)
+        if unit.module in ("inpaint", "inpaint_only") and request.mask is None:
+            raise InvalidRequestError(
+                f"Invalid {{name}} {unit.module!r}: the inpaint preprocessors mark the region --mask gives; "
+                "give --init-image and --mask.", "control",
+            )
         find_controlnet(unit.model, request.control_dir)
         open_image(unit.image, f"control image {unit.image!r}", "control").close()
 
@@ -183,12 +242,8 @@ class ControlNetPredictor:
         """The control image at the run's size, as diffusers prepares it: RGB in [0, 1], one per row."""
         key = (position, tuple(model_input.shape))
         if key not in self.hints:
-            from diffusers.image_processor import VaeImageProcessor
-
-            processor = VaeImageProcessor(vae_scale_factor=self.vae_scale, do_convert_rgb=True, do_normalize=False)
             height, width = (size * self.vae_scale for size in model_input.shape[-2:])
-            fitted = fit_control_image(image, width, height, self.units[position][0].resize)
-            hint = processor.preprocess(fitted, height=height, width=width)
+            hint = control_hint(image, width, height, self.units[position][0].resize, self.vae_scale)
             self.hints[key] = hint.to(model_input.device, model_input.dtype).repeat(model_input.shape[0], 1, 1, 1)
         return self.hints[key]
 
@@ -234,12 +289,28 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
         return predictor
     from sdgen.config.images import load_checked_image
 
+    request = run.request
     units = []
-    for unit in control_units(run.request):
-        controlnet = loaded_controlnet(run.parts, unit.model, run.request.control_dir)
+    for unit in control_units(request):
+        controlnet = loaded_controlnet(run.parts, unit.model, request.control_dir)
         image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
-        units.append((unit, controlnet, preprocess(image, unit.module)))
+        units.append((unit, controlnet, _control_map(image, unit, request)))
     return ControlNetPredictor(predictor, run, units)
+
+
+def _control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
+    """The unit's map, made for the request's picture: its size (pixel perfect), its mask (inpaint), its seed
+    (shuffle: NumPy seeded as the extension seeds it, (seed + subseed) & 0xFFFFFFFF, the subseed being the
+    seed where there is none, as A1111's -1)."""
+    mask = None
+    if unit.module in ("inpaint", "inpaint_only") and getattr(request, "mask_pixels", None) is not None:
+        from sdgen.engine.inpaint import mask_image
+
+        mask = mask_image(request)
+    seed = int(getattr(request, "seed", 0) or 0)
+    subseed = getattr(request, "subseed", None)
+    numpy_seed = (seed + (seed if subseed is None else int(subseed))) & 0xFFFFFFFF
+    return make_control_map(image, unit, size=(request.width, request.height), seed=numpy_seed, mask=mask)
 
 
 # ---- the record ------------------------------------------------------------------------------------
@@ -251,11 +322,18 @@ def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
 
     fields: list[tuple[str, object]] = []
     for index, unit in enumerate(control_units(request)):
-        values = {
+        values: dict[str, object] = {
             "Module": unit.module, "Model": controlnet_name(unit.model), "Weight": unit.weight,
-            "Resize Mode": RESIZE_MODES[unit.resize], "Guidance Start": unit.start, "Guidance End": unit.end,
-            "Control Mode": CONTROL_MODES[unit.mode],
+            "Resize Mode": RESIZE_MODES[unit.resize],
         }
+        if unit.module != "none":  # the preprocessor's settings, where the extension writes them
+            threshold_a, threshold_b = thresholds(unit)
+            values.update({"Processor Res": unit.processor_res, "Threshold A": threshold_a,
+                           "Threshold B": threshold_b})
+        values.update({"Guidance Start": unit.start, "Guidance End": unit.end})
+        if unit.module != "none":
+            values["Pixel Perfect"] = unit.pixel_perfect
+        values["Control Mode"] = CONTROL_MODES[unit.mode]
         fields.append((f"ControlNet {index}", ", ".join(f"{key}: {value}" for key, value in values.items())))
     return fields
 
