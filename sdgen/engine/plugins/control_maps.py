@@ -179,18 +179,24 @@ def check_settings(settings: Any, key: str | None = "control") -> None:
     if res != -1 and not (spec.uses_resolution and MIN_RESOLUTION <= res <= MAX_RESOLUTION):
         why = (f"from {MIN_RESOLUTION} to {MAX_RESOLUTION}" if spec.uses_resolution
                else f"the {settings.module} preprocessor works on the image as it is; leave res out")
-        raise InvalidRequestError(f"Invalid {{name}} processor resolution {res}: {why}.", key)
-    for letter, slider, value in (("a", spec.a, settings.threshold_a), ("b", spec.b, settings.threshold_b)):
+        raise InvalidRequestError(f"Invalid {{name}} res={res}: {why}.", key)
+    for word, slider, value in (("low", spec.a, settings.threshold_a), ("high", spec.b, settings.threshold_b)):
         if value == -1:
             continue
         if slider is None:
             raise InvalidRequestError(
-                f"Invalid {{name}} threshold {letter} {value:g}: the {settings.module} preprocessor has no "
-                f"threshold {letter}; leave it out.", key)
+                f"Invalid {{name}} {word}={value:g}: the {settings.module} preprocessor has no threshold "
+                f"{'A' if word == 'low' else 'B'}; leave it out.", key)
         if not slider.low <= value <= slider.high:
             raise InvalidRequestError(
-                f"Invalid {{name}} threshold {letter} {value:g}: the {settings.module} preprocessor's "
+                f"Invalid {{name}} {word}={value:g}: the {settings.module} preprocessor's "
                 f"{slider.label} is from {slider.low:g} to {slider.high:g}.", key)
+
+
+def check_detector_weights(module: str, key: str | None = "control") -> None:
+    """A detector's weights must be in the Hugging Face cache (nothing to check for the others)."""
+    if module in DETECTORS:
+        check_detector(module, key)
 
 
 def check_map_settings(settings: Any, key: str | None = "control") -> None:
@@ -199,8 +205,7 @@ def check_map_settings(settings: Any, key: str | None = "control") -> None:
     missing = missing_library(settings.module)
     if missing:
         raise InvalidRequestError(f"Invalid {{name}} {settings.module!r}: {missing}.", key)
-    if settings.module in DETECTORS:
-        check_detector(settings.module, key)
+    check_detector_weights(settings.module, key)
 
 
 def pixel_perfect_resolution(image_size: tuple[int, int], width: int, height: int, resize: str) -> int:
@@ -265,3 +270,35 @@ def make_control_map(
 def preprocess(image: Image.Image, module: str) -> Image.Image:
     """The control map `module` (a key of PREPROCESSORS) makes from `image` (RGB), every setting its default."""
     return make_control_map(image, MapSettings(module))
+
+
+def detect_control_map(
+    image: str, settings: Any, *, size: tuple[int, int] | None = None, seed: int = 0, mask: str | None = None,
+) -> Image.Image:
+    """The map `settings` make of the image file `image` (what `sdgen control detect` writes, alone): every
+    check first, as a request's (InvalidRequestError naming the setting, before any detector loads)."""
+    from sdgen.config.images import load_checked_image
+
+    check_map_settings(settings, "preprocessor")
+    if settings.module in ("inpaint", "inpaint_only") and mask is None:
+        raise InvalidRequestError(f"Invalid {{name}} {settings.module!r}: it needs --mask.", "preprocessor")
+    mask_image = None if mask is None else load_checked_image(mask, f"mask {mask!r}", "mask", mode="L")
+    picture = load_checked_image(image, f"image {image!r}", "image", mode="RGB")
+    return make_control_map(picture, settings, size=size, seed=seed, mask=mask_image)
+
+
+def map_settings(
+    preprocessor: str, res: int = -1, low: float = -1, high: float = -1, pixel_perfect: bool = False,
+    resize: str = "crop",
+) -> MapSettings:
+    """MapSettings from loose values (the detect command's options), checked: InvalidRequestError naming the
+    preprocessor (its names listed), the resize mode or the setting out of range."""
+    module = module_name(preprocessor)
+    if module is None:
+        raise InvalidRequestError(
+            f"Invalid {{name}} {preprocessor!r}: use one of {', '.join(PREPROCESSORS)}.", "preprocessor")
+    if resize not in ("crop", "resize", "fill"):
+        raise InvalidRequestError(f"Invalid {{name}} {resize!r}: use crop, resize or fill.", "resize")
+    settings = MapSettings(module, res, low, high, pixel_perfect, resize)
+    check_settings(settings, "preprocessor")
+    return settings

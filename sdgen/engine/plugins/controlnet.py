@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
 from sdgen.engine.plugins.control_maps import (
-    check_map_settings,
+    check_detector_weights,
     check_settings,
     control_hint,
     make_control_map,
+    missing_library,
     module_name,
     thresholds,
 )
@@ -192,7 +193,10 @@ def _check(request: GenerationRequest) -> None:
             "leave one of them out.", "control",
         )
     for unit in units:
-        check_map_settings(unit)
+        missing = missing_library(unit.module)
+        if missing:
+            raise InvalidRequestError(f"Invalid {{name}} {unit.module!r}: {missing}.", "control")
+        check_detector_weights(unit.module)
         if unit.module in ("inpaint", "inpaint_only") and request.mask is None:
             raise InvalidRequestError(
                 f"Invalid {{name}} {unit.module!r}: the inpaint preprocessors mark the region --mask gives; "
