@@ -18,7 +18,7 @@ from sdgen.errors import InvalidRequestError
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-INSTALL = "pip install 'sdgen[detect]'"
+INSTALL = "pip install 'sdgen[detect]' && pip install --no-deps controlnet_aux==0.0.10"
 
 
 @dataclass(frozen=True)
