@@ -1,7 +1,6 @@
 """ControlNet (`--control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR][:KEY=VALUE...]`,
-repeatable): a control image
-(an edge map, a pose, a depth map) steers the picture through a second network's residuals, added to the
-U-Net's skip connections and middle block.
+repeatable): a control image (an edge map, a pose, a depth map) steers the picture through a second network's
+residuals, added to the U-Net's skip connections and middle block.
 
 A predictor wrapper runs each ControlNet on the step's input and hands the sum of their residuals to the U-Net
 call below it in the conditioning (`down_block_additional_residuals`, `mid_block_additional_residual`), as
@@ -15,8 +14,7 @@ calls guess mode). RESIZE is how the image meets the picture's size, as the exte
 resize), `crop` (crop and resize, the default) or `fill` (resize and fill); PREPROCESSOR makes the map from the
 image first (`none`, `invert`, `canny`, ... and the detectors) with its settings (KEY=VALUE: `res`, the
 processor resolution; `low`/`high` or `a`/`b`, its thresholds; `pixel_perfect`): control_maps.py does both. Each
-ControlNet is
-loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
+ControlNet is loaded once per loaded model and kept in `parts.plugins["controlnet"]`.
 """
 
 from __future__ import annotations
