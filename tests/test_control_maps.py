@@ -7,6 +7,7 @@ PiDiNet from a fake lllyasviel/Annotators cache end to end, and the missing-weig
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +28,13 @@ from .conftest import SIZE, put_in_hub_cache
 from .test_pipeline import PROMPT, pixels, reference_pipeline, request
 
 cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def tiny_controlnet(tiny_parts, tmp_path_factory) -> Path:
+    from sdgen.testing.tiny_controlnet import save_tiny_controlnet
+
+    return save_tiny_controlnet(tiny_parts.unet, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet")
 
 
 def photo(height: int = 64, width: int = 128):
@@ -118,16 +126,16 @@ def test_the_inpaint_hint_is_minus_one_where_the_mask_repaints() -> None:
         controlnet_plugin._check(request(controls=("m=i.png:inpaint",)))
 
 
-def test_the_inpaint_preprocessor_matches_diffusers_inpaint_controlnet_pipeline(tiny_parts, tmp_path) -> None:
+def test_the_inpaint_preprocessor_matches_diffusers_inpaint_controlnet_pipeline(
+    tiny_parts, tiny_controlnet, tmp_path
+) -> None:
     """The inpaint ControlNet's input made by --control ...:inpaint equals diffusers' pipeline given
     make_inpaint_condition's tensor; then A1111's paste outside the mask, as tests/test_controlnet.py does."""
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
     from PIL import Image
 
-    from sdgen.testing.tiny_controlnet import save_tiny_controlnet
-
-    controlnet = save_tiny_controlnet(tiny_parts.unet, tmp_path / "tiny-controlnet")
+    controlnet = tiny_controlnet
     init, mask = photo(SIZE, SIZE), made_mask()
     init.save(tmp_path / "init.png")
     mask.save(tmp_path / "mask.png")
@@ -149,6 +157,20 @@ def test_the_inpaint_preprocessor_matches_diffusers_inpaint_controlnet_pipeline(
                     controls=(f"{controlnet}={tmp_path / 'init.png'}:inpaint_only",))
     [result] = generate(asked, tiny_parts)
     assert np.abs(pixels(result.image) - pixels(expected)).max() <= 1
+
+
+def test_a_runs_map_is_made_with_the_units_settings(tiny_parts, tiny_controlnet, tmp_path) -> None:
+    """--control ...:canny:low=50:high=80:pixel_perfect steers as the map make_control_map makes for the
+    picture's size does, given as an image."""
+    photo(96, 128).save(tmp_path / "photo.png")
+    made = make_control_map(photo(96, 128), MapSettings("canny", -1, 50, 80, True), size=(SIZE, SIZE))
+    assert made.size == (85, 64)  # pixel perfect: the 96-pixel short side made 64, the picture's
+    made.save(tmp_path / "edges.png")
+    settings = f"{tiny_controlnet}={tmp_path / 'photo.png'}:canny:low=50:high=80:pixel_perfect"
+    by_settings = request(seed=3, num_inference_steps=2, controls=(settings,))
+    by_map = request(seed=3, num_inference_steps=2, controls=(f"{tiny_controlnet}={tmp_path / 'edges.png'}",))
+    [steered], [given] = generate(by_settings, tiny_parts), generate(by_map, tiny_parts)
+    assert np.array_equal(pixels(steered.image), pixels(given.image))
 
 
 def test_processor_resolution_and_pixel_perfect_sizes() -> None:
