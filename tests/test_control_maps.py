@@ -198,6 +198,16 @@ def test_processor_resolution_and_pixel_perfect_sizes() -> None:
 )
 def test_the_settings_spelling_after_the_image(text: str, unit: ControlUnit) -> None:
     assert parse_control(text) == unit
+    assert parse_control(controlnet_plugin.spell_control(unit)) == unit
+
+
+def test_a_clients_settings_are_kept_where_the_preprocessor_has_them() -> None:
+    from sdgen.engine.plugins.control_maps import relevant_settings
+
+    # webuiapi's ControlNetUnit sends processor_res 64 and both thresholds 64 to every module
+    assert relevant_settings("none", 64, 64, 64) == {"processor_res": -1, "threshold_a": -1, "threshold_b": -1}
+    assert relevant_settings("canny", 512, 50, 150) == {"processor_res": 512, "threshold_a": 50, "threshold_b": 150}
+    assert relevant_settings("tile_resample", 512, 2, 64) == {"processor_res": -1, "threshold_a": 2, "threshold_b": -1}
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,18 @@ def thresholds(settings: Any) -> tuple[float, float]:
     )
 
 
+def relevant_settings(module: str, processor_res: float = -1, threshold_a: float = -1, threshold_b: float = -1,
+                      ) -> dict[str, float]:
+    """The settings `module` has, from a client's (an A1111 API unit sends all three to every module, as the
+    extension ignores those a preprocessor has no slider for): the others left at -1."""
+    spec = PREPROCESSORS[module]
+    return {
+        "processor_res": int(processor_res) if spec.uses_resolution and processor_res not in (-1, None) else -1,
+        "threshold_a": threshold_a if spec.a is not None and threshold_a is not None else -1,
+        "threshold_b": threshold_b if spec.b is not None and threshold_b is not None else -1,
+    }
+
+
 def check_settings(settings: Any, key: str | None = "control") -> None:
     """InvalidRequestError for a setting out of its slider's range, or given to a preprocessor without it."""
     spec = PREPROCESSORS[settings.module]

@@ -162,6 +162,18 @@ def _setting(text: str, token: str, settings: dict[str, object]) -> bool:
     return True
 
 
+def spell_control(unit: ControlUnit) -> str:
+    """The --control text of a unit (what parse_control reads back to it), its defaults left out."""
+    def number(value: float) -> str:  # exact: what it reads back is the same float
+        return f"{value:g}" if float(f"{value:g}") == value else repr(float(value))
+
+    parts = [f"{unit.model}={unit.image}", *(number(v) for v in (unit.weight, unit.start, unit.end)), unit.mode,
+             unit.resize, unit.module]
+    settings = {"res": unit.processor_res, "low": unit.threshold_a, "high": unit.threshold_b}
+    parts += [f"{key}={number(value)}" for key, value in settings.items() if value != -1]
+    return ":".join(parts + (["pixel_perfect"] if unit.pixel_perfect else []))
+
+
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
     return [parse_control(text) for text in request.controls]
 
