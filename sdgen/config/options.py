@@ -292,6 +292,16 @@ OPTIONS: Mapping[str, Option] = _table(
         "control_v11p_sd15_canny.safetensors there.", REQUEST, path=True, batch_line="control_dir",
         record="control_dir",
     ),
+    Option(
+        "adapter", list, None,
+        "T2I-Adapter: MODEL=IMAGE[:WEIGHT][:RESIZE][:PREPROCESSOR] (RESIZE crop, resize or fill; PREPROCESSOR none, "
+        "invert or canny); repeat.",
+        REQUEST, field_name="adapters", commands=RUNS, shapes_picture=True,
+    ),
+    Option(
+        "adapter_dir", str, None, "Folder of T2I-Adapters (diffusers folders): --adapter canny=... finds "
+        "t2iadapter_canny_sd15v2 there.", REQUEST, path=True, batch_line="adapter_dir", record="adapter_dir",
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(

@@ -97,6 +97,8 @@ class GenerationRequest:
     # steering with images (sdgen/engine/plugins/controlnet.py)
     controls: tuple[str, ...] = ()  # --control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]
     control_dir: str | None = default("control_dir")  # where --control NAME=... finds NAME's file
+    adapters: tuple[str, ...] = ()  # --adapter MODEL=IMAGE[:WEIGHT][:RESIZE][:PREPROCESSOR] (plugins/t2i_adapter.py)
+    adapter_dir: str | None = default("adapter_dir")  # where --adapter NAME=... finds NAME's folder
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:
