@@ -6,6 +6,7 @@ refusals before loading; the record, A1111's text and the read-back."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,30 @@ def test_the_record_a1111_text_and_replay_of_an_ip_adapter(tiny_parts, ip_repo, 
     values = request_values_from_image(tmp_path / "made.png")
     [again] = generate(GenerationRequest.from_settings(values), tiny_parts)
     assert np.array_equal(pixels(again.image), pixels(result.image))
+
+
+def test_the_command_line_runs_both_adapters_and_replays_them(tiny_model_dir, ip_repo, ip_images, tmp_path) -> None:
+    """In process (Typer's runner): flags, the PNG's record, --from, and a bad flag's one-line exit 2."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from sdgen.cli.app import app
+    from sdgen.testing.tiny_t2i_adapter import save_tiny_t2i_adapter
+
+    adapter = f"{save_tiny_t2i_adapter(tmp_path / 't2iadapter_tiny')}={ip_images[1]}:0.7"
+    common = ["-m", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--steps", "2", "-W", "64", "-H",
+              "64", "-s", "3"]
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    args = ["a fox", *common, "--adapter", adapter, "--ip-adapter", str(ip_repo), "--ip-image", str(ip_images[0]),
+            "--ip-scale", "0.6", "-o", str(first)]
+    runner = CliRunner()
+    done = runner.invoke(app, args, env={"HF_HUB_OFFLINE": "1"})
+    assert done.exit_code == 0, done.output
+    record = json.loads(Image.open(first).info["sdgen"])
+    assert record["adapter"] == [adapter] and record["ip_image"] == [str(ip_images[0])] and record["ip_scale"] == 0.6
+    done = runner.invoke(app, ["--from", str(first), "-o", str(again)], env={"HF_HUB_OFFLINE": "1"})
+    assert done.exit_code == 0, done.output
+    assert np.array_equal(pixels(Image.open(first)), pixels(Image.open(again)))
+    done = runner.invoke(app, ["a fox", *common, "--ip-image", str(ip_images[0]), "-o", str(tmp_path / "x.png")])
+    lines = done.stderr.strip().splitlines()
+    assert done.exit_code == 2 and len(lines) == 1 and "--ip-image" in lines[0], done.stderr
