@@ -141,7 +141,8 @@ def test_the_record_a1111_text_and_replay_of_an_adapter(tiny_parts, adapter_dirs
     from sdgen.record.replay import request_values_from_image
 
     adapter = f"{adapter_dirs['grey']}={adapter_image}:0.5:fill"
-    [result] = generate(request(seed=SEED, adapters=(adapter,), adapter_dir=str(tmp_path)), tiny_parts)
+    asked = request(seed=SEED, num_inference_steps=2, adapters=(adapter,), adapter_dir=str(tmp_path))
+    [result] = generate(asked, tiny_parts)
     assert result_record(result, tiny_parts)["adapter"] == [adapter]
     assert (
         'ControlNet 0: "Module: none, Model: t2iadapter_sketch_tiny, Weight: 0.5, Resize Mode: Resize and Fill, '
