@@ -135,6 +135,7 @@ def test_bad_ip_adapter_requests_are_refused_before_loading(ip_repo, ip_images, 
         ({"ip_adapter": str(ip_repo), "ip_images": image, "pag_scale": 3.0}, "with --pag-scale"),
         ({"ip_adapter": str(ip_repo), "ip_images": (str(tmp_path / "none.png"),)}, "no such file"),
         ({"ip_adapter": str(ip_repo), "ip_images": image, "ip_encoder": str(tmp_path)}, "not an image encoder"),
+        ({"ip_adapter": "sdgen-test/not-cached", "ip_images": image}, "not in the Hugging Face cache"),
     ]:
         with pytest.raises(InvalidRequestError) as caught:
             check_request(request(**values))
