@@ -1,7 +1,7 @@
 """IP-Adapter (sdgen/engine/plugins/ip_adapter.py) against diffusers' StableDiffusionPipeline after `load_ip_adapter`
-and `set_ip_adapter_scale` on the tiny model, float32, within 1/255: base and Plus, one image and two, guided and
-not; the U-Net back to its own attention afterwards; finding the files (a folder, a file, a Hub id in the cache);
-refusals before loading; the record, A1111's text and the read-back."""
+and `set_ip_adapter_scale` on the tiny model, float32, within 1/255: base with one image, Plus with two; the U-Net
+back to its own attention afterwards; finding the files (a folder, a file, a Hub id in the cache); refusals before
+loading; the record, A1111's text and the read-back; the command line."""
 
 from __future__ import annotations
 
@@ -75,12 +75,12 @@ def ours(parts, guidance: float = 7.5, **ip) -> np.ndarray:
 @pytest.fixture(scope="module")
 def plain(tiny_parts) -> dict[float, np.ndarray]:
     """The pictures without an IP-Adapter, by guidance scale (made before any IP-Adapter run of this module)."""
-    return {guidance: ours(tiny_parts, guidance) for guidance in (7.5, 1.0)}
+    return {guidance: ours(tiny_parts, guidance) for guidance in (7.5,)}
 
 
 @pytest.mark.parametrize(
     ("weight_name", "count", "scale", "guidance"),
-    [(BASE, 1, 0.7, 7.5), (PLUS, 2, 0.5, 7.5), (BASE, 2, 1.0, 1.0)],
+    [(BASE, 1, 0.7, 7.5), (PLUS, 2, 0.5, 7.5)],
 )
 def test_ip_adapter_matches_diffusers_load_ip_adapter(
     tiny_parts, plain, ip_repo, ip_images, weight_name: str, count: int, scale: float, guidance: float
@@ -162,8 +162,9 @@ def test_the_record_a1111_text_and_replay_of_an_ip_adapter(tiny_parts, ip_repo, 
     assert np.array_equal(pixels(again.image), pixels(result.image))
 
 
-def test_the_command_line_runs_both_adapters_and_replays_them(tiny_model_dir, ip_repo, ip_images, tmp_path) -> None:
-    """In process (Typer's runner): flags, the PNG's record, --from, and a bad flag's one-line exit 2."""
+def test_the_command_line_takes_both_adapters_and_records_them(tiny_model_dir, ip_repo, ip_images, tmp_path) -> None:
+    """In process (Typer's runner): the flags reach the PNG's record (replayed by --from in the record tests), and
+    a bad flag exits 2 with one line."""
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -173,7 +174,7 @@ def test_the_command_line_runs_both_adapters_and_replays_them(tiny_model_dir, ip
     adapter = f"{save_tiny_t2i_adapter(tmp_path / 't2iadapter_tiny')}={ip_images[1]}:0.7"
     common = ["-m", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--steps", "2", "-W", "64", "-H",
               "64", "-s", "3"]
-    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    first = tmp_path / "first.png"
     args = ["a fox", *common, "--adapter", adapter, "--ip-adapter", str(ip_repo), "--ip-image", str(ip_images[0]),
             "--ip-scale", "0.6", "-o", str(first)]
     runner = CliRunner()
@@ -181,9 +182,6 @@ def test_the_command_line_runs_both_adapters_and_replays_them(tiny_model_dir, ip
     assert done.exit_code == 0, done.output
     record = json.loads(Image.open(first).info["sdgen"])
     assert record["adapter"] == [adapter] and record["ip_image"] == [str(ip_images[0])] and record["ip_scale"] == 0.6
-    done = runner.invoke(app, ["--from", str(first), "-o", str(again)], env={"HF_HUB_OFFLINE": "1"})
-    assert done.exit_code == 0, done.output
-    assert np.array_equal(pixels(Image.open(first)), pixels(Image.open(again)))
     done = runner.invoke(app, ["a fox", *common, "--ip-image", str(ip_images[0]), "-o", str(tmp_path / "x.png")])
     lines = done.stderr.strip().splitlines()
     assert done.exit_code == 2 and len(lines) == 1 and "--ip-image" in lines[0], done.stderr

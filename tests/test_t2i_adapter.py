@@ -1,5 +1,5 @@
 """T2I-Adapter (sdgen/engine/plugins/t2i_adapter.py) against diffusers' StableDiffusionAdapterPipeline on the tiny
-model, float32, within 1/255: guided and unguided, with weight 0.5 (its adapter_conditioning_scale) and a
+model, float32, within 1/255: guided, with weight 1 and 0.5 (its adapter_conditioning_scale) and a
 one-channel adapter fed in grey; the spelling of --adapter, finding the folders, the record and its read-back."""
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ def ours(parts, adapters: list[str], guidance: float = 7.5) -> np.ndarray:
 @pytest.fixture(scope="module")
 def plain(tiny_parts) -> dict[float, np.ndarray]:
     """The pictures without an adapter, by guidance scale."""
-    return {guidance: ours(tiny_parts, [], guidance) for guidance in (7.5, 1.0)}
+    return {guidance: ours(tiny_parts, [], guidance) for guidance in (7.5,)}
 
 
-@pytest.mark.parametrize(("kind", "guidance", "weight"), [("rgb", 7.5, 1.0), ("rgb", 1.0, 0.5), ("grey", 7.5, 0.5)])
+@pytest.mark.parametrize(("kind", "guidance", "weight"), [("rgb", 7.5, 1.0), ("grey", 7.5, 0.5)])
 def test_an_adapter_matches_diffusers_adapter_pipeline(
     tiny_parts, plain, adapter_dirs, adapter_image, kind: str, guidance: float, weight: float
 ) -> None:
