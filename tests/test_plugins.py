@@ -91,6 +91,8 @@ def test_the_built_in_savers_own_their_rows() -> None:
     assert owned == {
         "deepcache": ("cache_interval",),
         "controlnet": ("control", "control_dir"),
+        "t2i_adapter": ("adapter", "adapter_dir"),
+        "ip_adapter": ("ip_adapter", "ip_image", "ip_scale", "ip_encoder"),
         "composable": (),  # AND in a prompt switches it on: no option of its own
         "cfg_end": ("cfg_end",),
         "decoder": ("decoder",),

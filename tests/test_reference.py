@@ -55,9 +55,10 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "eta_noise_seed_delta",
         "subseed", "subseed_strength", "seed_resize_from", "tiling",
         "guidance_rescale", "freeu", "pag_scale", "sag_scale", "control",
+        "adapter", "ip_adapter", "ip_image", "ip_scale", "ip_encoder",
     }
     assert set(line_kinds()) == {
-        *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir",
+        *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir", "adapter_dir",
     }
     assert record_keys() == {
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
@@ -67,7 +68,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
     }
     assert {str(row.record) for row in table.recorded()} == {
         *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",
-        "model_config", "prediction_type", "decoder", "token_merging",
+        "adapter_dir", "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
              "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None,

@@ -292,6 +292,35 @@ OPTIONS: Mapping[str, Option] = _table(
         "control_v11p_sd15_canny.safetensors there.", REQUEST, path=True, batch_line="control_dir",
         record="control_dir",
     ),
+    Option(
+        "adapter", list, None,
+        "T2I-Adapter: MODEL=IMAGE[:WEIGHT][:RESIZE][:PREPROCESSOR] (RESIZE crop, resize or fill; PREPROCESSOR none, "
+        "invert or canny); repeat.",
+        REQUEST, field_name="adapters", commands=RUNS, shapes_picture=True,
+    ),
+    Option(
+        "adapter_dir", str, None, "Folder of T2I-Adapters (diffusers folders): --adapter canny=... finds "
+        "t2iadapter_canny_sd15v2 there.", REQUEST, path=True, batch_line="adapter_dir", record="adapter_dir",
+    ),
+    Option(
+        "ip_adapter", str, None,
+        "IP-Adapter: Hub id (h94/IP-Adapter, or h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors), a folder "
+        "holding ip-adapter_sd15.safetensors or ip-adapter-plus_sd15.safetensors, or the file.",
+        REQUEST, empty="off", commands=RUNS, shapes_picture=True,
+    ),
+    Option(
+        "ip_image", list, None, "IP-Adapter: a picture the image should follow; repeat for several.", REQUEST,
+        field_name="ip_images", commands=RUNS, shapes_picture=True, needs="ip_adapter",
+    ),
+    Option(
+        "ip_scale", float, 1.0, "IP-Adapter: how strongly its images steer (diffusers' set_ip_adapter_scale).",
+        REQUEST, commands=RUNS, shapes_picture=True, needs="ip_adapter",
+    ),
+    Option(
+        "ip_encoder", str, None, "IP-Adapter: the image encoder's folder (a CLIPVisionModelWithProjection).",
+        REQUEST, empty="image_encoder beside the adapter's file", path=True, commands=RUNS, shapes_picture=True,
+        needs="ip_adapter",
+    ),
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
     Option(

@@ -88,6 +88,8 @@ class Conditioning:
     def unet_kwargs(self) -> dict[str, Any]:
         """The U-Net's keyword arguments: the embeddings and every extra input that is set."""
         extra = {name: getattr(self, name) for name in _EXTRA_INPUTS if getattr(self, name) is not None}
+        if "down_intrablock_additional_residuals" in extra:  # the U-Net pops from this list: a fresh one each call
+            extra["down_intrablock_additional_residuals"] = list(extra["down_intrablock_additional_residuals"])
         return {"encoder_hidden_states": self.encoder_hidden_states(), **extra}
 
     def conditional(self) -> Conditioning:

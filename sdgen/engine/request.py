@@ -97,6 +97,12 @@ class GenerationRequest:
     # steering with images (sdgen/engine/plugins/controlnet.py)
     controls: tuple[str, ...] = ()  # --control MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]
     control_dir: str | None = default("control_dir")  # where --control NAME=... finds NAME's file
+    adapters: tuple[str, ...] = ()  # --adapter MODEL=IMAGE[:WEIGHT][:RESIZE][:PREPROCESSOR] (plugins/t2i_adapter.py)
+    adapter_dir: str | None = default("adapter_dir")  # where --adapter NAME=... finds NAME's folder
+    ip_adapter: str | None = default("ip_adapter")  # IP-Adapter file, folder or Hub id (plugins/ip_adapter.py)
+    ip_images: tuple[str, ...] = ()  # --ip-image: the pictures it follows
+    ip_scale: float = default("ip_scale")  # diffusers' set_ip_adapter_scale
+    ip_encoder: str | None = default("ip_encoder")  # None: image_encoder beside the adapter's file
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> GenerationRequest:

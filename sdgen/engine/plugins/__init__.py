@@ -9,6 +9,8 @@ the table.
     deepcache.py      --cache-interval: the shallow branch of the U-Net between whole passes
     composable.py     AND in a prompt: every part in one U-Net call, combined as A1111 does (no option)
     controlnet.py     --control: ControlNets' residuals from control images, passed to the U-Net call
+    t2i_adapter.py    --adapter: T2I-Adapters' features from control images, added inside the down blocks
+    ip_adapter.py     --ip-adapter: pictures as a prompt, image embeddings through the adapter's attention
     cfg_end.py        --cfg-end: guidance for the first part of the steps only
     token_merging.py  --token-merging: tomesd's patch of the U-Net's attention
     decoder.py        --decoder: a tiny autoencoder decodes the final image
@@ -40,8 +42,10 @@ from sdgen.engine.plugins import (
     deepcache,
     freeu,
     guidance_rescale,
+    ip_adapter,
     pag,
     sag,
+    t2i_adapter,
     token_merging,
 )
 from sdgen.engine.plugins.base import Plugin, Run
@@ -55,14 +59,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PLUGINS", "Plugin", "Run", "register"]
 
 # Registry order is wrapping order: the first wraps the U-Net call itself (DeepCache must sit right on it);
-# ControlNet sits between them (the two are never on together), so that AND's parts each get their own residuals;
-# AND's parts are combined right above it, so that every later wrapper sees [unconditional, conditional].
+# ControlNet and T2I-Adapter sit between them (neither is on with DeepCache), so that AND's parts each get their
+# own residuals; AND's parts are combined right above it, so that every later wrapper sees [unconditional,
+# conditional] (IP-Adapter's image embeddings are made for that batch, and AND's parts get their rows of them).
 # Guidance modifiers apply in this order too: PAG, SAG, then the rescale (diffusers rescales after PAG).
 PLUGINS: dict[str, Plugin] = {
     plugin.name: plugin
     for plugin in (
-        deepcache.PLUGIN, controlnet.PLUGIN, composable.PLUGIN, cfg_end.PLUGIN, decoder.PLUGIN, token_merging.PLUGIN,
-        freeu.PLUGIN, pag.PLUGIN, sag.PLUGIN, guidance_rescale.PLUGIN,
+        deepcache.PLUGIN, controlnet.PLUGIN, t2i_adapter.PLUGIN, composable.PLUGIN, ip_adapter.PLUGIN, cfg_end.PLUGIN,
+        decoder.PLUGIN, token_merging.PLUGIN, freeu.PLUGIN, pag.PLUGIN, sag.PLUGIN, guidance_rescale.PLUGIN,
     )
 }
 
