@@ -38,6 +38,8 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     RUNS,
     SCHEDULE,
     SERVE,
+    UPSCALE,
+    UPSCALING,
     Option,
     OptionTable,
 )
@@ -87,7 +89,9 @@ OPTIONS: Mapping[str, Option] = _table(
     Option(
         "allow_unsafe_pickle", bool, False,
         "Load a pickled .ckpt/.pt --model, reading tensors only (torch.load weights_only); better: sdgen convert.",
-        MODEL, layered=False, commands=LOADERS,
+        MODEL, layered=False, commands=LOADERS | {UPSCALE},
+        help_for={UPSCALE: "Load a pickled .pth upscaler, reading tensors only (torch.load weights_only); better: "
+                  "sdgen convert."},
     ),
     Option(
         "vae", str, None, "Another VAE: .safetensors file, diffusers folder or Hub id (stabilityai/sd-vae-ft-mse).",
@@ -192,8 +196,31 @@ OPTIONS: Mapping[str, Option] = _table(
         shapes_picture=True, needs="hires_scale", a1111="Denoising strength",
     ),
     Option(
-        "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents) or lanczos (scale the image).",
+        "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents), lanczos (scale the image) or "
+        "an upscaler model (a file or a name in --upscaler-dir).",
         REQUEST, commands=RUNS, shapes_picture=True, needs="hires_scale", a1111="Hires upscaler",
+    ),
+    # upscaler models (sdgen/models/upscalers.py, docs/upscaling.md)
+    Option(
+        "upscaler_dir", str, None, "Folder of upscaler models (A1111's models/ESRGAN): --upscaler NAME and "
+        "--hires-upscaler NAME find NAME.safetensors there.", REQUEST, path=True, commands=MAKERS | {UPSCALE},
+        batch_line="upscaler_dir", record="upscaler_dir",
+    ),
+    Option(
+        "upscaler", str, None, "The upscaler model: a file or a name in --upscaler-dir (ESRGAN, Real-ESRGAN, "
+        "SwinIR, HAT, DAT, OmniSR, SPAN ... read by spandrel).", UPSCALING, commands=frozenset({UPSCALE}),
+    ),
+    Option(
+        "upscale_by", float, None, "Enlarge by this factor (Lanczos after the model for one it does not have).",
+        UPSCALING, flag="--scale", empty="the model's own", commands=frozenset({UPSCALE}),
+    ),
+    Option(
+        "upscale_tile", int, 256, "Tile side in input pixels (0: the whole picture at once): memory grows with it.",
+        UPSCALING, flag="--tile", commands=frozenset({UPSCALE}),
+    ),
+    Option(
+        "upscale_overlap", int, 16, "Pixels of context each tile sees of its neighbours.", UPSCALING,
+        flag="--tile-overlap", commands=frozenset({UPSCALE}),
     ),
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
@@ -293,11 +320,11 @@ OPTIONS: Mapping[str, Option] = _table(
         record="control_dir",
     ),
     # where and how it runs
-    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
+    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE, UPSCALE}),
     Option(
         "dtype", str, "auto",
         "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
-        MODEL, commands=MAKERS | {NOISE}, shapes_picture=True,
+        MODEL, commands=MAKERS | {NOISE, UPSCALE}, shapes_picture=True,
     ),
     Option(
         "attention_slicing", bool, False,
@@ -368,4 +395,7 @@ def _command_flag(key: str | None) -> str:
     """A command's own option outside the table (--timesteps of `sdgen noise`); the prompt is an argument."""
     if not key:
         return "value"
-    return key if key == "prompt" else "--" + key.replace("_", "-")
+    return ARGUMENTS.get(key) or "--" + key.replace("_", "-")
+
+
+ARGUMENTS = {"prompt": "prompt", "images": "IMAGE"}  # commands' arguments, as errors name them

@@ -67,7 +67,7 @@ def check_request(
         width, height = sides_from_image(request.init_image, init_pixels.size, width, height)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     width, height = _checked_side("width", width, default_size), _checked_side("height", height, default_size)
-    _check_hires(request, width, height)
+    _check_hires(request, width, height, model is not None and model.allow_unsafe_pickle)
     given = {field.name: getattr(request, field.name) for field in fields(request)}
     checked = _checked_type(type(request))(
         **given | {
@@ -197,7 +197,7 @@ def _checked_side(key: str, value: int | None, default_size: int) -> int:
     return value
 
 
-def _check_hires(request: GenerationRequest, width: int, height: int) -> None:
+def _check_hires(request: GenerationRequest, width: int, height: int, allow_pickle: bool = False) -> None:
     scale = request.hires_scale
     if scale is None:
         return
@@ -231,10 +231,11 @@ def _check_hires(request: GenerationRequest, width: int, height: int) -> None:
             "so that hires steps x strength >= 1.",
             "hires_strength",
         )
-    if request.hires_upscaler not in HIRES_UPSCALERS:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {request.hires_upscaler!r}: choose latent or lanczos.", "hires_upscaler"
-        )
+    if request.hires_upscaler not in HIRES_UPSCALERS:  # an upscaler model: found and recognised now
+        from sdgen.models.upscalers import find_upscaler, identify
+
+        upscaler = str(request.hires_upscaler)
+        identify(find_upscaler(upscaler, request.upscaler_dir, allow_pickle, "hires_upscaler"), "hires_upscaler")
 
 
 def _check_texts(request: GenerationRequest) -> None:

@@ -333,7 +333,8 @@ def _hires_pass(
 ) -> torch.Tensor:
     """A1111's hires fix. `latent`: the latents scaled up (bilinear, A1111's "Latent"); `lanczos`: the
     image decoded, scaled up with Pillow's Lanczos and encoded again, exactly as `--init-image` of that image
-    at the large size would. Then image-to-image with --hires-steps and --hires-strength."""
+    at the large size would; an upscaler model: the decoded image through it (sdgen/engine/upscaling.py).
+    Then image-to-image with --hires-steps and --hires-strength."""
     import torch
 
     request = tasks[0].request
@@ -345,6 +346,11 @@ def _hires_pass(
         start: StartLatents = lambda generators: upscaled  # noqa: E731
     else:
         images, _ = decode_latents(parts.vae, latents)
+        if request.hires_upscaler != "lanczos":  # an upscaler model, then Lanczos to the exact size (A1111's way)
+            from sdgen.engine.upscaling import loaded_upscaler, upscale_image
+
+            model = loaded_upscaler(parts, request.hires_upscaler, request.upscaler_dir)
+            images = [upscale_image(model, image, width, height) for image in images]
         start = encoded_start([image_to_tensor(image, width, height) for image in images], parts.vae, parts.placement)
     if request.hires_strength == 0:  # as A1111 with no denoising: no step runs, the upscaled image is the result
         return start([make_generator(task.seed, parts.placement) for task in tasks])

@@ -68,7 +68,8 @@ class GenerationRequest:
     hires_scale: float | None = default("hires_scale")
     hires_steps: int | None = default("hires_steps")  # None: num_inference_steps
     hires_strength: float = default("hires_strength")
-    hires_upscaler: str = default("hires_upscaler")  # latent or lanczos
+    hires_upscaler: str = default("hires_upscaler")  # latent, lanczos or an upscaler model (sdgen/models/upscalers.py)
+    upscaler_dir: str | None = default("upscaler_dir")  # where an upscaler given by name is found
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors
