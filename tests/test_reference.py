@@ -57,7 +57,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "guidance_rescale", "freeu", "pag_scale", "sag_scale", "control",
     }
     assert set(line_kinds()) == {
-        *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir",
+        *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir", "upscaler_dir",
     }
     assert record_keys() == {
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
@@ -66,7 +66,8 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "prediction_type", "styles",
     }
     assert {str(row.record) for row in table.recorded()} == {
-        *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",
+        *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir",
+        "upscaler_dir", "vae",
         "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,

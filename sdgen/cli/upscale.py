@@ -23,7 +23,9 @@ UPSCALE_HELP = (
 
 def upscale_command(
     ctx: typer.Context,
-    images: Annotated[list[str], typer.Argument(help="Image files, or - for stdin.", show_default=False, metavar="IMAGE...")],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, or - for stdin.", show_default=False, metavar="IMAGE...")
+    ],
     **values: Any,
 ) -> None:
     from sdgen.config.specs import OutputSpec, UpscaleSpec

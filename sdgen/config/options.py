@@ -39,12 +39,12 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     SCHEDULE,
     SERVE,
     UPSCALE,
-    UPSCALING,
     Option,
     OptionTable,
 )
 from sdgen.config.output_options import OUTPUT_ROWS
 from sdgen.config.schedulers import DEFAULT_SCHEDULER
+from sdgen.config.upscale_options import UPSCALE_ROWS
 from sdgen.errors import UsageError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -206,22 +206,7 @@ OPTIONS: Mapping[str, Option] = _table(
         "--hires-upscaler NAME find NAME.safetensors there.", REQUEST, path=True, commands=MAKERS | {UPSCALE},
         batch_line="upscaler_dir", record="upscaler_dir",
     ),
-    Option(
-        "upscaler", str, None, "The upscaler model: a file or a name in --upscaler-dir (ESRGAN, Real-ESRGAN, "
-        "SwinIR, HAT, DAT, OmniSR, SPAN ... read by spandrel).", UPSCALING, commands=frozenset({UPSCALE}),
-    ),
-    Option(
-        "upscale_by", float, None, "Enlarge by this factor (Lanczos after the model for one it does not have).",
-        UPSCALING, flag="--scale", empty="the model's own", commands=frozenset({UPSCALE}),
-    ),
-    Option(
-        "upscale_tile", int, 256, "Tile side in input pixels (0: the whole picture at once): memory grows with it.",
-        UPSCALING, flag="--tile", commands=frozenset({UPSCALE}),
-    ),
-    Option(
-        "upscale_overlap", int, 16, "Pixels of context each tile sees of its neighbours.", UPSCALING,
-        flag="--tile-overlap", commands=frozenset({UPSCALE}),
-    ),
+    *UPSCALE_ROWS,
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
         "weighting", bool, True,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sdgen.config import options
-from sdgen.config.options import OUTPUT, PICTURES, UPSCALING, default
+from sdgen.config.options import OUTPUT, PICTURES, default
+from sdgen.config.optiontable import UPSCALING
 from sdgen.errors import NAME, InvalidRequestError
 
 MAX_STEPS = 1000

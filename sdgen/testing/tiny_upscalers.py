@@ -1,6 +1,7 @@
 """Tiny random upscalers for the tests, saved as .safetensors in the layouts spandrel recognises: ESRGAN
 (RRDBNet, 4x), Real-ESRGAN's compact net (SRVGGNetCompact, 2x) and SwinIR (2x). Random weights make noise,
-not pictures; what the tests check is that sdgen reads them as spandrel does and tiles them faithfully."""
+not pictures; what the tests check is that sdgen reads them as spandrel does and tiles them faithfully.
+Where torchvision cannot be imported, import spandrel through sdgen.models.upscalers.import_spandrel first."""
 
 from __future__ import annotations
 
@@ -10,10 +11,6 @@ from pathlib import Path
 def tiny_upscaler_modules(seed: int = 0) -> dict[str, object]:
     """name -> a small random network of each architecture, built with spandrel's own classes."""
     import torch
-
-    from sdgen.models.upscalers import import_spandrel
-
-    import_spandrel()
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
     from spandrel.architectures.SwinIR import SwinIR
