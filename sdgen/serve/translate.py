@@ -108,15 +108,11 @@ def _hires(body: Txt2ImgBody) -> dict[str, Any]:
         )
     upscaler = (body.hr_upscaler or "Latent").strip()
     known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
-    if upscaler.lower() not in known:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {upscaler!r}: sdgen's hires pass has {' and '.join(HIRES_UPSCALERS.values())}.",
-            "hires_upscaler",
-        )
     values: dict[str, Any] = {
         "hires_scale": body.hr_scale,
         "hires_steps": body.hr_second_pass_steps or None,
-        "hires_upscaler": known[upscaler.lower()],
+        # another name is an upscaler model's (GET /sdapi/v1/upscalers), found in --upscaler-dir by the check
+        "hires_upscaler": known.get(upscaler.lower(), upscaler),
     }
     if body.denoising_strength is not None:
         values["hires_strength"] = body.denoising_strength
