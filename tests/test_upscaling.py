@@ -73,7 +73,9 @@ def test_a_scale_the_model_lacks_is_reached_with_lanczos(upscaler_files, picture
     assert np.array_equal(pixels(three), pixels(twice.resize((288, 192), Image.Resampling.LANCZOS)))
 
 
-def test_the_hires_pass_with_an_upscaler_model_is_the_model_then_image_to_image(tiny_parts, upscaler_files) -> None:
+def test_the_hires_pass_with_an_upscaler_model_is_the_model_then_image_to_image(
+    tiny_parts, upscaler_files, tmp_path
+) -> None:
     folder = str(upscaler_files["2x-tiny-compact"].parent)
     hires = request(seed=3, hires_scale=2.0, hires_steps=6, hires_strength=0.5, hires_upscaler="2x-tiny-compact",
                     upscaler_dir=folder)
@@ -84,9 +86,13 @@ def test_the_hires_pass_with_an_upscaler_model_is_the_model_then_image_to_image(
     [again] = generate(request(seed=3, init_image=enlarged, width=2 * SIZE, height=2 * SIZE,
                                num_inference_steps=6, strength=0.5), tiny_parts)
     assert np.array_equal(pixels(result.image), pixels(again.image))
-    from sdgen.record.metadata import a1111_parameters
+    from sdgen.record.metadata import a1111_parameters, encoded_image
+    from sdgen.record.replay import replay_values
 
     assert "Hires upscaler: 2x-tiny-compact" in a1111_parameters(result, tiny_parts)
+    (tmp_path / "hires.png").write_bytes(encoded_image(result, tiny_parts))
+    replayed = replay_values(tmp_path / "hires.png", set())  # --from finds the model again by name in its folder
+    assert replayed["hires_upscaler"] == "2x-tiny-compact" and replayed["upscaler_dir"] == folder
 
 
 def test_sdgen_upscale_writes_each_picture_with_a1111s_postprocess_fields(upscaler_files, picture, tmp_path) -> None:
