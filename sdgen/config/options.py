@@ -182,6 +182,14 @@ OPTIONS: Mapping[str, Option] = _table(
         "mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST,
         shapes_picture=True, needs="mask", a1111="Mask blur",
     ),
+    Option(
+        "outpaint", str, None, "Extend --init-image's canvas and paint the new area: SIDE=PIXELS,... (left, top, "
+        "right, bottom; multiples of 8).", REQUEST, commands=RUNS, shapes_picture=True, needs="init_image",
+    ),
+    Option(
+        "inpaint_fill", str, "original", "What a masked or outpainted region starts from: original, fill, noise "
+        "or nothing (A1111's Masked content).", REQUEST, shapes_picture=True, needs="init_image",
+    ),
     # the hires pass (A1111's "hires fix")
     Option(
         "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",

@@ -18,6 +18,7 @@ from sdgen.config.schedulers import resolve
 from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine import plugins
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
+from sdgen.engine.outpaint import check_fill, outpainted, parse_outpaint
 from sdgen.engine.request import (
     HIRES_UPSCALERS,
     MAX_SEED,
@@ -63,7 +64,11 @@ def check_request(
             check_composable(prompt, request.guidance_scale, request.cfg_end)
     init_pixels, mask_pixels = _check_images(request, like)
     width, height = request.width, request.height
-    if init_pixels is not None:
+    check_fill(request.inpaint_fill)
+    if request.outpaint is not None:
+        init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)
+        width, height = init_pixels.size
+    elif init_pixels is not None:
         width, height = sides_from_image(request.init_image, init_pixels.size, width, height)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     width, height = _checked_side("width", width, default_size), _checked_side("height", height, default_size)
@@ -174,6 +179,30 @@ def _check_images(request: GenerationRequest, like: CheckedRequest | None) -> tu
         mask = _decoded(request.mask, "mask", like)
         check_int("mask_blur", request.mask_blur, 0, 256)
     return init, mask
+
+
+def _outpainted(
+    request: GenerationRequest, init: UserImage | None, mask: UserImage | None
+) -> tuple[UserImage, UserImage]:
+    """The larger canvas and its mask (sdgen/engine/outpaint.py) in place of the init image and a mask."""
+    sides = parse_outpaint(request.outpaint)
+    if init is None:
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: outpainting extends an --init-image; "
+                                  "give one.", "outpaint")
+    if mask is not None or request.width is not None or request.height is not None:
+        given = "--mask" if mask is not None else "--width/--height"
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r} with {given}: outpainting makes its own "
+                                  "mask and size; leave it out.", "outpaint")
+    canvas, made = outpainted(init.pixels(), sides)
+    for side in (canvas.width, canvas.height):
+        if side > MAX_SIZE:
+            raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: the canvas would be "
+                                      f"{canvas.width}x{canvas.height}, more than {MAX_SIZE}.", "outpaint")
+    if init.size[0] % 8 or init.size[1] % 8:
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: the init image is {init.size[0]}x"
+                                  f"{init.size[1]}; outpaint a picture whose sides are multiples of 8.", "outpaint")
+    check_int("mask_blur", request.mask_blur, 0, 256)
+    return UserImage(canvas, "init_image"), UserImage(made, "mask")
 
 
 def _decoded(source: InitImage, key: str, like: CheckedRequest | None) -> UserImage:

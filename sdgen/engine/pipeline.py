@@ -131,7 +131,7 @@ class _Hooks:
 def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: _Hooks) -> list[GeneratedImage]:
     started = time.perf_counter()
     request = tasks[0].request  # size, steps, scheduler, guidance, init image and LoRAs are shared
-    if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask is None:
+    if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask_pixels is None:
         raise GenerationError(
             f"{parts.source.model!r} is an inpainting model (a 9-channel U-Net): give --init-image and --mask, or "
             "use a standard model for text-to-image and image-to-image."
@@ -194,7 +194,7 @@ def _denoise_and_decode(
     # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
     start = None
     inpainting = None
-    if request.mask is not None:  # inpainting (sdgen/engine/inpaint.py): the mask decides what is repainted
+    if request.mask_pixels is not None:  # inpainting (sdgen/engine/inpaint.py; outpainting makes its own mask)
         inputs = inpaint_inputs(request, parts.vae_scale_factor)
         inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
     elif request.init_pixels is not None:

@@ -64,6 +64,8 @@ class GenerationRequest:
     mask: InitImage | None = None
     invert_mask: bool = default("invert_mask")
     mask_blur: int = default("mask_blur")
+    outpaint: str | None = default("outpaint")  # left=128,top=64: a larger canvas (sdgen/engine/outpaint.py)
+    inpaint_fill: str = default("inpaint_fill")  # what the masked region starts from: original, fill, noise, nothing
     # the hires pass: generate, upscale by hires_scale, then img2img at the large size (None: off)
     hires_scale: float | None = default("hires_scale")
     hires_steps: int | None = default("hires_steps")  # None: num_inference_steps

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.config.schedulers import AUTOMATIC, a1111_names, resolve
 from sdgen.engine import plugins
+from sdgen.engine.outpaint import FILLS
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters
@@ -132,6 +133,8 @@ def _img2img(body: Img2ImgBody) -> dict[str, Any]:
         values["invert_mask"] = bool(body.inpainting_mask_invert)
         if body.mask_blur is not None:
             values["mask_blur"] = body.mask_blur
+        if body.inpainting_fill is not None:  # A1111's numbers -> sdgen's names (sdgen/engine/outpaint.py)
+            values["inpaint_fill"] = {number: name for name, number in FILLS.items()}[body.inpainting_fill]
     return values
 
 
