@@ -15,7 +15,10 @@ from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import InvalidRequestError
 
-from .test_inpaint import PROMPT, SEED, STEPS, files, pixels  # noqa: F401 (files: the fixture)
+from . import test_inpaint
+from .test_inpaint import PROMPT, SEED, STEPS, pixels
+
+files = test_inpaint.files  # the fixture: the init image, the mask and a 9-channel tiny model
 
 BLUR = 2
 
