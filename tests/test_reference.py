@@ -50,7 +50,8 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
     assert set(table.image_fields()) == {
         "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "schedule", "width", "height",
         "strength",
-        "init_image", "mask", "invert_mask", "mask_blur", "outpaint", "inpaint_fill",
+        "init_image", "mask", "invert_mask", "mask_blur", "outpaint", "inpaint_fill", "sd_upscale",
+        "sd_upscale_upscaler", "sd_upscale_overlap",
         "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",

@@ -1,9 +1,10 @@
-"""The option table's rows of `sdgen upscale` (sdgen/runs/upscale.py): which upscaler model, by how much, in
-which tiles (the rest of the table, and what a row says: sdgen/config/options.py)."""
+"""The option table's rows of enlarging: `sdgen upscale` (sdgen/runs/upscale.py: which upscaler model, by how
+much, in which tiles) and SD upscale (sdgen/engine/sd_upscale.py: a generation that repaints an enlarged
+init image tile by tile). The rest of the table, and what a row says: sdgen/config/options.py."""
 
 from __future__ import annotations
 
-from sdgen.config.optiontable import UPSCALE, UPSCALING, Option
+from sdgen.config.optiontable import REQUEST, RUNS, UPSCALE, UPSCALING, Option
 
 UPSCALE_ROWS: tuple[Option, ...] = (
     Option(
@@ -21,5 +22,18 @@ UPSCALE_ROWS: tuple[Option, ...] = (
     Option(
         "upscale_overlap", int, 16, "Pixels of context each tile sees of its neighbours.", UPSCALING,
         flag="--tile-overlap", commands=frozenset({UPSCALE}),
+    ),
+    Option(
+        "sd_upscale", float, None, "SD upscale: enlarge --init-image this much, then repaint it with "
+        "image-to-image tile by tile (tiles of --width x --height).", REQUEST, commands=RUNS, shapes_picture=True,
+        needs="init_image",
+    ),
+    Option(
+        "sd_upscale_upscaler", str, "lanczos", "SD upscale: lanczos or an upscaler model (a file or a name in "
+        "--upscaler-dir).", REQUEST, commands=RUNS, shapes_picture=True, needs="sd_upscale",
+    ),
+    Option(
+        "sd_upscale_overlap", int, 64, "SD upscale: pixels the tiles overlap by, blended across.", REQUEST,
+        commands=RUNS, shapes_picture=True, needs="sd_upscale",
     ),
 )

@@ -29,6 +29,7 @@ from sdgen.engine.request import (
     ImageJob,
     InitImage,
 )
+from sdgen.engine.sd_upscale import check_sd_upscale
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.prompts import wildcards
 from sdgen.prompts.editing import check_composable
@@ -65,12 +66,15 @@ def check_request(
     init_pixels, mask_pixels = _check_images(request, like)
     width, height = request.width, request.height
     check_fill(request.inpaint_fill)
+    default_size = model.native_size if model is not None else DEFAULT_SIZE
     if request.outpaint is not None:
         init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)
         width, height = init_pixels.size
+    elif request.sd_upscale is not None:
+        allow_pickle = model is not None and model.allow_unsafe_pickle
+        width, height = check_sd_upscale(request, init_pixels, mask_pixels, default_size, allow_pickle)
     elif init_pixels is not None:
         width, height = sides_from_image(request.init_image, init_pixels.size, width, height)
-    default_size = model.native_size if model is not None else DEFAULT_SIZE
     width, height = _checked_side("width", width, default_size), _checked_side("height", height, default_size)
     _check_hires(request, width, height, model is not None and model.allow_unsafe_pickle)
     given = {field.name: getattr(request, field.name) for field in fields(request)}

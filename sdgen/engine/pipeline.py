@@ -89,6 +89,14 @@ def generate_batch(
 
     if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
+    if tasks[0].request.sd_upscale is not None:  # tile by tile, each tile a batch of its own
+        from sdgen.engine.sd_upscale import sd_upscaled
+
+        def run_tile(given: GenerationRequest) -> GeneratedImage:
+            tile = check_request(given)
+            return generate_batch([ImageTask(tile, tile.jobs[0])], parts, on_step, on_step_end)[0]
+
+        return [sd_upscaled(task, parts, run_tile) for task in tasks]
     try:
         tiling = tasks[0].request.tiling  # the VAE's convolutions wrap too, and --decoder's tiny autoencoder's
         wrapping = (parts.unet, parts.vae, plugins.final_decoder(parts)) if tiling else ()

@@ -72,6 +72,9 @@ class GenerationRequest:
     hires_strength: float = default("hires_strength")
     hires_upscaler: str = default("hires_upscaler")  # latent, lanczos or an upscaler model (sdgen/models/upscalers.py)
     upscaler_dir: str | None = default("upscaler_dir")  # where an upscaler given by name is found
+    sd_upscale: float | None = default("sd_upscale")  # enlarge the init image, repaint it tile by tile
+    sd_upscale_upscaler: str = default("sd_upscale_upscaler")  # lanczos or an upscaler model
+    sd_upscale_overlap: int = default("sd_upscale_overlap")  # pixels the tiles overlap by
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors

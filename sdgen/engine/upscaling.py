@@ -98,17 +98,17 @@ def upscale_image(
     return result
 
 
-def loaded_upscaler(parts: Any, name: str, folder: str | None) -> Any:
+def loaded_upscaler(parts: Any, name: str, folder: str | None, key: str = "hires_upscaler") -> Any:
     """The upscaler model `name`, loaded once per loaded SD model (kept in parts.plugins) on its device, in its
     VAE's precision where the architecture allows it. The request check has found and recognised the file."""
     from sdgen.models.upscalers import find_upscaler, identify, load_upscaler
 
-    path = find_upscaler(name, folder, allow_pickle=True, key="hires_upscaler")
+    path = find_upscaler(name, folder, allow_pickle=True, key=key)
     kept: dict[str, Any] = parts.plugins.setdefault("upscalers", {})
     if path not in kept:
         placement = parts.placement
         dtype = upscaler_dtype(placement.device, placement.dtype)
-        kept[path] = load_upscaler(identify(path, "hires_upscaler"), placement.device, dtype)
+        kept[path] = load_upscaler(identify(path, key), placement.device, dtype)
     return kept[path]
 
 
