@@ -36,4 +36,30 @@ UPSCALE_ROWS: tuple[Option, ...] = (
         "sd_upscale_overlap", int, 64, "SD upscale: pixels the tiles overlap by, blended across.", REQUEST,
         commands=RUNS, shapes_picture=True, needs="sd_upscale",
     ),
+    # detail repair, as ADetailer (sdgen/engine/detail.py, sdgen/models/detectors.py)
+    Option(
+        "detail", list, None, "Detail repair (ADetailer): find each face (face, profile, eyes, upperbody, fullbody, "
+        "a cascade .xml or a YOLO .pt) and inpaint it again; repeat for more passes.", REQUEST,
+        field_name="details", commands=RUNS, shapes_picture=True,
+    ),
+    Option(
+        "detail_prompt", str, None, "Detail repair: the prompt of the repainted regions.", REQUEST,
+        empty="the image's prompt", commands=RUNS, shapes_picture=True, needs="detail", a1111="ADetailer prompt",
+    ),
+    Option(
+        "detail_strength", float, 0.4, "Detail repair: denoising strength of each region.", REQUEST, commands=RUNS,
+        shapes_picture=True, needs="detail", a1111="ADetailer denoising strength",
+    ),
+    Option(
+        "detail_steps", int, None, "Detail repair: steps of each region's inpainting.", REQUEST, empty="--steps",
+        commands=RUNS, shapes_picture=True, needs="detail", a1111="ADetailer steps",
+    ),
+    Option(
+        "detail_padding", int, 32, "Detail repair: pixels around each region that its inpainting sees.", REQUEST,
+        commands=RUNS, shapes_picture=True, needs="detail", a1111="ADetailer inpaint padding",
+    ),
+    Option(
+        "detail_blur", int, 4, "Detail repair: blur of each region's mask, in pixels.", REQUEST, commands=RUNS,
+        shapes_picture=True, needs="detail", a1111="ADetailer mask blur",
+    ),
 )

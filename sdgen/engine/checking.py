@@ -17,6 +17,7 @@ from sdgen.config.options import REQUEST
 from sdgen.config.schedulers import resolve
 from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine import plugins
+from sdgen.engine.detail import check_details
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
 from sdgen.engine.outpaint import check_fill, outpainted, parse_outpaint
 from sdgen.engine.request import (
@@ -66,6 +67,7 @@ def check_request(
     init_pixels, mask_pixels = _check_images(request, like)
     width, height = request.width, request.height
     check_fill(request.inpaint_fill)
+    check_details(request)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     if request.outpaint is not None:
         init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)

@@ -85,23 +85,28 @@ def generate_batch(
     on_step_end: StepEndHook | None = None,
 ) -> list[GeneratedImage]:
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
-    import torch
-
     if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
-    if tasks[0].request.sd_upscale is not None:  # tile by tile, each tile a batch of its own
-        from sdgen.engine.sd_upscale import sd_upscaled
+    if tasks[0].request.sd_upscale is not None or tasks[0].request.details:  # passes over whole pictures
+        from sdgen.engine.passes import run_passes
 
-        def run_tile(given: GenerationRequest) -> GeneratedImage:
-            tile = check_request(given)
-            return generate_batch([ImageTask(tile, tile.jobs[0])], parts, on_step, on_step_end)[0]
+        def run_part(given: GenerationRequest) -> GeneratedImage:  # a tile or a face: a request of its own
+            part = check_request(given)
+            return generate_batch([ImageTask(part, part.jobs[0])], parts, on_step, on_step_end)[0]
 
-        return [sd_upscaled(task, parts, run_tile) for task in tasks]
+        return run_passes(tasks, parts, run_part, lambda: _guarded_batch(tasks, parts, _Hooks(on_step, on_step_end)))
+    return _guarded_batch(tasks, parts, _Hooks(on_step, on_step_end))
+
+
+def _guarded_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: _Hooks) -> list[GeneratedImage]:
+    """One batch in inference mode, with --tiling's wrapped convolutions; running out of memory said plainly."""
+    import torch
+
     try:
         tiling = tasks[0].request.tiling  # the VAE's convolutions wrap too, and --decoder's tiny autoencoder's
         wrapping = (parts.unet, parts.vae, plugins.final_decoder(parts)) if tiling else ()
         with torch.inference_mode(), tiled(wrapping, tiling):
-            return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
+            return _generate_batch(tasks, parts, hooks)
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
@@ -367,7 +372,7 @@ def _hires_pass(
 
 
 def _check_finite(latents: torch.Tensor, seed: int) -> None:
-    if not torch_isfinite(latents):
+    if not bool(latents.isfinite().all()):
         raise GenerationError(
             f"The denoising loop produced NaN or infinite latents for seed {seed}; "
             "try --dtype float32 or another --scheduler."
@@ -389,8 +394,3 @@ def _embedding(text: str, task: ImageTask, parts: StableDiffusionParts) -> torch
         cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
     return cache[key]
 
-
-def torch_isfinite(tensor: torch.Tensor) -> bool:
-    import torch
-
-    return bool(torch.isfinite(tensor).all())

@@ -75,6 +75,12 @@ class GenerationRequest:
     sd_upscale: float | None = default("sd_upscale")  # enlarge the init image, repaint it tile by tile
     sd_upscale_upscaler: str = default("sd_upscale_upscaler")  # lanczos or an upscaler model
     sd_upscale_overlap: int = default("sd_upscale_overlap")  # pixels the tiles overlap by
+    details: tuple[str, ...] = ()  # --detail DETECTOR: regions found and inpainted again (sdgen/engine/detail.py)
+    detail_prompt: str | None = default("detail_prompt")  # None: the image's prompt
+    detail_strength: float = default("detail_strength")
+    detail_steps: int | None = default("detail_steps")  # None: num_inference_steps
+    detail_padding: int = default("detail_padding")
+    detail_blur: int = default("detail_blur")
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors

@@ -147,7 +147,7 @@ def sd_upscaled(
             crop = picture.crop((left, top, left + request.width, top + request.height))
             done = run_tile(GenerationRequest(**given | {
                 "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed,
-                "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None,
+                "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (),
             }))
             seconds += done.seconds
             tiles.append((left, top, np.asarray(done.image.convert("RGB"))))
