@@ -350,7 +350,7 @@ def test_hires_pass_equals_text_to_image_then_image_to_image(tiny_parts, upscale
     ("overrides", "message"),
     [
         ({"hires_scale": 1.0}, "Invalid hires_scale 1.0: must be more than 1"),
-        ({"hires_scale": 2.0, "hires_upscaler": "esrgan"}, "choose latent or lanczos"),
+        ({"hires_scale": 2.0, "hires_upscaler": "esrgan"}, "give latent, lanczos or an upscaler model file"),
         ({"hires_scale": 2.0, "hires_strength": 0.05, "hires_steps": 10}, "runs no step"),
         ({"hires_scale": 8.0, "width": 1024}, "more than 4096"),
     ],

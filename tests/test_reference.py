@@ -50,7 +50,10 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
     assert set(table.image_fields()) == {
         "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "schedule", "width", "height",
         "strength",
-        "init_image", "mask", "invert_mask", "mask_blur", "lora", "embedding", "clip_skip", "weighting",
+        "init_image", "mask", "invert_mask", "mask_blur", "outpaint", "inpaint_fill", "sd_upscale",
+        "sd_upscale_upscaler", "sd_upscale_overlap", "detail", "detail_prompt", "detail_strength", "detail_steps",
+        "detail_padding", "detail_blur",
+        "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",
         "subseed", "subseed_strength", "seed_resize_from", "tiling",
@@ -59,6 +62,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
     }
     assert set(line_kinds()) == {
         *table.image_fields(), "num_images", "lora_dir", "embedding_dir", "style", "control_dir", "adapter_dir",
+        "upscaler_dir",
     }
     assert record_keys() == {
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
@@ -68,7 +72,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
     }
     assert {str(row.record) for row in table.recorded()} == {
         *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",
-        "adapter_dir", "model_config", "prediction_type", "decoder", "token_merging",
+        "adapter_dir", "upscaler_dir", "model_config", "prediction_type", "decoder", "token_merging",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
              "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None,

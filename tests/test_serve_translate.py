@@ -69,18 +69,20 @@ def test_the_hires_fields() -> None:
     assert (values["hires_scale"], values["hires_upscaler"], values["hires_steps"], values["hires_strength"]) == (
         1.5, "lanczos", 7, 0.4)
     assert request_values(Txt2ImgBody(enable_hr=True), DEFAULTS)["hires_steps"] is None  # 0: the same steps
-    with pytest.raises(InvalidRequestError, match="R-ESRGAN"):
-        request_values(Txt2ImgBody(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"), DEFAULTS)
+    # another name is an upscaler model's, found in --upscaler-dir when the request is checked
+    assert request_values(Txt2ImgBody(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"), DEFAULTS)["hires_upscaler"] == (
+        "R-ESRGAN 4x+")
     with pytest.raises(InvalidRequestError, match="hr_scale"):
         request_values(Txt2ImgBody(enable_hr=True, hr_resize_x=1024), DEFAULTS)
 
 
 def test_img2img_images_with_or_without_a_data_prefix_and_the_mask_fields() -> None:
     body = Img2ImgBody(init_images=[png64(prefix=True)], mask=png64(), denoising_strength=0.3, mask_blur=0,
-                       inpainting_mask_invert=1)
+                       inpainting_mask_invert=1, inpainting_fill=2)
     values = request_values(body, DEFAULTS)
     assert values["init_image"].size == (16, 8) and values["init_image"].mode == "RGB"
     assert values["mask"].mode == "L" and values["invert_mask"] is True and values["mask_blur"] == 0
+    assert values["inpaint_fill"] == "noise"  # A1111's 2, latent noise
     assert values["strength"] == 0.3
     assert request_values(Img2ImgBody(init_images=[png64()]), DEFAULTS)["mask"] is None
     with pytest.raises(InvalidRequestError, match="exactly one"):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sdgen.cli import control, generate, models, pictures, serve, tools
+from sdgen.cli import control, generate, models, pictures, serve, tools, upscale
 from sdgen.config.options import GENERATE
 from sdgen.errors import EXIT_INTERRUPTED
 from sdgen.version import __version__
@@ -84,7 +84,7 @@ def build_app() -> typer.Typer:
         help=APP_HELP,
     )
     app.callback()(_root)
-    for commands in (generate, pictures, tools, models, serve, control):
+    for commands in (generate, pictures, tools, models, serve, control, upscale):
         commands.register(app)
     return app
 

@@ -38,11 +38,14 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     RUNS,
     SCHEDULE,
     SERVE,
+    UPSCALE,
     Option,
     OptionTable,
 )
 from sdgen.config.output_options import OUTPUT_ROWS
 from sdgen.config.schedulers import DEFAULT_SCHEDULER
+from sdgen.config.steering_options import STEERING_ROWS
+from sdgen.config.upscale_options import UPSCALE_ROWS
 from sdgen.errors import UsageError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -87,7 +90,9 @@ OPTIONS: Mapping[str, Option] = _table(
     Option(
         "allow_unsafe_pickle", bool, False,
         "Load a pickled .ckpt/.pt --model, reading tensors only (torch.load weights_only); better: sdgen convert.",
-        MODEL, layered=False, commands=LOADERS,
+        MODEL, layered=False, commands=LOADERS | {UPSCALE},
+        help_for={UPSCALE: "Load a pickled .pth upscaler, reading tensors only (torch.load weights_only); better: "
+                  "sdgen convert."},
     ),
     Option(
         "vae", str, None, "Another VAE: .safetensors file, diffusers folder or Hub id (stabilityai/sd-vae-ft-mse).",
@@ -178,6 +183,14 @@ OPTIONS: Mapping[str, Option] = _table(
         "mask_blur", int, 4, "Inpainting: blur the mask's edge by this many pixels (A1111's Mask blur).", REQUEST,
         shapes_picture=True, needs="mask", a1111="Mask blur",
     ),
+    Option(
+        "outpaint", str, None, "Extend --init-image's canvas and paint the new area: SIDE=PIXELS,... (left, top, "
+        "right, bottom; multiples of 8).", REQUEST, commands=RUNS, shapes_picture=True, needs="init_image",
+    ),
+    Option(
+        "inpaint_fill", str, "original", "What a masked or outpainted region starts from: original, fill, noise "
+        "or nothing (A1111's Masked content).", REQUEST, shapes_picture=True, needs="init_image",
+    ),
     # the hires pass (A1111's "hires fix")
     Option(
         "hires_scale", float, None, "Hires pass: make the image at its size, scale it up this much, then img2img.",
@@ -192,9 +205,17 @@ OPTIONS: Mapping[str, Option] = _table(
         shapes_picture=True, needs="hires_scale", a1111="Denoising strength",
     ),
     Option(
-        "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents) or lanczos (scale the image).",
+        "hires_upscaler", str, "latent", "Hires pass: latent (scale the latents), lanczos (scale the image) or "
+        "an upscaler model (a file or a name in --upscaler-dir).",
         REQUEST, commands=RUNS, shapes_picture=True, needs="hires_scale", a1111="Hires upscaler",
     ),
+    # upscaler models (sdgen/models/upscalers.py, docs/upscaling.md)
+    Option(
+        "upscaler_dir", str, None, "Folder of upscaler models (A1111's models/ESRGAN): --upscaler NAME and "
+        "--hires-upscaler NAME find NAME.safetensors there.", REQUEST, path=True, commands=MAKERS | {UPSCALE},
+        batch_line="upscaler_dir", record="upscaler_dir",
+    ),
+    *UPSCALE_ROWS,
     # prompts as A1111 users write them (sdgen/prompts/)
     Option(
         "weighting", bool, True,
@@ -280,53 +301,13 @@ OPTIONS: Mapping[str, Option] = _table(
         "sag_scale", float, 0.0, "Self-attention guidance scale (0.75 typical); one more U-Net pass a step.",
         REQUEST, empty="0, off", shapes_picture=True,
     ),
-    # steering with images (sdgen/engine/plugins/controlnet.py, docs/controlnet.md)
-    Option(
-        "control", list, None,
-        "ControlNet: MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR] (MODE balanced, prompt "
-        "or control; RESIZE crop, resize or fill; PREPROCESSOR none, invert or canny); repeat.",
-        REQUEST, field_name="controls", commands=RUNS, shapes_picture=True,
-    ),
-    Option(
-        "control_dir", str, None, "Folder of ControlNets (A1111's models/ControlNet): --control canny=... finds "
-        "control_v11p_sd15_canny.safetensors there.", REQUEST, path=True, batch_line="control_dir",
-        record="control_dir",
-    ),
-    Option(
-        "adapter", list, None,
-        "T2I-Adapter: MODEL=IMAGE[:WEIGHT][:RESIZE][:PREPROCESSOR] (RESIZE crop, resize or fill; PREPROCESSOR none, "
-        "invert or canny); repeat.",
-        REQUEST, field_name="adapters", commands=RUNS, shapes_picture=True,
-    ),
-    Option(
-        "adapter_dir", str, None, "Folder of T2I-Adapters (diffusers folders): --adapter canny=... finds "
-        "t2iadapter_canny_sd15v2 there.", REQUEST, path=True, batch_line="adapter_dir", record="adapter_dir",
-    ),
-    Option(
-        "ip_adapter", str, None,
-        "IP-Adapter: Hub id (h94/IP-Adapter, or h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors), a folder "
-        "holding ip-adapter_sd15.safetensors or ip-adapter-plus_sd15.safetensors, or the file.",
-        REQUEST, empty="off", commands=RUNS, shapes_picture=True,
-    ),
-    Option(
-        "ip_image", list, None, "IP-Adapter: a picture the image should follow; repeat for several.", REQUEST,
-        field_name="ip_images", commands=RUNS, shapes_picture=True, needs="ip_adapter",
-    ),
-    Option(
-        "ip_scale", float, 1.0, "IP-Adapter: how strongly its images steer (diffusers' set_ip_adapter_scale).",
-        REQUEST, commands=RUNS, shapes_picture=True, needs="ip_adapter",
-    ),
-    Option(
-        "ip_encoder", str, None, "IP-Adapter: the image encoder's folder (a CLIPVisionModelWithProjection).",
-        REQUEST, empty="image_encoder beside the adapter's file", path=True, commands=RUNS, shapes_picture=True,
-        needs="ip_adapter",
-    ),
+    *STEERING_ROWS,  # ControlNet, T2I-Adapter, IP-Adapter (sdgen/config/steering_options.py)
     # where and how it runs
-    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE}),
+    Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE, UPSCALE}),
     Option(
         "dtype", str, "auto",
         "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",
-        MODEL, commands=MAKERS | {NOISE}, shapes_picture=True,
+        MODEL, commands=MAKERS | {NOISE, UPSCALE}, shapes_picture=True,
     ),
     Option(
         "attention_slicing", bool, False,
@@ -397,4 +378,7 @@ def _command_flag(key: str | None) -> str:
     """A command's own option outside the table (--timesteps of `sdgen noise`); the prompt is an argument."""
     if not key:
         return "value"
-    return key if key == "prompt" else "--" + key.replace("_", "-")
+    return ARGUMENTS.get(key) or "--" + key.replace("_", "-")
+
+
+ARGUMENTS = {"prompt": "prompt", "images": "IMAGE"}  # commands' arguments, as errors name them

@@ -19,7 +19,9 @@ from typing import Any
 # (where and how images are written), the pictures of the process (strips, previews, grids), or the run
 # itself (logging, the batch reader).
 REQUEST, MODEL, OUTPUT, PICTURES, RUN = "request", "model", "output", "pictures", "run"
+UPSCALING = "upscaling"  # what `sdgen upscale` does to each picture (sdgen/config/specs.py's UpscaleSpec)
 GENERATE, BATCH, GRID, NOISE, SCHEDULE, SERVE = "generate", "batch", "grid", "noise", "schedule", "serve"
+UPSCALE = "upscale"
 BOTH = frozenset({GENERATE, BATCH})
 MAKERS = frozenset({GENERATE, BATCH, GRID, SERVE})  # the commands that generate images
 RUNS = MAKERS - {SERVE}  # ... from prompts on their own command line or file (`serve` takes them per request)
@@ -36,7 +38,7 @@ class Option:
     # batch lines must give
     default: Any  # the built-in value; None means no value (then `empty` says what happens)
     help: str
-    target: str  # REQUEST, MODEL, OUTPUT, PICTURES or RUN
+    target: str  # REQUEST, MODEL, OUTPUT, PICTURES, RUN or UPSCALING
     short: str | None = None  # one-letter flag, e.g. "-g"
     flag: str | None = None  # the long flag when it is not --key-with-dashes
     field_name: str | None = None  # the target's field when it is not the key (steps -> num_inference_steps)

@@ -17,6 +17,7 @@ from sdgen.config.optiontable import (
     RUNS,
     SCHEDULE,
     SERVE,
+    UPSCALE,
     Option,
 )
 
@@ -24,10 +25,15 @@ OUTPUT_ROWS: tuple[Option, ...] = (
     # where the images go
     Option(
         "output", str, None, "FILE.png, a folder ending in /, or - for stdout.", OUTPUT, short="-o",
-        empty="outputs/", commands=LOADERS - {SERVE}, help_for={BATCH: "Output folder. [default: outputs/]"},
+        empty="outputs/", commands=(LOADERS - {SERVE}) | {UPSCALE},
+        help_for={
+            BATCH: "Output folder. [default: outputs/]",
+            UPSCALE: "FILE.png (one input), a folder ending in / or - for stdout. [default: beside each input]",
+        },
     ),
     Option(
-        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False, commands=LOADERS - {SERVE},
+        "overwrite", bool, False, "Replace existing files.", OUTPUT, layered=False,
+        commands=(LOADERS - {SERVE}) | {UPSCALE},
         help_for={BATCH: "Regenerate and replace finished images."},
     ),
     Option(
@@ -105,9 +111,10 @@ OUTPUT_ROWS: tuple[Option, ...] = (
     # the terminal
     Option(
         "quiet", bool, False, "No progress, notes or warnings on stderr.", RUN, short="-q", layered=False,
-        commands=LOADERS,
+        commands=LOADERS | {UPSCALE},
     ),
     Option(
-        "verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False, commands=LOADERS
+        "verbose", bool, False, "More logs; tracebacks on errors.", RUN, short="-v", layered=False,
+        commands=LOADERS | {UPSCALE},
     ),
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 from sdgen.config import options
 from sdgen.config.options import OUTPUT, PICTURES, default
+from sdgen.config.optiontable import UPSCALING
 from sdgen.errors import NAME, InvalidRequestError
 
 MAX_STEPS = 1000
@@ -98,3 +99,36 @@ def fields_for(cls: type, target: str, values: Mapping[str, Any]) -> dict[str, A
 def check_int(key: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a whole number from {low} to {high}.", key)
+
+
+@dataclass(frozen=True)
+class UpscaleSpec:
+    """What `sdgen upscale` does to each picture: which upscaler model, by how much, in which tiles."""
+
+    upscaler: str | None = default("upscaler")  # a file, or a name in --upscaler-dir
+    upscale_by: float | None = default("upscale_by")  # None: the model's own scale
+    upscale_tile: int = default("upscale_tile")  # input pixels a side; 0: the whole picture at once
+    upscale_overlap: int = default("upscale_overlap")  # context pixels around each tile
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> UpscaleSpec:
+        return cls(**fields_for(cls, UPSCALING, values))
+
+    def checked(self) -> UpscaleSpec:
+        if not self.upscaler:
+            raise InvalidRequestError(
+                f"Invalid {NAME}: no upscaler; pass --upscaler FILE (e.g. 4x-UltraSharp.safetensors), or a name with "
+                "--upscaler-dir.", "upscaler",
+            )
+        by = self.upscale_by
+        if by is not None and (isinstance(by, bool) or not isinstance(by, (int, float)) or not 0 < by <= MAX_UPSCALE):
+            raise InvalidRequestError(f"Invalid {NAME} {by!r}: must be more than 0 and at most {MAX_UPSCALE}.",
+                                      "upscale_by")
+        if self.upscale_tile != 0:
+            check_int("upscale_tile", self.upscale_tile, MIN_TILE, MAX_TILE)
+        check_int("upscale_overlap", self.upscale_overlap, 0, MAX_TILE // 4)
+        return self
+
+
+MAX_UPSCALE = 16
+MIN_TILE, MAX_TILE = 32, 4096

@@ -17,7 +17,9 @@ from sdgen.config.options import REQUEST
 from sdgen.config.schedulers import resolve
 from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine import plugins
+from sdgen.engine.detail import check_details
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
+from sdgen.engine.outpaint import check_fill, outpainted, parse_outpaint
 from sdgen.engine.request import (
     HIRES_UPSCALERS,
     MAX_SEED,
@@ -28,6 +30,7 @@ from sdgen.engine.request import (
     ImageJob,
     InitImage,
 )
+from sdgen.engine.sd_upscale import check_sd_upscale
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.prompts import wildcards
 from sdgen.prompts.editing import check_composable
@@ -63,11 +66,19 @@ def check_request(
             check_composable(prompt, request.guidance_scale, request.cfg_end)
     init_pixels, mask_pixels = _check_images(request, like)
     width, height = request.width, request.height
-    if init_pixels is not None:
-        width, height = sides_from_image(request.init_image, init_pixels.size, width, height)
+    check_fill(request.inpaint_fill)
+    check_details(request)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
+    if request.outpaint is not None:
+        init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)
+        width, height = init_pixels.size
+    elif request.sd_upscale is not None:
+        allow_pickle = model is not None and model.allow_unsafe_pickle
+        width, height = check_sd_upscale(request, init_pixels, mask_pixels, default_size, allow_pickle)
+    elif init_pixels is not None:
+        width, height = sides_from_image(request.init_image, init_pixels.size, width, height)
     width, height = _checked_side("width", width, default_size), _checked_side("height", height, default_size)
-    _check_hires(request, width, height)
+    _check_hires(request, width, height, model is not None and model.allow_unsafe_pickle)
     given = {field.name: getattr(request, field.name) for field in fields(request)}
     checked = _checked_type(type(request))(
         **given | {
@@ -176,6 +187,30 @@ def _check_images(request: GenerationRequest, like: CheckedRequest | None) -> tu
     return init, mask
 
 
+def _outpainted(
+    request: GenerationRequest, init: UserImage | None, mask: UserImage | None
+) -> tuple[UserImage, UserImage]:
+    """The larger canvas and its mask (sdgen/engine/outpaint.py) in place of the init image and a mask."""
+    sides = parse_outpaint(request.outpaint)
+    if init is None:
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: outpainting extends an --init-image; "
+                                  "give one.", "outpaint")
+    if mask is not None or request.width is not None or request.height is not None:
+        given = "--mask" if mask is not None else "--width/--height"
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r} with {given}: outpainting makes its own "
+                                  "mask and size; leave it out.", "outpaint")
+    canvas, made = outpainted(init.pixels(), sides)
+    for side in (canvas.width, canvas.height):
+        if side > MAX_SIZE:
+            raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: the canvas would be "
+                                      f"{canvas.width}x{canvas.height}, more than {MAX_SIZE}.", "outpaint")
+    if init.size[0] % 8 or init.size[1] % 8:
+        raise InvalidRequestError(f"Invalid {NAME} {request.outpaint!r}: the init image is {init.size[0]}x"
+                                  f"{init.size[1]}; outpaint a picture whose sides are multiples of 8.", "outpaint")
+    check_int("mask_blur", request.mask_blur, 0, 256)
+    return UserImage(canvas, "init_image"), UserImage(made, "mask")
+
+
 def _decoded(source: InitImage, key: str, like: CheckedRequest | None) -> UserImage:
     known = getattr(like, key) if like is not None else None
     if known is not None and known is source or (isinstance(source, (str, Path)) and known == source):
@@ -197,7 +232,7 @@ def _checked_side(key: str, value: int | None, default_size: int) -> int:
     return value
 
 
-def _check_hires(request: GenerationRequest, width: int, height: int) -> None:
+def _check_hires(request: GenerationRequest, width: int, height: int, allow_pickle: bool = False) -> None:
     scale = request.hires_scale
     if scale is None:
         return
@@ -231,10 +266,11 @@ def _check_hires(request: GenerationRequest, width: int, height: int) -> None:
             "so that hires steps x strength >= 1.",
             "hires_strength",
         )
-    if request.hires_upscaler not in HIRES_UPSCALERS:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {request.hires_upscaler!r}: choose latent or lanczos.", "hires_upscaler"
-        )
+    if request.hires_upscaler not in HIRES_UPSCALERS:  # an upscaler model: found and recognised now
+        from sdgen.models.upscalers import find_upscaler, identify
+
+        upscaler = str(request.hires_upscaler)
+        identify(find_upscaler(upscaler, request.upscaler_dir, allow_pickle, "hires_upscaler"), "hires_upscaler")
 
 
 def _check_texts(request: GenerationRequest) -> None:

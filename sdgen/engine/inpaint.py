@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sdgen.engine.latents import encode_image, image_to_tensor
+from sdgen.engine.outpaint import fill_masked
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -40,6 +41,7 @@ class InpaintInputs:
     mask: torch.Tensor  # (1, 1, H, W): 1 = repaint, 0 = keep (binarized)
     mask_image: Image.Image  # the blurred mask before binarizing: what the final paste uses
     init_image: Image.Image  # at the output size
+    fill: str = "original"  # what the masked latents start from (sdgen/engine/outpaint.py): noise, nothing ...
 
 
 def mask_image(request: CheckedRequest) -> Image.Image:
@@ -70,7 +72,8 @@ def inpaint_inputs(request: CheckedRequest, vae_scale_factor: int) -> InpaintInp
     resized = mask.resize(size) if mask.size != size else mask
     image = init_image.convert("RGB")
     image = image.resize(size) if image.size != size else image
-    return InpaintInputs(image_to_tensor(init_image, *size), binary, resized, image)
+    start = fill_masked(image, resized) if request.inpaint_fill == "fill" else init_image  # A1111's "fill"
+    return InpaintInputs(image_to_tensor(start, *size), binary, resized, image, request.inpaint_fill)
 
 
 class Inpainting:
@@ -124,6 +127,9 @@ class Inpainting:
         if full:
             return self.noise * scheduler.init_noise_sigma
         assert self.image_latents is not None
+        if self.inputs.fill in ("noise", "nothing"):  # A1111's latent noise (its seeds' noise) and latent nothing
+            fill = self.noise if self.inputs.fill == "noise" else 0.0
+            self.image_latents = self.image_latents * (1 - self.mask) + self.mask * fill
         return scheduler.add_noise(self.image_latents, self.noise, timesteps[:1].repeat(shape[0]))
 
     def conditioning(self, cond: Conditioning) -> Conditioning:

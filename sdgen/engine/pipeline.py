@@ -85,15 +85,28 @@ def generate_batch(
     on_step_end: StepEndHook | None = None,
 ) -> list[GeneratedImage]:
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
-    import torch
-
     if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
+    if tasks[0].request.sd_upscale is not None or tasks[0].request.details:  # passes over whole pictures
+        from sdgen.engine.passes import run_passes
+
+        def run_part(given: GenerationRequest) -> GeneratedImage:  # a tile or a face: a request of its own
+            part = check_request(given)
+            return generate_batch([ImageTask(part, part.jobs[0])], parts, on_step, on_step_end)[0]
+
+        return run_passes(tasks, parts, run_part, lambda: _guarded_batch(tasks, parts, _Hooks(on_step, on_step_end)))
+    return _guarded_batch(tasks, parts, _Hooks(on_step, on_step_end))
+
+
+def _guarded_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: _Hooks) -> list[GeneratedImage]:
+    """One batch in inference mode, with --tiling's wrapped convolutions; running out of memory said plainly."""
+    import torch
+
     try:
         tiling = tasks[0].request.tiling  # the VAE's convolutions wrap too, and --decoder's tiny autoencoder's
         wrapping = (parts.unet, parts.vae, plugins.final_decoder(parts)) if tiling else ()
         with torch.inference_mode(), tiled(wrapping, tiling):
-            return _generate_batch(tasks, parts, _Hooks(on_step, on_step_end))
+            return _generate_batch(tasks, parts, hooks)
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
@@ -131,7 +144,7 @@ class _Hooks:
 def _generate_batch(tasks: list[ImageTask], parts: StableDiffusionParts, hooks: _Hooks) -> list[GeneratedImage]:
     started = time.perf_counter()
     request = tasks[0].request  # size, steps, scheduler, guidance, init image and LoRAs are shared
-    if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask is None:
+    if parts.unet.config.in_channels == INPAINT_CHANNELS and request.mask_pixels is None:
         raise GenerationError(
             f"{parts.source.model!r} is an inpainting model (a 9-channel U-Net): give --init-image and --mask, or "
             "use a standard model for text-to-image and image-to-image."
@@ -194,7 +207,7 @@ def _denoise_and_decode(
     # 4-5. the starting latents (noise, or the init image noised to the start step), then the loop
     start = None
     inpainting = None
-    if request.mask is not None:  # inpainting (sdgen/engine/inpaint.py): the mask decides what is repainted
+    if request.mask_pixels is not None:  # inpainting (sdgen/engine/inpaint.py; outpainting makes its own mask)
         inputs = inpaint_inputs(request, parts.vae_scale_factor)
         inpainting = Inpainting(inputs, parts, len(tasks), request.guidance_scale > 1.0)
     elif request.init_pixels is not None:
@@ -333,7 +346,8 @@ def _hires_pass(
 ) -> torch.Tensor:
     """A1111's hires fix. `latent`: the latents scaled up (bilinear, A1111's "Latent"); `lanczos`: the
     image decoded, scaled up with Pillow's Lanczos and encoded again, exactly as `--init-image` of that image
-    at the large size would. Then image-to-image with --hires-steps and --hires-strength."""
+    at the large size would; an upscaler model: the decoded image through it (sdgen/engine/upscaling.py).
+    Then image-to-image with --hires-steps and --hires-strength."""
     import torch
 
     request = tasks[0].request
@@ -345,6 +359,11 @@ def _hires_pass(
         start: StartLatents = lambda generators: upscaled  # noqa: E731
     else:
         images, _ = decode_latents(parts.vae, latents)
+        if request.hires_upscaler != "lanczos":  # an upscaler model, then Lanczos to the exact size (A1111's way)
+            from sdgen.engine.upscaling import loaded_upscaler, upscale_image
+
+            model = loaded_upscaler(parts, request.hires_upscaler, request.upscaler_dir)
+            images = [upscale_image(model, image, width, height) for image in images]
         start = encoded_start([image_to_tensor(image, width, height) for image in images], parts.vae, parts.placement)
     if request.hires_strength == 0:  # as A1111 with no denoising: no step runs, the upscaled image is the result
         return start([make_generator(task.seed, parts.placement) for task in tasks])
@@ -353,7 +372,7 @@ def _hires_pass(
 
 
 def _check_finite(latents: torch.Tensor, seed: int) -> None:
-    if not torch_isfinite(latents):
+    if not bool(latents.isfinite().all()):
         raise GenerationError(
             f"The denoising loop produced NaN or infinite latents for seed {seed}; "
             "try --dtype float32 or another --scheduler."
@@ -375,8 +394,3 @@ def _embedding(text: str, task: ImageTask, parts: StableDiffusionParts) -> torch
         cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
     return cache[key]
 
-
-def torch_isfinite(tensor: torch.Tensor) -> bool:
-    import torch
-
-    return bool(torch.isfinite(tensor).all())

@@ -64,11 +64,23 @@ class GenerationRequest:
     mask: InitImage | None = None
     invert_mask: bool = default("invert_mask")
     mask_blur: int = default("mask_blur")
+    outpaint: str | None = default("outpaint")  # left=128,top=64: a larger canvas (sdgen/engine/outpaint.py)
+    inpaint_fill: str = default("inpaint_fill")  # what the masked region starts from: original, fill, noise, nothing
     # the hires pass: generate, upscale by hires_scale, then img2img at the large size (None: off)
     hires_scale: float | None = default("hires_scale")
     hires_steps: int | None = default("hires_steps")  # None: num_inference_steps
     hires_strength: float = default("hires_strength")
-    hires_upscaler: str = default("hires_upscaler")  # latent or lanczos
+    hires_upscaler: str = default("hires_upscaler")  # latent, lanczos or an upscaler model (sdgen/models/upscalers.py)
+    upscaler_dir: str | None = default("upscaler_dir")  # where an upscaler given by name is found
+    sd_upscale: float | None = default("sd_upscale")  # enlarge the init image, repaint it tile by tile
+    sd_upscale_upscaler: str = default("sd_upscale_upscaler")  # lanczos or an upscaler model
+    sd_upscale_overlap: int = default("sd_upscale_overlap")  # pixels the tiles overlap by
+    details: tuple[str, ...] = ()  # --detail DETECTOR: regions found and inpainted again (sdgen/engine/detail.py)
+    detail_prompt: str | None = default("detail_prompt")  # None: the image's prompt
+    detail_strength: float = default("detail_strength")
+    detail_steps: int | None = default("detail_steps")  # None: num_inference_steps
+    detail_padding: int = default("detail_padding")
+    detail_blur: int = default("detail_blur")
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors

@@ -116,29 +116,37 @@ def read_pickled_tensors(path: Path) -> dict[str, Any]:
     """A pickled checkpoint's tensors through torch.load(weights_only=True): tensors and plain containers
     only; a file that would build any other object (run code) is refused. A1111 checkpoints keep theirs
     under "state_dict"."""
+    import torch
+
+    data = read_pickled_data(path)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: it holds no tensors by name.", "model")
+    return {key: value for key, value in data.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
+
+
+def read_pickled_data(path: Path, key: str = "model") -> Any:
+    """What a pickle holds, through torch.load(weights_only=True): tensors and plain containers only (nested
+    as the file has them); a file that would build any other object (run code) is refused."""
     import pickle
 
     import torch
 
     try:
         try:  # mapped, not read, for the zip format torch has written since 1.6
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
-            data = torch.load(path, map_location="cpu", weights_only=True)  # an older, legacy-format file
+            return torch.load(path, map_location="cpu", weights_only=True)  # an older, legacy-format file
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         lines = str(error).strip().splitlines()
         raise InvalidRequestError(
             f"Invalid {NAME} {str(path)!r}: it cannot be read safely ({lines[0][:200] if lines else error}); "
             "a file that needs more than tensors to load is refused.",
-            "model",
+            key,
         ) from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise InvalidRequestError(f"Invalid {NAME} {str(path)!r}: it holds no tensors by name.", "model")
-    return {key: value for key, value in data.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
 
 
 def config_folder(model_config: str | None, offline: bool, family: str = "sd1") -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +111,8 @@ def _pass_fields(request: CheckedRequest) -> list[tuple[str, object]]:
         fields.append((name["hires_scale"], _number(request.hires_scale)))
         if run is not None:
             fields.append((name["hires_steps"], run))
-        fields.append((name["hires_upscaler"], HIRES_UPSCALERS[request.hires_upscaler]))
+        upscaler = request.hires_upscaler  # an upscaler model goes by its file's name, as A1111 writes it
+        fields.append((name["hires_upscaler"], HIRES_UPSCALERS.get(upscaler) or Path(upscaler).stem))
     return fields
 
 

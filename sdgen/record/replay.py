@@ -53,12 +53,8 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
         if name["hires_scale"] in fields:
             upscaler = fields.get(name["hires_upscaler"], "Latent")
             known = {a1111.lower(): key for key, a1111 in HIRES_UPSCALERS.items()}
-            if upscaler.lower() not in known:
-                raise InvalidRequestError(
-                    f"{str(path)!r} was made with hires upscaler {upscaler!r}, which sdgen does not have; "
-                    "pass --hires-upscaler latent or lanczos."
-                )
-            values["hires_upscaler"] = known[upscaler.lower()]
+            # another name is an upscaler model's, found by name in --upscaler-dir when the request is checked
+            values["hires_upscaler"] = known.get(upscaler.lower(), upscaler)
         values |= _a1111_counting(fields, values)
         values |= _a1111_facts(fields)
     except ValueError as error:

@@ -21,6 +21,7 @@ from sdgen.errors import InvalidRequestError, UsageError
 from sdgen.prompts.styles import styles_listing
 from sdgen.serve import listings, pnginfo, replies
 from sdgen.serve.engine import Engine, ShuttingDown
+from sdgen.serve.extras import extras_routes
 from sdgen.serve.guards import BasicAuth, BodyLimit
 from sdgen.serve.schema import (
     GenerationBody,
@@ -48,6 +49,7 @@ def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: in
     _generation_routes(api, engine, auth)
     _setting_routes(api, engine, auth)
     _list_routes(api, engine, auth)
+    extras_routes(api, engine, auth)
     app.include_router(api)
     app.include_router(_queue_router(engine, guard, auth))
     replies.install(app)
@@ -167,8 +169,7 @@ def _list_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
         "/face-restorers": list, "/hypernetworks": list, "/realesrgan-models": list,
         "/prompt-styles": lambda: styles_listing(settings.get("styles_file")),
         "/scripts": lambda: {"txt2img": [], "img2img": []},
-        "/upscalers": lambda: [{"name": name, "model_name": None, "model_path": None, "model_url": None,
-                                "scale": 4} for name in ("None", "Lanczos")],
+        "/upscalers": lambda: listings.upscalers(settings),
         "/latent-upscale-modes": lambda: [{"name": "Latent"}],
         "/schedulers": lambda: [{"name": s.key, "label": s.label, "aliases": list(s.aliases) or None,
                                  "default_rho": s.default_rho, "need_inner_model": s.need_inner_model}

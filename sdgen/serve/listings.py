@@ -139,3 +139,18 @@ def _embedding_shape(path: Path) -> tuple[int | None, int | None]:
     except (OSError, ValueError, StopIteration, KeyError, TypeError):
         return None, None
     return (shape[0], shape[-1]) if len(shape) == 2 else (1, shape[-1])
+
+
+def upscalers(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/upscalers: None and Lanczos, then --upscaler-dir's model files (their scale read from the
+    name, "4x-UltraSharp", as A1111 reads it; 4 when the name does not say)."""
+    from sdgen.models.upscalers import list_upscaler_files
+
+    entries = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+               for name in ("None", "Lanczos")]
+    for path in list_upscaler_files(settings.get("upscaler_dir") or ""):
+        match = re.search(r"(\d+)[xX]|[xX](\d+)", path.stem)
+        scale = int(match.group(1) or match.group(2)) if match else 4
+        entries.append({"name": path.stem, "model_name": path.stem, "model_path": str(path), "model_url": None,
+                        "scale": scale})
+    return entries

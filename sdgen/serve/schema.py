@@ -163,6 +163,8 @@ class Img2ImgBody(GenerationBody):
     mask: Text | None = Field(None, description="Inpainting: base64 mask, white = repaint.")
     mask_blur: Whole | None = None
     inpainting_mask_invert: Whole = Field(0, description="1: repaint where the mask is black.")
+    inpainting_fill: Whole | None = Field(None, ge=0, le=3, description="Masked content: 0 fill, 1 original, "
+                                          "2 latent noise, 3 latent nothing. null: the server's (original).")
     include_init_images: bool = False
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.config.schedulers import AUTOMATIC, a1111_names, resolve
 from sdgen.engine import plugins
+from sdgen.engine.outpaint import FILLS
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.record.metadata import a1111_parameters
@@ -108,15 +109,11 @@ def _hires(body: Txt2ImgBody) -> dict[str, Any]:
         )
     upscaler = (body.hr_upscaler or "Latent").strip()
     known = {a1111.lower(): name for name, a1111 in HIRES_UPSCALERS.items()}
-    if upscaler.lower() not in known:
-        raise InvalidRequestError(
-            f"Invalid {NAME} {upscaler!r}: sdgen's hires pass has {' and '.join(HIRES_UPSCALERS.values())}.",
-            "hires_upscaler",
-        )
     values: dict[str, Any] = {
         "hires_scale": body.hr_scale,
         "hires_steps": body.hr_second_pass_steps or None,
-        "hires_upscaler": known[upscaler.lower()],
+        # another name is an upscaler model's (GET /sdapi/v1/upscalers), found in --upscaler-dir by the check
+        "hires_upscaler": known.get(upscaler.lower(), upscaler),
     }
     if body.denoising_strength is not None:
         values["hires_strength"] = body.denoising_strength
@@ -136,6 +133,8 @@ def _img2img(body: Img2ImgBody) -> dict[str, Any]:
         values["invert_mask"] = bool(body.inpainting_mask_invert)
         if body.mask_blur is not None:
             values["mask_blur"] = body.mask_blur
+        if body.inpainting_fill is not None:  # A1111's numbers -> sdgen's names (sdgen/engine/outpaint.py)
+            values["inpaint_fill"] = {number: name for name, number in FILLS.items()}[body.inpainting_fill]
     return values
 
 

@@ -1,0 +1,173 @@
+"""A1111's Extras endpoints: POST /sdapi/v1/extra-single-image and /extra-batch-images enlarge pictures with
+the server's --upscaler-dir models (listed by GET /sdapi/v1/upscalers) or Lanczos, as A1111's "Upscale"
+postprocessing does it: scale by `upscaling_resize` (resize_mode 0) or to `upscaling_resize_w` x `_h`
+(resize_mode 1, cropped to fit when `upscaling_crop`), a second upscaler blended in by
+`extras_upscaler_2_visibility`, sizes rounded down to a multiple of 8 as A1111's upscalers round them, and
+the "Postprocess upscaler" fields in `html_info`. The work runs in the generation queue, one at a time.
+Face restoration (gfpgan/codeformer visibility) is not in sdgen yet: asking for it is a 422.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from sdgen.errors import NAME, InvalidRequestError
+from sdgen.serve.schema import STRICT, Text, Whole, error_responses
+
+MAX_SIDE = 8192  # A1111's slider limit for the target size
+
+
+class ExtrasBody(BaseModel):
+    """What both Extras endpoints take, with A1111's names and defaults."""
+
+    model_config = STRICT
+
+    resize_mode: Whole = Field(0, ge=0, le=1, description="0: scale by upscaling_resize; 1: to _w x _h.")
+    show_extras_results: bool = True
+    gfpgan_visibility: float = Field(0, ge=0, le=1)
+    codeformer_visibility: float = Field(0, ge=0, le=1)
+    codeformer_weight: float = Field(0, ge=0, le=1)
+    upscaling_resize: float = Field(2, gt=0, le=16)
+    upscaling_resize_w: Whole = Field(512, ge=1, le=MAX_SIDE)
+    upscaling_resize_h: Whole = Field(512, ge=1, le=MAX_SIDE)
+    upscaling_crop: bool = True
+    upscaler_1: Text | None = Field("None", description="A name of GET /sdapi/v1/upscalers.")
+    upscaler_2: Text | None = Field("None", description="A second upscaler, blended in.")
+    extras_upscaler_2_visibility: float = Field(0, ge=0, le=1)
+    upscale_first: bool = False
+
+
+class ExtrasSingleBody(ExtrasBody):
+    image: Text = Field(description="The picture, base64.")
+
+
+class ImageEntry(BaseModel):
+    model_config = STRICT
+
+    data: Text
+    name: Text = ""
+
+
+class ExtrasBatchBody(ExtrasBody):
+    imageList: list[ImageEntry] = Field(max_length=64)  # noqa: N815 (A1111's name)
+
+
+def extras_routes(api: APIRouter, engine: Any, auth: tuple[int, ...]) -> None:
+    kept: dict[str, Any] = {}  # the last upscaler model used, kept for the next request
+    answers = error_responses(*auth, 400, 413, 422, 503)
+
+    @api.post("/extra-single-image", responses=answers)
+    async def extra_single_image(body: ExtrasSingleBody) -> dict[str, Any]:
+        from fastapi.concurrency import run_in_threadpool
+
+        from sdgen.serve.translate import decode_image
+
+        picture = await run_in_threadpool(decode_image, body.image, "image")
+        [image], info = await _queued(engine, kept, body, [picture])
+        return {"html_info": info, "image": image}
+
+    @api.post("/extra-batch-images", responses=answers)
+    async def extra_batch_images(body: ExtrasBatchBody) -> dict[str, Any]:
+        from fastapi.concurrency import run_in_threadpool
+
+        from sdgen.serve.translate import decode_image
+
+        pictures = [await run_in_threadpool(decode_image, entry.data, f"imageList[{index}].data")
+                    for index, entry in enumerate(body.imageList)]
+        images, info = await _queued(engine, kept, body, pictures)
+        return {"html_info": info, "images": images}
+
+
+async def _queued(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: list[Any]) -> tuple[list, str]:
+    import asyncio
+
+    for field in ("gfpgan_visibility", "codeformer_visibility"):
+        if getattr(body, field) > 0:
+            raise InvalidRequestError(f"Invalid {NAME} {getattr(body, field)}: sdgen has no face restorer yet; "
+                                      "send 0.", field)
+    first = _upscaler(body.upscaler_1, "upscaler_1", engine.settings)
+    second = _upscaler(body.upscaler_2, "upscaler_2", engine.settings) if body.extras_upscaler_2_visibility else None
+    future = engine.submit(lambda: _upscale_all(engine, kept, body, pictures, first, second))
+    return await asyncio.wrap_future(future)
+
+
+def _upscaler(name: str | None, field: str, settings: dict[str, Any]) -> Any:
+    """None (no upscaling), "Lanczos", or an upscaler file found and recognised (422 naming the field)."""
+    if name is None or name == "None":
+        return None
+    if name.lower() == "lanczos":
+        return "Lanczos"
+    from sdgen.models.upscalers import find_upscaler, identify, list_upscaler_files
+
+    folder = settings.get("upscaler_dir")
+    if not any(path.stem == name for path in list_upscaler_files(folder or "")):
+        names = ", ".join(["None", "Lanczos", *(p.stem for p in list_upscaler_files(folder or ""))])
+        raise InvalidRequestError(f"Invalid {NAME} {name!r}: choose one of {names} (GET /sdapi/v1/upscalers).",
+                                  field)
+    return identify(find_upscaler(name, folder, allow_pickle=bool(settings.get("allow_unsafe_pickle")), key=field),
+                    field)
+
+
+def target_size(width: int, height: int, body: ExtrasBody) -> tuple[float, tuple[int, int]]:
+    """(scale, the upscaled size before any crop), as A1111: by a factor, or the factor that covers _w x _h;
+    the size rounded down to a multiple of 8."""
+    by = body.upscaling_resize
+    if body.resize_mode == 1:
+        by = max(body.upscaling_resize_w / width, body.upscaling_resize_h / height)
+    return by, (max(int(width * by) // 8 * 8, 8), max(int(height * by) // 8 * 8, 8))
+
+
+def _upscale_all(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: list[Any], first: Any,
+                 second: Any) -> tuple[list[str], str]:
+    from PIL import Image
+
+    from sdgen.record.output import png_bytes
+
+    images, info = [], ""
+    for picture in pictures:
+        fields: dict[str, Any] = {}
+        result = picture.convert("RGB")
+        if first is not None:
+            by, size = target_size(result.width, result.height, body)
+            fields["Postprocess upscale to" if body.resize_mode == 1 else "Postprocess upscale by"] = (
+                f"{body.upscaling_resize_w}x{body.upscaling_resize_h}" if body.resize_mode == 1 else f"{by:g}")
+            upscaled = _one(engine, kept, first, result, size)
+            fields["Postprocess upscaler"] = _name(first)
+            if second is not None:
+                other = _one(engine, kept, second, result, size)
+                upscaled = Image.blend(upscaled, other, body.extras_upscaler_2_visibility)
+                fields["Postprocess upscaler 2"] = _name(second)
+            if body.resize_mode == 1 and body.upscaling_crop:
+                crop = Image.new("RGB", (body.upscaling_resize_w, body.upscaling_resize_h))
+                crop.paste(upscaled, (crop.width // 2 - upscaled.width // 2, crop.height // 2 - upscaled.height // 2))
+                upscaled = crop
+                fields["Postprocess crop to"] = f"{crop.width}x{crop.height}"
+            result = upscaled
+        images.append(base64.b64encode(png_bytes(result, None)).decode("ascii"))
+        info = ", ".join(f"{key}: {value}" for key, value in fields.items())
+    return images, f"<p>{info}</p>" if info else ""
+
+
+def _name(upscaler: Any) -> str:
+    return upscaler if isinstance(upscaler, str) else upscaler.name
+
+
+def _one(engine: Any, kept: dict[str, Any], upscaler: Any, picture: Any, size: tuple[int, int]) -> Any:
+    from PIL import Image
+
+    if isinstance(upscaler, str):  # Lanczos
+        return picture.resize(size, Image.Resampling.LANCZOS)
+    from sdgen.engine.upscaling import upscale_image, upscaler_dtype
+    from sdgen.hardware.devices import choose_placement
+    from sdgen.models.upscalers import load_upscaler
+
+    key = str(upscaler.path)
+    if key not in kept:
+        kept.clear()  # one upscaler in memory at a time, beside the served model
+        placement = choose_placement(engine.spec.device, engine.spec.dtype)
+        kept[key] = load_upscaler(upscaler, placement.device, upscaler_dtype(placement.device, placement.dtype))
+    return upscale_image(kept[key], picture, *size)
