@@ -82,7 +82,8 @@ def _repaint(picture: Image.Image, box: tuple[int, int, int, int], result: Gener
         "init_image": picture.crop(region).resize(size, Image.Resampling.LANCZOS),
         "mask": mask.crop(region).resize(size, Image.Resampling.LANCZOS), "mask_blur": 0, "inpaint_fill": "original",
         "strength": request.detail_strength, "num_inference_steps": request.detail_steps or request.num_inference_steps,
-        "details": (), "hires_scale": None, "sd_upscale": None, "outpaint": None, "controls": (),
+        # a ControlNet's or T2I-Adapter's map is the whole picture's: it would steer the crop wrongly
+        "details": (), "hires_scale": None, "sd_upscale": None, "outpaint": None, "controls": (), "adapters": (),
     }
     done = run_part(GenerationRequest(**given | {key: value for key, value in changes.items() if key in given}))
     patch = done.image.convert("RGB").resize((region[2] - region[0], region[3] - region[1]), Image.Resampling.LANCZOS)

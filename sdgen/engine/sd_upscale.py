@@ -145,10 +145,11 @@ def sd_upscaled(
     for top in tile_starts(picture.height, request.height, request.sd_upscale_overlap):
         for left in tile_starts(picture.width, request.width, request.sd_upscale_overlap):
             crop = picture.crop((left, top, left + request.width, top + request.height))
-            done = run_tile(GenerationRequest(**given | {
+            done = run_tile(GenerationRequest(**given | {key: value for key, value in {
                 "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed,
                 "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (),
-            }))
+                "controls": (), "adapters": (),  # their maps are the whole picture's, not the tile's
+            }.items() if key in given}))
             seconds += done.seconds
             tiles.append((left, top, np.asarray(done.image.convert("RGB"))))
     joined = blend(tiles, picture.width, picture.height, tile_size)
