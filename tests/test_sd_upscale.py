@@ -73,6 +73,7 @@ def test_four_tiles_stay_closer_to_one_tile_than_the_pass_moves_the_picture(tiny
         ({"sd_upscale": 1.0}, "must be more than 1"),
         ({"width": 128}, "no larger than the enlarged picture"),
         ({"hires_scale": 2.0}, "with --hires-scale"),
+        ({"controls": ("canny=edges.png",)}, "with --control or --adapter"),
         ({"sd_upscale_overlap": 40}, "Invalid sd_upscale_overlap 40"),
         ({"sd_upscale_upscaler": "nope"}, "no such upscaler file"),
     ],

@@ -39,6 +39,8 @@ def check_sd_upscale(request: Any, init: Any, mask: Any, native: int, allow_pick
     if init is None:
         raise InvalidRequestError(f"Invalid {NAME} {scale!r}: SD upscale enlarges an --init-image; give one.", key)
     clash = "--mask" if mask is not None else "--hires-scale" if request.hires_scale is not None else None
+    if getattr(request, "controls", ()) or getattr(request, "adapters", ()):
+        clash = "--control or --adapter"  # their maps are the whole picture's; the tile ControlNet is not in yet
     if clash:
         raise InvalidRequestError(f"Invalid {NAME} {scale!r} with {clash}: SD upscale repaints the whole enlarged "
                                   "picture; leave one of them out.", key)
