@@ -73,7 +73,6 @@ def test_four_tiles_stay_closer_to_one_tile_than_the_pass_moves_the_picture(tiny
         ({"sd_upscale": 1.0}, "must be more than 1"),
         ({"width": 128}, "no larger than the enlarged picture"),
         ({"hires_scale": 2.0}, "with --hires-scale"),
-        ({"controls": ("canny=edges.png",)}, "with --control or --adapter"),
         ({"sd_upscale_overlap": 40}, "Invalid sd_upscale_overlap 40"),
         ({"sd_upscale_upscaler": "nope"}, "no such upscaler file"),
     ],
@@ -81,3 +80,11 @@ def test_four_tiles_stay_closer_to_one_tile_than_the_pass_moves_the_picture(tiny
 def test_bad_sd_upscale_requests_are_refused_before_loading(no_weights_load, init_file, overrides, message) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         check_request(upscale_request(init_file, **overrides))
+
+
+def test_sd_upscale_refuses_whole_picture_maps() -> None:
+    from sdgen.engine.sd_upscale import check_sd_upscale
+
+    request = GenerationRequest(prompt="a fox", init_image="x.png", sd_upscale=2.0, controls=("canny=edges.png",))
+    with pytest.raises(InvalidRequestError, match="with --control or --adapter"):
+        check_sd_upscale(request, Image.new("RGB", (64, 64)), None, 512, False)
