@@ -66,7 +66,7 @@ def test_sdgen_records_are_valid_input() -> None:
     [
         ('{"prompt": "a fox"', "invalid JSON (Expecting ',' delimiter at column 19)"),
         ('["a fox"]', 'expected a JSON object like {"prompt": "a fox", "seed": 7}'),
-        ('{"prompt": "a fox", "stpes": 3}', "unknown key 'stpes'; keys are cache_interval, cfg_end, clip_skip"),
+        ('{"prompt": "a fox", "stpes": 3}', "unknown key 'stpes'; did you mean steps"),
         ('{"prompt": "a fox", "steps": "30"}', "invalid steps '30': must be a whole number"),
         ('{"prompt": "a fox", "seed": true}', "invalid seed True: must be a whole number"),
         ('{"seed": 3}', "no prompt"),

@@ -143,6 +143,15 @@ def _table_items(lines: Iterable[str], delimiter: str) -> Iterator[BatchItem]:
     yield from unreadable
 
 
+def _unknown_key(raw_key: str, known: dict[str, Any]) -> str:
+    """The key's likely meaning, or where every key is listed (there are too many to name on one line)."""
+    import difflib
+
+    close = difflib.get_close_matches(raw_key.replace("-", "_"), sorted(known), n=3)
+    hint = f"did you mean {' or '.join(close)}?" if close else "every key is in docs/reference.md"
+    return f"unknown key {raw_key!r}; {hint}"
+
+
 def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem:
     """Check keys and value types; text cells (CSV) are converted, JSON values must have the right type."""
     values: dict[str, Any] = {}
@@ -152,7 +161,7 @@ def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem
         if name in ignored or value is None:
             continue
         if name not in known:
-            return BatchItem(number, error=f"unknown key {raw_key!r}; keys are {', '.join(sorted(known))}")
+            return BatchItem(number, error=_unknown_key(raw_key, known))
         key, kind = known[name]
         if from_text:
             try:
