@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,8 @@ DEFAULT_RESIZE = "crop"  # the extension's default
 SOFT_INJECTION_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i) for the 13 residuals
 MAX_WEIGHT = 10.0
 SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]"
+# The image of a unit read back from A1111's text, which holds none: --from asks for --control in its place.
+IMAGE_NOT_RECORDED = "<the control image>"
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,12 @@ def parse_control(text: str) -> ControlUnit:
     return unit
 
 
+def unit_text(unit: ControlUnit) -> str:
+    """A unit in sdgen's spelling with every part written out (parse_control reads it back the same)."""
+    numbers = ":".join(f"{value:g}" for value in (unit.weight, unit.start, unit.end))
+    return f"{unit.model}={unit.image}:{numbers}:{unit.mode}:{unit.resize}:{unit.module}"
+
+
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
     return [parse_control(text) for text in request.controls]
 
@@ -124,6 +134,12 @@ def acts_at(unit: ControlUnit, index: int, total: int) -> bool:
 
 # ---- the check, before any weights load ------------------------------------------------------------
 
+# The options that cannot steer with a ControlNet, and why (docs/controlnet.md lists what works with it)
+REFUSED_WITH = (
+    ("sag_scale", "--sag-scale", "makes its extra U-Net pass without the ControlNet's residuals"),
+    ("pag_scale", "--pag-scale", "makes its extra U-Net pass without the ControlNet's residuals"),
+)
+
 
 def _check(request: GenerationRequest) -> None:
     from sdgen.config.images import open_image
@@ -135,6 +151,9 @@ def _check(request: GenerationRequest) -> None:
             "Invalid {name}: --cache-interval skips the U-Net's deep blocks, where ControlNet's residuals go; "
             "leave one of them out.", "control",
         )
+    for key, flag, why in REFUSED_WITH:
+        if units and getattr(request, key):
+            raise InvalidRequestError(f"Invalid {{name}}: {flag} {why}; leave one of them out.", "control")
     for unit in units:
         missing = missing_library(unit.module)
         if missing:
@@ -247,12 +266,13 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
 
 def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     """The ControlNet extension's fields: `ControlNet 0: "Module: none, Model: ..., Weight: 1.0, ..."`."""
-    from sdgen.models.controlnet import controlnet_name
+    from sdgen.models.controlnet import a1111_model_name, find_controlnet
 
     fields: list[tuple[str, object]] = []
     for index, unit in enumerate(control_units(request)):
         values = {
-            "Module": unit.module, "Model": controlnet_name(unit.model), "Weight": unit.weight,
+            "Module": unit.module, "Model": a1111_model_name(find_controlnet(unit.model, request.control_dir)),
+            "Weight": unit.weight,
             "Resize Mode": RESIZE_MODES[unit.resize], "Guidance Start": unit.start, "Guidance End": unit.end,
             "Control Mode": CONTROL_MODES[unit.mode],
         }
@@ -260,7 +280,44 @@ def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     return fields
 
 
+# The extension's older names of its resize modes, and its names of sdgen's preprocessors where they differ
+OLD_RESIZE_NAMES = {"Scale to Fit (Inner Fit)": "crop", "Envelope (Outer Fit)": "fill"}
+A1111_MODULES = {"invert (from white bg & black line)": "invert"}
+_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,10}\]$")
+
+
+def _unit_from_a1111(label: str, text: str) -> str:
+    """One `ControlNet N` field ('Module: canny, Model: name [hash], Weight: 1, ...') as sdgen's spelling; ''
+    for an unused unit (Model None)."""
+    fields = dict(part.partition(": ")[::2] for part in text.split(", ") if ": " in part)
+    model = _HASH.sub("", fields.get("Model", "")).strip()
+    if not model or model == "None":
+        return ""
+    module = A1111_MODULES.get(fields.get("Module", "none"), fields.get("Module", "none"))
+    if module not in PREPROCESSORS:
+        raise InvalidRequestError(
+            f"Invalid {{name}}: {label} was made with the preprocessor {module!r}, which sdgen does not have "
+            f"({', '.join(PREPROCESSORS)}); pass --control with the map it made and preprocessor none.", "control",
+        )
+    modes = {name: key for key, name in CONTROL_MODES.items()}
+    resizes = {name: key for key, name in RESIZE_MODES.items()} | OLD_RESIZE_NAMES
+    unit = ControlUnit(
+        model, IMAGE_NOT_RECORDED, float(fields.get("Weight", 1)), float(fields.get("Guidance Start", 0)),
+        float(fields.get("Guidance End", 1)), modes.get(fields.get("Control Mode", ""), "balanced"),
+        resizes.get(fields.get("Resize Mode", ""), DEFAULT_RESIZE), module,
+    )
+    return unit_text(unit)
+
+
+def _from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The extension's `ControlNet 0`, `ControlNet 1` ... units, each with IMAGE_NOT_RECORDED for its image (the
+    text holds none: --from asks for --control); the model is found by its name, in --control-dir."""
+    labels = sorted((key for key in fields if re.fullmatch(r"ControlNet \d+", key)), key=lambda k: int(k[11:]))
+    units = [text for text in (_unit_from_a1111(label, fields[label]) for label in labels) if text]
+    return {"control": units} if units else {}
+
+
 PLUGIN = Plugin(
     "controlnet", options=("control", "control_dir"), wrap_predictor=_wrap, check=_check,
-    a1111_fields=_a1111_fields,
+    a1111_fields=_a1111_fields, from_a1111=_from_a1111,
 )

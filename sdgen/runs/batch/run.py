@@ -149,7 +149,8 @@ def run_batch(
 
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
-    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec)
+    line_folder = Path(options.source).expanduser().parent if options.source != "-" else None
+    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec, line_folder)
     run = _Run(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
