@@ -139,6 +139,17 @@ def _control_maps(results: list[GeneratedImage]) -> dict[int, list[Any]]:
     return {r.seed: control_maps(r.request, r.image.size) for r in results if r.request.controls}
 
 
+def write_control_maps(result: GeneratedImage, image_path: Path, overwrite: bool) -> list[Path]:
+    """--save-control: each control map of the image's request beside it, IMAGE-control-N.png."""
+    from sdgen.record.output import png_bytes, write_atomic
+
+    maps = _control_maps([result]).get(result.seed, [])
+    return [
+        write_atomic(image_path.with_name(f"{image_path.stem}-control-{i}.png"), png_bytes(image), overwrite)
+        for i, image in enumerate(maps)
+    ]
+
+
 def _write(path: str, data: bytes, overwrite: bool) -> Path:
     from sdgen.record.output import write_atomic
 

@@ -108,7 +108,7 @@ def _cell_changes(decided: dict[str, Any], values: list[tuple[Axis, Any]]) -> di
         controls = decided["controls"]
         if not controls:
             name = next(axis.name for axis, _ in values if axis.key in CONTROL_AXES)
-            raise UsageError(f"Invalid {NAME} {name!r}: it changes the first --control; give one.", "control")
+            raise UsageError(f"The grid axis {name!r} changes the first --control; give one.", "control")
         changes["controls"] = (with_changes(controls[0], **unit), *controls[1:])
     return changes
 

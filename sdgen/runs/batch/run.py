@@ -34,7 +34,7 @@ from sdgen.errors import (
 )
 from sdgen.interrupts import Interrupted, finishing
 from sdgen.models.hub import canonical_model
-from sdgen.pictures.watch import check_pictures, terminal_pictures
+from sdgen.pictures.watch import check_pictures, terminal_pictures, write_control_maps
 from sdgen.record.metadata import png_info
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
@@ -286,6 +286,8 @@ class _Run:
             }
             with finishing():  # a stop signal waits until the image and its record are both written
                 write_atomic(image.path, data, overwrite=output.overwrite)
+                if output.save_control:
+                    write_control_maps(result, image.path, output.overwrite)
                 self.manifest.append(record)
                 self.summary.made += 1
             self.watchers.finished(result)
