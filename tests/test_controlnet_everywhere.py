@@ -73,6 +73,9 @@ def test_a_batch_line_reads_its_control_image_beside_the_prompts_file_and_saves_
     info = runner.invoke(app, ["info", str(made)])
     assert 'ControlNet 0: "Module: none, Model: tiny-controlnet-0, Weight: 0.7' in info.output
     assert with_image_folder(f"m={control_images[0]}:0.5", folder) == f"m={control_images[0]}:0.5", "absolute kept"
+    to_stdout = runner.invoke(app, ["a fox", *common, "--control", f"{controlnet_dirs[0]}={source.parent / 'disc.png'}",
+                                    "--save-control", "-o", "-"])
+    assert to_stdout.exit_code == 2 and "--save-control" in to_stdout.output and "stdout" in to_stdout.output
 
 
 def test_the_grid_varies_the_first_controls_weight_and_guidance_end(
