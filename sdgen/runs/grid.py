@@ -105,7 +105,7 @@ def _cell_changes(decided: dict[str, Any], values: list[tuple[Axis, Any]]) -> di
     if unit:
         from sdgen.engine.plugins.control_text import with_changes
 
-        controls = decided["controls"]
+        controls = changes.get("controls", decided["controls"])  # a --control axis's value, else the run's
         if not controls:
             name = next(axis.name for axis, _ in values if axis.key in CONTROL_AXES)
             raise UsageError(f"The grid axis {name!r} changes the first --control; give one.", "control")
