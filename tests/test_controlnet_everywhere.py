@@ -79,8 +79,13 @@ def test_a_batch_line_reads_its_control_image_beside_the_prompts_file_and_saves_
 
 
 def test_the_grid_varies_the_first_controls_weight_and_guidance_end(
-    tiny_parts, controlnet_dirs, control_images
+    tiny_parts, controlnet_dirs, control_images, tmp_path, monkeypatch
 ) -> None:
+    from PIL import Image
+
+    from sdgen.config.specs import OutputSpec
+    from sdgen.record.output import picture_target
+    from sdgen.runs import grid
     from sdgen.runs.grid import _control_cells, cell_requests, generate_cells, parse_axis
 
     control = f"{controlnet_dirs[0]}={control_images[0]}:1:0:1:prompt"
@@ -97,6 +102,13 @@ def test_the_grid_varies_the_first_controls_weight_and_guidance_end(
     assert np.array_equal(pixels(made[(0, 1)].image), pixels(alone.image))
     [column] = _control_cells(rows, alone.image.size)
     assert column.caption == "control 0" and column.image.size == alone.image.size
+    widths = []
+    for name in ("steered", "plain"):
+        output = OutputSpec(output=str(tmp_path / f"{name}.png"))
+        path = grid._write_grid(rows, made, (x, y), tiny_parts, picture_target(output, "-", ""), output, str)
+        widths.append(Image.open(path).width)
+        monkeypatch.setattr(grid, "_control_cells", lambda rows, size: [])
+    assert widths[0] > widths[1], "the control map is the first column"
     with pytest.raises(InvalidRequestError, match="start < end"):
         cell_requests(base, parse_axis("control-start=0.6", "x"), y)
     with pytest.raises(UsageError, match="first --control"):
