@@ -18,9 +18,9 @@ from sdgen.engine.plugins import controlnet as controlnet_plugin
 from sdgen.engine.plugins.control_text import control_maps, with_changes, with_image_folder
 from sdgen.errors import InvalidRequestError, UsageError
 
-from . import test_controlnet
+from . import test_controlnet, test_stepsavers
 from .conftest import SIZE
-from .test_pipeline import pixels, request
+from .test_pipeline import PROMPT, pixels, reference_pipeline, request
 
 controlnet_dirs, control_images = test_controlnet.controlnet_dirs, test_controlnet.control_images  # its fixtures
 COMMON = ["--steps", "2", "--device", "cpu", "--dtype", "float32"]
@@ -189,4 +189,41 @@ def test_which_step_savers_steer_with_a_controlnet(tiny_parts, controlnet_dirs, 
     savers = dict(freeu="1.5,1.6,0.9,0.2", cfg_end=0.5, guidance_rescale=0.7, scheduler="lcm", num_inference_steps=2)
     [steered] = generate(request(controls=control, **savers), tiny_parts)
     [plain] = generate(request(**savers), tiny_parts)
-    assert not np.array_equal(pixels(steered.image), pixels(plain.image))
+    assert not np.array_equal(pixels(steered.image), pixels(plain.image)), "the ControlNet steers with them on"
+
+
+attention_at_full_resolution = test_stepsavers.attention_at_full_resolution  # its fixture: where ToMe merges
+
+
+def test_token_merging_with_a_controlnet_matches_diffusers_controlnet_pipeline_under_tomesd(
+    attention_at_full_resolution, control_images, tmp_path
+) -> None:
+    """ToMe works with a ControlNet: tomesd patches the U-Net only, and the U-Net both pipelines call is the
+    one sdgen's load patched (2 steps, no guidance: cheap)."""
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.request import ModelSpec
+    from sdgen.testing.tiny_controlnet import save_tiny_controlnet
+
+    spec = ModelSpec(model=str(attention_at_full_resolution), device="cpu", dtype="float32", token_merging=0.5)
+    merged = load_model(spec)
+    assert merged.plugins["token_merging"] == 0.5
+    folder = save_tiny_controlnet(merged.unet, tmp_path / "controlnet", 0)
+    size = dict(width=SIZE, height=SIZE, num_inference_steps=2, guidance_scale=1.0)
+    base = reference_pipeline(merged, "euler-a")
+    parts = {name: getattr(base, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    pipe = StableDiffusionControlNetPipeline(
+        **parts, controlnet=ControlNetModel.from_pretrained(folder).eval(), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(control_images[0]).convert("RGB")
+    expected = pipe(
+        PROMPT, image=image, generator=torch.Generator("cpu").manual_seed(7), **size
+    ).images[0]
+    asked = dict(size, seed=7, scheduler="euler-a", controls=(f"{folder}={control_images[0]}",))
+    [made] = generate(request(**asked), merged)
+    assert np.abs(pixels(made.image) - pixels(expected)).max() <= 1
