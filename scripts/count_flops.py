@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (latents are size/8)")
     size = parser.parse_args().size
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     def config(name: str) -> dict:
@@ -53,6 +53,13 @@ def main() -> None:
     print(f"VAE encoder (img2img)         {count(lambda: vae.encode(torch.randn(1, 3, size, size))):.2f} TFLOP")
     text = count(lambda: text_encoder(torch.zeros(1, 77, dtype=torch.long)))
     print(f"CLIP text encoder, 77 tokens  {text:.3f} TFLOP")
+    with torch.device("meta"):  # a ControlNet copies the U-Net's encoder and middle block (ControlNetModel.from_unet)
+        controlnet = ControlNetModel.from_unet(unet, load_weights_from_unet=False)
+    control_one = count(lambda: controlnet(
+        torch.randn(1, 4, side, side), 500, encoder_hidden_states=torch.randn(1, 77, 768),
+        controlnet_cond=torch.randn(1, 3, size, size),
+    ))
+    print(f"ControlNet, one sample        {control_one:.2f} TFLOP ({control_one / unet_one:.2f} of the U-Net's)")
 
 
 if __name__ == "__main__":

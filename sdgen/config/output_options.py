@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sdgen.config.optiontable import (
     BATCH,
+    BOTH,
     GENERATE,
     GRID,
     LOADERS,
@@ -57,6 +58,11 @@ OUTPUT_ROWS: tuple[Option, ...] = (
             GRID: "Print each cell's record on stdout, one JSON object per line.",
             SCHEDULE: "Print the numbers (alpha-bar per schedule, visited timesteps and sigmas) as JSON; no plot.",
         },
+    ),
+    Option(
+        "save_control", bool, False,
+        "Write each --control's map, as the ControlNet sees it at the picture's size, beside the image "
+        "(IMAGE-control-0.png ...).", OUTPUT, commands=BOTH,
     ),
     Option(
         "metadata", bool, True, "Write A1111 parameters and sdgen's record into each PNG.", OUTPUT,

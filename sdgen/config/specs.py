@@ -27,6 +27,7 @@ class OutputSpec:
     overwrite: bool = default("overwrite")
     json: bool = default("json")  # one JSON record per image on stdout instead of its path
     metadata: bool = default("metadata")  # A1111 parameters and sdgen's record in each PNG
+    save_control: bool = default("save_control")  # each ControlNet's map beside the image
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> OutputSpec:

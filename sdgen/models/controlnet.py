@@ -82,6 +82,16 @@ def controlnet_name(source: str) -> str:
     return Path(source).stem if Path(source).exists() else source.rsplit("/", 1)[-1]
 
 
+def a1111_model_name(source: str) -> str:
+    """The model as A1111's ControlNet extension names it in its list and its infotext: a file's stem and A1111's
+    old 8-digit hash of the file (`control_v11p_sd15_canny [d14c016b]`); a folder's or Hub id's name alone (the
+    extension lists files only)."""
+    from sdgen.models.hashes import legacy_model_hash
+
+    digest = legacy_model_hash(source) if Path(source).suffix.lower() == SINGLE_FILE_SUFFIX else None
+    return f"{controlnet_name(source)} [{digest}]" if digest else controlnet_name(source)
+
+
 def load_controlnet(source: str, dtype: Any = None, unet_config: Mapping[str, Any] | None = None) -> Any:
     """The ControlNetModel at `source` (find_controlnet's answer), in eval mode. A single file in A1111's layout
     (`control_model.*` or bare LDM keys) is read with the base U-Net's architecture (`unet_config`: a ControlNet

@@ -18,6 +18,7 @@ from sdgen.hardware.speed import sdgen_cache_root
 
 log = logging.getLogger("sdgen")
 SHORT = 10  # A1111's short hash: sd_models.CheckpointInfo.shorthash
+LEGACY_OFFSET, LEGACY_LENGTH, LEGACY_SHORT = 0x100000, 0x10000, 8  # A1111's old sd_models.model_hash
 _lock = threading.Lock()
 
 
@@ -29,6 +30,18 @@ def model_short_hash(path: str | Path) -> str | None:
     """The 10-hex-digit `Model hash` of a checkpoint file; None for a folder, a Hub id or a missing file."""
     digest = file_sha256(path)
     return digest[:SHORT] if digest else None
+
+
+def legacy_model_hash(path: str | Path) -> str | None:
+    """A1111's old 8-hex-digit hash (sd_models.model_hash), which the ControlNet extension still writes after a
+    model's name: the sha256 of the 64 KiB at 1 MiB into the file (of nothing for a smaller file). It reads
+    64 KiB, so it needs no cache. None for a folder, a Hub id or a missing file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return None
+    with open(file, "rb") as handle:
+        handle.seek(LEGACY_OFFSET)
+        return hashlib.sha256(handle.read(LEGACY_LENGTH)).hexdigest()[:LEGACY_SHORT]
 
 
 def file_sha256(path: str | Path) -> str | None:

@@ -66,14 +66,20 @@ class SequenceRecorder:
 
 
 def contact_sheet(
-    kept: dict[int, list[Frame]], finals: dict[int, Image.Image], title: str, max_side: int = 192
+    kept: dict[int, list[Frame]],
+    finals: dict[int, Image.Image],
+    title: str,
+    max_side: int = 192,
+    controls: dict[int, list[Image.Image]] | None = None,
 ) -> tuple[Image.Image, list[list[tuple[int, int, int, int]]]]:
-    """Two rows per image (x_t, predicted x0), a column per kept step, the final image last."""
+    """Two rows per image (x_t, predicted x0), a column per kept step, the final image last; first, the
+    control maps an image steered with (`controls`, by seed), when it had a ControlNet."""
     rows, labels = [], []
     for seed, frames in kept.items():
         final = Cell(finals[seed], "final")
-        rows.append([*(Cell(frame.noisy, frame.caption) for frame in frames), final])
-        rows.append([*(Cell(frame.clean, frame.caption) for frame in frames), final])
+        steering = [Cell(image, f"control {i}") for i, image in enumerate((controls or {}).get(seed, []))]
+        rows.append([*steering, *(Cell(frame.noisy, frame.caption) for frame in frames), final])
+        rows.append([*steering, *(Cell(frame.clean, frame.caption) for frame in frames), final])
         labels += [f"seed {seed}: x_t (the latents now)", "predicted x0 (the network's guess of the end)"]
     return labelled_grid(rows, row_labels=labels, title=title, max_side=max_side)
 

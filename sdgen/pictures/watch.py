@@ -115,7 +115,7 @@ def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: b
         steps = [{"step": f.step + 1, "timestep": f.timestep} for f in next(iter(kept.values()))]
         about = {"frames": steps, "preview": watchers.recorder.previewer.quality, "images": records}
         if spec.save_steps is not None:
-            sheet, _ = contact_sheet(kept, finals, title=results[0].job.prompt)
+            sheet, _ = contact_sheet(kept, finals, title=results[0].job.prompt, controls=_control_maps(results))
             record = {"picture": "denoising sequence", **about} if metadata else None
             written.append(_write(spec.save_steps, picture_png(sheet, parameters, record), overwrite))
         if spec.animation is not None:
@@ -123,11 +123,31 @@ def write_pictures(watchers: Watchers, parts: StableDiffusionParts, overwrite: b
             suffix = Path(spec.animation).suffix.lower()
             written.append(_write(spec.animation, animation_bytes(frames, suffix, parameters), overwrite))
     if spec.grid is not None:
-        cells = [Cell(result.image, f"seed {result.seed}") for result in results]
+        first_maps = _control_maps(results[:1]).get(results[0].seed, [])  # one request: the same for every image
+        steering = [Cell(image, f"control {i}") for i, image in enumerate(first_maps)]
+        cells = [*steering, *(Cell(result.image, f"seed {result.seed}") for result in results)]
         sheet, _ = labelled_grid(square_rows(cells), title=results[0].job.prompt)
         record = {"picture": "grid of a run", "images": records} if metadata else None
         written.append(_write(spec.grid, picture_png(sheet, parameters, record), overwrite))
     return written
+
+
+def _control_maps(results: list[GeneratedImage]) -> dict[int, list[Any]]:
+    """The control maps each image (by seed) steered with, at its size: first columns of the pictures."""
+    from sdgen.engine.plugins.control_text import control_maps
+
+    return {r.seed: control_maps(r.request, r.image.size) for r in results if r.request.controls}
+
+
+def write_control_maps(result: GeneratedImage, image_path: Path, overwrite: bool) -> list[Path]:
+    """--save-control: each control map of the image's request beside it, IMAGE-control-N.png."""
+    from sdgen.record.output import png_bytes, write_atomic
+
+    maps = _control_maps([result]).get(result.seed, [])
+    return [
+        write_atomic(image_path.with_name(f"{image_path.stem}-control-{i}.png"), png_bytes(image), overwrite)
+        for i, image in enumerate(maps)
+    ]
 
 
 def _write(path: str, data: bytes, overwrite: bool) -> Path:

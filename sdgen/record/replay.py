@@ -157,6 +157,12 @@ def replay_values(path: str | Path, given: set[str]) -> dict[str, Any]:
         raise InvalidRequestError(
             f"{str(path)!r} was made from init image {recorded['init_image']!r}, which is gone; pass --init-image."
         )
+    if recorded.get("control"):  # A1111's text holds no control image; sdgen's record names the file
+        from sdgen.engine.plugins.control_text import missing_images
+
+        problem = missing_images(recorded["control"])
+        if problem:
+            raise InvalidRequestError(f"{str(path)!r} {problem}.")
     if recorded.get("dtype") == "float16" and "device" not in given:
         recorded.pop("dtype")  # float16 was a CUDA choice; let auto pick again on this machine
     if "model" in recorded:  # say which weights an image is about to make sdgen load (or download)

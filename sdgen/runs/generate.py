@@ -18,7 +18,7 @@ from sdgen.engine.model_spec import ModelSpec
 from sdgen.engine.pipeline import GeneratedImage, iter_generate
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import InvalidRequestError
-from sdgen.pictures.watch import check_pictures, terminal_pictures, write_pictures
+from sdgen.pictures.watch import check_pictures, terminal_pictures, write_control_maps, write_pictures
 from sdgen.record.metadata import encoded_image, result_record
 from sdgen.record.output import Target, plan_outputs
 from sdgen.runs.progress import GenerationProgress
@@ -51,6 +51,11 @@ def run_generate(
             "Leave one out (the live --preview-file works with both).",
             "save_steps",
         )
+    if output.save_control and output.output == "-":
+        raise InvalidRequestError(
+            "Invalid {name}: stdout carries the image alone; write it to a file or folder (-o) for its maps.",
+            "save_control",
+        )
     machine = prepare(spec)
 
     # 2. load once, 3. generate, 4. write each image as soon as its batch is done, 5. the pictures
@@ -75,6 +80,8 @@ def _write(
     path = target.write(data, overwrite=output.overwrite)
     if path is None:  # stdout carried the PNG itself
         return None
+    if output.save_control:
+        write_control_maps(result, path, output.overwrite)
     if output.json:
         record = {"path": str(path), **result_record(result, parts), "seconds": round(result.seconds, 3)}
         emit(json.dumps(record, ensure_ascii=False))

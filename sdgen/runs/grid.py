@@ -30,7 +30,15 @@ log = logging.getLogger("sdgen")
 
 # The options an axis may vary: the prompt and every request option that shapes the picture (the table's
 # `shapes_picture`), not how many images, how they are batched or where files are found.
-AXIS_KINDS: dict[str, type] = {"prompt": str, **{o.key: o.kind for o in table().picture_rows()}}
+# The first --control's weight and guidance start/end are axes too (the unit a grid changes: the first one).
+CONTROL_AXES = {"control_weight": "weight", "control_start": "start", "control_end": "end"}
+AXIS_KINDS: dict[str, type] = {
+    "prompt": str, **{o.key: o.kind for o in table().picture_rows()}, **dict.fromkeys(CONTROL_AXES, float)
+}
+ALIASES = {
+    "cfg": "guidance_scale", "sampler": "scheduler", "init": "init_image", "control_guidance_start": "control_start",
+    "control_guidance_end": "control_end",
+}
 MAX_VALUES = 64
 
 
@@ -54,7 +62,7 @@ def parse_axis(text: str, which: str) -> Axis:
     quote one that holds a comma: prompt="a fox, red","a cat"."""
     name, sep, values = text.partition("=")
     key = name.strip().lstrip("-").replace("-", "_")
-    key = {"cfg": "guidance_scale", "sampler": "scheduler", "init": "init_image"}.get(key, key)
+    key = ALIASES.get(key, key)
     if not sep or key not in AXIS_KINDS:
         known = ", ".join(k.replace("_", "-") for k in AXIS_KINDS)
         raise UsageError(f"Invalid {NAME} {text!r}: write NAME=V1,V2,... with NAME one of {known}.", which)
@@ -79,10 +87,8 @@ def cell_requests(
     for y_value in y.values if y is not None else (None,):
         row = []
         for x_value in x.values:
-            changes = {_field(x.key): x_value}
-            if y is not None:
-                changes[_field(y.key)] = y_value
             try:
+                changes = _cell_changes(decided, [(x, x_value)] + ([(y, y_value)] if y is not None else []))
                 cell = GenerationRequest(**decided | {"num_images": 1} | changes)
                 row.append(check_request(cell, model, like=checked))  # its wildcards, LoRAs, embeddings
             except UsageError as error:
@@ -90,6 +96,21 @@ def cell_requests(
                 raise type(error)(error.template + f" (a value of {axis})", error.key) from None
         rows.append(row)
     return rows
+
+
+def _cell_changes(decided: dict[str, Any], values: list[tuple[Axis, Any]]) -> dict[str, Any]:
+    """A cell's fields: each axis's value, a ControlNet axis's in the first --control."""
+    changes = {_field(axis.key): value for axis, value in values if axis.key not in CONTROL_AXES}
+    unit = {CONTROL_AXES[axis.key]: value for axis, value in values if axis.key in CONTROL_AXES}
+    if unit:
+        from sdgen.engine.plugins.control_text import with_changes
+
+        controls = changes.get("controls", decided["controls"])  # a --control axis's value, else the run's
+        if not controls:
+            name = next(axis.name for axis, _ in values if axis.key in CONTROL_AXES)
+            raise UsageError(f"The grid axis {name!r} changes the first --control; give one.", "control")
+        changes["controls"] = (with_changes(controls[0], **unit), *controls[1:])
+    return changes
 
 
 def generate_cells(
@@ -142,6 +163,19 @@ def run_grid(
     return _write_grid(rows, made, axes, run.parts, target, output, emit)
 
 
+def _control_cells(rows: list[list[CheckedRequest]], size: tuple[int, int]) -> list[Any]:
+    """The control maps every cell steers with, as the grid's first columns (none when the cells' control
+    images differ: a --control axis)."""
+    from sdgen.engine.plugins.control_text import control_maps
+    from sdgen.engine.plugins.controlnet import control_units
+    from sdgen.pictures.sheets import Cell
+
+    steering = {tuple((u.image, u.module, u.resize) for u in control_units(cell)) for row in rows for cell in row}
+    if not rows[0][0].controls or len(steering) != 1:
+        return []
+    return [Cell(image, f"control {i}") for i, image in enumerate(control_maps(rows[0][0], size))]
+
+
 def _write_grid(
     rows: list[list[CheckedRequest]],
     made: dict[tuple[int, int], GeneratedImage],
@@ -162,10 +196,11 @@ def _write_grid(
     if output.json:
         for record in records:
             emit(json.dumps(record, ensure_ascii=False))
-    cells = [[Cell(made[(r, c)].image) for c in range(len(row))] for r, row in enumerate(rows)]
+    controls = _control_cells(rows, made[(0, 0)].image.size)
+    cells = [[*controls, *(Cell(made[(r, c)].image) for c in range(len(row)))] for r, row in enumerate(rows)]
     sheet, _ = labelled_grid(
         cells,
-        col_labels=[x.label(v) for v in x.values],
+        col_labels=[""] * len(controls) + [x.label(v) for v in x.values],
         row_labels=[y.label(v) for v in y.values] if y is not None else None,
         title=rows[0][0].jobs[0].prompt if x.key != "prompt" and (y is None or y.key != "prompt") else "",
     )

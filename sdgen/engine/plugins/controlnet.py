@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
 from sdgen.engine.plugins.control_maps import (
+    PREPROCESSORS,
     check_detector_weights,
     check_settings,
     control_hint,
     make_control_map,
     missing_library,
     module_name,
+    relevant_settings,
     thresholds,
 )
 from sdgen.errors import InvalidRequestError
@@ -61,6 +65,8 @@ SETTING_KEYS = {
     "pixel_perfect": "pixel_perfect",
 }
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# The image of a unit read back from A1111's text, which holds none: --from asks for --control in its place.
+IMAGE_NOT_RECORDED = "<the control image>"
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,11 @@ def spell_control(unit: ControlUnit) -> str:
     return ":".join(parts + (["pixel_perfect"] if unit.pixel_perfect else []))
 
 
+def unit_text(unit: ControlUnit) -> str:
+    """A unit in sdgen's spelling with every part written out (parse_control reads it back the same)."""
+    return spell_control(unit)
+
+
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
     return [parse_control(text) for text in request.controls]
 
@@ -191,6 +202,12 @@ def acts_at(unit: ControlUnit, index: int, total: int) -> bool:
 
 # ---- the check, before any weights load ------------------------------------------------------------
 
+# The options that cannot steer with a ControlNet, and why (docs/controlnet.md lists what works with it)
+REFUSED_WITH = (
+    ("sag_scale", "--sag-scale", "makes its extra U-Net pass without the ControlNet's residuals"),
+    ("pag_scale", "--pag-scale", "makes its extra U-Net pass without the ControlNet's residuals"),
+)
+
 
 def _check(request: GenerationRequest) -> None:
     from sdgen.config.images import open_image
@@ -202,6 +219,9 @@ def _check(request: GenerationRequest) -> None:
             "Invalid {name}: --cache-interval skips the U-Net's deep blocks, where ControlNet's residuals go; "
             "leave one of them out.", "control",
         )
+    for key, flag, why in REFUSED_WITH:
+        if units and getattr(request, key):
+            raise InvalidRequestError(f"Invalid {{name}}: {flag} {why}; leave one of them out.", "control")
     for unit in units:
         missing = missing_library(unit.module)
         if missing:
@@ -332,12 +352,11 @@ def _control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
 
 def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     """The ControlNet extension's fields: `ControlNet 0: "Module: none, Model: ..., Weight: 1.0, ..."`."""
-    from sdgen.models.controlnet import controlnet_name
-
     fields: list[tuple[str, object]] = []
     for index, unit in enumerate(control_units(request)):
         values: dict[str, object] = {
-            "Module": unit.module, "Model": controlnet_name(unit.model), "Weight": unit.weight,
+            "Module": unit.module, "Model": _a1111_model(unit.model, request.control_dir),
+            "Weight": unit.weight,
             "Resize Mode": RESIZE_MODES[unit.resize],
         }
         if unit.module != "none":  # the preprocessor's settings, where the extension writes them
@@ -352,7 +371,58 @@ def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
     return fields
 
 
+def _a1111_model(model: str, control_dir: str | None) -> str:
+    """The extension's name of a unit's model ('name [hash]'), or its plain name where it cannot be found now."""
+    from sdgen.models.controlnet import a1111_model_name, controlnet_name, find_controlnet
+
+    try:
+        return a1111_model_name(find_controlnet(model, control_dir))
+    except InvalidRequestError:
+        return controlnet_name(model)
+
+
+# The extension's older names of its resize modes, and its names of sdgen's preprocessors where they differ
+OLD_RESIZE_NAMES = {"Scale to Fit (Inner Fit)": "crop", "Envelope (Outer Fit)": "fill"}
+A1111_MODULES = {"invert (from white bg & black line)": "invert"}
+_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,10}\]$")
+
+
+def _unit_from_a1111(label: str, text: str) -> str:
+    """One `ControlNet N` field ('Module: canny, Model: name [hash], Weight: 1, ...') as sdgen's spelling; ''
+    for an unused unit (Model None)."""
+    fields = dict(part.partition(": ")[::2] for part in text.split(", ") if ": " in part)
+    model = _HASH.sub("", fields.get("Model", "")).strip()
+    if not model or model == "None":
+        return ""
+    given = A1111_MODULES.get(fields.get("Module", "none"), fields.get("Module", "none"))
+    module = module_name(given)
+    if module is None:
+        raise InvalidRequestError(
+            f"Invalid {{name}}: {label} was made with the preprocessor {given!r}, which sdgen does not have; pass "
+            "--control with the map it made and preprocessor none.", "control",
+        )
+    modes = {name: key for key, name in CONTROL_MODES.items()}
+    resizes = {name: key for key, name in RESIZE_MODES.items()} | OLD_RESIZE_NAMES
+    unit = ControlUnit(
+        model, IMAGE_NOT_RECORDED, float(fields.get("Weight", 1)), float(fields.get("Guidance Start", 0)),
+        float(fields.get("Guidance End", 1)), modes.get(fields.get("Control Mode", ""), "balanced"),
+        resizes.get(fields.get("Resize Mode", ""), DEFAULT_RESIZE), module,
+        **relevant_settings(module, float(fields.get("Processor Res", -1)), float(fields.get("Threshold A", -1)),
+                            float(fields.get("Threshold B", -1))),  # those the module has, as the extension reads
+        pixel_perfect=fields.get("Pixel Perfect") == "True" and PREPROCESSORS[module].uses_resolution,
+    )
+    return unit_text(unit)
+
+
+def _from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The extension's `ControlNet 0`, `ControlNet 1` ... units, each with IMAGE_NOT_RECORDED for its image (the
+    text holds none: --from asks for --control); the model is found by its name, in --control-dir."""
+    labels = sorted((key for key in fields if re.fullmatch(r"ControlNet \d+", key)), key=lambda k: int(k[11:]))
+    units = [text for text in (_unit_from_a1111(label, fields[label]) for label in labels) if text]
+    return {"control": units} if units else {}
+
+
 PLUGIN = Plugin(
     "controlnet", options=("control", "control_dir"), wrap_predictor=_wrap, check=_check,
-    a1111_fields=_a1111_fields,
+    a1111_fields=_a1111_fields, from_a1111=_from_a1111,
 )

@@ -59,6 +59,7 @@ class BatchPlanner:
     folder: Path
     name_template: str = default("batch_name")
     model: CheckedModelSpec | None = None  # the run's model: its own size for lines that give none
+    line_folder: Path | None = None  # the prompts file's folder: a line's control images are read from there
     _names: dict[Path, int] = field(default_factory=dict)
 
     @property
@@ -70,7 +71,7 @@ class BatchPlanner:
         if item.error is not None:
             raise InvalidRequestError(item.error)
         values = {key: value for key, value in self.defaults.items() if key != "seed"}
-        values.update(item.values)
+        values.update(self._line_paths(item.values))
         values.setdefault("seed", derived_seed(self.base_seed, item.line))
         request = check_request(GenerationRequest.from_settings(values), self.model)
         images = []
@@ -95,6 +96,15 @@ class BatchPlanner:
                 )
             images.append(PlannedImage(request, job, line=item.line, path=path))
         return images
+
+
+    def _line_paths(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A line's values with the relative image paths of its --control read from the prompts file's folder."""
+        if self.line_folder is None or not values.get("control"):
+            return values
+        from sdgen.engine.plugins.control_text import with_image_folder
+
+        return {**values, "control": [with_image_folder(text, self.line_folder) for text in values["control"]]}
 
 
 def chunks(images: Iterable[PlannedImage], batch_size: int) -> Iterator[list[PlannedImage]]:

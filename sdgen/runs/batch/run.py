@@ -34,7 +34,7 @@ from sdgen.errors import (
 )
 from sdgen.interrupts import Interrupted, finishing
 from sdgen.models.hub import canonical_model
-from sdgen.pictures.watch import check_pictures, terminal_pictures
+from sdgen.pictures.watch import check_pictures, terminal_pictures, write_control_maps
 from sdgen.record.metadata import png_info
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
@@ -149,7 +149,8 @@ def run_batch(
 
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
-    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec)
+    line_folder = Path(options.source).expanduser().parent if options.source != "-" else None
+    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec, line_folder)
     run = _Run(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
@@ -285,6 +286,8 @@ class _Run:
             }
             with finishing():  # a stop signal waits until the image and its record are both written
                 write_atomic(image.path, data, overwrite=output.overwrite)
+                if output.save_control:
+                    write_control_maps(result, image.path, output.overwrite)
                 self.manifest.append(record)
                 self.summary.made += 1
             self.watchers.finished(result)
