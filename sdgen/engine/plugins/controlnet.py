@@ -46,20 +46,32 @@ DEFAULT_RESIZE = "crop"  # the extension's default
 SOFT_INJECTION_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i) for the 13 residuals
 MAX_WEIGHT = 10.0
 SPELLING = "MODEL=IMAGE[:WEIGHT[:START[:END]]][:MODE][:RESIZE][:PREPROCESSOR]"
+SENT_IMAGE = "<image sent to the server>"  # a record's image of a server unit: the pixels came in the request
 
 
 @dataclass(frozen=True)
 class ControlUnit:
-    """One --control: which ControlNet, which image, and how strongly and when it steers."""
+    """One --control: which ControlNet, which image, and how strongly and when it steers. The server's units
+    carry the image it decoded (a PIL image) instead of a path: their record names no file to replay."""
 
     model: str
-    image: str
+    image: Any  # a path, or a PIL image (sent to the server)
     weight: float = 1.0
     start: float = 0.0  # fraction of the steps before it acts
     end: float = 1.0  # fraction of the steps after which it stops
     mode: str = "balanced"  # a key of CONTROL_MODES
     resize: str = "crop"  # a key of RESIZE_MODES: how the image meets the picture's size
     module: str = "none"  # a key of PREPROCESSORS: what makes the control map from the image
+
+    def __str__(self) -> str:
+        """The --control spelling (what the record keeps); a sent image has no path to name."""
+        image = self.image if isinstance(self.image, str) else SENT_IMAGE
+        numbers = f"{self.weight}:{self.start}:{self.end}"
+        return f"{self.model}={image}:{numbers}:{self.mode}:{self.resize}:{self.module}"
+
+    def __hash__(self) -> int:  # a PIL image is unhashable: its mode and size stand for it (equal images share them)
+        image = self.image if isinstance(self.image, str) else (self.image.mode, self.image.size)
+        return hash((self.model, image, self.weight, self.start, self.end, self.mode, self.resize, self.module))
 
 
 def _bad(text: str, why: str) -> InvalidRequestError:
@@ -108,7 +120,8 @@ def parse_control(text: str) -> ControlUnit:
 
 
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
-    return [parse_control(text) for text in request.controls]
+    """The request's units: --control texts parsed, the server's ControlUnits as they are."""
+    return [text if isinstance(text, ControlUnit) else parse_control(text) for text in request.controls]
 
 
 def soft_scales(weight: float, count: int) -> list[float]:
@@ -140,7 +153,8 @@ def _check(request: GenerationRequest) -> None:
         if missing:
             raise InvalidRequestError(f"Invalid {{name}} {unit.module!r}: {missing}.", "control")
         find_controlnet(unit.model, request.control_dir)
-        open_image(unit.image, f"control image {unit.image!r}", "control").close()
+        if isinstance(unit.image, str):  # a sent image was decoded and checked already
+            open_image(unit.image, f"control image {unit.image!r}", "control").close()
 
 
 # ---- one run ---------------------------------------------------------------------------------------
@@ -237,7 +251,10 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     units = []
     for unit in control_units(run.request):
         controlnet = loaded_controlnet(run.parts, unit.model, run.request.control_dir)
-        image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
+        if isinstance(unit.image, str):
+            image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
+        else:
+            image = unit.image.convert("RGB")
         units.append((unit, controlnet, preprocess(image, unit.module)))
     return ControlNetPredictor(predictor, run, units)
 
