@@ -168,12 +168,14 @@ WHERE = "alwayson_scripts.controlnet.args[0]"
     ({"resize_mode": 7}, f"{WHERE}.resize_mode", "0 (Just Resize)"),
     ({"control_mode": "loud"}, f"{WHERE}.control_mode", "1 (My prompt is more important)"),
     ({"processor_res": [512]}, f"{WHERE}.processor_res", "must be a number"),
+    ({"hr_option": "Low res only"}, f"{WHERE}.hr_option", "steer both passes"),
     ("a unit", WHERE, "a JSON object"),
 ])
 def test_bad_units_are_a_422_naming_the_field(server, pictures, change, field: str, words: str) -> None:
     unit = {"model": FOLDER_NAME, "image": base64.b64encode(pictures["map"].read_bytes()).decode()}
     unit = {**unit, **change} if isinstance(change, dict) else change
-    body = {"prompt": "p", "steps": 2, "width": 64, "height": 64, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
+    body = {"prompt": "p", "steps": 2, "width": 64, "height": 64, "alwayson_scripts": {"controlnet": {"args": [unit]}},
+            "enable_hr": "hr_option" in change, "hr_scale": 1.5}
     reply = requests.post(f"{server}/sdapi/v1/txt2img", json=body, timeout=60)
     assert reply.status_code == 422, reply.text
     assert reply.json()["field"] == field and words in reply.json()["detail"], reply.json()

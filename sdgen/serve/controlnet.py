@@ -156,8 +156,9 @@ def module_detail(alias_names: bool = False) -> dict[str, Any]:
 # ---- the units of a generation request ---------------------------------------------------------------
 
 
-def unit_values(scripts: Mapping[str, Any], settings: Mapping[str, Any], init_image: Any) -> dict[str, Any]:
-    """{"control": (ControlUnit, ...)} for the enabled units of a body's ControlNet script (none: {})."""
+def unit_values(scripts: Mapping[str, Any], settings: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"control": (ControlUnit, ...)} for the enabled units of a body's ControlNet script (none: {}); `values`
+    are the request's settings so far (its init image, its hires pass)."""
     for title, script in scripts.items():
         if str(title).lower().startswith(SCRIPT):
             where = f"alwayson_scripts.{title}.args"
@@ -166,12 +167,12 @@ def unit_values(scripts: Mapping[str, Any], settings: Mapping[str, Any], init_im
                 raise InvalidRequestError(f"Invalid {NAME}: send a list of ControlNet units.", where)
             if len(args) > MAX_UNITS:
                 raise InvalidRequestError(f"Invalid {NAME}: {len(args)} units; at most {MAX_UNITS}.", where)
-            units = [_unit(arg, f"{where}[{index}]", settings, init_image) for index, arg in enumerate(args)]
+            units = [_unit(arg, f"{where}[{index}]", settings, values) for index, arg in enumerate(args)]
             return {"control": tuple(unit for unit in units if unit is not None)}
     return {}
 
 
-def _unit(arg: Any, where: str, settings: Mapping[str, Any], init_image: Any) -> ControlUnit | None:
+def _unit(arg: Any, where: str, settings: Mapping[str, Any], values: Mapping[str, Any]) -> ControlUnit | None:
     """One unit (a JSON object of the extension's ControlNetUnit fields); None when disabled or acting on no
     step (guidance_start = guidance_end: no residuals, the same picture)."""
     if not isinstance(arg, Mapping):
@@ -200,7 +201,13 @@ def _unit(arg: Any, where: str, settings: Mapping[str, Any], init_image: Any) ->
             f"Invalid {NAME} {model!r}: name a ControlNet of GET /controlnet/model_list.", f"{where}.model"
         )
     source = find_listed(model, settings, f"{where}.model")
-    image = _image(arg, where, init_image)
+    image = _image(arg, where, values.get("init_image"))
+    hr_option = arg.get("hr_option", "Both")
+    if values.get("hires_scale") and hr_option != "Both":  # the extension's "Low res only", "High res only"
+        raise InvalidRequestError(
+            f"Invalid {NAME} {hr_option!r}: sdgen's ControlNets steer both passes of the hires pass; send Both.",
+            f"{where}.hr_option",
+        )
     if start == end:
         return None
     return ControlUnit(source, image, weight, start, end, mode, resize, module)

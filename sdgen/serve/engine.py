@@ -174,7 +174,7 @@ class Engine:
         defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"],
                                     "eta_noise_seed_delta": chosen["eta_noise_seed_delta"]}
         values = request_values(body, defaults)
-        values |= unit_values(body.alwayson_scripts, defaults, values.get("init_image"))  # ControlNet units
+        values |= unit_values(body.alwayson_scripts, defaults, values)  # ControlNet units
         request = check_request(GenerationRequest.from_settings(values), spec)
         self.limits.check(request)
         return Job(body, request, spec, save=body.save_images and self.outdir is not None)
