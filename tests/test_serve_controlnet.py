@@ -137,6 +137,9 @@ def test_version_models_and_modules_are_listed_as_the_extension_lists_them(api, 
     labels = api.custom_get("controlnet/module_list?alias_names=true")["module_list"]
     assert "invert (from white bg & black line)" in labels and "invert" not in labels
     assert requests.get(api.get_endpoint("controlnet/model_list?update=true", False), timeout=30).ok
+    # as the extension finds `canny`: a name, else the shortest name holding the text
+    single, settings = str(control_dir / f"{FILE_NAME}.safetensors"), {"control_dir": str(control_dir)}
+    assert served.find_listed("CONTROL_TINY_SEG", settings, "m") == served.find_listed("tiny", settings, "m") == single
 
 
 def test_detect_makes_the_preprocessors_maps(api, server, pictures) -> None:
@@ -162,6 +165,8 @@ WHERE = "alwayson_scripts.controlnet.args[0]"
     ({"image": "not base64!"}, f"{WHERE}.image", "not valid base64"),
     ({"image": base64.b64encode(b"hello").decode()}, f"{WHERE}.image", "not an image"),
     ({"image": ""}, f"{WHERE}.image", "no image"),
+    ({"image": {"image": "!!"}}, f"{WHERE}.image.image", "not valid base64"),
+    ({"mask": "!!"}, f"{WHERE}.mask", "not valid base64"),
     ({"weight": 3}, f"{WHERE}.weight", "from 0 to 2"),
     ({"weight": "strong"}, f"{WHERE}.weight", "must be a number"),
     ({"guidance_start": 0.8, "guidance_end": 0.2}, f"{WHERE}.guidance_start", "not be after guidance_end"),

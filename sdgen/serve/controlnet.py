@@ -113,13 +113,17 @@ def _cached_controlnets(cache_dir: str | None) -> list[Listed]:
 
 
 def find_listed(value: str, settings: Mapping[str, Any], key: str) -> str:
-    """The source of the listed ControlNet a client names (with or without its [hash], a Hub id by its last
-    part too); InvalidRequestError naming `key` for any other."""
+    """The source of the listed ControlNet a client names: by its name (with or without its [hash], a Hub id
+    by its last part too), else the shortest name holding the text, as the extension finds `canny`;
+    InvalidRequestError naming `key` for none."""
     wanted = _HASH_SUFFIX.sub("", value.strip()).lower()
     listed = controlnets(settings)
     for entry in listed:
         if wanted in {entry.name.lower(), entry.name.rsplit("/", 1)[-1].lower()}:
             return entry.source
+    holding = sorted((entry for entry in listed if wanted and wanted in entry.name.lower()), key=lambda e: len(e.name))
+    if holding:
+        return holding[0].source
     names = ", ".join(entry.title for entry in listed) or "none: start the server with --control-dir"
     raise InvalidRequestError(
         f"Invalid {NAME} {value!r}: not one of this server's ControlNets ({names}); GET /controlnet/model_list "
@@ -167,7 +171,8 @@ def unit_values(scripts: Mapping[str, Any], settings: Mapping[str, Any], values:
                 raise InvalidRequestError(f"Invalid {NAME}: send a list of ControlNet units.", where)
             if len(args) > MAX_UNITS:
                 raise InvalidRequestError(f"Invalid {NAME}: {len(args)} units; at most {MAX_UNITS}.", where)
-            units = [_unit(arg, f"{where}[{index}]", settings, values) for index, arg in enumerate(args)]
+            units = [_unit(arg, f"{where}[{index}]", settings, values) for index, arg in enumerate(args)
+                     if arg is not None]  # the extension skips empty places
             return {"control": tuple(unit for unit in units if unit is not None)}
     return {}
 
@@ -237,22 +242,25 @@ def _choice(arg: Mapping[str, Any], name: str, default: str, names: Mapping[str,
 
 
 def _image(arg: Mapping[str, Any], where: str, init_image: Any) -> Image.Image:
-    """The unit's image: `image` (base64, or {"image": ..., "mask": ...}) or the old `input_image`; none given:
-    img2img's init image, as the extension does."""
+    """The unit's image: `image` (base64, or the extension's {"image": ..., "mask": ...}) or the old
+    `input_image`; none given: img2img's init image, as the extension does. A mask (`mask`, Forge's
+    `mask_image`, or the dict's) is decoded to check it; no preprocessor of sdgen's takes one yet."""
     from sdgen.serve.translate import decode_image
 
     name = "image" if arg.get("image") or "input_image" not in arg else "input_image"
-    value = arg.get(name)
-    if isinstance(value, Mapping):  # the extension's {"image": base64, "mask": base64}
-        where, value = f"{where}.{name}", value.get("image")
-        name = "image"
-    if arg.get("mask"):  # accepted and checked; no preprocessor of sdgen's takes a mask yet
-        decode_image(_text(arg["mask"], f"{where}.mask"), f"{where}.mask")
+    value, key = arg.get(name), f"{where}.{name}"
+    masks = [(arg.get(field), f"{where}.{field}") for field in ("mask", "mask_image")]
+    if isinstance(value, Mapping):
+        masks.append((value.get("mask"), f"{key}.mask"))
+        value, key = value.get("image"), f"{key}.image"
+    for mask, mask_key in masks:
+        if mask:
+            decode_image(_text(mask, mask_key), mask_key)
     if not value:
         if init_image is not None:
             return init_image
-        raise InvalidRequestError(f"Invalid {NAME}: no image; send the control image (base64).", f"{where}.{name}")
-    return decode_image(_text(value, f"{where}.{name}"), f"{where}.{name}")
+        raise InvalidRequestError(f"Invalid {NAME}: no image; send the control image (base64).", key)
+    return decode_image(_text(value, key), key)
 
 
 def _text(value: Any, key: str) -> str:
