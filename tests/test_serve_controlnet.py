@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import torch
 import webuiapi
 from PIL import Image, ImageOps
+from safetensors.torch import save_file
 
 from sdgen.engine.pipeline import generate
 from sdgen.engine.plugins.control_maps import preprocess
@@ -44,6 +46,8 @@ def control_dir(tiny_parts, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ControlNet")
     save_tiny_controlnet(tiny_parts.unet, folder / FOLDER_NAME, seed=0)
     save_tiny_controlnet_file(tiny_parts.unet, folder / f"{FILE_NAME}.safetensors", seed=1)
+    save_file({"weight": torch.zeros(2)}, str(folder / "control_not_a_controlnet.safetensors"))  # not listed
+    (folder / "control_v11p_sd15_pickle.pth").write_bytes(b"not opened")  # not listed
     return folder
 
 

@@ -87,7 +87,7 @@ def controlnets(settings: Mapping[str, Any]) -> list[Listed]:
     if settings.get("control_dir") and folder.is_dir():
         for path in sorted(folder.iterdir()):
             weights = path / WEIGHTS_FILE if path.is_dir() else path
-            loadable = (path / "config.json").is_file() if path.is_dir() else path.suffix == ".safetensors"
+            loadable = (path / "config.json").is_file() if path.is_dir() else _controlnet_file(path)
             if loadable and weights.is_file():
                 found.append(Listed(path.stem if path.is_file() else path.name, old_model_hash(weights), str(path)))
     found += _cached_controlnets(settings.get("cache_dir"))
@@ -95,6 +95,22 @@ def controlnets(settings: Mapping[str, Any]) -> list[Listed]:
     for listed in found:
         unique.setdefault(listed.name.lower(), listed)
     return list(unique.values())
+
+
+def _controlnet_file(path: Path) -> bool:
+    """Whether a file is a ControlNet in A1111's layout, from its .safetensors header alone (its control-image
+    encoder, input_hint_block): other files of A1111's models/ControlNet (T2I-Adapters, pickles) are not listed."""
+    import json
+
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(min(size, 100_000_000)))
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and any("input_hint_block." in key for key in header)
 
 
 def _cached_controlnets(cache_dir: str | None) -> list[Listed]:
