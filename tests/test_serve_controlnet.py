@@ -131,6 +131,7 @@ def test_img2img_units_by_number_and_label_use_the_init_image_when_they_send_non
 
 def test_version_models_and_modules_are_listed_as_the_extension_lists_them(api, control_dir) -> None:
     assert api.controlnet_version() == served.API_VERSION
+    assert api.custom_get("controlnet/settings") == {"control_net_unit_count": served.MAX_UNITS}
     assert api.controlnet_model_list() == [
         f"{FILE_NAME} [{old_hash(control_dir / f'{FILE_NAME}.safetensors')}]",
         f"{FOLDER_NAME} [{old_hash(control_dir / FOLDER_NAME / 'diffusion_pytorch_model.safetensors')}]",

@@ -218,6 +218,10 @@ def _controlnet_router(engine: Engine, guard: list[Any], auth: tuple[int, ...]) 
     def version() -> dict[str, Any]:
         return {"version": controlnet.API_VERSION}
 
+    @router.get("/settings", responses=error_responses(*auth))
+    def unit_count() -> dict[str, Any]:
+        return {"control_net_unit_count": controlnet.MAX_UNITS}  # how many units a request may send
+
     @router.get("/model_list", responses=error_responses(*auth, 422))
     def model_list(update: bool = True) -> dict[str, Any]:
         """The ControlNets of --control-dir and the Hugging Face cache, read from disk each time (`update`
