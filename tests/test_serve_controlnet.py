@@ -99,8 +99,9 @@ def test_a_webuiapi_controlnet_unit_request_is_the_in_process_image_of_the_same_
                                 pixel_perfect=True, processor_res=256),
         webuiapi.ControlNetUnit(image=Image.open(pictures["map"]), model="no such model", enabled=False),
     ]
+    # a fresh alwayson_scripts: webuiapi adds the units to its shared default dict, and every later call sent them
     result = api.txt2img(prompt="a red fox", negative_prompt="blur", seed=7, cfg_scale=7.5, width=64, height=64,
-                         controlnet_units=units)
+                         controlnet_units=units, alwayson_scripts={})
     expected = in_process(tiny_parts, (f"{control_dir / FOLDER_NAME}={pictures['map']}:0.8:0:0.75:prompt:crop",),
                           width=64, height=64)
     assert np.array_equal(pixels(result.image), expected)
