@@ -175,6 +175,7 @@ WHERE = "alwayson_scripts.controlnet.args[0]"
     ({"mask": "!!"}, f"{WHERE}.mask", "not valid base64"),
     ({"weight": 3}, f"{WHERE}.weight", "from 0 to 2"),
     ({"weight": "strong"}, f"{WHERE}.weight", "must be a number"),
+    ({"threshold_a": 10**400}, f"{WHERE}.threshold_a", "must be from"),
     ({"guidance_start": 0.8, "guidance_end": 0.2}, f"{WHERE}.guidance_start", "not be after guidance_end"),
     ({"resize_mode": 7}, f"{WHERE}.resize_mode", "0 (Just Resize)"),
     ({"control_mode": "loud"}, f"{WHERE}.control_mode", "1 (My prompt is more important)"),

@@ -238,11 +238,13 @@ def _number(arg: Mapping[str, Any], name: str, default: float, low: float, high:
     value = arg.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a number.", f"{where}.{name}")
-    if not low <= value <= high:
-        raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be from {low:g} to {high:g}.", f"{where}.{name}")
-    return float(value)
+    number = float(value) if abs(value) < 1e300 else math.inf  # a JSON integer may have any number of digits
+    if not low <= number <= high or not math.isfinite(number):
+        shown = f"{number:g}" if math.isfinite(number) else "(a number too large)"
+        raise InvalidRequestError(f"Invalid {NAME} {shown}: must be from {low:g} to {high:g}.", f"{where}.{name}")
+    return number
 
 
 def _choice(arg: Mapping[str, Any], name: str, default: str, names: Mapping[str, str], labels: tuple[str, ...],
