@@ -61,14 +61,16 @@ SETTING_KEYS = {
     "pixel_perfect": "pixel_perfect",
 }
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+SENT_IMAGE = "<image sent to the server>"  # a record's image of a server unit: the pixels came in the request
 
 
 @dataclass(frozen=True)
 class ControlUnit:
-    """One --control: which ControlNet, which image, and how strongly and when it steers."""
+    """One --control: which ControlNet, which image, and how strongly and when it steers. The server's units
+    carry the image it decoded (a PIL image) instead of a path: their record names no file to replay."""
 
     model: str
-    image: str
+    image: Any  # a path, or a PIL image (sent to the server)
     weight: float = 1.0
     start: float = 0.0  # fraction of the steps before it acts
     end: float = 1.0  # fraction of the steps after which it stops
@@ -80,6 +82,15 @@ class ControlUnit:
     threshold_a: float = -1
     threshold_b: float = -1
     pixel_perfect: bool = False  # processor_res from the picture's size, as the extension computes it
+
+    def __str__(self) -> str:
+        """The --control spelling (what the record keeps): spell_control's."""
+        return spell_control(self)
+
+    def __hash__(self) -> int:  # a PIL image is unhashable: its mode and size stand for it (equal images share them)
+        image = self.image if isinstance(self.image, str) else (self.image.mode, self.image.size)
+        others = (getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "image")
+        return hash((image, *others))
 
 
 def _bad(text: str, why: str) -> InvalidRequestError:
@@ -163,11 +174,13 @@ def _setting(text: str, token: str, settings: dict[str, object]) -> bool:
 
 
 def spell_control(unit: ControlUnit) -> str:
-    """The --control text of a unit (what parse_control reads back to it), its defaults left out."""
+    """The --control text of a unit (what parse_control reads back to it), its defaults left out; a sent image
+    (the server's units carry a PIL image) has no path to name: SENT_IMAGE stands for it."""
     def number(value: float) -> str:  # exact: what it reads back is the same float
         return f"{value:g}" if float(f"{value:g}") == value else repr(float(value))
 
-    parts = [f"{unit.model}={unit.image}", *(number(v) for v in (unit.weight, unit.start, unit.end)), unit.mode,
+    image = unit.image if isinstance(unit.image, str) else SENT_IMAGE
+    parts = [f"{unit.model}={image}", *(number(v) for v in (unit.weight, unit.start, unit.end)), unit.mode,
              unit.resize, unit.module]
     settings = {"res": unit.processor_res, "low": unit.threshold_a, "high": unit.threshold_b}
     parts += [f"{key}={number(value)}" for key, value in settings.items() if value != -1]
@@ -175,7 +188,8 @@ def spell_control(unit: ControlUnit) -> str:
 
 
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
-    return [parse_control(text) for text in request.controls]
+    """The request's units: --control texts parsed, the server's ControlUnits as they are."""
+    return [text if isinstance(text, ControlUnit) else parse_control(text) for text in request.controls]
 
 
 def soft_scales(weight: float, count: int) -> list[float]:
@@ -213,7 +227,8 @@ def _check(request: GenerationRequest) -> None:
                 "give --init-image and --mask.", "control",
             )
         find_controlnet(unit.model, request.control_dir)
-        open_image(unit.image, f"control image {unit.image!r}", "control").close()
+        if isinstance(unit.image, str):  # a sent image was decoded and checked already
+            open_image(unit.image, f"control image {unit.image!r}", "control").close()
 
 
 # ---- one run ---------------------------------------------------------------------------------------
@@ -307,7 +322,10 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     units = []
     for unit in control_units(request):
         controlnet = loaded_controlnet(run.parts, unit.model, request.control_dir)
-        image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
+        if isinstance(unit.image, str):
+            image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
+        else:  # a server unit's decoded image
+            image = unit.image.convert("RGB")
         units.append((unit, controlnet, _control_map(image, unit, request)))
     return ControlNetPredictor(predictor, run, units)
 
