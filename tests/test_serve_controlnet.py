@@ -19,8 +19,8 @@ from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
 from sdgen.engine.pipeline import generate
-from sdgen.engine.plugins.control_maps import preprocess
-from sdgen.engine.plugins.controlnet import SENT_IMAGE, ControlUnit
+from sdgen.engine.plugins.control_maps import MapSettings, make_control_map
+from sdgen.engine.plugins.controlnet import SENT_IMAGE, ControlUnit, parse_control
 from sdgen.engine.request import GenerationRequest
 from sdgen.record.metadata import SDGEN_KEY
 from sdgen.serve import controlnet as served
@@ -53,15 +53,18 @@ def control_dir(tiny_parts, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory) -> dict[str, Path]:
-    """A control map that is not the picture's size (48x80: fitted by the resize mode), and a 64x64 init image."""
+    """A control map that is not the picture's size (48x80: fitted by the resize mode), a 64x64 init image, and
+    64x64 smooth noise (whose Canny edges depend on the thresholds)."""
     root = tmp_path_factory.mktemp("control-pictures")
     y, x = np.mgrid[0:80, 0:48]
     disc = np.repeat((((x - 20) ** 2 + (y - 44) ** 2) < 300)[..., None] * 255, 3, axis=-1).astype(np.uint8)
     y, x = np.mgrid[0:64, 0:64]
     gradient = np.stack([x * 4, y * 4, 255 - x * 2], axis=-1).clip(0, 255).astype(np.uint8)
-    paths = {"map": root / "map.png", "init": root / "init.png"}
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    paths = {"map": root / "map.png", "init": root / "init.png", "noise": root / "noise.png"}
     Image.fromarray(disc).save(paths["map"])
     Image.fromarray(gradient).save(paths["init"])
+    Image.fromarray(noise).resize((64, 64), Image.Resampling.BILINEAR).save(paths["noise"])
     return paths
 
 
@@ -110,7 +113,33 @@ def test_a_webuiapi_controlnet_unit_request_is_the_in_process_image_of_the_same_
             'Guidance Start: 0.0, Guidance End: 0.75, Control Mode: My prompt is more important"') in infotext
     assert "ControlNet 1" not in infotext  # the disabled unit is skipped
     record = json.loads(result.image.info[SDGEN_KEY])
-    assert record["control"] == [f"{control_dir / FOLDER_NAME}={SENT_IMAGE}:0.8:0.0:0.75:prompt:crop:none"]
+    # pixel_perfect and processor_res left out: the none preprocessor has neither
+    assert record["control"] == [f"{control_dir / FOLDER_NAME}={SENT_IMAGE}:0.8:0:0.75:prompt:crop:none"]
+
+
+def test_a_canny_units_thresholds_make_the_image_of_the_same_control_settings(
+    api, tiny_parts, control_dir, pictures
+) -> None:
+    """threshold_a/b and processor_res reach the map as low=/high=/res= do on the command line (and other
+    thresholds make another picture); webuiapi's defaults (512, 64, 64) sent to invert, which has none of them,
+    are left out rather than refused."""
+    pytest.importorskip("cv2")
+    units = [webuiapi.ControlNetUnit(image=Image.open(pictures["noise"]), model=FILE_NAME, module="canny",
+                                     threshold_a=30, threshold_b=90, processor_res=128, weight=0.9),
+             webuiapi.ControlNetUnit(image=Image.open(pictures["map"]), model=FILE_NAME, module="invert", weight=0.5)]
+    result = api.txt2img(prompt="a red fox", negative_prompt="blur", seed=7, cfg_scale=7.5, width=64, height=64,
+                         controlnet_units=units, alwayson_scripts={})
+    single = f"{control_dir / FILE_NAME}.safetensors"
+    controls = [f"{single}={pictures['noise']}:0.9:fill:canny:low=30:high=90:res=128",  # webuiapi's resize_mode
+                f"{single}={pictures['map']}:0.5:fill:invert"]
+    assert np.array_equal(pixels(result.image), in_process(tiny_parts, tuple(controls), width=64, height=64))
+    other_thresholds = (controls[0].replace(":low=30:high=90", ""), controls[1])  # canny's defaults, 100 and 200
+    assert not np.array_equal(pixels(result.image), in_process(tiny_parts, other_thresholds, width=64, height=64))
+    record = json.loads(result.image.info[SDGEN_KEY])
+    assert record["control"] == [f"{single}={SENT_IMAGE}:0.9:0:1:balanced:fill:canny:res=128:low=30:high=90",
+                                 f"{single}={SENT_IMAGE}:0.5:0:1:balanced:fill:invert"]
+    assert [parse_control(text).threshold_a for text in record["control"]] == [30, -1]
+    assert "Processor Res: 128, Threshold A: 30.0, Threshold B: 90.0" in result.info["infotexts"][0]
 
 
 def test_img2img_units_by_number_and_label_use_the_init_image_when_they_send_none(
@@ -140,6 +169,11 @@ def test_version_models_and_modules_are_listed_as_the_extension_lists_them(api, 
     modules = api.custom_get("controlnet/module_list")
     assert modules["module_list"][0] == "none" and {"invert", "canny"} <= set(modules["module_list"])
     assert set(modules["module_detail"]) == set(modules["module_list"])
+    assert modules["module_detail"]["canny"]["sliders"] == [  # the extension's order: res, threshold A, B
+        {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048},
+        {"name": "Low Threshold", "value": 100, "min": 1, "max": 255},
+        {"name": "High Threshold", "value": 200, "min": 1, "max": 255}]
+    assert modules["module_detail"]["invert"]["sliders"] == []
     labels = api.custom_get("controlnet/module_list?alias_names=true")["module_list"]
     assert "invert (from white bg & black line)" in labels and "invert" not in labels
     assert requests.get(api.get_endpoint("controlnet/model_list?update=true", False), timeout=30).ok
@@ -153,14 +187,21 @@ def test_detect_makes_the_preprocessors_maps(api, server, pictures) -> None:
     reply = api.controlnet_detect([image], module="invert")  # webuiapi sends controlnet_images
     assert reply.info == "Success"
     assert np.array_equal(pixels(reply.images[0]), pixels(ImageOps.invert(image)))
-    body = {"controlnet_module": "canny", "controlnet_input_images": [base64.b64encode(pictures["map"].read_bytes())
-                                                                      .decode()], "controlnet_threshold_a": 100}
+    pytest.importorskip("cv2")
+    body = {"controlnet_module": "canny", "controlnet_input_images": [base64.b64encode(pictures["noise"].read_bytes())
+                                                                      .decode()],
+            "controlnet_processor_res": 128, "controlnet_threshold_a": 30, "controlnet_threshold_b": 90}
     reply = requests.post(f"{server}/controlnet/detect", json=body, timeout=60)
     made = Image.open(io.BytesIO(base64.b64decode(reply.json()["images"][0])))
-    assert np.array_equal(pixels(made), pixels(preprocess(Image.open(pictures["map"]).convert("RGB"), "canny")))
+    noise = Image.open(pictures["noise"])
+    expected = make_control_map(noise, MapSettings("canny", 128, 30, 90))
+    assert made.size == expected.size == (128, 128)
+    assert np.array_equal(pixels(made), pixels(expected))
+    assert not np.array_equal(pixels(expected), pixels(make_control_map(noise, MapSettings("canny", 128))))
 
 
 WHERE = "alwayson_scripts.controlnet.args[0]"
+PIXEL = base64.b64encode(b"\x89PNG").decode()  # decoded after the settings are checked
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [
@@ -176,6 +217,9 @@ WHERE = "alwayson_scripts.controlnet.args[0]"
     ({"weight": 3}, f"{WHERE}.weight", "from 0 to 2"),
     ({"weight": "strong"}, f"{WHERE}.weight", "must be a number"),
     ({"threshold_a": 10**400}, f"{WHERE}.threshold_a", "must be from"),
+    ({"module": "canny", "threshold_b": 300}, f"{WHERE}.threshold_b", "from 1 to 255"),
+    ({"module": "canny", "processor_res": 4096}, f"{WHERE}.processor_res", "from 64 to 2048"),
+    ({"pixel_perfect": "yes"}, f"{WHERE}.pixel_perfect", "true or false"),
     ({"guidance_start": 0.8, "guidance_end": 0.2}, f"{WHERE}.guidance_start", "not be after guidance_end"),
     ({"resize_mode": 7}, f"{WHERE}.resize_mode", "0 (Just Resize)"),
     ({"control_mode": "loud"}, f"{WHERE}.control_mode", "1 (My prompt is more important)"),
@@ -197,6 +241,9 @@ def test_bad_units_are_a_422_naming_the_field(server, pictures, change, field: s
     ({"controlnet_module": "nope", "controlnet_input_images": ["x"]}, "controlnet_module"),
     ({"controlnet_module": "invert", "controlnet_input_images": []}, "controlnet_images"),
     ({"controlnet_module": "invert", "controlnet_input_images": ["!!"]}, "controlnet_input_images[0]"),
+    ({"controlnet_module": "canny", "controlnet_images": [PIXEL], "controlnet_threshold_a": 0},
+     "controlnet_threshold_a"),
+    ({"controlnet_module": "inpaint", "controlnet_images": [PIXEL]}, "controlnet_masks"),
 ])
 def test_bad_detect_bodies_are_a_422_naming_the_field(server, body, field: str) -> None:
     reply = requests.post(f"{server}/controlnet/detect", json=body, timeout=60)
@@ -218,5 +265,7 @@ def test_a_unit_with_a_sent_image_hashes_and_records_without_a_path() -> None:
     image = Image.new("RGB", (8, 8))
     unit = ControlUnit("net", image, 0.5)
     assert hash(unit) == hash(ControlUnit("net", image.copy(), 0.5)) and unit == ControlUnit("net", image.copy(), 0.5)
-    assert str(unit) == f"net={SENT_IMAGE}:0.5:0.0:1.0:balanced:crop:none"
-    assert str(ControlUnit("net", "a.png")) == "net=a.png:1.0:0.0:1.0:balanced:crop:none"
+    assert hash(unit) != hash(ControlUnit("net", image, 0.5, threshold_a=50))
+    assert str(unit) == f"net={SENT_IMAGE}:0.5:0:1:balanced:crop:none"
+    assert str(ControlUnit("net", "a.png", module="canny", threshold_b=90, pixel_perfect=True)) == (
+        "net=a.png:1:0:1:balanced:crop:canny:high=90:pixel_perfect")

@@ -236,7 +236,7 @@ def _controlnet_router(engine: Engine, guard: list[Any], auth: tuple[int, ...]) 
     @router.post("/detect", responses=error_responses(*auth, 400, 413, 422, 499, 503))
     async def detect(body: controlnet.DetectBody, request: Request) -> dict[str, Any]:
         """A preprocessor's maps; decoded off the event loop, made on the worker (detectors are torch work)."""
-        module, images = await run_in_threadpool(controlnet.detect_inputs, body)
-        return await wait_for(engine, engine.submit(lambda: controlnet.detect(module, images)), request)
+        inputs = await run_in_threadpool(controlnet.detect_inputs, body)
+        return await wait_for(engine, engine.submit(lambda: controlnet.detect(*inputs)), request)
 
     return router

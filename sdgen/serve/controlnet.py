@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from sdgen.engine.plugins.control_maps import PREPROCESSORS, missing_library, preprocess
+from sdgen.engine.plugins.control_maps import (
+    DETECTOR_RESOLUTION,
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
+    PREPROCESSORS,
+    MapSettings,
+    make_control_map,
+    missing_library,
+    relevant_settings,
+)
 from sdgen.engine.plugins.controlnet import ControlUnit
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.serve.schema import STRICT, Text
@@ -31,6 +40,7 @@ MAX_UNITS = 8  # units of one request: each is one more network call a step
 MAX_WEIGHT = 2.0  # the extension's bound on a unit's weight
 SCRIPT = "controlnet"  # the alwayson_scripts title (lower case; webuiapi sends "ControlNet")
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+SETTINGS = ("processor_res", "threshold_a", "threshold_b")  # a unit's preprocessor settings (ControlUnit's too)
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")  # "control_v11p_sd15_canny [abcd1234]"
 
 # the extension's resize modes (its ResizeMode, by value, by position, and the old names it still reads)
@@ -168,9 +178,38 @@ def module_list(alias_names: bool = False) -> list[str]:
 
 
 def module_detail(alias_names: bool = False) -> dict[str, Any]:
-    """The extension's module_detail: sdgen's preprocessors all need a ControlNet (model_free false) and take
-    no sliders (their settings are fixed)."""
-    return {name: {"model_free": False, "sliders": []} for name in module_list(alias_names)}
+    """The extension's module_detail: sdgen's preprocessors all need a ControlNet (model_free false); their
+    sliders in the extension's order, processor_res, threshold_a, threshold_b (None where one has none)."""
+    return {listed: {"model_free": False, "sliders": _sliders(module)}  # module_list keeps PREPROCESSORS' order
+            for module, listed in zip(PREPROCESSORS, module_list(alias_names), strict=True)}
+
+
+def _sliders(module: str) -> list[dict[str, Any] | None]:
+    spec = PREPROCESSORS[module]
+    res = {"name": "Preprocessor Resolution", "value": DETECTOR_RESOLUTION, "min": MIN_RESOLUTION,
+           "max": MAX_RESOLUTION} if spec.uses_resolution else None
+    sliders = [res, *({"name": s.label, "value": s.default, "min": s.low, "max": s.high} if s else None
+                      for s in (spec.a, spec.b))]
+    while sliders and sliders[-1] is None:
+        sliders.pop()
+    return sliders
+
+
+def map_settings(module: str, given: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    """The processor_res, threshold_a and threshold_b of `given` that `module` has (`keys`: their fields):
+    webuiapi sends its 512 and 64s to every module, and the extension ignores those a preprocessor has no
+    slider for (relevant_settings); a negative value is the preprocessor's default, as the extension's bound
+    check resets it. A value out of the slider's range is refused naming its field."""
+    numbers = {name: _number({keys[name]: given.get(name)}, keys[name], -1.0, -math.inf, math.inf, "")
+               for name in SETTINGS}
+    kept = relevant_settings(module, **{name: -1 if value < 0 else value for name, value in numbers.items()})
+    spec = PREPROCESSORS[module]
+    ranges = {"processor_res": (MIN_RESOLUTION, MAX_RESOLUTION), "threshold_a": spec.a and (spec.a.low, spec.a.high),
+              "threshold_b": spec.b and (spec.b.low, spec.b.high)}
+    for name, value in kept.items():
+        if value != -1:
+            _number({keys[name]: value}, keys[name], -1, *ranges[name], "")  # type: ignore[misc]
+    return kept
 
 
 # ---- the units of a generation request ---------------------------------------------------------------
@@ -208,14 +247,16 @@ def _unit(arg: Any, where: str, settings: Mapping[str, Any], values: Mapping[str
             f"Invalid {NAME} {start:g}: guidance_start must not be after guidance_end ({end:g}).",
             f"{where}.guidance_start",
         )
-    for name in ("processor_res", "threshold_a", "threshold_b"):  # accepted; sdgen's preprocessors are fixed
-        _number(arg, name, -1.0, -math.inf, math.inf, where)
     resize = _choice(arg, "resize_mode", "Crop and Resize", RESIZE_NAMES, RESIZE_LABELS, where)
     mode = _choice(arg, "control_mode", "Balanced", CONTROL_NAMES, CONTROL_LABELS, where)
     module = module_name(arg.get("module", "none"), f"{where}.module")
     missing = missing_library(module)
     if missing:
         raise InvalidRequestError(f"Invalid {NAME} {module!r}: {missing}.", f"{where}.module")
+    settings_of_map = map_settings(module, arg, {name: f"{where}.{name}" for name in SETTINGS})
+    pixel_perfect = arg.get("pixel_perfect", False)
+    if not isinstance(pixel_perfect, bool):
+        raise InvalidRequestError(f"Invalid {NAME} {pixel_perfect!r}: true or false.", f"{where}.pixel_perfect")
     model = arg.get("model")
     if not isinstance(model, str) or not model.strip() or model.strip() == "None":
         raise InvalidRequestError(
@@ -231,19 +272,23 @@ def _unit(arg: Any, where: str, settings: Mapping[str, Any], values: Mapping[str
         )
     if start == end:
         return None
-    return ControlUnit(source, image, weight, start, end, mode, resize, module)
+    pixel_perfect = pixel_perfect and PREPROCESSORS[module].uses_resolution  # the others use the image as it is
+    return ControlUnit(source, image, weight, start, end, mode, resize, module, **settings_of_map,
+                       pixel_perfect=pixel_perfect)
 
 
 def _number(arg: Mapping[str, Any], name: str, default: float, low: float, high: float, where: str) -> float:
-    value = arg.get(name, default)
+    """arg[name], a number from low to high; InvalidRequestError naming `where.name` (`name` alone without
+    `where`) else."""
+    value, key = arg.get(name, default), f"{where}.{name}" if where else name
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a number.", f"{where}.{name}")
+        raise InvalidRequestError(f"Invalid {NAME} {value!r}: must be a number.", key)
     number = float(value) if abs(value) < 1e300 else math.inf  # a JSON integer may have any number of digits
     if not low <= number <= high or not math.isfinite(number):
         shown = f"{number:g}" if math.isfinite(number) else "(a number too large)"
-        raise InvalidRequestError(f"Invalid {NAME} {shown}: must be from {low:g} to {high:g}.", f"{where}.{name}")
+        raise InvalidRequestError(f"Invalid {NAME} {shown}: must be from {low:g} to {high:g}.", key)
     return number
 
 
@@ -298,37 +343,47 @@ class DetectBody(BaseModel):
     controlnet_module: Text = Field("none", description="A name of GET /controlnet/module_list.")
     controlnet_input_images: list[Text] = Field(default_factory=list, description="Base64 images.")
     controlnet_images: list[Text] = Field(default_factory=list, description="webuiapi's name of the images.")
-    controlnet_processor_res: float = Field(-1, description="Accepted; sdgen's preprocessors are fixed.")
-    controlnet_threshold_a: float = Field(-1, description="Accepted; sdgen's preprocessors are fixed.")
-    controlnet_threshold_b: float = Field(-1, description="Accepted; sdgen's preprocessors are fixed.")
-    controlnet_masks: list[Text] = Field(default_factory=list, description="Accepted and checked, not used.")
+    controlnet_processor_res: float = Field(-1, description="The short side the map is made at (-1: the default).")
+    controlnet_threshold_a: float = Field(-1, description="The preprocessor's threshold A (-1: its default).")
+    controlnet_threshold_b: float = Field(-1, description="The preprocessor's threshold B (-1: its default).")
+    controlnet_masks: list[Text] = Field(default_factory=list, description="Base64 masks, one an image (inpaint).")
     low_vram: bool = False
 
 
-def detect_inputs(body: DetectBody) -> tuple[str, list[Image.Image]]:
-    """The preprocessor and the decoded images of a detect body: InvalidRequestError naming the field."""
+def detect_inputs(body: DetectBody) -> tuple[MapSettings, list[Image.Image], list[Image.Image | None]]:
+    """The map settings, the decoded images and their masks of a detect body: InvalidRequestError naming the
+    field. The settings a preprocessor has not are left out, as for a unit."""
+    from sdgen.engine.plugins.control_maps import check_detector_weights
     from sdgen.serve.translate import decode_image
 
     module = module_name(body.controlnet_module, "controlnet_module")
     missing = missing_library(module)
     if missing:
         raise InvalidRequestError(f"Invalid {NAME} {module!r}: {missing}.", "controlnet_module")
+    check_detector_weights(module, "controlnet_module")
+    given = {name: getattr(body, f"controlnet_{name}") for name in SETTINGS}
+    settings = MapSettings(module, **map_settings(module, given, {name: f"controlnet_{name}" for name in SETTINGS}))
     key = "controlnet_input_images" if body.controlnet_input_images else "controlnet_images"
     images = body.controlnet_input_images or body.controlnet_images
     if not images:
         raise InvalidRequestError(f"Invalid {NAME}: no image; send a list of base64 images.", key)
     if len(images) > MAX_UNITS:
         raise InvalidRequestError(f"Invalid {NAME}: {len(images)} images; at most {MAX_UNITS} at once.", key)
-    for index, mask in enumerate(body.controlnet_masks):
-        decode_image(mask, f"controlnet_masks[{index}]")
-    return module, [decode_image(image, f"{key}[{index}]") for index, image in enumerate(images)]
+    masks: list[Image.Image | None] = [decode_image(mask, f"controlnet_masks[{index}]")
+                                        for index, mask in enumerate(body.controlnet_masks)]
+    masks += [None] * (len(images) - len(masks))
+    if module in ("inpaint", "inpaint_only") and None in masks[:len(images)]:
+        raise InvalidRequestError(f"Invalid {NAME}: the {module} preprocessor marks a mask; send one an image.",
+                                  "controlnet_masks")
+    return settings, [decode_image(image, f"{key}[{index}]") for index, image in enumerate(images)], masks
 
 
-def detect(module: str, images: list[Image.Image]) -> dict[str, Any]:
-    """The maps `module` makes from `images` as the extension answers: {"images": [base64 PNG], "info"}."""
+def detect(settings: MapSettings, images: list[Image.Image], masks: list[Image.Image | None]) -> dict[str, Any]:
+    """The maps `settings` make from `images` (make_control_map, as a unit's) as the extension answers:
+    {"images": [base64 PNG], "info"}."""
     import base64
 
     from sdgen.record.output import png_bytes
 
-    maps = [preprocess(image, module) for image in images]
+    maps = [make_control_map(image, settings, mask=mask) for image, mask in zip(images, masks, strict=False)]
     return {"images": [base64.b64encode(png_bytes(image)).decode("ascii") for image in maps], "info": "Success"}
