@@ -156,7 +156,7 @@ def test_a1111s_controlnet_fields_read_back_and_ask_for_the_image(tmp_path) -> N
     assert "control" not in replay_values(made, {"control"}), "a --control given beside --from replaces them"
     bad = A1111_TEXT.replace("invert (from white bg & black line)", "reference_only")
     with pytest.raises(InvalidRequestError, match="preprocessor 'reference_only'"):
-        controlnet_plugin._from_a1111({"ControlNet 0": bad.split('ControlNet 0: "')[1].split('"')[0]})
+        controlnet_plugin.units_from_a1111({"ControlNet 0": bad.split('ControlNet 0: "')[1].split('"')[0]})
 
 
 def test_the_infotext_names_a_single_file_as_the_extension_does(tiny_parts, controlnet_dirs, control_images, tmp_path):
@@ -173,7 +173,7 @@ def test_the_infotext_names_a_single_file_as_the_extension_does(tiny_parts, cont
     asked = request(controls=("tiny=x.png:0.5:0:0.8:control:resize",), control_dir=str(tmp_path))
     [(label, text)] = [field for field in a1111_fields(asked) if field[0].startswith("ControlNet")]
     assert f"Model: control_v11p_sd15_tiny [{digest}]" in text
-    assert controlnet_plugin._from_a1111({label: text}) == {
+    assert controlnet_plugin.units_from_a1111({label: text}) == {
         "control": ["control_v11p_sd15_tiny=<the control image>:0.5:0:0.8:control:resize:none"]
     }
 

@@ -123,10 +123,10 @@ def test_a_controlnet_as_a_predictor_wrapper_matches_diffusers_controlnet_pipeli
         return ControlNetWrapper(inner, tiny_controlnet, image)
 
     monkeypatch.setattr(plugins, "PLUGINS", dict(plugins.PLUGINS))
-    plugins.register(Plugin("controlnet", options=(), wrap_predictor=wrap))
+    plugins.register(Plugin("controlnet-by-hand", options=(), wrap_predictor=wrap))
     latents, ours = latents_and_pixels(tiny_parts)
     assert np.abs(ours - pixels(expected)).max() <= 1
-    del plugins.PLUGINS["controlnet"]
+    del plugins.PLUGINS["controlnet-by-hand"]
     plain_latents, _ = latents_and_pixels(tiny_parts)
     assert (latents - plain_latents).abs().max() > 1e-3, "the residuals must change the run"
 

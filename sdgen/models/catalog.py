@@ -81,7 +81,8 @@ def _folder_kind(folder: Path | None, files: set[str]) -> str:
     if any(name.endswith("lora_weights.safetensors") for name in files):
         return "LoRA"
     config = _json(folder / "config.json") if folder else {}
-    return {"AutoencoderKL": "VAE", "AutoencoderTiny": "tiny autoencoder"}.get(config.get("_class_name", ""), "other")
+    kinds = {"AutoencoderKL": "VAE", "AutoencoderTiny": "tiny autoencoder", "ControlNetModel": "ControlNet"}
+    return kinds.get(config.get("_class_name", ""), "other")
 
 
 def _single_files(models_dir: str | None) -> list[ModelEntry]:

@@ -167,7 +167,7 @@ def _control_cells(rows: list[list[CheckedRequest]], size: tuple[int, int]) -> l
     """The control maps every cell steers with, as the grid's first columns (none when the cells' control
     images differ: a --control axis)."""
     from sdgen.engine.plugins.control_text import control_maps
-    from sdgen.engine.plugins.controlnet import control_units
+    from sdgen.engine.plugins.control_units import control_units
     from sdgen.pictures.sheets import Cell
 
     steering = {tuple((u.image, u.module, u.resize) for u in control_units(cell)) for row in rows for cell in row}

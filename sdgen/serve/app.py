@@ -19,7 +19,7 @@ from fastapi.security import HTTPBasic
 from sdgen.config.schedulers import SCHEDULE_TYPES
 from sdgen.errors import InvalidRequestError, UsageError
 from sdgen.prompts.styles import styles_listing
-from sdgen.serve import listings, pnginfo, replies
+from sdgen.serve import controlnet, listings, pnginfo, replies
 from sdgen.serve.engine import Engine, ShuttingDown
 from sdgen.serve.extras import extras_routes
 from sdgen.serve.guards import BasicAuth, BodyLimit
@@ -52,6 +52,7 @@ def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: in
     extras_routes(api, engine, auth)
     app.include_router(api)
     app.include_router(_queue_router(engine, guard, auth))
+    app.include_router(_controlnet_router(engine, guard, auth))
     replies.install(app)
     app.add_middleware(BodyLimit, max_body=max_body)
     if users:
@@ -206,5 +207,37 @@ def _queue_router(engine: Engine, guard: list[Any], auth: tuple[int, ...]) -> AP
         return {"msg": "estimation", "rank": None, "queue_size": waiting, "running": engine.running(),
                 "avg_event_process_time": engine.mean_seconds(), "avg_event_concurrent_process_time": None,
                 "rank_eta": None, "queue_eta": engine.mean_seconds() * waiting}
+
+    return router
+
+
+def _controlnet_router(engine: Engine, guard: list[Any], auth: tuple[int, ...]) -> APIRouter:
+    """The ControlNet extension's routes (sdgen/serve/controlnet.py); its units come in txt2img/img2img bodies."""
+    router = APIRouter(prefix="/controlnet", dependencies=guard)
+
+    @router.get("/version", responses=error_responses(*auth))
+    def version() -> dict[str, Any]:
+        return {"version": controlnet.API_VERSION}
+
+    @router.get("/settings", responses=error_responses(*auth))
+    def unit_count() -> dict[str, Any]:
+        return {"control_net_unit_count": controlnet.MAX_UNITS}  # how many units a request may send
+
+    @router.get("/model_list", responses=error_responses(*auth, 422))
+    def model_list(update: bool = True) -> dict[str, Any]:
+        """The ControlNets of --control-dir and the Hugging Face cache, read from disk each time (`update`
+        changes nothing)."""
+        return {"model_list": [listed.title for listed in controlnet.controlnets(engine.settings)]}
+
+    @router.get("/module_list", responses=error_responses(*auth, 422))
+    def module_list(alias_names: bool = False) -> dict[str, Any]:
+        return {"module_list": controlnet.module_list(alias_names),
+                "module_detail": controlnet.module_detail(alias_names)}
+
+    @router.post("/detect", responses=error_responses(*auth, 400, 413, 422, 499, 503))
+    async def detect(body: controlnet.DetectBody, request: Request) -> dict[str, Any]:
+        """A preprocessor's maps; decoded off the event loop, made on the worker (detectors are torch work)."""
+        inputs = await run_in_threadpool(controlnet.detect_inputs, body)
+        return await wait_for(engine, engine.submit(lambda: controlnet.detect(*inputs)), request)
 
     return router

@@ -33,6 +33,7 @@ from sdgen.record.output import plan_outputs
 from sdgen.serve import listings
 from sdgen.serve.a1111_options import RANDN_SOURCES, check_kept, served_options
 from sdgen.serve.a1111_options import check as check_a1111_options
+from sdgen.serve.controlnet import unit_values
 from sdgen.serve.schema import GenerationBody
 from sdgen.serve.translate import a1111_response, request_values
 
@@ -173,6 +174,7 @@ class Engine:
         defaults = self.settings | {"model": spec.model, "clip_skip": self.options["CLIP_stop_at_last_layers"],
                                     "eta_noise_seed_delta": chosen["eta_noise_seed_delta"]}
         values = request_values(body, defaults)
+        values |= unit_values(body.alwayson_scripts, defaults, values)  # ControlNet units
         request = check_request(GenerationRequest.from_settings(values), spec)
         self.limits.check(request)
         return Job(body, request, spec, save=body.save_images and self.outdir is not None)

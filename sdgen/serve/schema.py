@@ -129,8 +129,8 @@ class GenerationBody(BaseModel):
     styles: list[Text] = Field(default_factory=list, description="Names of GET /sdapi/v1/prompt-styles, in order.")
     alwayson_scripts: dict[str, Any] = Field(
         default_factory=dict, description="Extension settings, {title: {\"args\": [...]}}: Forge's FreeU Integrated, "
-        "Perturbed Attention Guidance Integrated, SelfAttentionGuidance Integrated and CFG Rescale (docs/guidance.md); "
-        "others are ignored.",
+        "Perturbed Attention Guidance Integrated, SelfAttentionGuidance Integrated and CFG Rescale (docs/guidance.md), "
+        "and the ControlNet extension's units (docs/controlnet.md); others are ignored.",
     )
     # accepted and ignored (A1111 features sdgen does not have)
     restore_faces: bool | None = None

@@ -39,6 +39,7 @@ A1111_FIELDS = {
     "seed_resize_from": "seed_resize_from_w", "tiling": "tiling", "style": "styles",
     # the guidance modifiers' settings come from alwayson_scripts
     **{key: "alwayson_scripts" for plugin in plugins.PLUGINS.values() if plugin.from_script for key in plugin.options},
+    "control": "alwayson_scripts.controlnet.args",  # ControlNet units (sdgen/serve/controlnet.py)
 }
 
 

@@ -1,6 +1,7 @@
 """A tiny random ControlNet of the tiny U-Net (diffusers' `ControlNetModel.from_unet`), seeded. Its conditioning
-embedding downsamples 2x, as the tiny VAE does, and its zero convolutions are made random so that its
-residuals change the picture (a fresh ControlNet's are zero)."""
+embedding downsamples 2x, as the tiny VAE does, and its zero convolutions (the conditioning embedding's last
+one among them) are made random so that its residuals, and the control image, change the picture (a fresh
+ControlNet's are zero)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def build_tiny_controlnet(unet: Any, seed: int = 0) -> Any:
         for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             for parameter in block.parameters():
                 parameter.normal_(0, 0.1)
+        # the conditioning embedding's last conv is a zero convolution too: left zero, the image changes nothing
+        for parameter in controlnet.controlnet_cond_embedding.conv_out.parameters():
+            parameter.normal_(0, 1.0)
     return controlnet.eval()
 
 

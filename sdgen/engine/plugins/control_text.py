@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.plugins.controlnet import IMAGE_NOT_RECORDED, control_units, parse_control, unit_text
+from sdgen.engine.plugins.control_units import IMAGE_NOT_RECORDED, control_units, parse_control, unit_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, Guide, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run, plain_unet
-from sdgen.engine.plugins.controlnet import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES
+from sdgen.engine.plugins.control_units import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover

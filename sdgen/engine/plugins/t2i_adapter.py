@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
 from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, missing_library, preprocess
-from sdgen.engine.plugins.controlnet import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES, _number
+from sdgen.engine.plugins.control_units import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES, _number
 from sdgen.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # pragma: no cover
