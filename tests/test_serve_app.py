@@ -56,7 +56,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def cli_image(tmp_path: Path, model: Path, *args: str) -> Image.Image:
-    target = tmp_path / "cli.png"
+    target = tmp_path / f"cli-{len(list(tmp_path.glob('cli-*.png')))}.png"
     flags = ["--model", str(model), "--device", "cpu", "--dtype", "float32", "-o", str(target), *args]
     result = runner.invoke(cli_app, flags)
     assert result.exit_code == 0, result.output
@@ -112,12 +112,13 @@ def test_img2img_with_a_mask_is_the_command_lines_image(api, server, tiny_model_
     mask.save(tmp_path / "mask.png")
     result = api.img2img(images=[init], mask_image=mask, denoising_strength=0.6, seed=3, cfg_scale=7.5,
                          width=64, height=64, prompt="a cat", sampler_name="Euler")
-    expected = cli_image(tmp_path, tiny_model_dir, "a cat", "--init-image", str(tmp_path / "init.png"), "--mask",
-                         str(tmp_path / "mask.png"), "--strength", "0.6", "--seed", "3", "--steps", "4",
-                         "--scheduler", "euler", "-g", "7.5")
-    assert np.array_equal(pixels(result.image), pixels(expected))
+    common = ("a cat", "--init-image", str(tmp_path / "init.png"), "--mask", str(tmp_path / "mask.png"), "--strength",
+              "0.6", "--seed", "3", "--steps", "4", "--scheduler", "euler", "-g", "7.5")
+    filled = cli_image(tmp_path, tiny_model_dir, *common, "--inpaint-fill", "fill")  # webuiapi sends inpainting_fill 0
+    assert np.array_equal(pixels(result.image), pixels(filled))
+    expected = cli_image(tmp_path, tiny_model_dir, *common)
     assert "Denoising strength: 0.4" in result.info["infotexts"][0]  # A1111 runs int(0.4 x 4) + 1 = 2 steps too
-    # the same image sent without the data: prefix gives the same picture
+    # the same image sent without the data: prefix and no inpainting_fill: the server's default, original
     url, _ = server
     raw = base64.b64encode((tmp_path / "init.png").read_bytes()).decode()
     body = {"prompt": "a cat", "init_images": [raw], "mask": base64.b64encode((tmp_path / "mask.png").read_bytes())

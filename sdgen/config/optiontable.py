@@ -115,9 +115,9 @@ class OptionTable:
         return {PROMPT: None, **{row.batch_line: row for row in self.rows.values() if row.batch_line}}
 
     def value(self, row: Option, request: Any, job: Any = None) -> Any:
-        """The row's value in `request` (its target), None where the row it needs has none; an image's `job`
-        holds its own value of the rows it has a field for (its seed, its variation seed)."""
-        if row.needs is not None and self.value(self.rows[row.needs], request, job) is None:
+        """The row's value in `request` (its target), None where the row it needs has none (None, or an empty
+        list); an image's `job` holds its own value of the rows it has a field for (its seed, its variation seed)."""
+        if row.needs is not None and self.value(self.rows[row.needs], request, job) in (None, (), []):
             return None
         if job is not None and hasattr(job, row.target_field):
             return getattr(job, row.target_field)
