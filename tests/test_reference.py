@@ -52,7 +52,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "strength",
         "init_image", "mask", "invert_mask", "mask_blur", "outpaint", "inpaint_fill", "sd_upscale",
         "sd_upscale_upscaler", "sd_upscale_overlap", "detail", "detail_prompt", "detail_strength", "detail_steps",
-        "detail_padding", "detail_blur",
+        "detail_padding", "detail_blur", "restore_faces", "restore_faces_visibility",
         "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
         "eta_noise_seed_delta",

@@ -62,4 +62,13 @@ UPSCALE_ROWS: tuple[Option, ...] = (
         "detail_blur", int, 4, "Detail repair: blur of each region's mask, in pixels.", REQUEST, commands=RUNS,
         shapes_picture=True, needs="detail", a1111="ADetailer mask blur",
     ),
+    # face restoration, as A1111's "Restore faces" (sdgen/engine/face_restore.py)
+    Option(
+        "restore_faces", str, None, "Face restoration: a GFPGAN model (a file or a name in --upscaler-dir) run on "
+        "each face of the finished picture.", REQUEST, empty="off", shapes_picture=True,
+    ),
+    Option(
+        "restore_faces_visibility", float, 1.0, "Face restoration: how much of the restored face shows, 0 to 1 "
+        "(A1111's GFPGAN visibility).", REQUEST, shapes_picture=True, needs="restore_faces",
+    ),
 )

@@ -18,6 +18,7 @@ from sdgen.config.schedulers import resolve
 from sdgen.config.specs import MAX_STEPS, check_int
 from sdgen.engine import plugins
 from sdgen.engine.detail import check_details
+from sdgen.engine.face_restore import check_face_restorer
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
 from sdgen.engine.outpaint import check_fill, outpainted, parse_outpaint
 from sdgen.engine.request import (
@@ -68,6 +69,7 @@ def check_request(
     width, height = request.width, request.height
     check_fill(request.inpaint_fill)
     check_details(request)
+    check_face_restorer(request, model is not None and model.allow_unsafe_pickle)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     if request.outpaint is not None:
         init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)

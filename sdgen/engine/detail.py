@@ -84,6 +84,7 @@ def _repaint(picture: Image.Image, box: tuple[int, int, int, int], result: Gener
         "strength": request.detail_strength, "num_inference_steps": request.detail_steps or request.num_inference_steps,
         # a ControlNet's or T2I-Adapter's map is the whole picture's: it would steer the crop wrongly
         "details": (), "hires_scale": None, "sd_upscale": None, "outpaint": None, "controls": (), "adapters": (),
+        "restore_faces": None,
     }
     done = run_part(GenerationRequest(**given | {key: value for key, value in changes.items() if key in given}))
     patch = done.image.convert("RGB").resize((region[2] - region[0], region[3] - region[1]), Image.Resampling.LANCZOS)

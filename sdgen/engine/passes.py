@@ -1,7 +1,7 @@
 """Passes over whole pictures, after or instead of one run of the loop: SD upscale (sdgen/engine/sd_upscale.py:
-the init image enlarged and repainted tile by tile) and detail repair (sdgen/engine/detail.py: found regions
-inpainted again). Each tile or region is a request of its own, which `run_part` checks and runs; the
-pipeline hands it in, so nothing here imports the pipeline."""
+the init image enlarged and repainted tile by tile), detail repair (sdgen/engine/detail.py: found regions
+inpainted again) and face restoration (sdgen/engine/face_restore.py). Each tile or region is a request of
+its own, which `run_part` checks and runs; the pipeline hands it in, so nothing here imports the pipeline."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def run_passes(
 ) -> list[GeneratedImage]:
     """The batch's pictures: tile by tile for SD upscale, else the batch as usual; then each --detail pass."""
     from sdgen.engine.detail import repaired
+    from sdgen.engine.face_restore import restored
     from sdgen.engine.sd_upscale import sd_upscaled
 
     request = tasks[0].request
@@ -27,4 +28,6 @@ def run_passes(
     results = [sd_upscaled(task, parts, run_part) for task in tasks] if tiled else run_batch()
     if request.details:
         results = [repaired(result, run_part) for result in results]
+    if request.restore_faces:  # A1111 restores faces last, after every other pass
+        results = [restored(result, parts) for result in results]
     return results

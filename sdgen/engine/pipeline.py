@@ -87,7 +87,8 @@ def generate_batch(
     """Make several images in one pass through the U-Net. Their requests must share batch_key()."""
     if len({batch_key(task) for task in tasks}) != 1:
         raise ValueError("generate_batch: the tasks differ in size, steps, scheduler, guidance or init image")
-    if tasks[0].request.sd_upscale is not None or tasks[0].request.details:  # passes over whole pictures
+    first = tasks[0].request
+    if first.sd_upscale is not None or first.details or first.restore_faces:  # passes over whole pictures
         from sdgen.engine.passes import run_passes
 
         def run_part(given: GenerationRequest) -> GeneratedImage:  # a tile or a face: a request of its own

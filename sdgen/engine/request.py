@@ -81,6 +81,8 @@ class GenerationRequest:
     detail_steps: int | None = default("detail_steps")  # None: num_inference_steps
     detail_padding: int = default("detail_padding")
     detail_blur: int = default("detail_blur")
+    restore_faces: str | None = default("restore_faces")  # a face restoration model (sdgen/engine/face_restore.py)
+    restore_faces_visibility: float = default("restore_faces_visibility")
     # prompts as A1111 users write them (sdgen/prompts/)
     loras: tuple[str, ...] = ()  # --lora PATH_OR_ID[:SCALE]; <lora:name:0.8> tags in the prompt add to these
     lora_dir: str | None = default("lora_dir")  # where <lora:name> tags find name.safetensors

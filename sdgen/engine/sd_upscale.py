@@ -150,7 +150,7 @@ def sd_upscaled(
             done = run_tile(GenerationRequest(**given | {key: value for key, value in {
                 "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed,
                 "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (),
-                "controls": (), "adapters": (),  # their maps are the whole picture's, not the tile's
+                "restore_faces": None, "controls": (), "adapters": (),  # maps: the whole picture's, not the tile's
             }.items() if key in given}))
             seconds += done.seconds
             tiles.append((left, top, np.asarray(done.image.convert("RGB"))))

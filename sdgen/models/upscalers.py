@@ -206,3 +206,10 @@ def load_upscaler(found: UpscalerFile, device: str = "cpu", dtype: str = "float3
     supported = {"float16": model.supports_half, "bfloat16": model.supports_bfloat16, "float32": True}
     chosen = dtype if supported.get(dtype, False) else "float32"
     return model.eval().to(torch.device(device), dtype=getattr(torch, chosen))
+
+
+def upscaler_name(value: str) -> str:
+    """How A1111 names an upscaler given as a file or a name: the file's name without a model suffix
+    ("4x-UltraSharp.pth" -> "4x-UltraSharp"; "GFPGANv1.4" stays as it is)."""
+    name = Path(str(value)).name
+    return name.rsplit(".", 1)[0] if name.lower().endswith(UPSCALER_SUFFIXES) else name

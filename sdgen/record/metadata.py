@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from sdgen.engine.pipeline import GeneratedImage
 from sdgen.engine.request import HIRES_UPSCALERS, CheckedRequest, ImageJob
 from sdgen.models.hashes import model_short_hash
 from sdgen.models.single_file import is_checkpoint_file
+from sdgen.models.upscalers import upscaler_name
 from sdgen.prompts.networks import short_hash
 from sdgen.record import accounting
 from sdgen.record.formats import A1111_KEY, SDGEN_KEY, image_bytes, parse_a1111, read_image_metadata
@@ -112,7 +112,7 @@ def _pass_fields(request: CheckedRequest) -> list[tuple[str, object]]:
         if run is not None:
             fields.append((name["hires_steps"], run))
         upscaler = request.hires_upscaler  # an upscaler model goes by its file's name, as A1111 writes it
-        fields.append((name["hires_upscaler"], HIRES_UPSCALERS.get(upscaler) or Path(upscaler).stem))
+        fields.append((name["hires_upscaler"], HIRES_UPSCALERS.get(upscaler) or upscaler_name(upscaler)))
     return fields
 
 

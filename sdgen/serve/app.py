@@ -167,7 +167,8 @@ def _setting_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> No
 def _list_routes(api: APIRouter, engine: Engine, auth: tuple[int, ...]) -> None:
     settings = engine.settings
     empty: dict[str, Callable[[], Any]] = {
-        "/face-restorers": list, "/hypernetworks": list, "/realesrgan-models": list,
+        "/face-restorers": lambda: listings.face_restorers(settings), "/hypernetworks": list,
+        "/realesrgan-models": list,
         "/prompt-styles": lambda: styles_listing(settings.get("styles_file")),
         "/scripts": lambda: {"txt2img": [], "img2img": []},
         "/upscalers": lambda: listings.upscalers(settings),

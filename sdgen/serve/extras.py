@@ -86,9 +86,9 @@ async def _queued(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures:
     import asyncio
 
     for field in ("gfpgan_visibility", "codeformer_visibility"):
-        if getattr(body, field) > 0:
-            raise InvalidRequestError(f"Invalid {NAME} {getattr(body, field)}: sdgen has no face restorer yet; "
-                                      "send 0.", field)
+        if getattr(body, field) > 0 and not engine.settings.get("restore_faces"):
+            raise InvalidRequestError(f"Invalid {NAME} {getattr(body, field)}: this server has no face restorer; "
+                                      "start sdgen serve with --restore-faces MODEL, or send 0.", field)
     first = _upscaler(body.upscaler_1, "upscaler_1", engine.settings)
     second = _upscaler(body.upscaler_2, "upscaler_2", engine.settings) if body.extras_upscaler_2_visibility else None
     future = engine.submit(lambda: _upscale_all(engine, kept, body, pictures, first, second))
@@ -147,6 +147,10 @@ def _upscale_all(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: 
                 upscaled = crop
                 fields["Postprocess crop to"] = f"{crop.width}x{crop.height}"
             result = upscaled
+        visibility = max(body.gfpgan_visibility, body.codeformer_visibility)
+        if visibility > 0:  # after upscaling, in the order of A1111's postprocessing scripts
+            result = _restored(engine, kept, result, visibility)
+            fields["GFPGAN visibility"] = f"{visibility:g}"
         images.append(base64.b64encode(png_bytes(result, None)).decode("ascii"))
         info = ", ".join(f"{key}: {value}" for key, value in fields.items())
     return images, f"<p>{info}</p>" if info else ""
@@ -171,3 +175,20 @@ def _one(engine: Any, kept: dict[str, Any], upscaler: Any, picture: Any, size: t
         placement = choose_placement(engine.spec.device, engine.spec.dtype)
         kept[key] = load_upscaler(upscaler, placement.device, upscaler_dtype(placement.device, placement.dtype))
     return upscale_image(kept[key], picture, *size)
+
+
+def _restored(engine: Any, kept: dict[str, Any], picture: Any, visibility: float) -> Any:
+    """The server's --restore-faces model (kept beside the upscaler) on each face of the picture."""
+    from sdgen.engine.face_restore import restore_faces
+    from sdgen.engine.upscaling import upscaler_dtype
+    from sdgen.hardware.devices import choose_placement
+    from sdgen.models.upscalers import find_upscaler, identify, load_upscaler
+
+    settings = engine.settings
+    path = find_upscaler(str(settings["restore_faces"]), settings.get("upscaler_dir"), True, "restore_faces")
+    key = f"faces:{path}"
+    if key not in kept:
+        placement = choose_placement(engine.spec.device, engine.spec.dtype)
+        found = identify(path, "restore_faces")
+        kept[key] = load_upscaler(found, placement.device, upscaler_dtype(placement.device, placement.dtype))
+    return restore_faces(kept[key], picture, visibility)

@@ -154,3 +154,14 @@ def upscalers(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
         entries.append({"name": path.stem, "model_name": path.stem, "model_path": str(path), "model_url": None,
                         "scale": scale})
     return entries
+
+
+def face_restorers(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/face-restorers: the server's --restore-faces model, the one restore_faces uses."""
+    model = settings.get("restore_faces")
+    if not model:
+        return []
+    from sdgen.models.upscalers import upscaler_name
+
+    folder = settings.get("upscaler_dir") or str(Path(str(model)).parent)
+    return [{"name": upscaler_name(str(model)), "cmd_dir": str(folder)}]

@@ -2,7 +2,7 @@
 every 4xx and 5xx answer has.
 
 None means "not given": the server's own settings (sdgen serve's flags, preset and config) fill it in.
-Fields A1111 has and sdgen does not use (restore_faces, scripts ...) are accepted and ignored, as A1111
+Fields A1111 has and sdgen does not use (scripts ...) are accepted and ignored, as A1111
 ignores fields it does not know; so are fields nobody knows.
 
 Types are strict, as the JSON that A1111 clients send: a whole number is a JSON integer (or a number with no
@@ -133,7 +133,7 @@ class GenerationBody(BaseModel):
         "and the ControlNet extension's units (docs/controlnet.md); others are ignored.",
     )
     # accepted and ignored (A1111 features sdgen does not have)
-    restore_faces: bool | None = None
+    restore_faces: bool | None = Field(None, description="Restore faces with the server's --restore-faces model.")
 
 
 # A 64x64 orange PNG: an init image the docs' "Try it out" (and the fuzz test) can send as it is.

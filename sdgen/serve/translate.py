@@ -16,6 +16,7 @@ from sdgen.engine import plugins
 from sdgen.engine.outpaint import FILLS
 from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
+from sdgen.models.upscalers import upscaler_name
 from sdgen.record.metadata import a1111_parameters
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
 from sdgen.version import __version__
@@ -68,11 +69,22 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
         values["clip_skip"] = clip_skip
     values |= plugins.values_from_scripts(body.alwayson_scripts)  # guidance modifiers, as Forge's scripts
     values |= {"init_image": None, "mask": None, "hires_scale": None}
+    values["restore_faces"] = _face_restorer(body, defaults)
     if isinstance(body, Txt2ImgBody):
         values |= _hires(body)
     elif isinstance(body, Img2ImgBody):
         values |= _img2img(body)
     return values
+
+
+def _face_restorer(body: GenerationBody, defaults: Mapping[str, Any]) -> str | None:
+    """restore_faces: the server's --restore-faces model when a body asks (off unless it asks, as A1111)."""
+    if not body.restore_faces:
+        return None
+    if not defaults.get("restore_faces"):
+        raise InvalidRequestError(f"Invalid {NAME} true: this server has no face restorer; start sdgen serve with "
+                                  "--restore-faces MODEL (a GFPGAN file).", "restore_faces")
+    return defaults["restore_faces"]
 
 
 def _variation_and_styles(body: GenerationBody) -> dict[str, Any]:
@@ -184,8 +196,10 @@ def run_info(results: list[GeneratedImage], parts: StableDiffusionParts, body: G
         "subseed_strength": request.subseed_strength,
         "width": request.width, "height": request.height, "sampler_name": sampler_name,
         "scheduler": schedule_type, "cfg_scale": request.guidance_scale,
-        "steps": request.num_inference_steps, "batch_size": body.batch_size, "restore_faces": False,
-        "face_restoration_model": None, "sd_model_name": parts.source.model,
+        "steps": request.num_inference_steps, "batch_size": body.batch_size,
+        "restore_faces": request.restore_faces is not None,
+        "face_restoration_model": upscaler_name(request.restore_faces) if request.restore_faces else None,
+        "sd_model_name": parts.source.model,
         "sd_model_hash": _model_hash(parts), "sd_vae_name": parts.vae_name,
         "sd_vae_hash": parts.vae_hash, "seed_resize_from_w": resize[0], "seed_resize_from_h": resize[1],
         "denoising_strength": strength, "extra_generation_params": {}, "index_of_first_image": 0,

@@ -37,3 +37,20 @@ def save_tiny_upscalers(folder: Path, seed: int = 0) -> dict[str, Path]:
         files[name] = folder / f"{name}.safetensors"
         save_file(state, str(files[name]))
     return files
+
+
+def save_blank_gfpgan(path: Path) -> Path:
+    """A GFPGAN file spandrel recognises, every weight zero (in float16, half the size): GFPGAN's size is fixed
+    (86 M weights), so the file is 173 MB, written without drawing a random number. It makes a flat picture,
+    which is all the tests need: a face changed where it was pasted, nothing else."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    with torch.device("meta"):
+        module = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
+                        fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    state = {key: torch.zeros(value.shape, dtype=torch.float16) for key, value in module.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
