@@ -74,6 +74,7 @@ def test_extra_batch_images_to_a_size_blends_a_second_upscaler_and_crops(api) ->
         ({"upscaler_1": "Lanczos", "gfpgan_visibility": 0.5}, "gfpgan_visibility"),
         ({"upscaler_1": "Lanczos", "upscaling_resize": 0}, "upscaling_resize"),
         ({"upscaler_1": "Lanczos", "image": "not base64!"}, "image"),
+        ({"upscaler_1": "Lanczos", "upscaling_resize": 16, "image": (600, 40)}, "upscaling_resize"),  # 9600 wide
     ],
 )
 def test_bad_extras_bodies_are_422_naming_the_field(server, body, field) -> None:
@@ -81,8 +82,11 @@ def test_bad_extras_bodies_are_422_naming_the_field(server, body, field) -> None
     import io
 
     buffer = io.BytesIO()
-    picture().save(buffer, format="PNG")
+    sides = body["image"] if isinstance(body.get("image"), tuple) else (40, 24)
+    picture(*sides).save(buffer, format="PNG")
     sent = {"image": base64.b64encode(buffer.getvalue()).decode(), **body}
+    if isinstance(body.get("image"), tuple):
+        sent["image"] = base64.b64encode(buffer.getvalue()).decode()
     reply = requests.post(f"{server[0]}/sdapi/v1/extra-single-image", json=sent, timeout=30)
     assert reply.status_code == 422, reply.text
     assert field in reply.json()["field"], reply.json()

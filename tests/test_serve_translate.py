@@ -69,9 +69,10 @@ def test_the_hires_fields() -> None:
     assert (values["hires_scale"], values["hires_upscaler"], values["hires_steps"], values["hires_strength"]) == (
         1.5, "lanczos", 7, 0.4)
     assert request_values(Txt2ImgBody(enable_hr=True), DEFAULTS)["hires_steps"] is None  # 0: the same steps
-    # another name is an upscaler model's, found in --upscaler-dir when the request is checked
-    assert request_values(Txt2ImgBody(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"), DEFAULTS)["hires_upscaler"] == (
-        "R-ESRGAN 4x+")
+    # another name must be an upscaler the server lists (a file of its --upscaler-dir), never a path
+    for name in ("R-ESRGAN 4x+", "/etc/hostname", "../x.safetensors"):
+        with pytest.raises(InvalidRequestError, match="GET /sdapi/v1/upscalers"):
+            request_values(Txt2ImgBody(enable_hr=True, hr_upscaler=name), DEFAULTS)
     with pytest.raises(InvalidRequestError, match="hr_scale"):
         request_values(Txt2ImgBody(enable_hr=True, hr_resize_x=1024), DEFAULTS)
 

@@ -89,6 +89,12 @@ async def _queued(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures:
         if getattr(body, field) > 0 and not engine.settings.get("restore_faces"):
             raise InvalidRequestError(f"Invalid {NAME} {getattr(body, field)}: this server has no face restorer; "
                                       "start sdgen serve with --restore-faces MODEL, or send 0.", field)
+    for picture in pictures:  # the result's size is bounded as A1111's sliders bound it, before any work
+        size = target_size(picture.width, picture.height, body)[1]
+        if max(size) > MAX_SIDE:
+            field = "upscaling_resize" if body.resize_mode == 0 else "upscaling_resize_w"
+            raise InvalidRequestError(f"Invalid {NAME}: a {picture.width}x{picture.height} picture would become "
+                                      f"{size[0]}x{size[1]}, more than {MAX_SIDE} a side; upscale less.", field)
     first = _upscaler(body.upscaler_1, "upscaler_1", engine.settings)
     second = _upscaler(body.upscaler_2, "upscaler_2", engine.settings) if body.extras_upscaler_2_visibility else None
     future = engine.submit(lambda: _upscale_all(engine, kept, body, pictures, first, second))
