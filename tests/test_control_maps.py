@@ -87,7 +87,7 @@ def test_shuffle_is_the_extensions_content_shuffle_seeded_from_the_image_seed() 
     # a run seeds it as the extension seeds NumPy: (seed + subseed) & 0xFFFFFFFF, the subseed the seed without one
     unit = ControlUnit("m", "i.png", module="shuffle")
     run = SimpleNamespace(width=64, height=64, seed=7, subseed=None, mask_pixels=None)
-    assert np.array_equal(np.asarray(controlnet_plugin._control_map(image, unit, run)),
+    assert np.array_equal(np.asarray(controlnet_plugin.control_map(image, unit, run)),
                           np.asarray(make_control_map(image, unit, seed=14)))
     pytest.importorskip("einops")
     from sdgen.engine.plugins.control_detectors import _submodule

@@ -72,6 +72,10 @@ def check_request(
     check_face_restorer(request, model is not None and model.allow_unsafe_pickle)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     if request.outpaint is not None:
+        if request.sd_upscale is not None:
+            raise InvalidRequestError(f"Invalid {NAME} {request.sd_upscale!r} with --outpaint: SD upscale repaints "
+                                      "an init image as it is; outpaint first, then SD-upscale the result.",
+                                      "sd_upscale")
         init_pixels, mask_pixels = _outpainted(request, init_pixels, mask_pixels)
         width, height = init_pixels.size
     elif request.sd_upscale is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_OVERLAP = 64  # A1111's default tile overlap
 MAX_SCALE = 8
+MAX_SIDE = 8192  # of the enlarged picture (its blend keeps 12 bytes a pixel: 800 MB at 8192x8192)
 
 
 def check_sd_upscale(request: Any, init: Any, mask: Any, native: int, allow_pickle: bool) -> tuple[int, int]:
@@ -39,12 +40,16 @@ def check_sd_upscale(request: Any, init: Any, mask: Any, native: int, allow_pick
     if init is None:
         raise InvalidRequestError(f"Invalid {NAME} {scale!r}: SD upscale enlarges an --init-image; give one.", key)
     clash = "--mask" if mask is not None else "--hires-scale" if request.hires_scale is not None else None
+    clash = "--outpaint" if request.outpaint is not None else clash
     if getattr(request, "controls", ()) or getattr(request, "adapters", ()):
         clash = "--control or --adapter"  # their maps are the whole picture's; the tile ControlNet is not in yet
     if clash:
         raise InvalidRequestError(f"Invalid {NAME} {scale!r} with {clash}: SD upscale repaints the whole enlarged "
                                   "picture; leave one of them out.", key)
     large = large_size(*init.size, scale)
+    if max(large) > MAX_SIDE:  # the enlarged picture is kept whole, as pixels and the blend's sums
+        raise InvalidRequestError(f"Invalid {NAME} {scale!r}: the {init.size[0]}x{init.size[1]} init image would "
+                                  f"become {large[0]}x{large[1]}, more than {MAX_SIDE} a side; enlarge less.", key)
     tile = [request.width or min(native, large[0]), request.height or min(native, large[1])]
     for index, side in enumerate(("width", "height")):
         check_int(side, tile[index], 64, 4096)

@@ -57,7 +57,7 @@ def request_values_from_image(path: str | Path) -> dict[str, Any]:
             values["hires_upscaler"] = known.get(upscaler.lower(), upscaler)
         values |= _a1111_counting(fields, values)
         values |= _a1111_facts(fields)
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:  # a number too large for an int (inf), as unreadable
         raise InvalidRequestError(f"{str(path)!r} has unreadable A1111 parameters ({error}).") from None
     sampler = fields.get(name["scheduler"])
     if sampler:

@@ -19,6 +19,7 @@ from sdgen.config.specs import OutputSpec, UpscaleSpec
 from sdgen.errors import NAME, InvalidRequestError, OutputError
 
 STDIN = "-"
+MAX_OUTPUT_SIDE = 16384  # 805 MB of 8-bit RGB
 SUFFIX = "-upscaled.png"
 
 
@@ -69,8 +70,11 @@ def run_upscale(
     jobs = plan_jobs(images, output)
     stdin = sys.stdin.buffer.read() if any(job.source == STDIN for job in jobs) else None
     pictures = {job.source: _read(job.source, stdin, load_checked_image) for job in jobs}  # all checked first
+    if spec.upscale_by is not None:  # the output is kept whole in 8 bits: bounded before the model loads
+        _check_sizes(jobs, pictures, spec.upscale_by)
     placement = choose_placement(device, dtype)
     model = load_upscaler(found, placement.device, upscaler_dtype(placement.device, placement.dtype))
+    _check_sizes(jobs, pictures, spec.upscale_by or model.scale)  # the model's own scale, known now
     written = []
     with _TileProgress(not quiet) as progress:
         for job in jobs:
@@ -85,6 +89,16 @@ def run_upscale(
             if job.target != STDIN:
                 echo(job.target)
     return written
+
+
+def _check_sizes(jobs: list[UpscaleJob], pictures: dict[str, Any], by: float) -> None:
+    for job in jobs:
+        picture = pictures[job.source][0]
+        if max(picture.size) * by > MAX_OUTPUT_SIDE:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {by:g}: {job.source} ({picture.width}x{picture.height}) would become more than "
+                f"{MAX_OUTPUT_SIDE} a side; upscale less.", "upscale_by",
+            )
 
 
 def _read(source: str, stdin: bytes | None, load: Callable[..., Any]) -> tuple[Any, str | None]:

@@ -49,7 +49,7 @@ def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: in
     _generation_routes(api, engine, auth)
     _setting_routes(api, engine, auth)
     _list_routes(api, engine, auth)
-    extras_routes(api, engine, auth)
+    extras_routes(api, engine, auth, wait_for)
     app.include_router(api)
     app.include_router(_queue_router(engine, guard, auth))
     app.include_router(_controlnet_router(engine, guard, auth))

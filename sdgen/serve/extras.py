@@ -3,16 +3,18 @@ the server's --upscaler-dir models (listed by GET /sdapi/v1/upscalers) or Lanczo
 postprocessing does it: scale by `upscaling_resize` (resize_mode 0) or to `upscaling_resize_w` x `_h`
 (resize_mode 1, cropped to fit when `upscaling_crop`), a second upscaler blended in by
 `extras_upscaler_2_visibility`, sizes rounded down to a multiple of 8 as A1111's upscalers round them, and
-the "Postprocess upscaler" fields in `html_info`. The work runs in the generation queue, one at a time.
-Face restoration (gfpgan/codeformer visibility) is not in sdgen yet: asking for it is a 422.
+the "Postprocess upscaler" fields in `html_info`. gfpgan/codeformer visibility restore faces with the server's
+--restore-faces model. The checks run before the work is queued; the work runs in the generation queue.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from sdgen.errors import NAME, InvalidRequestError
@@ -56,66 +58,83 @@ class ExtrasBatchBody(ExtrasBody):
     imageList: list[ImageEntry] = Field(max_length=64)  # noqa: N815 (A1111's name)
 
 
-def extras_routes(api: APIRouter, engine: Any, auth: tuple[int, ...]) -> None:
-    kept: dict[str, Any] = {}  # the last upscaler model used, kept for the next request
-    answers = error_responses(*auth, 400, 413, 422, 503)
+MAX_BATCH_PIXELS = 64 * 1024 * 1024  # the pictures of one extra-batch-images request, decoded
+KEPT_MODELS = 3  # upscaler and face models kept between requests, beside the served SD model
+
+
+def extras_routes(api: APIRouter, engine: Any, auth: tuple[int, ...], wait: Callable[..., Any]) -> None:
+    """The two routes; `wait` is the app's wait_for (503 on shutdown, 499 when the client leaves)."""
+    kept: dict[str, Any] = {}  # the upscaler and face models used last, for the next request
+    answers = error_responses(*auth, 400, 413, 422, 499, 503)
 
     @api.post("/extra-single-image", responses=answers)
-    async def extra_single_image(body: ExtrasSingleBody) -> dict[str, Any]:
-        from fastapi.concurrency import run_in_threadpool
-
-        from sdgen.serve.translate import decode_image
-
-        picture = await run_in_threadpool(decode_image, body.image, "image")
-        [image], info = await _queued(engine, kept, body, [picture])
+    async def extra_single_image(body: ExtrasSingleBody, request: Request) -> dict[str, Any]:
+        job = await run_in_threadpool(_prepare, engine, body, [(body.image, "image")])
+        [image], info = await wait(engine, engine.submit(lambda: _upscale_all(engine, kept, body, *job)), request)
         return {"html_info": info, "image": image}
 
     @api.post("/extra-batch-images", responses=answers)
-    async def extra_batch_images(body: ExtrasBatchBody) -> dict[str, Any]:
-        from fastapi.concurrency import run_in_threadpool
-
-        from sdgen.serve.translate import decode_image
-
-        pictures = [await run_in_threadpool(decode_image, entry.data, f"imageList[{index}].data")
-                    for index, entry in enumerate(body.imageList)]
-        images, info = await _queued(engine, kept, body, pictures)
+    async def extra_batch_images(body: ExtrasBatchBody, request: Request) -> dict[str, Any]:
+        sent = [(entry.data, f"imageList[{index}].data") for index, entry in enumerate(body.imageList)]
+        job = await run_in_threadpool(_prepare, engine, body, sent)
+        images, info = await wait(engine, engine.submit(lambda: _upscale_all(engine, kept, body, *job)), request)
         return {"html_info": info, "images": images}
 
 
-async def _queued(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: list[Any]) -> tuple[list, str]:
-    import asyncio
+def _prepare(engine: Any, body: ExtrasBody, sent: list[tuple[str, str]]) -> tuple[list[Any], Any, Any, Any]:
+    """Every check before the work is queued (off the event loop: decoding and reading headers take a
+    moment): (the pictures, upscaler 1, upscaler 2, the face restorer)."""
+    from sdgen.serve.translate import decode_image
 
-    for field in ("gfpgan_visibility", "codeformer_visibility"):
-        if getattr(body, field) > 0 and not engine.settings.get("restore_faces"):
-            raise InvalidRequestError(f"Invalid {NAME} {getattr(body, field)}: this server has no face restorer; "
-                                      "start sdgen serve with --restore-faces MODEL, or send 0.", field)
+    settings, pictures, pixels = engine.settings, [], 0
+    for text, field in sent:
+        pictures.append(decode_image(text, field))
+        pixels += pictures[-1].width * pictures[-1].height
+        if pixels > MAX_BATCH_PIXELS:
+            raise InvalidRequestError(f"Invalid {NAME}: the pictures hold more than {MAX_BATCH_PIXELS // 2**20} "
+                                      "megapixels in all; send fewer in one request.", field)
     for picture in pictures:  # the result's size is bounded as A1111's sliders bound it, before any work
         size = target_size(picture.width, picture.height, body)[1]
         if max(size) > MAX_SIDE:
             field = "upscaling_resize" if body.resize_mode == 0 else "upscaling_resize_w"
             raise InvalidRequestError(f"Invalid {NAME}: a {picture.width}x{picture.height} picture would become "
                                       f"{size[0]}x{size[1]}, more than {MAX_SIDE} a side; upscale less.", field)
-    first = _upscaler(body.upscaler_1, "upscaler_1", engine.settings)
-    second = _upscaler(body.upscaler_2, "upscaler_2", engine.settings) if body.extras_upscaler_2_visibility else None
-    future = engine.submit(lambda: _upscale_all(engine, kept, body, pictures, first, second))
-    return await asyncio.wrap_future(future)
+    first = _upscaler(body.upscaler_1, "upscaler_1", settings)
+    second = _upscaler(body.upscaler_2, "upscaler_2", settings) if body.extras_upscaler_2_visibility else None
+    restorer = None
+    field = "codeformer_visibility" if body.codeformer_visibility > body.gfpgan_visibility else "gfpgan_visibility"
+    if getattr(body, field) > 0:
+        restorer = _face_restorer(settings, field)
+    return pictures, first, second, restorer
 
 
 def _upscaler(name: str | None, field: str, settings: dict[str, Any]) -> Any:
-    """None (no upscaling), "Lanczos", or an upscaler file found and recognised (422 naming the field)."""
+    """None (no upscaling), "Lanczos", or a listed upscaler file recognised (422 naming the field)."""
     if name is None or name == "None":
         return None
     if name.lower() == "lanczos":
         return "Lanczos"
-    from sdgen.models.upscalers import find_upscaler, identify, list_upscaler_files
+    from sdgen.models.upscalers import identify
+    from sdgen.serve.listings import listed_upscaler
 
-    folder = settings.get("upscaler_dir")
-    if not any(path.stem == name for path in list_upscaler_files(folder or "")):
-        names = ", ".join(["None", "Lanczos", *(p.stem for p in list_upscaler_files(folder or ""))])
-        raise InvalidRequestError(f"Invalid {NAME} {name!r}: choose one of {names} (GET /sdapi/v1/upscalers).",
-                                  field)
-    return identify(find_upscaler(name, folder, allow_pickle=bool(settings.get("allow_unsafe_pickle")), key=field),
-                    field)
+    return identify(listed_upscaler(name, settings, field), field)
+
+
+def _face_restorer(settings: dict[str, Any], field: str) -> Any:
+    """The server's --restore-faces model, found and recognised as a face restorer (422 without one)."""
+    from sdgen.engine.face_restore import FACE_RESTORERS
+    from sdgen.models.upscalers import find_upscaler, identify
+
+    if not settings.get("restore_faces"):
+        raise InvalidRequestError(f"Invalid {NAME}: this server has no face restorer; start sdgen serve with "
+                                  "--restore-faces MODEL, or send 0.", field)
+    path = find_upscaler(str(settings["restore_faces"]), settings.get("upscaler_dir"),
+                         bool(settings.get("allow_unsafe_pickle")), "restore_faces")
+    found = identify(path, "restore_faces")
+    if found.architecture not in FACE_RESTORERS:
+        raise InvalidRequestError(f"Invalid {NAME}: the server's --restore-faces is {found.architecture}, not a face "
+                                  "restorer.", field)
+    return found
 
 
 def target_size(width: int, height: int, body: ExtrasBody) -> tuple[float, tuple[int, int]]:
@@ -128,7 +147,7 @@ def target_size(width: int, height: int, body: ExtrasBody) -> tuple[float, tuple
 
 
 def _upscale_all(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: list[Any], first: Any,
-                 second: Any) -> tuple[list[str], str]:
+                 second: Any, restorer: Any) -> tuple[list[str], str]:
     from PIL import Image
 
     from sdgen.record.output import png_bytes
@@ -153,10 +172,13 @@ def _upscale_all(engine: Any, kept: dict[str, Any], body: ExtrasBody, pictures: 
                 upscaled = crop
                 fields["Postprocess crop to"] = f"{crop.width}x{crop.height}"
             result = upscaled
-        visibility = max(body.gfpgan_visibility, body.codeformer_visibility)
-        if visibility > 0:  # after upscaling, in the order of A1111's postprocessing scripts
-            result = _restored(engine, kept, result, visibility)
-            fields["GFPGAN visibility"] = f"{visibility:g}"
+        if restorer is not None:  # after upscaling, in the order of A1111's postprocessing scripts
+            from sdgen.engine.face_restore import restore_faces
+
+            gfpgan = body.gfpgan_visibility >= body.codeformer_visibility
+            visibility = body.gfpgan_visibility if gfpgan else body.codeformer_visibility
+            result = restore_faces(_model(engine, kept, restorer), result, visibility)
+            fields["GFPGAN visibility" if gfpgan else "CodeFormer visibility"] = f"{visibility:g}"
         images.append(base64.b64encode(png_bytes(result, None)).decode("ascii"))
         info = ", ".join(f"{key}: {value}" for key, value in fields.items())
     return images, f"<p>{info}</p>" if info else ""
@@ -171,30 +193,22 @@ def _one(engine: Any, kept: dict[str, Any], upscaler: Any, picture: Any, size: t
 
     if isinstance(upscaler, str):  # Lanczos
         return picture.resize(size, Image.Resampling.LANCZOS)
-    from sdgen.engine.upscaling import upscale_image, upscaler_dtype
+    from sdgen.engine.upscaling import upscale_image
+
+    return upscale_image(_model(engine, kept, upscaler), picture, *size)
+
+
+def _model(engine: Any, kept: dict[str, Any], found: Any) -> Any:
+    """A recognised upscaler or face file, loaded once and kept (the KEPT_MODELS used last)."""
+    from sdgen.engine.upscaling import upscaler_dtype
     from sdgen.hardware.devices import choose_placement
     from sdgen.models.upscalers import load_upscaler
 
-    key = str(upscaler.path)
+    key = str(found.path)
     if key not in kept:
-        kept.clear()  # one upscaler in memory at a time, beside the served model
+        while len(kept) >= KEPT_MODELS:
+            kept.pop(next(iter(kept)))
         placement = choose_placement(engine.spec.device, engine.spec.dtype)
-        kept[key] = load_upscaler(upscaler, placement.device, upscaler_dtype(placement.device, placement.dtype))
-    return upscale_image(kept[key], picture, *size)
-
-
-def _restored(engine: Any, kept: dict[str, Any], picture: Any, visibility: float) -> Any:
-    """The server's --restore-faces model (kept beside the upscaler) on each face of the picture."""
-    from sdgen.engine.face_restore import restore_faces
-    from sdgen.engine.upscaling import upscaler_dtype
-    from sdgen.hardware.devices import choose_placement
-    from sdgen.models.upscalers import find_upscaler, identify, load_upscaler
-
-    settings = engine.settings
-    path = find_upscaler(str(settings["restore_faces"]), settings.get("upscaler_dir"), True, "restore_faces")
-    key = f"faces:{path}"
-    if key not in kept:
-        placement = choose_placement(engine.spec.device, engine.spec.dtype)
-        found = identify(path, "restore_faces")
         kept[key] = load_upscaler(found, placement.device, upscaler_dtype(placement.device, placement.dtype))
-    return restore_faces(kept[key], picture, visibility)
+    kept[key] = kept.pop(key)  # the last used goes last
+    return kept[key]

@@ -165,3 +165,17 @@ def face_restorers(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     folder = settings.get("upscaler_dir") or str(Path(str(model)).parent)
     return [{"name": upscaler_name(str(model)), "cmd_dir": str(folder)}]
+
+
+def listed_upscaler(name: str, settings: Mapping[str, Any], key: str) -> Path:
+    """The file of an upscaler a client names: one GET /sdapi/v1/upscalers lists (a file of the server's
+    --upscaler-dir, by its name, without case), never a path the client makes up; pickles as the server's
+    --allow-unsafe-pickle says."""
+    from sdgen.models.upscalers import find_upscaler, list_upscaler_files
+
+    files = list_upscaler_files(settings.get("upscaler_dir") or "")
+    found = next((path for path in files if path.stem.lower() == name.lower()), None)
+    if found is None:
+        names = ", ".join(["None", "Lanczos", *(path.stem for path in files)])
+        raise InvalidRequestError(f"Invalid {NAME} {name!r}: choose one of {names} (GET /sdapi/v1/upscalers).", key)
+    return find_upscaler(str(found), None, bool(settings.get("allow_unsafe_pickle")), key)

@@ -18,6 +18,7 @@ from sdgen.engine.request import HIRES_UPSCALERS, load_checked_image
 from sdgen.errors import NAME, InvalidRequestError, UsageError
 from sdgen.models.upscalers import upscaler_name
 from sdgen.record.metadata import a1111_parameters
+from sdgen.serve.listings import listed_upscaler
 from sdgen.serve.schema import GenerationBody, Img2ImgBody, Txt2ImgBody
 from sdgen.version import __version__
 
@@ -71,7 +72,7 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     values |= {"init_image": None, "mask": None, "hires_scale": None}
     values["restore_faces"] = _face_restorer(body, defaults)
     if isinstance(body, Txt2ImgBody):
-        values |= _hires(body, values.get("upscaler_dir"))
+        values |= _hires(body, values)
     elif isinstance(body, Img2ImgBody):
         values |= _img2img(body)
     return values
@@ -111,7 +112,7 @@ def _scheduler(body: GenerationBody, default: str | None, default_schedule: str 
     return name, default_schedule or AUTOMATIC
 
 
-def _hires(body: Txt2ImgBody, upscaler_dir: str | None) -> dict[str, Any]:
+def _hires(body: Txt2ImgBody, settings: Mapping[str, Any]) -> dict[str, Any]:
     if not body.enable_hr:
         return {}
     if body.hr_resize_x or body.hr_resize_y:
@@ -125,25 +126,11 @@ def _hires(body: Txt2ImgBody, upscaler_dir: str | None) -> dict[str, Any]:
     values: dict[str, Any] = {
         "hires_scale": body.hr_scale,
         "hires_steps": body.hr_second_pass_steps or None,
-        "hires_upscaler": known.get(upscaler.lower()) or _listed_upscaler(upscaler, upscaler_dir),
+        "hires_upscaler": known.get(upscaler.lower()) or str(listed_upscaler(upscaler, settings, "hires_upscaler")),
     }
     if body.denoising_strength is not None:
         values["hires_strength"] = body.denoising_strength
     return values
-
-
-def _listed_upscaler(name: str, folder: str | None) -> str:
-    """The file of an upscaler a client names: one GET /sdapi/v1/upscalers lists (a file of the server's
-    --upscaler-dir, by its name), never a path the client makes up."""
-    from sdgen.models.upscalers import list_upscaler_files
-
-    files = list_upscaler_files(folder) if folder else []
-    found = next((path for path in files if path.stem.lower() == name.lower()), None)
-    if found is None:
-        names = ", ".join(["Latent", "Lanczos", *(path.stem for path in files)])
-        raise InvalidRequestError(f"Invalid {NAME} {name!r}: choose one of {names} (GET /sdapi/v1/upscalers).",
-                                  "hires_upscaler")
-    return str(found)
 
 
 def _img2img(body: Img2ImgBody) -> dict[str, Any]:

@@ -38,12 +38,15 @@ def control_maps(request: GenerationRequest, size: tuple[int, int]) -> list[Imag
     """Each unit's control map as the ControlNet sees it: the image preprocessed, then fitted to `size`
     (width, height) by the unit's resize mode, as the run's predictor does it."""
     from sdgen.config.images import load_checked_image
-    from sdgen.engine.plugins.control_maps import fit_control_image, preprocess
+    from sdgen.engine.plugins.control_maps import fit_control_image
+    from sdgen.engine.plugins.controlnet import control_map
 
     maps = []
     for unit in control_units(request):
-        image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
-        maps.append(fit_control_image(preprocess(image, unit.module), *size, unit.resize))
+        image = unit.image if not isinstance(unit.image, (str, Path)) else load_checked_image(
+            unit.image, f"control image {unit.image!r}", "control", mode="RGB")
+        # the map the run makes (the unit's settings, the picture's seed and mask), fitted as the predictor fits it
+        maps.append(fit_control_image(control_map(image, unit, request).convert("RGB"), *size, unit.resize))
     return maps
 
 

@@ -189,11 +189,11 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
             image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
         else:  # a server unit's decoded image
             image = unit.image.convert("RGB")
-        units.append((unit, controlnet, _control_map(image, unit, request)))
+        units.append((unit, controlnet, control_map(image, unit, request)))
     return ControlNetPredictor(predictor, run, units)
 
 
-def _control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
+def control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
     """The unit's map, made for the request's picture: its size (pixel perfect), its mask (inpaint), its seed
     (shuffle: NumPy seeded as the extension seeds it, (seed + subseed) & 0xFFFFFFFF, the subseed being the
     seed where there is none, as A1111's -1)."""
