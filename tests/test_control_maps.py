@@ -306,3 +306,11 @@ def test_a_tiny_random_pidinet_from_the_annotators_cache_makes_the_map(tmp_path)
     made = make_control_map(image, MapSettings("pidinet", 64))
     expected = detector.PidiNetDetector.from_pretrained(str(folder))(image, detect_resolution=64, image_resolution=64)
     assert made.size == (64, 64) and np.array_equal(np.asarray(made), np.asarray(expected.convert("RGB")))
+
+
+def test_a_thin_image_is_refused_before_a_preprocessor_scales_it_past_the_pixel_limit() -> None:
+    from sdgen.engine.plugins.control_builtins import check_scaled_size
+
+    check_scaled_size(768, 512, 512)  # an ordinary picture
+    with pytest.raises(InvalidRequestError, match="16384x1 control image at processor resolution 512"):
+        check_scaled_size(16384, 1, 512)  # 8 million pixels wide once its short side is 512

@@ -62,7 +62,7 @@ def test_detail_repair_is_off_by_default_and_checked_before_loading(no_weights_l
            "must be more than 0"), ({"details": ("face",), "detail_strength": 0.1, "num_inference_steps": 4},
            "runs no step")]
     (tmp_path / "hands.pt").write_bytes(b"not a model")
-    bad.append(({"details": (str(tmp_path / "hands.pt"),)}, "needs ultralytics"))
+    bad.append(({"details": (str(tmp_path / "hands.pt"),)}, "a pickle that ultralytics loads whole"))
     for overrides, message in bad:
         with pytest.raises(InvalidRequestError, match=message):
             check_request(GenerationRequest(prompt="a fox", **overrides))
@@ -77,3 +77,9 @@ def test_a_generation_with_nothing_to_repair_is_unchanged_and_records_the_settin
     assert np.array_equal(np.asarray(plain.image), np.asarray(checked.image))  # noise has no face to repaint
     text = a1111_parameters(checked, tiny_parts)
     assert "ADetailer prompt: a smiling face" in text and "ADetailer denoising strength: 0.4" in text
+
+
+def test_a_yolo_file_with_unsafe_pickles_allowed_needs_ultralytics(tmp_path) -> None:
+    (tmp_path / "hands.pt").write_bytes(b"not a model")
+    with pytest.raises(InvalidRequestError, match="needs ultralytics"):
+        find_detector(str(tmp_path / "hands.pt"), allow_pickle=True)

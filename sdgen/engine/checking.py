@@ -68,7 +68,7 @@ def check_request(
     init_pixels, mask_pixels = _check_images(request, like)
     width, height = request.width, request.height
     check_fill(request.inpaint_fill)
-    check_details(request)
+    check_details(request, model is not None and model.allow_unsafe_pickle)
     check_face_restorer(request, model is not None and model.allow_unsafe_pickle)
     default_size = model.native_size if model is not None else DEFAULT_SIZE
     if request.outpaint is not None:

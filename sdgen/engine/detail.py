@@ -93,7 +93,7 @@ def _repaint(picture: Image.Image, box: tuple[int, int, int, int], result: Gener
     return Image.composite(pasted, picture, mask), done.seconds  # outside the mask: the picture's own pixels
 
 
-def check_details(request: GenerationRequest) -> None:
+def check_details(request: GenerationRequest, allow_pickle: bool = False) -> None:
     """Every rule of detail repair before loading: each detector found (and what it needs installed)."""
     from sdgen.config.specs import check_int
     from sdgen.errors import NAME, InvalidRequestError
@@ -102,7 +102,7 @@ def check_details(request: GenerationRequest) -> None:
     if not request.details:
         return
     for name in request.details:
-        find_detector(str(name))
+        find_detector(str(name), allow_pickle=allow_pickle)
     strength = request.detail_strength
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise InvalidRequestError(f"Invalid {NAME} {strength!r}: must be more than 0 and at most 1.", "detail_strength")

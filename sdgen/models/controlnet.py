@@ -99,11 +99,18 @@ def load_controlnet(source: str, dtype: Any = None, unet_config: Mapping[str, An
     from diffusers import ControlNetModel
 
     path = Path(source)
-    if not path.is_file():
-        return ControlNetModel.from_pretrained(source, torch_dtype=dtype).eval()
+    if not path.is_file():  # a folder, or a Hub id: from the cache alone when it is there (no network call)
+        return ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=_cached(source)).eval()
     if unet_config is None:
         raise ModelLoadError(f"Cannot load the ControlNet {source!r} without its base model's U-Net config.")
     return _single_file(path, unet_config).to(dtype=dtype).eval()
+
+
+def _cached(source: str) -> bool:
+    """A folder, or a Hub id whose config.json is in the Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return Path(source).is_dir() or isinstance(try_to_load_from_cache(source, "config.json"), str)
 
 
 def _single_file(path: Path, unet_config: Mapping[str, Any]) -> Any:

@@ -39,7 +39,7 @@ class Detector:
         return self.name if self.name in CASCADES else self.path.name
 
 
-def find_detector(name: str, key: str = "detail") -> Detector:
+def find_detector(name: str, key: str = "detail", allow_pickle: bool = True) -> Detector:
     """The detector `name`: a built-in cascade, a cascade .xml or a YOLO .pt file; InvalidRequestError
     naming it, with what to install, when it cannot run here."""
     if name in CASCADES:
@@ -54,6 +54,11 @@ def find_detector(name: str, key: str = "detail") -> Detector:
         _cascade_folder(key)
         return Detector(name, "cascade", path)
     if path.suffix.lower() == ".pt":
+        if not allow_pickle:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {name!r}: a YOLO .pt file is a pickle that ultralytics loads whole, which can run "
+                "code; pass --allow-unsafe-pickle if you trust the file.", key,
+            )
         try:
             import ultralytics  # noqa: F401
         except Exception as error:  # missing, or its torchvision does not import beside this torch

@@ -8,7 +8,6 @@ makes the server open an arbitrary path or download from the Hub."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from sdgen.engine.plugins.control_maps import (
 )
 from sdgen.engine.plugins.control_units import ControlUnit
 from sdgen.errors import NAME, InvalidRequestError
+from sdgen.models.hashes import legacy_model_hash
 from sdgen.serve.schema import STRICT, Text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,15 +81,6 @@ class Listed:
         return f"{self.name} [{self.short_hash}]"
 
 
-def old_model_hash(path: Path) -> str:
-    """A1111's old model hash (sd_models.model_hash, which the extension shows): sha256 of 64 KiB from 1 MiB on."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        handle.seek(0x100000)
-        digest.update(handle.read(0x10000))
-    return digest.hexdigest()[:8]
-
-
 def controlnets(settings: Mapping[str, Any]) -> list[Listed]:
     """--control-dir's .safetensors files and diffusers folders, then the Hub cache's ControlNets."""
     found = []
@@ -99,7 +90,7 @@ def controlnets(settings: Mapping[str, Any]) -> list[Listed]:
             weights = path / WEIGHTS_FILE if path.is_dir() else path
             loadable = (path / "config.json").is_file() if path.is_dir() else _controlnet_file(path)
             if loadable and weights.is_file():
-                found.append(Listed(path.stem if path.is_file() else path.name, old_model_hash(weights), str(path)))
+                found.append(Listed(path.stem if path.is_file() else path.name, legacy_model_hash(weights), str(path)))
     found += _cached_controlnets(settings.get("cache_dir"))
     unique: dict[str, Listed] = {}
     for listed in found:
@@ -134,7 +125,7 @@ def _cached_controlnets(cache_dir: str | None) -> list[Listed]:
         if entry.where == "cache" and entry.kind == "ControlNet":
             weights = try_to_load_from_cache(entry.name, WEIGHTS_FILE, cache_dir=cache)
             if isinstance(weights, str):
-                found.append(Listed(entry.name, old_model_hash(Path(weights)), entry.name))
+                found.append(Listed(entry.name, legacy_model_hash(Path(weights)), entry.name))
     return found
 
 
@@ -369,6 +360,9 @@ def detect_inputs(body: DetectBody) -> tuple[MapSettings, list[Image.Image], lis
         raise InvalidRequestError(f"Invalid {NAME}: no image; send a list of base64 images.", key)
     if len(images) > MAX_UNITS:
         raise InvalidRequestError(f"Invalid {NAME}: {len(images)} images; at most {MAX_UNITS} at once.", key)
+    if len(body.controlnet_masks) > len(images):
+        raise InvalidRequestError(f"Invalid {NAME}: {len(body.controlnet_masks)} masks for {len(images)} images; "
+                                  "send at most one a picture.", "controlnet_masks")
     masks: list[Image.Image | None] = [decode_image(mask, f"controlnet_masks[{index}]")
                                         for index, mask in enumerate(body.controlnet_masks)]
     masks += [None] * (len(images) - len(masks))

@@ -9,10 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sdgen.config.images import MAX_IMAGE_PIXELS
+from sdgen.errors import InvalidRequestError
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 SHUFFLE_CELL = 256  # the extension's ContentShuffleDetector: one random control point per 256 pixels
+
+
+def check_scaled_size(width: int, height: int, resolution: int, key: str = "control") -> None:
+    """InvalidRequestError when the short side scaled to `resolution` takes the long side past MAX_IMAGE_PIXELS
+    (a thin image: 16384x1 at 512 would be 8 million pixels wide), as the preprocessors scale."""
+    if min(width, height) < 1 or max(width, height) * resolution / min(width, height) * resolution <= MAX_IMAGE_PIXELS:
+        return
+    raise InvalidRequestError(
+        f"Invalid {{name}}: a {width}x{height} control image at processor resolution {resolution} would pass "
+        f"{MAX_IMAGE_PIXELS // 10**6} megapixels; crop it nearer to the picture's shape or lower res.", key,
+    )
 
 
 def at_resolution(pixels: np.ndarray, resolution: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
@@ -26,6 +40,7 @@ def at_resolution(pixels: np.ndarray, resolution: int) -> tuple[np.ndarray, Call
     scale = float(resolution) / float(min(height, width))
     interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
     target_h, target_w = int(np.round(height * scale)), int(np.round(width * scale))
+    check_scaled_size(width, height, resolution)
     scaled = cv2.resize(pixels, (target_w, target_h), interpolation=interpolation)
     pad_h, pad_w = -target_h % 64, -target_w % 64
     padded = np.pad(scaled, [[0, pad_h], [0, pad_w], [0, 0]], mode="edge")

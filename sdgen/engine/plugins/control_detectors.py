@@ -115,6 +115,9 @@ def _detector(module: str) -> Any:
 
 def detect(module: str, image: Image.Image, resolution: int, threshold_a: float, threshold_b: float) -> Image.Image:
     """The map the detector `module` makes of `image` (RGB), at `resolution` on its short side."""
+    from sdgen.engine.plugins.control_builtins import check_scaled_size
+
+    check_scaled_size(*image.size, resolution)  # controlnet_aux scales by the short side too
     import torch
 
     check_detector(module)

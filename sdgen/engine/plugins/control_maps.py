@@ -314,3 +314,12 @@ def map_settings(
     settings = MapSettings(module, res, low, high, pixel_perfect, resize)
     check_settings(settings, "preprocessor")
     return settings
+
+
+def check_map_size(size: tuple[int, int], settings: Any, key: str = "control") -> None:
+    """Before loading: a unit's processor resolution would not scale its image past MAX_IMAGE_PIXELS."""
+    from sdgen.engine.plugins.control_builtins import check_scaled_size
+
+    resolution = getattr(settings, "processor_res", -1)
+    if resolution not in (-1, None):
+        check_scaled_size(*size, resolution, key)

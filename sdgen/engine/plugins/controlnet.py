@@ -26,6 +26,7 @@ from sdgen.engine.denoise import Conditioning, NoisePredictor
 from sdgen.engine.plugins.base import Plugin, Run
 from sdgen.engine.plugins.control_maps import (
     check_detector_weights,
+    check_map_size,
     control_hint,
     make_control_map,
     missing_library,
@@ -91,7 +92,11 @@ def _check(request: GenerationRequest) -> None:
             )
         find_controlnet(unit.model, request.control_dir)
         if isinstance(unit.image, str):  # a sent image was decoded and checked already
-            open_image(unit.image, f"control image {unit.image!r}", "control").close()
+            with open_image(unit.image, f"control image {unit.image!r}", "control") as image:
+                size = image.size
+        else:
+            size = unit.image.size
+        check_map_size(size, unit)
 
 
 # ---- one run ---------------------------------------------------------------------------------------
