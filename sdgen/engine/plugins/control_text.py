@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.plugins.control_units import IMAGE_NOT_RECORDED, control_units, parse_control, unit_text
+from sdgen.engine.plugins.control_units import IMAGE_NOT_RECORDED, control_units, parse_control, spell_control
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def with_changes(text: str, **changes: Any) -> str:
     """`text` with some of its unit's fields changed (weight, start, end: a grid axis), checked again."""
     unit = dataclasses.replace(parse_control(text), **changes)
-    return unit_text(parse_control(unit_text(unit)))
+    return spell_control(parse_control(spell_control(unit)))
 
 
 def with_image_folder(text: str, folder: Path) -> str:

@@ -165,10 +165,6 @@ def spell_control(unit: ControlUnit) -> str:
     return ":".join(parts + (["pixel_perfect"] if unit.pixel_perfect else []))
 
 
-def unit_text(unit: ControlUnit) -> str:
-    """A unit in sdgen's spelling with every part written out (parse_control reads it back the same)."""
-    return spell_control(unit)
-
 
 def control_units(request: GenerationRequest) -> list[ControlUnit]:
     """The request's units: --control texts parsed, the server's ControlUnits as they are."""
@@ -219,7 +215,7 @@ def _unit_from_a1111(label: str, text: str) -> str:
                             float(fields.get("Threshold B", -1))),  # those the module has, as the extension reads
         pixel_perfect=fields.get("Pixel Perfect") == "True" and PREPROCESSORS[module].uses_resolution,
     )
-    return unit_text(unit)
+    return spell_control(unit)
 
 
 def units_from_a1111(fields: Mapping[str, str]) -> dict[str, Any]:

@@ -47,7 +47,6 @@ from sdgen.engine.plugins.control_units import (  # noqa: F401 (the unit's names
     parse_control,
     soft_scales,
     spell_control,
-    unit_text,
     units_from_a1111,
 )
 from sdgen.errors import InvalidRequestError
