@@ -14,6 +14,10 @@ from sdgen.engine.request import GenerationRequest
 from sdgen.engine.sd_upscale import blend, tile_starts
 from sdgen.errors import InvalidRequestError
 
+from . import test_controlnet
+
+controlnet_dirs = test_controlnet.controlnet_dirs  # the fixture: two tiny ControlNets
+
 STEPS, SEED = 4, 5
 
 
@@ -85,6 +89,20 @@ def test_bad_sd_upscale_requests_are_refused_before_loading(no_weights_load, ini
 def test_sd_upscale_refuses_whole_picture_maps() -> None:
     from sdgen.engine.sd_upscale import check_sd_upscale
 
-    request = GenerationRequest(prompt="a fox", init_image="x.png", sd_upscale=2.0, controls=("canny=edges.png",))
-    with pytest.raises(InvalidRequestError, match="with --control or --adapter"):
+    request = GenerationRequest(prompt="a fox", init_image="x.png", sd_upscale=2.0, adapters=("sketch=edges.png",))
+    with pytest.raises(InvalidRequestError, match="with --adapter"):
         check_sd_upscale(request, Image.new("RGB", (64, 64)), None, 512, False)
+
+
+def test_each_tile_is_its_own_controlnet_image(tiny_parts, init_file, controlnet_dirs, tmp_path) -> None:
+    """The tile ControlNet's way: one tile steered by itself = image-to-image of the enlarged picture with the
+    enlarged picture as the control image."""
+    enlarged = Image.open(init_file).convert("RGB").resize((96, 96), Image.Resampling.LANCZOS)
+    enlarged.save(tmp_path / "enlarged.png")
+    control = (f"{controlnet_dirs[0]}={init_file}:0.8",)
+    [tiled] = generate(upscale_request(init_file, width=96, height=96, controls=control), tiny_parts)
+    [plain] = generate(upscale_request(init_file, init_image=enlarged, sd_upscale=None, width=96, height=96,
+                                       controls=(f"{controlnet_dirs[0]}={tmp_path / 'enlarged.png'}:0.8",)), tiny_parts)
+    [unsteered] = generate(upscale_request(init_file, width=96, height=96), tiny_parts)
+    assert np.array_equal(np.asarray(tiled.image), np.asarray(plain.image))
+    assert not np.array_equal(np.asarray(tiled.image), np.asarray(unsteered.image))

@@ -2,7 +2,9 @@
 a model, sdgen/engine/upscaling.py), cuts the large picture into tiles of --width x --height that overlap by
 --sd-upscale-overlap pixels, repaints each tile with image-to-image (the same prompt, seed and strength), and
 blends the tiles back with linear ramps across each overlap, so the seams do not show. Memory is bounded by
-the tile: the U-Net and VAE only ever see one tile; the large picture is kept as pixels.
+the tile: the U-Net and VAE only ever see one tile; the large picture is kept as pixels. Each --control steers
+its tile with the tile itself as the image, as the tile ControlNet wants (`--control tile=IMAGE:tile_resample`:
+IMAGE is only checked; each tile is its own map).
 
 Tiles are placed as A1111 places them: as many as cover the side with the overlap, spread evenly from edge
 to edge. The large size is the init image's times the scale, rounded down to a multiple of 8 as A1111's
@@ -41,8 +43,8 @@ def check_sd_upscale(request: Any, init: Any, mask: Any, native: int, allow_pick
         raise InvalidRequestError(f"Invalid {NAME} {scale!r}: SD upscale enlarges an --init-image; give one.", key)
     clash = "--mask" if mask is not None else "--hires-scale" if request.hires_scale is not None else None
     clash = "--outpaint" if request.outpaint is not None else clash
-    if getattr(request, "controls", ()) or getattr(request, "adapters", ()):
-        clash = "--control or --adapter"  # their maps are the whole picture's; the tile ControlNet is not in yet
+    if getattr(request, "adapters", ()):
+        clash = "--adapter"  # its map is the whole picture's (a ControlNet is given each tile instead)
     if clash:
         raise InvalidRequestError(f"Invalid {NAME} {scale!r} with {clash}: SD upscale repaints the whole enlarged "
                                   "picture; leave one of them out.", key)
@@ -134,6 +136,14 @@ def _shared(starts: list[int], index: int, size: int) -> tuple[int, int]:
     return max(before, 0), max(after, 0)
 
 
+def _tile_controls(request: Any, crop: Image.Image) -> tuple[Any, ...]:
+    """Each ControlNet steers a tile with the tile itself as its image: the tile ControlNet's way (A1111's SD
+    upscale with control_v11f1e_sd15_tile and tile_resample); a preprocessor makes its map from the tile."""
+    from sdgen.engine.plugins.control_units import control_units
+
+    return tuple(dataclasses.replace(unit, image=crop) for unit in control_units(request))
+
+
 def sd_upscaled(
     task: ImageTask, parts: StableDiffusionParts, run_tile: Callable[[GenerationRequest], GeneratedImage]
 ) -> GeneratedImage:
@@ -155,7 +165,7 @@ def sd_upscaled(
             done = run_tile(GenerationRequest(**given | {key: value for key, value in {
                 "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed,
                 "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (),
-                "restore_faces": None, "controls": (), "adapters": (),  # maps: the whole picture's, not the tile's
+                "restore_faces": None, "controls": _tile_controls(request, crop),
             }.items() if key in given}))
             seconds += done.seconds
             tiles.append((left, top, np.asarray(done.image.convert("RGB"))))
