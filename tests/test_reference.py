@@ -51,7 +51,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "schedule", "width", "height",
         "strength",
         "init_image", "mask", "invert_mask", "mask_blur", "outpaint", "inpaint_fill", "sd_upscale",
-        "sd_upscale_upscaler", "sd_upscale_overlap", "detail", "detail_prompt", "detail_strength", "detail_steps",
+        "sd_upscale_upscaler", "sd_upscale_overlap", "sd_upscale_seam_fix", "sd_upscale_seam_strength", "detail", "detail_prompt", "detail_strength", "detail_steps",
         "detail_padding", "detail_blur", "restore_faces", "restore_faces_visibility",
         "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",

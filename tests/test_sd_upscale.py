@@ -106,3 +106,19 @@ def test_each_tile_is_its_own_controlnet_image(tiny_parts, init_file, controlnet
     [unsteered] = generate(upscale_request(init_file, width=96, height=96), tiny_parts)
     assert np.array_equal(np.asarray(tiled.image), np.asarray(plain.image))
     assert not np.array_equal(np.asarray(tiled.image), np.asarray(unsteered.image))
+
+
+def test_the_seam_fix_repaints_bands_over_the_seams_only(tiny_parts, init_file) -> None:
+    from sdgen.engine.sd_upscale import seam_bands
+
+    checked = check_request(upscale_request(init_file, sd_upscale_seam_fix=16))
+    bands = seam_bands((96, 96), checked)  # 2 x 2 tiles of 64 at 0 and 32: one seam each way, at 48
+    assert [box for box, _ in bands] == [(16, 0, 80, 64), (16, 32, 80, 96), (0, 16, 64, 80), (32, 16, 96, 80)]
+    assert np.asarray(bands[0][1])[:, 24:40].min() == 255 and np.asarray(bands[0][1])[:, :24].max() == 0
+    [plain] = generate(upscale_request(init_file), tiny_parts)
+    [fixed] = generate(upscale_request(init_file, sd_upscale_seam_fix=16), tiny_parts)
+    before, after = np.asarray(plain.image).astype(int), np.asarray(fixed.image).astype(int)
+    far = np.ones((96, 96), bool)
+    far[:, 48 - 8 - 24:48 + 8 + 24] = far[48 - 8 - 24:48 + 8 + 24, :] = False  # the bands, their blur (3 sigma)
+    assert np.array_equal(after[far], before[far])
+    assert np.abs(after[~far] - before[~far]).mean() > 1

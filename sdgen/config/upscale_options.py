@@ -36,6 +36,15 @@ UPSCALE_ROWS: tuple[Option, ...] = (
         "sd_upscale_overlap", int, 64, "SD upscale: pixels the tiles overlap by, blended across.", REQUEST,
         commands=RUNS, shapes_picture=True, needs="sd_upscale",
     ),
+    Option(
+        "sd_upscale_seam_fix", int, 0, "SD upscale: repaint a band this wide over each seam after the tiles "
+        "(Ultimate SD Upscale's band pass; 64 typical).", REQUEST, empty="0, off", commands=RUNS,
+        shapes_picture=True, needs="sd_upscale",
+    ),
+    Option(
+        "sd_upscale_seam_strength", float, 0.35, "SD upscale: denoising strength of the seam bands.", REQUEST,
+        commands=RUNS, shapes_picture=True, needs="sd_upscale",
+    ),
     # detail repair, as ADetailer (sdgen/engine/detail.py, sdgen/models/detectors.py)
     Option(
         "detail", list, None, "Detail repair (ADetailer): find each face (face, profile, eyes, upperbody, fullbody, "

@@ -75,6 +75,8 @@ class GenerationRequest:
     sd_upscale: float | None = default("sd_upscale")  # enlarge the init image, repaint it tile by tile
     sd_upscale_upscaler: str = default("sd_upscale_upscaler")  # lanczos or an upscaler model
     sd_upscale_overlap: int = default("sd_upscale_overlap")  # pixels the tiles overlap by
+    sd_upscale_seam_fix: int = default("sd_upscale_seam_fix")  # band width repainted over each seam; 0: off
+    sd_upscale_seam_strength: float = default("sd_upscale_seam_strength")
     details: tuple[str, ...] = ()  # --detail DETECTOR: regions found and inpainted again (sdgen/engine/detail.py)
     detail_prompt: str | None = default("detail_prompt")  # None: the image's prompt
     detail_strength: float = default("detail_strength")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.tasks import GeneratedImage, ImageTask
 
 DEFAULT_OVERLAP = 64  # A1111's default tile overlap
+SEAM_BLUR = 8  # Ultimate SD Upscale's default mask blur of a seam band
 MAX_SCALE = 8
 MAX_SIDE = 8192  # of the enlarged picture (its blend keeps 12 bytes a pixel: 800 MB at 8192x8192)
 
@@ -61,6 +62,14 @@ def check_sd_upscale(request: Any, init: Any, mask: Any, native: int, allow_pick
                 f"enlarged picture ({large[0]}x{large[1]}).", side,
             )
     check_int("sd_upscale_overlap", request.sd_upscale_overlap, 0, min(tile) // 2)
+    check_int("sd_upscale_seam_fix", request.sd_upscale_seam_fix, 0, min(tile) // 2)
+    seam = request.sd_upscale_seam_strength
+    if isinstance(seam, bool) or not isinstance(seam, (int, float)) or not 0 < seam <= 1:
+        raise InvalidRequestError(f"Invalid {NAME} {seam!r}: must be more than 0 and at most 1.",
+                                  "sd_upscale_seam_strength")
+    if request.sd_upscale_seam_fix and int(request.num_inference_steps * seam) < 1:
+        raise InvalidRequestError(f"Invalid {NAME} {seam!r} with {request.num_inference_steps} steps: the seam bands "
+                                  "would run no step; raise one.", "sd_upscale_seam_strength")
     if request.sd_upscale_upscaler != "lanczos":
         from sdgen.models.upscalers import find_upscaler, identify
 
@@ -151,23 +160,63 @@ def sd_upscaled(
     request, checked and run by the pipeline), blended."""
     import numpy as np
 
-    from sdgen.engine.request import GenerationRequest
     from sdgen.engine.tasks import GeneratedImage
 
     request = task.request
     picture = enlarged(request, parts)
-    tile_size = (request.width, request.height)
-    given = {field.name: getattr(request, field.name) for field in dataclasses.fields(GenerationRequest)}
     tiles, seconds = [], 0.0
     for top in tile_starts(picture.height, request.height, request.sd_upscale_overlap):
         for left in tile_starts(picture.width, request.width, request.sd_upscale_overlap):
             crop = picture.crop((left, top, left + request.width, top + request.height))
-            done = run_tile(GenerationRequest(**given | {key: value for key, value in {
-                "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed,
-                "num_images": 1, "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (),
-                "restore_faces": None, "controls": _tile_controls(request, crop),
-            }.items() if key in given}))
+            done = run_tile(_part(task, crop))
             seconds += done.seconds
             tiles.append((left, top, np.asarray(done.image.convert("RGB"))))
-    joined = blend(tiles, picture.width, picture.height, tile_size)
+    joined = blend(tiles, picture.width, picture.height, (request.width, request.height))
+    for box, band in seam_bands(joined.size, request):  # Ultimate SD Upscale's band pass, when asked
+        done = run_tile(_part(task, joined.crop(box), mask=band, mask_blur=SEAM_BLUR,
+                              strength=request.sd_upscale_seam_strength))
+        joined.paste(done.image.convert("RGB"), box[:2])  # outside the band the crop's own pixels came back
+        seconds += done.seconds
     return GeneratedImage(request, task.job, joined, seconds, done.vae_dtype)
+
+
+def _part(task: ImageTask, crop: Image.Image, **changes: Any) -> GenerationRequest:
+    """The image-to-image request of one tile or seam band: the image's prompt and seed, the crop as its init
+    image (and its ControlNets' image), nothing that would tile or repair it again."""
+    from sdgen.engine.request import GenerationRequest
+
+    request = task.request
+    given = {field.name: getattr(request, field.name) for field in dataclasses.fields(GenerationRequest)}
+    values = {
+        "prompt": task.job.prompt, "styles": (), "seed": task.seed, "subseed": task.job.subseed, "num_images": 1,
+        "batch_size": 1, "init_image": crop, "sd_upscale": None, "details": (), "restore_faces": None,
+        "controls": _tile_controls(request, crop), **changes,
+    }
+    return GenerationRequest(**given | {key: value for key, value in values.items() if key in given})
+
+
+def seam_bands(size: tuple[int, int], request: Any) -> list[tuple[tuple[int, int, int, int], Image.Image]]:
+    """Ultimate SD Upscale's band pass: for each seam between tiles, the tile-sized crops along it (box) and
+    their masks, white over a band `sd_upscale_seam_fix` wide centred on the seam."""
+    from PIL import Image, ImageDraw
+
+    band, (width, height), tile = request.sd_upscale_seam_fix, size, (request.width, request.height)
+    if not band:
+        return []
+    lefts = tile_starts(width, tile[0], request.sd_upscale_overlap)
+    tops = tile_starts(height, tile[1], request.sd_upscale_overlap)
+    found = []
+    for axis, starts, across in (("x", lefts, tops), ("y", tops, lefts)):
+        side = tile[0] if axis == "x" else tile[1]
+        limit = width if axis == "x" else height
+        for line in ((a + b + side) // 2 for a, b in zip(starts, starts[1:], strict=False)):
+            low = min(max(line - side // 2, 0), limit - side)
+            for start in across:
+                box = (low, start, low + tile[0], start + tile[1]) if axis == "x" else (
+                    start, low, start + tile[0], low + tile[1])
+                mask = Image.new("L", tile, 0)
+                edge = (line - low - band // 2, line - low + band // 2)
+                shape = (edge[0], 0, edge[1], tile[1]) if axis == "x" else (0, edge[0], tile[0], edge[1])
+                ImageDraw.Draw(mask).rectangle(shape, fill=255)
+                found.append((box, mask))
+    return found
