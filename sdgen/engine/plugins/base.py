@@ -63,6 +63,15 @@ def plain_unet(unet: Any) -> Any:
     return getattr(unet, "_orig_mod", unet)
 
 
+def kept_model(parts: Any, kind: str, source: str, load: Callable[[Any], Any]) -> Any:
+    """The model at `source`, loaded once per loaded SD model (kept in parts.plugins[kind]): `load(unet)` gets the
+    plain U-Net, whose device, dtype and config a ControlNet or an adapter follows."""
+    kept: dict[str, Any] = parts.plugins.setdefault(kind, {})
+    if source not in kept:
+        kept[source] = load(plain_unet(parts.unet))
+    return kept[source]
+
+
 def uncompiled(predictor: NoisePredictor, run: Run, flag: str) -> NoisePredictor:
     """The U-Net called uncompiled for a plug-in that changes the module during the run (a compiled graph
     would not see the change): with --compile, a note and the plain module; else `predictor` as it is."""

@@ -23,7 +23,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
-from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.plugins.base import Plugin, Run, kept_model
 from sdgen.engine.plugins.control_maps import (
     check_detector_weights,
     check_map_size,
@@ -107,11 +107,8 @@ def loaded_controlnet(parts: StableDiffusionParts, name: str, control_dir: str |
     from sdgen.models.controlnet import find_controlnet, load_controlnet
 
     source = find_controlnet(name, control_dir)
-    kept: dict[str, Any] = parts.plugins.setdefault("controlnet", {})
-    if source not in kept:
-        unet = getattr(parts.unet, "_orig_mod", parts.unet)
-        kept[source] = load_controlnet(source, dtype=unet.dtype, unet_config=dict(unet.config)).to(unet.device)
-    return kept[source]
+    return kept_model(parts, "controlnet", source, lambda unet: load_controlnet(
+        source, dtype=unet.dtype, unet_config=dict(unet.config)).to(unet.device))
 
 
 class ControlNetPredictor:

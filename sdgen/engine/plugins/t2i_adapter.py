@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
-from sdgen.engine.plugins.base import Plugin, Run
+from sdgen.engine.plugins.base import Plugin, Run, kept_model
 from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, missing_library, preprocess
 from sdgen.engine.plugins.control_units import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES, _number
 from sdgen.errors import InvalidRequestError
@@ -103,11 +103,9 @@ def loaded_t2i_adapter(parts: StableDiffusionParts, name: str, adapter_dir: str 
     from sdgen.models.t2i_adapter import find_t2i_adapter, load_t2i_adapter
 
     source = find_t2i_adapter(name, adapter_dir)
-    kept: dict[str, Any] = parts.plugins.setdefault("t2i_adapter", {})
-    if source not in kept:
-        unet = getattr(parts.unet, "_orig_mod", parts.unet)
-        kept[source] = load_t2i_adapter(source, dtype=unet.dtype).to(unet.device)
-    return kept[source]
+    return kept_model(
+        parts, "t2i_adapter", source, lambda unet: load_t2i_adapter(source, dtype=unet.dtype).to(unet.device)
+    )
 
 
 def adapter_input(image: Any, adapter: Any, width: int, height: int, resize: str) -> torch.Tensor:
