@@ -32,6 +32,7 @@ EXPECTED = {
     "unipc": ("UniPCMultistepScheduler", "UniPC", None),
     "ddpm": ("DDPMScheduler", "DDPM", None),
     "lcm": ("LCMScheduler", "LCM", None),
+    "tcd": ("TCDScheduler", "TCD", None),
 }
 
 

@@ -42,6 +42,8 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     Option,
     OptionTable,
 )
+from sdgen.config.fast_options import FAST_ROWS
+from sdgen.config.machine_options import MACHINE_ROWS
 from sdgen.config.output_options import OUTPUT_ROWS
 from sdgen.config.schedulers import DEFAULT_SCHEDULER
 from sdgen.config.steering_options import STEERING_ROWS
@@ -302,8 +304,10 @@ OPTIONS: Mapping[str, Option] = _table(
         REQUEST, empty="0, off", shapes_picture=True,
     ),
     *STEERING_ROWS,  # ControlNet, T2I-Adapter, IP-Adapter (sdgen/config/steering_options.py)
+    *FAST_ROWS,  # TCD's eta (sdgen/config/fast_options.py)
     # where and how it runs
     Option("device", str, "auto", "auto, cpu, mps, cuda or cuda:N.", MODEL, commands=MAKERS | {NOISE, UPSCALE}),
+    *MACHINE_ROWS,  # --threads (sdgen/config/machine_options.py)
     Option(
         "dtype", str, "auto",
         "auto (float16 on CUDA; bfloat16 on CPUs with AMX/AVX512-BF16; else float32), float32, float16, bfloat16.",

@@ -58,6 +58,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC"),
         SchedulerSpec("ddpm", "DDPMScheduler", "DDPM"),
         SchedulerSpec("lcm", "LCMScheduler", "LCM"),
+        SchedulerSpec("tcd", "TCDScheduler", "TCD"),  # its eta (gamma): --tcd-eta, given to each step
     ]
 }
 
@@ -176,6 +177,7 @@ A1111_SAMPLERS: tuple[A1111Sampler, ...] = (
     A1111Sampler("UniPC", "unipc", ("unipc",), "diffusers UniPCMultistepScheduler", None, port=False),
     A1111Sampler("LCM", "lcm", ("k_lcm",), "diffusers LCMScheduler", None, port=False),
     A1111Sampler("DDPM", "ddpm", ("ddpm",), "diffusers DDPMScheduler", None, port=False),  # sdgen's, not A1111's
+    A1111Sampler("TCD", "tcd", ("tcd",), "diffusers TCDScheduler", None, port=False),  # sdgen's, not A1111's
 )
 BY_NAME = {sampler.name: sampler for sampler in A1111_SAMPLERS}
 BY_LABEL = {sampler.label: sampler for sampler in A1111_SAMPLERS}

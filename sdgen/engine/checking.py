@@ -161,6 +161,10 @@ def _check_numbers(request: GenerationRequest) -> None:
         )
     check_int("clip_skip", request.clip_skip, 1, 12)
     check_int("eta_noise_seed_delta", request.eta_noise_seed_delta, 0, MAX_SEED)
+    if not _number_in(request.tcd_eta, 0, 1):
+        raise InvalidRequestError(
+            f"Invalid {NAME} {request.tcd_eta!r}: must be between 0 and 1 (0.3 is TCD's default).", "tcd_eta"
+        )
 
 
 def _number_in(value: object, low: float, high: float) -> bool:

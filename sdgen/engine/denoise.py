@@ -255,9 +255,11 @@ def denoise(
 
 
 def _step_kwargs(scheduler: SchedulerMixin, generators: list[torch.Generator] | None) -> dict[str, Any]:
-    """Ancestral and SDE schedulers draw fresh noise each step: give them each image's generator."""
+    """Ancestral and SDE schedulers draw fresh noise each step: give them each image's generator; a scheduler's
+    own step options (TCD's eta: sdgen/engine/samplers' make_sampler) go with it."""
     accepts = inspect.signature(scheduler.step).parameters
-    return {"generator": generators} if "generator" in accepts and generators is not None else {}
+    kwargs = dict(getattr(scheduler, "step_options", {}))
+    return kwargs | ({"generator": generators} if "generator" in accepts and generators is not None else {})
 
 
 def predicted_clean_latents(

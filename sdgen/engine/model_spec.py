@@ -15,6 +15,7 @@ from sdgen.config.options import MODEL, default
 from sdgen.config.specs import fields_for
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.devices import normalize_device, normalize_dtype, normalize_rng
+from sdgen.hardware.threads import choose_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.models.single_file import Checkpoint
@@ -36,6 +37,7 @@ class ModelSpec:
     device: str = default("device")  # auto, cpu, mps, cuda, cuda:N
     dtype: str = default("dtype")  # auto, float32, float16, bfloat16
     rng: str = default("rng")  # where the initial noise is drawn: cpu (portable) or device
+    threads: int | None = default("threads")  # torch's CPU threads; None: one per physical core (hardware/threads.py)
     offline: bool = default("offline")  # never touch the network; use the Hugging Face cache only
     cache_dir: str | None = None  # Hugging Face cache folder; None = the usual one (HF_HOME ...)
     # speed and memory (sdgen/hardware/speed.py)
@@ -81,6 +83,8 @@ class ModelSpec:
         from sdgen.engine import plugins
 
         plugins.check_options(self, MODEL)  # --token-merging, --decoder ...: each plug-in checks its own
+        if self.threads is not None:
+            choose_threads(self.threads)  # a bad --threads: an error now
         from sdgen.models.layout import native_size
 
         family = checkpoint.family if checkpoint is not None else None

@@ -275,7 +275,7 @@ def _run_loop(
     device = parts.placement.device
     seeds = [task.seed for task in tasks]
     generators = [make_generator(seed, parts.placement) for seed in seeds]
-    scheduler = make_sampler(request.scheduler, request.schedule, parts.scheduler_config)  # fresh: they keep state
+    scheduler = make_sampler(request.scheduler, request.schedule, parts.scheduler_config, request.tcd_eta)  # fresh
     timesteps = set_timesteps(scheduler, steps, device, strength)
     draw = _variation_draw(tasks, generators, parts)
     if inpainting is not None:

@@ -15,6 +15,7 @@ from sdgen.engine import loader
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.hardware.devices import Placement, choose_placement
+from sdgen.hardware.threads import apply_threads
 from sdgen.hardware.speed import SpeedPlan, plan_speed
 
 
@@ -43,4 +44,5 @@ def prepare(spec: ModelSpec, device: str | None = None) -> Machine:
 
 def load(machine: Machine, on_part: Callable[[str, int], None] | None = None) -> StableDiffusionParts:
     """2. Load the model where the machine says, each part reported to `on_part` as it loads."""
+    apply_threads(machine.spec.threads)  # torch's CPU threads, before any work (sdgen/hardware/threads.py)
     return loader.load_model(machine.spec, machine.placement, machine.plan, on_part=on_part)

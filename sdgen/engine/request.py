@@ -47,6 +47,7 @@ class GenerationRequest:
     guidance_scale: float = default("guidance_scale")
     seed: int | None = None  # None: a random seed, chosen once and reported
     eta_noise_seed_delta: int = default("eta_noise_seed_delta")  # A1111's ENSD: the sampler's noise seed + this
+    tcd_eta: float = default("tcd_eta")  # TCD's gamma: the fresh noise of each --scheduler tcd step
     # variation seeds (sdgen/engine/variation.py); with a strength every image keeps the seed, as in A1111
     subseed: int | None = default("subseed")  # None: random when subseed_strength is set; image i: subseed + i
     subseed_strength: float = default("subseed_strength")  # 0: off

@@ -15,6 +15,7 @@ from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.hardware.devices import HardwareProbe, choose_placement
 from sdgen.hardware.machine import cpu_info, gemm_peaks
+from sdgen.hardware.threads import apply_threads
 from sdgen.testing.tiny_model import build_tiny_model
 from sdgen.version import __version__
 
@@ -39,10 +40,12 @@ def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
     yield f"CUDA          {', '.join(gpus) if gpus else 'none'}"
     yield f"MPS           {'available' if probe.mps_available else 'none'}"
+    threads = apply_threads()
     cpu = cpu_info()
     yield f"CPU           {cpu.model}"
     yield f"vector units  {', '.join(cpu.vector_units) or 'none reported'} (torch kernels: {cpu.kernel_level})"
     yield f"CPU bfloat16  {'native' if cpu.native_bf16 else 'emulated (slow)'}; {cpu.threads} threads"
+    yield f"threads       {cpu.threads} ({threads.reason}; --threads N to change)"
     peaks = gemm_peaks(cpu.native_bf16)
     yield f"GEMM peak     float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s (measured)"
     placement = choose_placement(device, dtype, probe=probe)

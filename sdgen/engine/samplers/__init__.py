@@ -29,11 +29,15 @@ PORTS: dict[str, SamplerFn] = {
 }
 
 
-def make_sampler(name: str, schedule: str, model_scheduler_config: dict[str, Any]) -> Any:
+def make_sampler(name: str, schedule: str, model_scheduler_config: dict[str, Any], tcd_eta: float | None = None) -> Any:
     """A fresh scheduler for a resolved (name, schedule) pair (config/schedulers.py's resolve()):
-    diffusers' for "automatic", else sdgen's port of the k-diffusion sampler over that schedule."""
+    diffusers' for "automatic", else sdgen's port of the k-diffusion sampler over that schedule. TCD's eta
+    (`tcd_eta`) is an argument of each of its steps: the loop passes `step_options` to scheduler.step."""
     if name == "ddim-cfg++":
         return DDIMCFGPlusPlus(model_scheduler_config)
     if schedule == AUTOMATIC:
-        return make_scheduler(name, model_scheduler_config)
+        scheduler = make_scheduler(name, model_scheduler_config)
+        if name == "tcd" and tcd_eta is not None:
+            scheduler.step_options = {"eta": tcd_eta}
+        return scheduler
     return SamplerStepper(PORTS[name], schedule, model_scheduler_config, BY_NAME[name].discard_next_to_last_sigma)
