@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdgen.config.options import describe
+from sdgen.config.options import default, describe
 from sdgen.config.schedulers import SCHEDULERS, scheduler_spec
 from sdgen.engine.checking import check_request
 from sdgen.engine.pipeline import generate
@@ -50,6 +50,8 @@ def reference_image(parts, scheduler: str, seed: int, **kwargs) -> np.ndarray:
         kwargs.setdefault("width", SIZE)
         kwargs.setdefault("height", SIZE)
     kwargs.setdefault("num_inference_steps", STEPS)
+    if scheduler == "tcd":  # TCD's eta is a pipeline argument (default 0 there); sdgen's --tcd-eta default is TCD's
+        kwargs.setdefault("eta", default("tcd_eta"))
     image = pipe(PROMPT, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
     return np.asarray(image).astype(np.int16)
 
