@@ -95,7 +95,10 @@ def encode_image(
     import torch
 
     image = image.to(device=device, dtype=vae.dtype)  # not vae.device: offloaded weights sit on the CPU
-    distribution = vae.encode(image).latent_dist  # mean, std: (1, 4, H/8, W/8)
+    encoded = vae.encode(image)
+    if not hasattr(encoded, "latent_dist"):  # a tiny autoencoder as the model's VAE (SDXS): one latent, no draw
+        return (encoded.latents.repeat(len(generators), 1, 1, 1) * vae.config.scaling_factor).to(dtype)
+    distribution = encoded.latent_dist  # mean, std: (1, 4, H/8, W/8)
     samples = [distribution.sample(generator) for generator in generators]
     return (torch.cat(samples) * vae.config.scaling_factor).to(dtype)  # (B, 4, H/8, W/8)
 

@@ -344,7 +344,7 @@ def _load_part(
         variant = "fp16" if ".fp16." in weights.name else None
         stored = torch_dtype("float16" if variant else "float32")
         options.update(variant=variant, use_safetensors=True, **{_DTYPE_ARGUMENT[part.library]: stored})
-    cls = getattr(importlib.import_module(part.library), part.class_name)
+    cls = getattr(importlib.import_module(part.library), part.class_in(source.folder))
     try:
         module = cls.from_pretrained(str(source.folder), **options)
     except (OSError, ValueError, RuntimeError) as error:

@@ -157,6 +157,8 @@ def _lora_file(source: str, offline: bool) -> str:
     path = Path(source)
     if path.is_file():
         return source
+    if not path.is_dir() and source.count("/") >= 2 and source.endswith(".safetensors"):
+        return _hub_file(source, offline)  # owner/name/file.safetensors: one file of a repo of several
     if not path.is_dir():
         from huggingface_hub import snapshot_download
 
@@ -175,6 +177,21 @@ def _lora_file(source: str, offline: bool) -> str:
             "pass the file itself."
         )
     return str((preferred or files)[0])
+
+
+def _hub_file(source: str, offline: bool) -> str:
+    """ByteDance/Hyper-SD/Hyper-SD15-1step-lora.safetensors: that file of that Hub repo, from the cache (or
+    downloaded unless offline)."""
+    from huggingface_hub import hf_hub_download
+
+    owner, name, file = source.split("/", 2)
+    try:
+        return hf_hub_download(f"{owner}/{name}", file, local_files_only=offline)
+    except Exception as error:  # offline and not cached, no such repo or file, the network ...
+        raise GenerationError(
+            f"LoRA {source!r} could not be downloaded or found in the cache ({_first_line(error)}); "
+            f"download it with `hf download {owner}/{name} {file}`."
+        ) from None
 
 
 def _read_embedding(path: str) -> Any:

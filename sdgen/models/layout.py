@@ -6,8 +6,9 @@ scheduler/scheduler_config.json
 tokenizer/vocab.json, merges.txt, ...            (CLIPTokenizer)
 text_encoder/config.json, model[.fp16].safetensors                 (CLIPTextModel)
 unet/config.json, diffusion_pytorch_model[.fp16].safetensors       (UNet2DConditionModel)
-vae/config.json, diffusion_pytorch_model[.fp16].safetensors        (AutoencoderKL)
+vae/config.json, diffusion_pytorch_model[.fp16].safetensors        (AutoencoderKL; AutoencoderTiny in SDXS)
 ```
+SD 2.x folders (SD-Turbo) have the same parts, with OpenCLIP's text encoder saved as a CLIPTextModel.
 Weights are read from safetensors only: pickled `.bin`/`.ckpt` files can run code when loaded.
 """
 
@@ -29,13 +30,26 @@ class Part:
     weights_stem: str | None  # weights file name without .safetensors; None: no weights (tokenizer)
     dtype_role: str | None  # "model" or "vae": which of the placement's dtypes the part runs in
     channels_last: bool = False  # convolutional: NHWC layout where the speed plan says so
+    also: tuple[str, ...] = ()  # other classes a folder's config.json may name (SDXS's vae/: AutoencoderTiny)
+
+    def class_in(self, folder: Path) -> str:
+        """The class that reads this part of `folder`: the one its config.json names where that is one of
+        `also` (SDXS ships AutoencoderTiny as vae/), else the usual one."""
+        import json
+
+        try:
+            named = json.loads((folder / self.name / "config.json").read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            return self.class_name
+        return named if named in self.also else self.class_name
 
 
 PARTS = (
     Part("tokenizer", "transformers", "CLIPTokenizer", None, None),
     Part("text_encoder", "transformers", "CLIPTextModel", "model", "model"),
     Part("unet", "diffusers", "UNet2DConditionModel", "diffusion_pytorch_model", "model", channels_last=True),
-    Part("vae", "diffusers", "AutoencoderKL", "diffusion_pytorch_model", "vae", channels_last=True),
+    Part("vae", "diffusers", "AutoencoderKL", "diffusion_pytorch_model", "vae", channels_last=True,
+         also=("AutoencoderTiny",)),
 )
 WEIGHTED_PARTS = tuple(part for part in PARTS if part.weights_stem is not None)
 CONFIG_FILES = {

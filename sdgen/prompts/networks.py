@@ -135,15 +135,21 @@ def _lora_source(source: str, key: str) -> LoraRef:
         return LoraRef(str(path), 1.0, path.stem)
     if _looks_like_hub_id(source):
         return LoraRef(source, 1.0, source)
+    if _looks_like_hub_file(source):  # one file of a Hub repo of several: ByteDance/Hyper-SD/Hyper-SD15-...
+        return LoraRef(source, 1.0, source.rsplit("/", 1)[1].removesuffix(".safetensors"))
     raise InvalidRequestError(
-        f"Invalid {NAME} {source!r}: no such file or folder (give a .safetensors file, a diffusers LoRA folder "
-        "or a Hub id like owner/name).",
+        f"Invalid {NAME} {source!r}: no such file or folder (give a .safetensors file, a diffusers LoRA folder, "
+        "a Hub id like owner/name, or owner/name/file.safetensors).",
         key,
     )
 
 
 def _looks_like_hub_id(text: str) -> bool:
     return re.fullmatch(r"[\w.\-]+/[\w.\-]+", text) is not None and not text.endswith(PICKLE_SUFFIXES + LORA_SUFFIXES)
+
+
+def _looks_like_hub_file(text: str) -> bool:
+    return re.fullmatch(r"[\w.\-]+/[\w.\-]+(/[\w.\-]+)+\.safetensors", text) is not None and ".." not in text
 
 
 def resolve_embeddings(
