@@ -114,6 +114,29 @@ def test_a_lora_folder_and_a_hub_id_in_the_cache_load_offline(parts, files, tmp_
         pixels(parts, loras=("someone/not-cached",))
 
 
+def test_a_file_of_a_hub_repo_of_several_is_found_in_the_cache(files, tmp_path) -> None:
+    """Hyper-SD's way: one repo, a LoRA file per step count, named as owner/name/file.safetensors."""
+    import shutil
+
+    from sdgen.models.adapters import _lora_file
+    from sdgen.prompts.networks import resolve_loras
+
+    from .conftest import put_in_hub_cache
+
+    folder = tmp_path / "several"
+    folder.mkdir()
+    shutil.copyfile(files / "loras" / "detail.safetensors", folder / "Tiny-1step-lora.safetensors")
+    shutil.copyfile(files / "loras" / "kohya" / "detail-kohya.safetensors", folder / "Tiny-4steps-lora.safetensors")
+    put_in_hub_cache(folder, "someone/several-loras", "d" * 40)
+    [ref] = resolve_loras(("someone/several-loras/Tiny-4steps-lora.safetensors:0.6",), "", None)
+    assert (ref.source, ref.scale, ref.name) == ("someone/several-loras/Tiny-4steps-lora.safetensors", 0.6,
+                                                 "Tiny-4steps-lora")
+    found = Path(_lora_file(ref.source, offline=True))
+    assert found.read_bytes() == (folder / "Tiny-4steps-lora.safetensors").read_bytes()
+    with pytest.raises(GenerationError, match="hf download someone/several-loras Tiny-8steps-lora.safetensors"):
+        _lora_file("someone/several-loras/Tiny-8steps-lora.safetensors", offline=True)
+
+
 def test_two_loras_fuse_together(parts, files) -> None:
     one = files / "loras" / "detail.safetensors"
     two = files / "loras" / "kohya" / "detail-kohya.safetensors"

@@ -44,10 +44,10 @@ def test_each_layer_overrides_the_one_below(user_config) -> None:
         return resolved["steps"].value, resolved["steps"].source
 
     assert steps(environ={}) == (25, "built-in")
-    assert steps(environ={}, preset="fast") == (12, "preset fast")
-    assert steps(environ=env, preset="fast")[0] == 30
-    assert steps(environ=env, preset="fast")[1].startswith("user config ")
-    assert steps(environ={**env, "SDGEN_STEPS": "31"}, preset="fast") == (31, "env SDGEN_STEPS")
+    assert steps(environ={}, preset="draft") == (8, "preset draft")
+    assert steps(environ=env, preset="draft")[0] == 30
+    assert steps(environ=env, preset="draft")[1].startswith("user config ")
+    assert steps(environ={**env, "SDGEN_STEPS": "31"}, preset="draft") == (31, "env SDGEN_STEPS")
     assert steps(environ={**env, "SDGEN_STEPS": "31"}, image={"steps": 32}) == (32, "image")
     assert steps(environ={**env, "SDGEN_STEPS": "31"}, image={"steps": 32}, flags={"steps": 33}) == (33, "flag")
     # a layer only overrides the keys it sets
@@ -58,7 +58,7 @@ def test_where_the_preset_name_comes_from(user_config) -> None:
     env = user_config("preset = 'quality'\n")
     assert settings.resolve(environ=env)["steps"].source == "preset quality"
     assert settings.resolve(environ={**env, "SDGEN_PRESET": "draft"})["steps"].source == "preset draft"
-    assert settings.resolve(environ={**env, "SDGEN_PRESET": "draft"}, preset="fast")["steps"].source == "preset fast"
+    assert settings.resolve(environ={**env, "SDGEN_PRESET": "draft"}, preset="lcm")["steps"].source == "preset lcm"
 
 
 def test_user_defined_preset(user_config) -> None:

@@ -96,7 +96,8 @@ def resolve(
 
     layers: list[tuple[str, Mapping[str, Any]]] = [("built-in", options.builtin_defaults())]
     if preset:
-        layers.append((f"preset {preset}", _preset_layer(preset, user, preset_source)))
+        device = str((flags or {}).get("device") or env.get("device") or user.get("device") or "auto")
+        layers.append((f"preset {preset}", _preset_layer(preset, user, preset_source, device)))
     layers += [
         (f"user config {user_path}", {k: v for k, v in user.items() if k not in ("preset", "presets")}),
         *((f"env {ENV_PREFIX}{key.upper()}", {key: value}) for key, value in env.items()),
@@ -115,9 +116,15 @@ def values(settings: Mapping[str, Setting]) -> dict[str, Any]:
     return {key: setting.value for key, setting in settings.items()}
 
 
-def _preset_layer(name: str, user: Mapping[str, Any], given_by: str) -> dict[str, Any]:
+def _preset_layer(name: str, user: Mapping[str, Any], given_by: str, device: str = "auto") -> dict[str, Any]:
     if name in user.get("presets", {}):
         return _checked(user["presets"][name], f"[presets.{name}] in the user config")
+    if name == "fast":  # the fastest recipe already in the cache, for this machine (sdgen/config/fast_preset.py)
+        from sdgen.config.fast_preset import choose_fast, hub_cached, machine_device
+
+        choice = choose_fast(*machine_device(device), hub_cached())
+        layer = _read_layer(configs_dir() / "presets" / f"{choice.recipe.preset}.toml", f"preset {name}")
+        return layer | ({"decoder": choice.decoder} if choice.decoder else {})
     path = configs_dir() / "presets" / f"{name}.toml"
     if not path.is_file():
         raise InvalidRequestError(
