@@ -96,8 +96,12 @@ def test_bad_settings_name_the_place_and_the_fix(user_config, text, env, message
     assert message in str(caught.value)
 
 
-def test_shipped_presets_make_valid_requests_with_their_own_values() -> None:
+def test_shipped_presets_make_valid_requests_with_their_own_values(monkeypatch) -> None:
+    from sdgen.config import fast_preset
+
     tomllib = settings.tomllib  # tomli on Python 3.10
+    only_sd15 = {(fast_preset.DEFAULT_MODEL, fast_preset.UNET_FILES[0])}  # --preset fast: then its own file
+    monkeypatch.setattr(fast_preset, "hub_cached", lambda: lambda repo, file: (repo, file) in only_sd15)
 
     for name in settings.preset_names():
         values = settings.values(settings.resolve(environ={}, preset=name, flags={"prompt": "a fox"}))

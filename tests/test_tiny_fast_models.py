@@ -1,0 +1,59 @@
+"""The one-step models' layouts load in sdgen and make diffusers' picture: SD 2.x (SD-Turbo) with its Euler
+trailing config, and SDXS with an AutoencoderTiny as its vae/, each against StableDiffusionPipeline.from_pretrained
+of the same folder, 1 step, guidance 0 (their model cards' settings), float32, within 1/255."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdgen.engine.loader import load_model
+from sdgen.engine.pipeline import generate
+from sdgen.engine.request import GenerationRequest, ModelSpec
+from sdgen.testing.tiny_fast_models import build_tiny_sd2, build_tiny_sdxs
+
+from .conftest import SIZE
+
+PROMPT = "a lighthouse at dusk"
+
+
+def _diffusers(folder: Path, scheduler: str, seed: int) -> np.ndarray:
+    import torch
+    from diffusers import StableDiffusionPipeline, TCDScheduler
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler == "tcd":
+        pipe.scheduler = TCDScheduler.from_config(pipe.scheduler.config)
+    image = pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=SIZE, height=SIZE,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image).astype(np.int16)
+
+
+@pytest.mark.parametrize(("build", "scheduler", "vae_class"), [
+    (build_tiny_sd2, "euler", "AutoencoderKL"),  # sd-turbo's preset: the model's own Euler (trailing) scheduler
+    (build_tiny_sdxs, "tcd", "AutoencoderTiny"),  # sdxs's preset
+])
+def test_one_step_layouts_match_diffusers(tmp_path: Path, build, scheduler: str, vae_class: str) -> None:
+    folder = build(tmp_path / "model")
+    parts = load_model(ModelSpec(model=str(folder), device="cpu", dtype="float32"))
+    assert type(parts.vae).__name__ == vae_class
+    request = GenerationRequest(PROMPT, seed=11, num_inference_steps=1, guidance_scale=0.0, scheduler=scheduler,
+                                width=SIZE, height=SIZE)
+    ours = np.asarray(generate(request, parts)[0].image).astype(np.int16)
+    assert ours.std() > 10, "a flat image would make the comparison meaningless"
+    assert np.abs(ours - _diffusers(folder, scheduler, 11)).max() <= 1
+
+
+def test_img2img_with_a_tiny_autoencoder_as_the_vae_encodes_without_a_draw(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = build_tiny_sdxs(tmp_path / "sdxs")
+    parts = load_model(ModelSpec(model=str(folder), device="cpu", dtype="float32"))
+    start = Image.new("RGB", (SIZE, SIZE), (200, 80, 40))
+    request = GenerationRequest(PROMPT, seed=2, num_inference_steps=2, guidance_scale=0.0, scheduler="euler",
+                                init_image=start, strength=0.5, width=SIZE, height=SIZE, num_images=2, batch_size=2)
+    first, second = generate(request, parts)
+    assert first.image.size == second.image.size == (SIZE, SIZE)
