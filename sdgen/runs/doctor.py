@@ -20,6 +20,17 @@ from sdgen.testing.tiny_model import build_tiny_model
 from sdgen.version import __version__
 
 
+def _fast_choice(device: str, bf16_units: bool) -> str:
+    """What `--preset fast` would run here (sdgen/config/fast_preset.py), or what to download for it."""
+    from sdgen.config.fast_preset import choose_fast, hub_cached
+    from sdgen.errors import InvalidRequestError
+
+    try:
+        return choose_fast(device, bf16_units, hub_cached()).reason
+    except InvalidRequestError as error:
+        return str(error).removeprefix("Invalid preset 'fast': ")
+
+
 class DoctorFailed(Exception):
     """The tiny model did not make a picture."""
 
@@ -52,6 +63,7 @@ def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
     yield f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})"
     spec = ModelSpec()
     yield f"HF cache      {models.hub_cache_dir(spec)}"
+    yield f"preset fast   {_fast_choice(placement.device, cpu.native_bf16)}"
     cached = models.is_cached(DEFAULT_MODEL, spec)
     yield f"default model {DEFAULT_MODEL}: {'in the cache' if cached else 'not downloaded yet'}"
     transformers.utils.logging.disable_progress_bar()  # its "Writing model shards" bar is noise here
