@@ -56,7 +56,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "detail_padding", "detail_blur", "restore_faces", "restore_faces_visibility",
         "lora", "embedding", "clip_skip", "weighting",
         "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "cache_interval", "cfg_end",
-        "eta_noise_seed_delta",
+        "eta_noise_seed_delta", "tcd_eta",
         "subseed", "subseed_strength", "seed_resize_from", "tiling",
         "guidance_rescale", "freeu", "pag_scale", "sag_scale", "control",
         "adapter", "ip_adapter", "ip_image", "ip_scale", "ip_encoder",

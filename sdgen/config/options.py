@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from sdgen.config.fast_options import FAST_ROWS
+from sdgen.config.machine_options import MACHINE_ROWS
 from sdgen.config.optiontable import (  # noqa: F401 - the names a row is written with, for every module that reads rows
     BATCH,
     BOTH,
@@ -42,8 +44,6 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     Option,
     OptionTable,
 )
-from sdgen.config.fast_options import FAST_ROWS
-from sdgen.config.machine_options import MACHINE_ROWS
 from sdgen.config.output_options import OUTPUT_ROWS
 from sdgen.config.schedulers import DEFAULT_SCHEDULER
 from sdgen.config.steering_options import STEERING_ROWS

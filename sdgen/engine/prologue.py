@@ -15,8 +15,8 @@ from sdgen.engine import loader
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.hardware.devices import Placement, choose_placement
-from sdgen.hardware.threads import apply_threads
 from sdgen.hardware.speed import SpeedPlan, plan_speed
+from sdgen.hardware.threads import apply_threads
 
 
 @dataclass(frozen=True)
