@@ -50,6 +50,25 @@ def openai_error(status: int, kind: str, message: str, field: str | None) -> dic
     return {"error": {"message": message, "type": kind_type, "param": field, "code": code}}
 
 
+class OpenAIError(BaseModel):
+    message: str = Field(description="One line for a person: the field, the value and what is allowed.")
+    type: str = Field(description="invalid_request_error (bad input), authentication_error, not_found_error, "
+                                  "server_error ...")
+    param: str | None = Field(None, description="The request field it is about, as the client named it.")
+    code: str | None = Field(None, description="sdgen's kind: invalid_request, invalid_api_key, queue_full ...")
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error answer under /v1, in OpenAI's shape."""
+
+    error: OpenAIError
+
+
+def openai_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A /v1 route's OpenAPI `responses`: each error code answered with OpenAIErrorBody."""
+    return {code: {**entry, "model": OpenAIErrorBody} for code, entry in error_responses(*codes).items()}
+
+
 class ImageGenerationBody(BaseModel):
     """POST /v1/images/generations: OpenAI's fields; every other field is one of /sdapi/v1/txt2img's body."""
 
@@ -140,13 +159,13 @@ def openai_router(engine: Any, users: bool, auth: tuple[int, ...],
     bearer = [Depends(HTTPBearer(auto_error=False, description="--api-auth's user:password as the API key"))]
     router = APIRouter(prefix=PREFIX, dependencies=bearer if users else [], tags=["OpenAI"])
 
-    @router.post("/images/generations", responses=error_responses(*auth, 400, 413, 422, 499, 500, 503))
+    @router.post("/images/generations", responses=openai_responses(*auth, 400, 413, 422, 499, 500, 503))
     async def generations(body: ImageGenerationBody, request: Request) -> dict[str, Any]:
         """Text to image; OpenAI's fields plus any of /sdapi/v1/txt2img's (docs/server.md)."""
         answer = await generate(engine, txt2img_body(body), request)
         return openai_answer(answer, body.output_format)
 
-    @router.get("/models", responses=error_responses(*auth))
+    @router.get("/models", responses=openai_responses(*auth))
     def models() -> dict[str, Any]:
         """The models a body's `model` may name: the served one first (GET /sdapi/v1/sd-models' titles)."""
         found = listings.checkpoints(engine.spec, engine.settings, engine.served_sha256())
