@@ -371,7 +371,7 @@ def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp
     assert result.stdout.strip().endswith("-a-cat.png") and "1 made, 0 skipped, 2 failed" in result.stderr
 
 
-def test_a_peer_gone_is_one_line_naming_gloos_reason(tiny_model_dir) -> None:
+def test_a_peer_gone_is_one_line_naming_gloos_reason() -> None:
     from sdgen.errors import GenerationError
     from sdgen.runs.batch.run import together
 
