@@ -369,3 +369,19 @@ def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp
     assert result.stderr.count("Out of memory making 2 image(s) at 64x64 on cpu (MemoryError)") == 2  # lines 1, 2
     assert "sdgen: line 1: Out of memory" in result.stderr and "try --batch-size 1" in result.stderr
     assert result.stdout.strip().endswith("-a-cat.png") and "1 made, 0 skipped, 2 failed" in result.stderr
+
+
+def test_a_peer_gone_is_one_line_naming_gloos_reason() -> None:
+    from sdgen.errors import GenerationError
+    from sdgen.runs.batch.run import together
+
+    def closed() -> None:  # what gloo raises in the barrier when the other machine's process was killed
+        raise RuntimeError("\n[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "
+                           "peer [127.0.0.1]:11701. This is typically caused by a remote worker crashing. GLHF!")
+
+    with pytest.raises(GenerationError) as stopped:
+        together("finished its share", closed)
+    message = str(stopped.value)
+    assert "\n" not in message and "pair.cc" not in message and "GLHF" not in message
+    assert "(Connection closed by peer [127.0.0.1]:11701)" in message and "run the same launch again" in message
+    assert together("started", lambda: 3) == 3

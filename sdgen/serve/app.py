@@ -1,6 +1,7 @@
-"""The FastAPI app: AUTOMATIC1111's /sdapi/v1 routes over an Engine, with the server owner's limits (body
-size, queue, pixels, steps, images) and optional HTTP Basic auth over every route, the docs at /docs and the
-schema at /openapi.json included. Every error is an ErrorBody (schema.py), declared for each route."""
+"""The FastAPI app: AUTOMATIC1111's /sdapi/v1 routes and OpenAI's images API under /v1 (openai_api.py) over an
+Engine, with the server owner's limits (body size, queue, pixels, steps, images) and optional HTTP Basic auth
+over every route, the docs at /docs and the schema at /openapi.json included. Every error is an ErrorBody
+(schema.py), declared for each route; under /v1 it has OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sdgen.serve import controlnet, listings, pnginfo, replies
 from sdgen.serve.engine import Engine, ShuttingDown
 from sdgen.serve.extras import extras_routes
 from sdgen.serve.guards import BasicAuth, BodyLimit
+from sdgen.serve.openai_api import openai_router
 from sdgen.serve.schema import (
     GenerationBody,
     Img2ImgBody,
@@ -53,6 +55,7 @@ def create_app(engine: Engine, users: dict[str, str] | None = None, max_body: in
     app.include_router(api)
     app.include_router(_queue_router(engine, guard, auth))
     app.include_router(_controlnet_router(engine, guard, auth))
+    app.include_router(openai_router(engine, bool(users), auth, _generate))
     replies.install(app)
     app.add_middleware(BodyLimit, max_body=max_body)
     if users:

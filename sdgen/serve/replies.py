@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from sdgen.errors import SdgenError, UsageError
 from sdgen.serve.engine import QueueFull, ShuttingDown
+from sdgen.serve.openai_api import OPENAI_FIELDS, is_openai, openai_error
 from sdgen.serve.translate import A1111_FIELDS, named
 
 log = logging.getLogger("sdgen")
@@ -46,8 +47,11 @@ def one_line(text: str, limit: int = MAX_DETAIL) -> str:
 
 
 def error_reply(status: int, kind: str, detail: str, field: str | None = None,
-                headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = {"error": kind, "detail": one_line(detail), "field": field}
+                headers: Mapping[str, str] | None = None, path: str = "") -> JSONResponse:
+    """An ErrorBody; under /v1/ (the OpenAI routes) OpenAI's {"error": {message, type, param, code}}."""
+    body: dict[str, Any] = {"error": kind, "detail": one_line(detail), "field": field}
+    if is_openai(path):
+        body = openai_error(status, kind, one_line(detail), field)
     return SafeJSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -131,8 +135,12 @@ def _unreadable(cause: BaseException) -> str:
     return f"it could not be read ({type(cause).__name__})"
 
 
-def usage_reply(error: UsageError) -> JSONResponse:
-    """422 for an sdgen usage error, its setting named by the A1111 field a client sent."""
+def usage_reply(error: UsageError, path: str = "") -> JSONResponse:
+    """422 for an sdgen usage error, its setting named by the field a client sent (A1111's, or OpenAI's)."""
+    if is_openai(path):
+        field = OPENAI_FIELDS.get(error.key or "") or A1111_FIELDS.get(error.key or "", error.key)
+        detail = str(error.named(field or "value")).replace("GET /sdapi/v1/sd-models", "GET /v1/models")
+        return error_reply(422, "InvalidRequest", detail, field, path=path)
     return error_reply(422, "InvalidRequest", named(error), A1111_FIELDS.get(error.key or "", error.key))
 
 
@@ -144,7 +152,7 @@ def install(app: FastAPI) -> None:
         problems = [validation_message(item) for item in error.errors()] or [("body", "Invalid body.")]
         detail = " ".join(message for _, message in problems[:3])
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return error_reply(422, "InvalidRequest", detail + more, problems[0][0])
+        return error_reply(422, "InvalidRequest", detail + more, problems[0][0], path=request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http(request: Request, error: HTTPException) -> JSONResponse:
@@ -154,27 +162,29 @@ def install(app: FastAPI) -> None:
         if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not read the body
             detail = f"Invalid body: {_unreadable(error.__cause__)}."
         return error_reply(error.status_code, kind, detail, "body" if error.status_code == 400 else None,
-                           headers=error.headers)
+                           headers=error.headers, path=request.url.path)
 
     @app.exception_handler(UsageError)
     async def usage(request: Request, error: UsageError) -> JSONResponse:
-        return usage_reply(error)
+        return usage_reply(error, request.url.path)
 
     @app.exception_handler(QueueFull)
     async def full(request: Request, error: QueueFull) -> JSONResponse:
-        return error_reply(503, "QueueFull", str(error), headers={"Retry-After": str(error.retry_after)})
+        return error_reply(503, "QueueFull", str(error), headers={"Retry-After": str(error.retry_after)},
+                           path=request.url.path)
 
     @app.exception_handler(ShuttingDown)
     async def closing(request: Request, error: ShuttingDown) -> JSONResponse:
-        return error_reply(503, "ShuttingDown", str(error))
+        return error_reply(503, "ShuttingDown", str(error), path=request.url.path)
 
     @app.exception_handler(SdgenError)
     async def failed(request: Request, error: SdgenError) -> JSONResponse:
         log.error("%s %s failed: %s", request.method, request.url.path, one_line(str(error)))
-        return error_reply(500, type(error).__name__, str(error))
+        return error_reply(500, type(error).__name__, str(error), path=request.url.path)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(error).__name__,
                   one_line(str(error)), exc_info=error)
-        return error_reply(500, "ServerError", f"The server failed ({type(error).__name__}); its log has more.")
+        return error_reply(500, "ServerError", f"The server failed ({type(error).__name__}); its log has more.",
+                           path=request.url.path)

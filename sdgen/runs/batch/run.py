@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -97,7 +98,7 @@ class Processes:
         from accelerate import PartialState
 
         # Without CUDA, accelerate only sets up its gloo (MULTI_CPU) group when asked for the CPU.
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = together("started", lambda: PartialState(cpu=not torch.cuda.is_available()))
         return cls(state.process_index, state.num_processes, str(state.device), state)
 
     def my_share(self, work: list[list[PlannedImage]]) -> list[list[PlannedImage]]:
@@ -108,7 +109,7 @@ class Processes:
 
     def wait_for_everyone(self) -> None:
         if self.state is not None:
-            self.state.wait_for_everyone()
+            together("finished its share", self.state.wait_for_everyone)
 
     def lock(self, folder: Path) -> FolderLock | None:
         """The main process locks the folder for the whole launch; every process learns whether it could."""
@@ -122,10 +123,23 @@ class Processes:
         if self.state is not None:
             from accelerate.utils import broadcast_object_list
 
-            problem = broadcast_object_list([problem])[0]
+            problem = together("started", lambda: broadcast_object_list([problem])[0])
         if problem is not None:
             raise InvalidRequestError(problem)
         return lock
+
+
+def together(doing: str, work: Callable[[], Any]) -> Any:
+    """Work with the launch's other processes; a peer gone (killed, its machine down: torch.distributed's
+    RuntimeErrors, gloo's "Connection closed by peer") is a one-line GenerationError, not a traceback."""
+    try:
+        return work()
+    except RuntimeError as error:
+        text = re.sub(r"\[/[^\]]*\]\s*", "", " ".join(str(error).split()))  # gloo's [/path/pair.cc:553]
+        reason = text.split(". ")[0][:200]
+        raise GenerationError(f"another process of this launch stopped as this one {doing} ({reason or error}); "
+                              "the images and records made are kept: run the same launch again to make the "
+                              "rest.") from None
 
 
 def run_batch(
@@ -343,7 +357,11 @@ class _Run:
 
     def finish(self) -> None:
         self.manifest.close()
-        self.processes.wait_for_everyone()
+        try:
+            self.processes.wait_for_everyone()
+        except GenerationError:
+            log.warning("%s%s", self._prefix(), self.summary.line("stopped"))
+            raise
         if self.processes.rank == 0 and self.processes.world > 1 and not self.options.dry_run:
             self.manifest.merge_parts()
         if not self.options.dry_run:
