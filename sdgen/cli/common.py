@@ -104,9 +104,25 @@ class CliErrors:
         return False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is at each line, so a rich live display (which swaps it for a proxy while
+    it draws) prints sdgen's notes above itself instead of glued to its last line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     """sdgen's notes and warnings go to stderr; the libraries' own chatter is turned down."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)

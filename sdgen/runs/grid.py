@@ -156,7 +156,8 @@ def run_grid(
     machine = prepare(checked_spec)
     count = sum(len(row) for row in rows)
     terminal = terminal_pictures(pictures, quiet)
-    with GenerationProgress(count, enabled=False if quiet else None, terminal_image=terminal) as progress:
+    mode = "none" if quiet else output.progress
+    with GenerationProgress(count, terminal_image=terminal, mode=mode) as progress:
         first = rows[0][0]
         run = open_model(machine, progress, pictures, (first.width, first.height))
         made = generate_cells(rows, run.parts, base.batch_size, run.on_step)

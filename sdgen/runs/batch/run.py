@@ -247,7 +247,8 @@ class _Run:
         # several processes share one terminal: their live displays would overwrite each other
         enabled = False if self.options.quiet or self.processes.world > 1 else None
         terminal = terminal_pictures(self.options.pictures, self.options.quiet) if enabled is None else None
-        with GenerationProgress(total, enabled=enabled, terminal_image=terminal) as self.progress:
+        mode = "none" if enabled is False else self.options.output.progress
+        with GenerationProgress(total, terminal_image=terminal, mode=mode) as self.progress:
             for chunk in work:
                 todo = self._still_to_make(chunk)
                 self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
@@ -276,6 +277,8 @@ class _Run:
             if image.path not in todo:
                 continue
             output = self.options.output
+            if self.progress is not None:
+                self.progress.phase("writing", str(image.path))
             info = png_info(result, self.parts) if output.metadata else None
             data = png_bytes(result.image, info)
             record = {
