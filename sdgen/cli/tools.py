@@ -94,11 +94,15 @@ def config_command(
 def doctor_command(
     device: Annotated[str, typer.Option("--device", help="Device to test: auto, cpu, mps, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="dtype to test: auto, float32, float16, bfloat16.")] = "auto",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Also check this model (folder, file or cached Hub id): "
+                                 "found, loaded, one step run.")
+    ] = None,
 ) -> None:
     setup_logging(False, quiet=True)
     with CliErrors():
         try:
-            for line in doctor.report(device, dtype):
+            for line in doctor.report(device, dtype, model):
                 typer.echo(line)
         except doctor.DoctorFailed:
             raise typer.Exit(EXIT_FAILURE) from None
@@ -136,7 +140,7 @@ HELP = {
     "as .safetensors, which sdgen loads without --allow-unsafe-pickle.\n\n"
     "\b\nExamples:\n  sdgen convert model.ckpt model.safetensors\n  sdgen \"a fox\" --model model.safetensors",
     "doctor": "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
-    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16",
+    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16\n  sdgen doctor --model ~/models/model.safetensors",
 }
 
 

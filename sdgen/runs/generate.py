@@ -44,7 +44,7 @@ def run_generate(
     spec = check_model(spec)
     request = check_request(request, spec)
     targets = plan_outputs(request, output)
-    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite, spec)
     if request.hires_scale is not None and pictures.records_steps:
         raise InvalidRequestError(
             "--save-steps and --animation show one denoising run; with --hires-scale there are two at two sizes. "

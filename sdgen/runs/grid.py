@@ -152,7 +152,7 @@ def run_grid(
     checked_spec = check_model(spec)
     rows = cell_requests(base, x, y, checked_spec)
     target = picture_target(output, "{index:05d}-grid-{slug}", base.prompt)
-    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite, checked_spec)
     machine = prepare(checked_spec)
     count = sum(len(row) for row in rows)
     terminal = terminal_pictures(pictures, quiet)

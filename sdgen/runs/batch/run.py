@@ -142,7 +142,7 @@ def run_batch(
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
     check_writable_folder(options.folder, create=not options.dry_run)
     check_name_template(options.output.batch_name, batch=True)
-    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
+    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True, model=checked_spec))
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     machine = None if options.dry_run else prepare(checked_spec)  # a dry run may plan for another machine
