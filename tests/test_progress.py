@@ -43,7 +43,6 @@ def test_streaming_batches_have_no_total() -> None:
 
 import os  # noqa: E402
 import re  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from typer.testing import CliRunner  # noqa: E402
@@ -95,7 +94,8 @@ def test_a_run_off_a_terminal_shows_every_phase_and_verbose_times_them(tiny_mode
     for phase in ("Importing", "Loading unet", "Loading vae", "Denoising image 1 of 1: step 2/2", "Decoding"):
         assert any(line.startswith(phase) for line in said), (phase, said)
     assert f"Writing {tmp_path}" in said
-    assert re.search(r"^Timings: importing [\d.]+ s, loading [\d.]+ s, denoising [\d.]+ s, decoding", result.stderr, re.M)
+    timings = r"^Timings: importing [\d.]+ s, loading [\d.]+ s, denoising [\d.]+ s, decoding"
+    assert re.search(timings, result.stderr, re.M)
     quiet = CliRunner().invoke(app, [*args[:-1], "--progress", "none"])
     assert quiet.exit_code == 0 and not re.search(STAMP, quiet.stderr)
 

@@ -15,7 +15,8 @@ from sdgen.config import settings
 models_app = typer.Typer(
     help="The models on this machine: the Hugging Face cache and your folder of single files.\n\n"
     "\b\nExamples:\n  sdgen models list\n  sdgen models download stable-diffusion-v1-5/stable-diffusion-v1-5 "
-    "--variant fp16\n  sdgen models make-tiny tiny/\n  sdgen models info ~/models/dreamshaper_8.safetensors\n  sdgen models rm someone/old-model",
+    "--variant fp16\n  sdgen models make-tiny tiny/\n"
+    "  sdgen models info ~/models/dreamshaper_8.safetensors\n  sdgen models rm someone/old-model",
     no_args_is_help=True,
 )
 
@@ -143,9 +144,9 @@ def make_tiny_command(
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise InvalidRequestError(f"Cannot make the tiny model in '{folder}': it exists and is not an empty "
                                       "folder; name a new one.")
-        from sdgen.testing.tiny_model import build_tiny_model
-
         import transformers
+
+        from sdgen.testing.tiny_model import build_tiny_model
 
         transformers.utils.logging.disable_progress_bar()  # its "Writing model shards" bar is noise here
         build_tiny_model(folder)

@@ -140,7 +140,8 @@ HELP = {
     "as .safetensors, which sdgen loads without --allow-unsafe-pickle.\n\n"
     "\b\nExamples:\n  sdgen convert model.ckpt model.safetensors\n  sdgen \"a fox\" --model model.safetensors",
     "doctor": "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
-    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16\n  sdgen doctor --model ~/models/model.safetensors",
+    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16\n"
+    "  sdgen doctor --model ~/models/model.safetensors",
 }
 
 

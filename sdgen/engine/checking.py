@@ -103,6 +103,11 @@ def check_request(
 
         for source in dict.fromkeys(lora.source for job in jobs for lora in job.lora_refs):
             require_cached(source, "LoRA", model)
+        from sdgen.engine.plugins.control_units import control_units
+        from sdgen.models.controlnet import find_controlnet
+
+        for unit in control_units(checked):
+            require_cached(find_controlnet(unit.model, checked.control_dir), "ControlNet (--control)", model)
     return replace(checked, jobs=jobs)
 
 

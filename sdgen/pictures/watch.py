@@ -16,8 +16,8 @@ from sdgen.record.output import check_writable_folder, fixed_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.denoise import StepInfo
-    from sdgen.engine.model_spec import ModelSpec
     from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.model_spec import ModelSpec
     from sdgen.engine.pipeline import GeneratedImage
     from sdgen.pictures.live import LivePreview, Show
     from sdgen.pictures.sequence import SequenceRecorder
