@@ -32,7 +32,9 @@ def typer_parameter(option: Option, command: str) -> inspect.Parameter:
         flag = f"{flag}/--no-{flag[2:]}"
     names = [flag, *([option.short] if option.short else [])]
     extra = {"metavar": "<text>"} if option.kind is list else {}  # not Typer's <list[str]>
-    info = typer.Option(*names, help=option.help_text(command), show_default=option.kind is not bool, **extra)
+    help_text = option.help_text(command)
+    shown = option.kind is not bool and "[default:" not in help_text  # a help that says its default: once
+    info = typer.Option(*names, help=help_text, show_default=shown, **extra)
     annotation = Annotated[kind | None if option.default is None else kind, info]
     return inspect.Parameter(option.key, inspect.Parameter.KEYWORD_ONLY, default=option.default, annotation=annotation)
 

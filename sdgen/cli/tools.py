@@ -19,12 +19,13 @@ from sdgen.runs import doctor
 def schedulers_command() -> None:
     """sdgen's diffusers schedulers, then A1111's samplers (sdgen name, reference, Automatic's schedule) and
     schedule types."""
-    from sdgen.config.schedulers import A1111_SAMPLERS, SCHEDULE_TYPES
+    from sdgen.config.schedulers import A1111_SAMPLERS, DEFAULT_SCHEDULER, SCHEDULE_TYPES
 
     for spec in SCHEDULERS.values():
         choices = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
         a1111 = spec.a1111_sampler + (f" ({spec.a1111_schedule_type})" if spec.a1111_schedule_type else "")
-        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + choices + ')' if choices else ''}  [{a1111}]")
+        default = "  (default)" if spec.name == DEFAULT_SCHEDULER else ""
+        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + choices + ')' if choices else ''}  [{a1111}]{default}")
     typer.echo("\nA1111 samplers (--scheduler NAME, any schedule type with --schedule):")
     for sampler in A1111_SAMPLERS:
         automatic = f"Automatic = {sampler.default_schedule}" if sampler.default_schedule else "no schedule type"
