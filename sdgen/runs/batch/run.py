@@ -55,6 +55,7 @@ class BatchOptions:
     fail_fast: bool = False
     dry_run: bool = False
     quiet: bool = False
+    typed: frozenset[str] = frozenset()  # keys of the flags typed: they win over a manifest fed back in
 
     @property
     def folder(self) -> Path:
@@ -150,7 +151,9 @@ def run_batch(
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
     line_folder = Path(options.source).expanduser().parent if options.source != "-" else None
-    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec, line_folder)
+    planner = BatchPlanner(
+        defaults, options.folder, options.output.batch_name, checked_spec, line_folder, typed=options.typed
+    )
     run = _Run(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
