@@ -70,11 +70,18 @@ def config_command(
     preset: Annotated[str | None, typer.Option("--preset", help=options.OPTIONS["preset"].help)] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object: key -> {value, source}.")] = False,
     path: Annotated[bool, typer.Option("--path", help="Print the user config file's path and exit.")] = False,
+    edit: Annotated[
+        bool, typer.Option("--edit", help="Open the user config file in $VISUAL or $EDITOR (made first, with "
+                           "every key commented out, if it is not there yet).")
+    ] = False,
 ) -> None:
     with CliErrors():
         config_path = settings.user_config_path()
         if path:
             typer.echo(str(config_path))
+            return
+        if edit:
+            _edit(config_path)
             return
         effective = settings.resolve(preset=preset)
         if json_lines:
@@ -90,6 +97,25 @@ def config_command(
             else:
                 value, source = f"({options.OPTIONS[key].empty or 'unset'})", "built-in"
             typer.echo(f"{key:16} {value:40} {source}")
+
+
+def _edit(config_path: Path) -> None:
+    import os
+    import shlex
+    import subprocess
+
+    if not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(settings.config_template(), encoding="utf-8")
+        typer.echo(f"sdgen: made {config_path}", err=True)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or ("notepad" if os.name == "nt" else "vi")
+    try:
+        code = subprocess.call([*shlex.split(editor), str(config_path)])
+    except OSError as error:
+        raise SdgenError(f"Cannot start the editor {editor!r} ({error.strerror}); set EDITOR, or edit "
+                         f"{config_path} yourself.") from None
+    if code:
+        raise typer.Exit(code)
 
 
 def doctor_command(
@@ -134,7 +160,7 @@ HELP = {
     "config": "Show the effective settings and where each came from.\n\n"
     "Precedence, lowest first: built-in < preset < user config file < SDGEN_* environment variables < "
     "--from IMAGE < flags.\n\n"
-    '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  $EDITOR "$(sdgen config --path)"',
+    '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  sdgen config --edit',
     "convert": "Convert a pickled checkpoint (.ckpt, .pt) to .safetensors, once, safely.\n\n"
     "A pickle can run code when loaded; convert reads it with torch.load(weights_only=True), which takes tensors "
     "and plain data only and refuses anything else, and writes the tensors (an A1111 checkpoint's state_dict) "
