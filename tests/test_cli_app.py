@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 
+import tomllib
 from typer.testing import CliRunner
 
 from sdgen.cli import app

@@ -82,7 +82,9 @@ def schedule_command(
             "--scheduler", metavar="<text>", help="Scheduler whose timesteps to mark; repeat to compare."
         )
     ] = None,
-    steps: Annotated[list[int] | None, typer.Option("--steps", metavar="<int>", help="Step count; repeat to compare.")] = None,
+    steps: Annotated[
+        list[int] | None, typer.Option("--steps", metavar="<int>", help="Step count; repeat to compare.")
+    ] = None,
     **values: Any,
 ) -> None:
     from sdgen.config.options import default
