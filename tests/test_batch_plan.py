@@ -74,3 +74,26 @@ def test_streaming_chunks_take_what_has_arrived_and_never_wait_while_holding_wor
     inbox.put(BatchItem(4, {"prompt": "p4"}))
     inbox.put(_END)
     assert [[i.line for i in chunk] for chunk in stream] == [[4]]
+
+
+def test_a_typed_flag_wins_over_a_manifest_line_and_a_line_of_ones_own_over_the_flag(tmp_path, caplog) -> None:
+    plan = BatchPlanner({**DEFAULTS, "steps": 6}, tmp_path, typed=frozenset({"steps"}))
+    from sdgen.runs.batch.input import read_items
+
+    record = '{"prompt": "a fox", "steps": 2, "status": "done", "path": "out/00001-1-a-fox.png", "seed": 1}'
+    [replayed] = list(read_items([record], "jsonl"))
+    assert replayed.replayed
+    [image] = plan.plan(replayed)
+    assert image.request.num_inference_steps == 6
+    assert caplog.messages == [
+        "Note: --steps 6 replaces the steps the fed-back records carry (line 1 has 2): the flag you typed wins "
+        "over a manifest line."
+    ]
+    plan.plan(replayed)
+    assert len(caplog.messages) == 1  # once per key
+    [own] = list(read_items(['{"prompt": "an owl", "steps": 3}'], "jsonl"))
+    [image] = BatchPlanner({**DEFAULTS, "steps": 6}, tmp_path, typed=frozenset({"steps"})).plan(own)
+    assert image.request.num_inference_steps == 3
+    assert caplog.messages[-1] == "Note: line 1 sets steps 3, which wins over --steps 6 (flags are defaults)."
+    [image] = planner(tmp_path / "untyped").plan(replayed)  # --steps not typed: the record's own value
+    assert image.request.num_inference_steps == 2 and len(caplog.messages) == 2

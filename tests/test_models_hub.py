@@ -39,7 +39,8 @@ def test_model_missing_from_cache_offline_names_model_cache_and_fix(hf_home) -> 
     message = str(caught.value)
     assert "'nobody/nothing'" in message
     assert str(hf_home / "hub") in message
-    assert "offline mode is on" in message and "--model PATH" in message
+    assert "offline mode is on" in message
+    assert "run `sdgen models download nobody/nothing` with network access, or pass a local path" in message
 
 
 def test_old_runwayml_id_is_an_alias_with_a_note(hf_home, caplog) -> None:
@@ -142,3 +143,66 @@ def test_download_failures_say_what_happened(online_listing, hf_home, error, mes
     assert "not in the Hugging Face cache" not in str(caught.value)
     if "broke off" in message or "No space" in message:
         assert "run again" in str(caught.value) and "resume" in str(caught.value)
+
+
+# --- every Hub-backed part, offline, before anything loads ----------------------------------------------
+
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from sdgen.cli import app  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("extra", "what", "repo"),
+    [
+        (["--vae", "stabilityai/sd-vae-ft-mse"], "VAE (--vae)", "stabilityai/sd-vae-ft-mse"),
+        (["--preset", "turbo"], "Decoder (--decoder)", "madebyollin/taesd"),
+        (["--preview", "tiny", "--preview-file", "live.png"], "Preview model", "madebyollin/taesd"),
+        (["--preset", "lcm"], "LoRA", "latent-consistency/lcm-lora-sdv1-5"),
+        (["--control", "lllyasviel/sd-controlnet-canny=CONTROL"], "ControlNet", "lllyasviel/sd-controlnet-canny"),
+        (["--model", "nobody/nothing"], "Model", "nobody/nothing"),
+    ],
+)
+def test_offline_each_hub_part_missing_from_the_cache_is_one_line_before_loading(
+    tiny_model_dir, tmp_path, no_weights_load, extra, what, repo
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "control.png")
+    extra = [value.replace("CONTROL", str(tmp_path / "control.png")) for value in extra]
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", *extra]
+    result = CliRunner().invoke(app, [arg.replace("live.png", str(tmp_path / "live.png")) for arg in args])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"sdgen: error: {what}") and result.stderr.count("\n") == 1, result.stderr
+    assert f"{repo!r} is not in the Hugging Face cache" in result.stderr
+    assert f"offline mode is on (--offline or HF_HUB_OFFLINE=1): run `sdgen models download {repo}`" in result.stderr
+
+
+def test_models_download_offline_says_to_go_online() -> None:
+    result = CliRunner().invoke(app, ["models", "download", "nobody/nothing"])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        "offline mode is on (--offline or HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE (and drop --offline) and run it "
+        "again with network access.\n"
+    )
+    assert "--model PATH" not in result.stderr
+
+
+def test_a_model_path_that_is_not_there_is_refused_by_name(tmp_path, no_weights_load) -> None:
+    result = CliRunner().invoke(app, ["a fox", "--model", str(tmp_path / "nothere"), "-o", f"{tmp_path}/"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"sdgen: error: Model '{tmp_path}/nothere' is not a model folder")
+    assert "(there is no such file or folder)" in result.stderr and "sdgen models make-tiny DIR" in result.stderr
+
+
+def test_models_download_of_a_part_fetches_its_configs_and_safetensors(monkeypatch) -> None:
+    from sdgen.engine.request import ModelSpec
+    from sdgen.models import hub
+
+    files = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "README.md"]
+    monkeypatch.setattr(hub, "_list_repo_files", lambda repo_id, spec: files)
+    patterns = hub._patterns_from_the_hub("madebyollin/taesd", ModelSpec(), None, any_repo=True)
+    assert patterns == ["config.json", "diffusion_pytorch_model.safetensors"]
+    with pytest.raises(hub.ModelLoadError, match="madebyollin/taesd"):  # as --model it is no whole model
+        hub._patterns_from_the_hub("madebyollin/taesd", ModelSpec(), None)

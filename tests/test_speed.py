@@ -210,3 +210,11 @@ def test_a_users_own_inductor_cache_is_left_alone(monkeypatch, tiny_parts, tmp_p
     monkeypatch.setenv("SDGEN_CACHE_DIR", str(tmp_path / "sdgen"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert tiny_parts.compile_cache_dir() is None
+
+
+def test_a_local_models_compile_cache_folder_names_it_once(tmp_path) -> None:
+    key = "/home/me/models/tiny-sd@/home/me/models/tiny-sd"  # a local model: its name and its folder
+    folder = compile_cache_dir(key, "float32", "cpu", "2.13.0+cpu", root=tmp_path)
+    assert re.fullmatch(r"tiny-sd-[0-9a-f]{10}", folder.parent.name), folder
+    other = compile_cache_dir("/elsewhere/tiny-sd@/elsewhere/tiny-sd", "float32", "cpu", "2.13.0+cpu", root=tmp_path)
+    assert other != folder  # the same name in two places: two folders

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from sdgen.cli import control, generate, models, pictures, serve, tools, upscale
 from sdgen.config.options import GENERATE
-from sdgen.errors import EXIT_INTERRUPTED
+from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from sdgen.version import __version__
 
 APP_HELP = (
@@ -33,11 +33,55 @@ class DefaultToGenerate(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            near_miss(args[0], list(self.commands))
             args = [GENERATE, *args]
         return super().parse_args(ctx, with_flag_values(args))
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command with the first sentence of its help, whole (Click cuts it at 45 characters)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, first_sentence(command.short_help or command.help or "")))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("sdgen", "PROMPT [OPTIONS]  |  sdgen COMMAND [ARGS]")
+
+
+def near_miss(word: str, commands: list[str]) -> None:
+    """A one-word prompt that is a mistyped command (`sdgen scheduler`) is refused with the command it
+    nearly is; `sdgen -- scheduler` draws the word."""
+    import difflib
+
+    if " " in word or word.startswith("-") or word != word.lower():
+        return
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.75)
+    if close:
+        typer.echo(
+            f"sdgen: error: {word!r} is not a command; did you mean `sdgen {close[0]}`? "
+            f"(To draw the word, write `sdgen -- {word}`.)",
+            err=True,
+        )
+        raise SystemExit(EXIT_USAGE)
+
+
+def first_sentence(text: str, most: int = 100) -> str:
+    """The help's first sentence; a long one up to its last clause that fits in `most` characters (never a
+    word or a parenthesis cut in two)."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    sentence = paragraph if end < 0 else paragraph[: end + 1]
+    if len(sentence) <= most:
+        return sentence
+    cuts = [
+        at for at in range(1, most)
+        if sentence[at:at + 2] in (": ", "; ", ", ", " (") and sentence[:at].count("(") == sentence[:at].count(")")
+    ]
+    return sentence[: cuts[-1]] + " ..." if cuts else sentence
 
 
 # Options whose value may be left out, and what they then mean: `--tiling` alone is `--tiling both`

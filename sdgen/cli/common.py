@@ -32,7 +32,9 @@ def typer_parameter(option: Option, command: str) -> inspect.Parameter:
         flag = f"{flag}/--no-{flag[2:]}"
     names = [flag, *([option.short] if option.short else [])]
     extra = {"metavar": "<text>"} if option.kind is list else {}  # not Typer's <list[str]>
-    info = typer.Option(*names, help=option.help_text(command), show_default=option.kind is not bool, **extra)
+    help_text = option.help_text(command)
+    shown = option.kind is not bool and "[default:" not in help_text  # a help that says its default: once
+    info = typer.Option(*names, help=help_text, show_default=shown, **extra)
     annotation = Annotated[kind | None if option.default is None else kind, info]
     return inspect.Parameter(option.key, inspect.Parameter.KEYWORD_ONLY, default=option.default, annotation=annotation)
 
@@ -104,9 +106,25 @@ class CliErrors:
         return False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is at each line, so a rich live display (which swaps it for a proxy while
+    it draws) prints sdgen's notes above itself instead of glued to its last line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     """sdgen's notes and warnings go to stderr; the libraries' own chatter is turned down."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)

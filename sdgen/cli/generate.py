@@ -72,6 +72,7 @@ def batch_command(
             fail_fast=values["fail_fast"],
             dry_run=values["dry_run"],
             quiet=values["quiet"],
+            typed=frozenset(key for key, source in errors.sources.items() if source == "flag"),
         )
         summary = run_batch(batch, chosen, ModelSpec.from_settings(chosen), typer.echo)
     raise typer.Exit(exit_code(summary))

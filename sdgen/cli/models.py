@@ -1,4 +1,4 @@
-"""`sdgen models list|download|rm|info`: the models on this machine, and fetching or removing them."""
+"""`sdgen models list|download|rm|info|make-tiny`: the models on this machine, and fetching or removing them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sdgen.config import settings
 models_app = typer.Typer(
     help="The models on this machine: the Hugging Face cache and your folder of single files.\n\n"
     "\b\nExamples:\n  sdgen models list\n  sdgen models download stable-diffusion-v1-5/stable-diffusion-v1-5 "
-    "--variant fp16\n  sdgen models info ~/models/dreamshaper_8.safetensors\n  sdgen models rm someone/old-model",
+    "--variant fp16\n  sdgen models make-tiny tiny/\n"
+    "  sdgen models info ~/models/dreamshaper_8.safetensors\n  sdgen models rm someone/old-model",
     no_args_is_help=True,
 )
 
@@ -128,6 +129,30 @@ def info_command(
             return
         for key, value in info.items():
             typer.echo(f"{key:16} {value}")
+
+
+@models_app.command("make-tiny", help="Write a tiny random model (about 8 MB) to DIR, to try every command in "
+                    "seconds before downloading a real one. Its weights are random: it makes noise, not pictures.\n\n"
+                    "\b\nExamples:\n  sdgen models make-tiny tiny/\n  sdgen \"a fox\" --model tiny/ --steps 2")
+def make_tiny_command(
+    folder: Annotated[Path, typer.Argument(help="The folder to create (it must not exist or be empty).")],
+) -> None:
+    setup_logging(False)
+    with CliErrors():
+        from sdgen.errors import InvalidRequestError
+
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise InvalidRequestError(f"Cannot make the tiny model in '{folder}': it exists and is not an empty "
+                                      "folder; name a new one.")
+        import transformers
+
+        from sdgen.testing.tiny_model import build_tiny_model
+
+        transformers.utils.logging.disable_progress_bar()  # its "Writing model shards" bar is noise here
+        build_tiny_model(folder)
+        typer.echo(str(folder))
+        typer.echo(f"sdgen: a tiny random model is in {folder}: it makes noise, not pictures, in seconds; try "
+                   f"`sdgen \"a fox\" --model {folder}` (64x64 by default).", err=True)
 
 
 def register(app: typer.Typer) -> None:

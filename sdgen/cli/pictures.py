@@ -78,9 +78,13 @@ def noise_command(
 def schedule_command(
     ctx: typer.Context,
     scheduler: Annotated[
-        list[str] | None, typer.Option("--scheduler", help="Scheduler whose timesteps to mark; repeat to compare.")
+        list[str] | None, typer.Option(
+            "--scheduler", metavar="<text>", help="Scheduler whose timesteps to mark; repeat to compare."
+        )
     ] = None,
-    steps: Annotated[list[int] | None, typer.Option("--steps", help="Step count; repeat to compare.")] = None,
+    steps: Annotated[
+        list[int] | None, typer.Option("--steps", metavar="<int>", help="Step count; repeat to compare.")
+    ] = None,
     **values: Any,
 ) -> None:
     from sdgen.config.options import default

@@ -19,12 +19,13 @@ from sdgen.runs import doctor
 def schedulers_command() -> None:
     """sdgen's diffusers schedulers, then A1111's samplers (sdgen name, reference, Automatic's schedule) and
     schedule types."""
-    from sdgen.config.schedulers import A1111_SAMPLERS, SCHEDULE_TYPES
+    from sdgen.config.schedulers import A1111_SAMPLERS, DEFAULT_SCHEDULER, SCHEDULE_TYPES
 
     for spec in SCHEDULERS.values():
         choices = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
         a1111 = spec.a1111_sampler + (f" ({spec.a1111_schedule_type})" if spec.a1111_schedule_type else "")
-        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + choices + ')' if choices else ''}  [{a1111}]")
+        default = "  (default)" if spec.name == DEFAULT_SCHEDULER else ""
+        typer.echo(f"{spec.name:20} {spec.class_name}{'(' + choices + ')' if choices else ''}  [{a1111}]{default}")
     typer.echo("\nA1111 samplers (--scheduler NAME, any schedule type with --schedule):")
     for sampler in A1111_SAMPLERS:
         automatic = f"Automatic = {sampler.default_schedule}" if sampler.default_schedule else "no schedule type"
@@ -69,11 +70,18 @@ def config_command(
     preset: Annotated[str | None, typer.Option("--preset", help=options.OPTIONS["preset"].help)] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object: key -> {value, source}.")] = False,
     path: Annotated[bool, typer.Option("--path", help="Print the user config file's path and exit.")] = False,
+    edit: Annotated[
+        bool, typer.Option("--edit", help="Open the user config file in $VISUAL or $EDITOR (made first, with "
+                           "every key commented out, if it is not there yet).")
+    ] = False,
 ) -> None:
     with CliErrors():
         config_path = settings.user_config_path()
         if path:
             typer.echo(str(config_path))
+            return
+        if edit:
+            _edit(config_path)
             return
         effective = settings.resolve(preset=preset)
         if json_lines:
@@ -91,14 +99,37 @@ def config_command(
             typer.echo(f"{key:16} {value:40} {source}")
 
 
+def _edit(config_path: Path) -> None:
+    import os
+    import shlex
+    import subprocess
+
+    if not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(settings.config_template(), encoding="utf-8")
+        typer.echo(f"sdgen: made {config_path}", err=True)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or ("notepad" if os.name == "nt" else "vi")
+    try:
+        code = subprocess.call([*shlex.split(editor), str(config_path)])
+    except OSError as error:
+        raise SdgenError(f"Cannot start the editor {editor!r} ({error.strerror}); set EDITOR, or edit "
+                         f"{config_path} yourself.") from None
+    if code:
+        raise typer.Exit(code)
+
+
 def doctor_command(
     device: Annotated[str, typer.Option("--device", help="Device to test: auto, cpu, mps, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="dtype to test: auto, float32, float16, bfloat16.")] = "auto",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Also check this model (folder, file or cached Hub id): "
+                                 "found, loaded, one step run.")
+    ] = None,
 ) -> None:
     setup_logging(False, quiet=True)
     with CliErrors():
         try:
-            for line in doctor.report(device, dtype):
+            for line in doctor.report(device, dtype, model):
                 typer.echo(line)
         except doctor.DoctorFailed:
             raise typer.Exit(EXIT_FAILURE) from None
@@ -129,14 +160,15 @@ HELP = {
     "config": "Show the effective settings and where each came from.\n\n"
     "Precedence, lowest first: built-in < preset < user config file < SDGEN_* environment variables < "
     "--from IMAGE < flags.\n\n"
-    '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  $EDITOR "$(sdgen config --path)"',
+    '\b\nExamples:\n  sdgen config\n  sdgen config --preset fast --json\n  sdgen config --edit',
     "convert": "Convert a pickled checkpoint (.ckpt, .pt) to .safetensors, once, safely.\n\n"
     "A pickle can run code when loaded; convert reads it with torch.load(weights_only=True), which takes tensors "
     "and plain data only and refuses anything else, and writes the tensors (an A1111 checkpoint's state_dict) "
     "as .safetensors, which sdgen loads without --allow-unsafe-pickle.\n\n"
     "\b\nExamples:\n  sdgen convert model.ckpt model.safetensors\n  sdgen \"a fox\" --model model.safetensors",
     "doctor": "Check the setup: versions, devices, the model cache, and a tiny model run end to end.\n\n"
-    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16",
+    "\b\nExamples:\n  sdgen doctor\n  sdgen doctor --device cuda --dtype float16\n"
+    "  sdgen doctor --model ~/models/model.safetensors",
 }
 
 

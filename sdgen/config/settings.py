@@ -67,6 +67,23 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(get_app_dir("sdgen")) / "config.toml"
 
 
+def config_template() -> str:
+    """A new user config file: every key it may set, commented out, at its built-in value."""
+    import json
+
+    lines = [
+        "# sdgen's user config (TOML). Uncomment a line to change that default; flags, SDGEN_* variables and",
+        "# --from still win over it (`sdgen config` shows each value and where it came from).",
+        "# Presets of your own: a [presets.NAME] table of the same keys, used with --preset NAME.",
+        "",
+    ]
+    for key, option in options.OPTIONS.items():
+        if option.layered:
+            value = json.dumps(option.default, ensure_ascii=False) if option.default is not None else '""'
+            lines.append(f"# {key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
 def preset_names(user: Mapping[str, Any] | None = None) -> list[str]:
     shipped = [path.stem for path in (configs_dir() / "presets").glob("*.toml")]
     return sorted(set(shipped) | set((user or {}).get("presets", {})))

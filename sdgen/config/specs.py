@@ -15,6 +15,7 @@ from sdgen.config.optiontable import UPSCALING
 from sdgen.errors import NAME, InvalidRequestError
 
 MAX_STEPS = 1000
+PROGRESS_MODES = ("auto", "rich", "plain", "none")  # sdgen.runs.progress draws them
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ class OutputSpec:
     json: bool = default("json")  # one JSON record per image on stdout instead of its path
     metadata: bool = default("metadata")  # A1111 parameters and sdgen's record in each PNG
     save_control: bool = default("save_control")  # each ControlNet's map beside the image
+    progress: str = default("progress")  # on stderr: auto, rich, plain or none (sdgen.runs.progress)
+
+    def __post_init__(self) -> None:
+        if self.progress not in PROGRESS_MODES:
+            choices = ", ".join(PROGRESS_MODES)
+            raise InvalidRequestError(f"Invalid {NAME} {self.progress!r}: choose one of {choices}.", "progress")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> OutputSpec:

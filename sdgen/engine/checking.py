@@ -97,7 +97,18 @@ def check_request(
         init_pixels=init_pixels,
         mask_pixels=mask_pixels,
     )
-    return replace(checked, jobs=_jobs(checked, prompts))
+    jobs = _jobs(checked, prompts)
+    if model is not None:  # offline, each Hub-hosted LoRA (a preset's LCM-LoRA) in the cache, before loading
+        from sdgen.models.hub import require_cached
+
+        for source in dict.fromkeys(lora.source for job in jobs for lora in job.lora_refs):
+            require_cached(source, "LoRA", model)
+        from sdgen.engine.plugins.control_units import control_units
+        from sdgen.models.controlnet import find_controlnet
+
+        for unit in control_units(checked):
+            require_cached(find_controlnet(unit.model, checked.control_dir), "ControlNet (--control)", model)
+    return replace(checked, jobs=jobs)
 
 
 @functools.cache

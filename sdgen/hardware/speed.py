@@ -94,6 +94,11 @@ def compile_cache_dir(model: str, dtype: str, device: str, torch_version: str, r
     model, device kind and dtype. Inside, inductor keys each graph by its shapes, so every image size gets
     its own entries; a new size compiles once, then starts warm too."""
     digest = hashlib.sha256(model.encode()).hexdigest()[:10]  # two folders named "model" never share
+    name, _, where = model.partition("@")
+    if where.startswith("/"):  # a local model keyed by its folder too: named once, by its own name
+        model = name
+    if model.startswith(("/", "~", ".")):
+        model = Path(model).name
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")[-60:] or "model"
     kind = device.partition(":")[0]
     return (root or sdgen_cache_root()) / "compile" / f"torch-{torch_version}" / f"{slug}-{digest}" / f"{kind}-{dtype}"

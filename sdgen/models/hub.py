@@ -76,13 +76,23 @@ def resolve_model_folder(spec: ModelSpec, variant: str | None, progress: Any = N
     path = Path(model).expanduser()
     if path.is_dir():
         return ModelSource(model=model, folder=path.resolve(), revision=spec.revision)
-    if path.exists() or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
-        raise ModelNotFoundError(
-            f"Model {model!r} is not a model folder, a checkpoint file or a Hub id: pass a folder in diffusers layout "
-            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a .safetensors checkpoint, or an id like "
-            "owner/name."
-        )
+    check_model_name(model, spec, downloading=progress is not None)
     return _resolve_hub(model, spec, variant, progress)
+
+
+def check_model_name(model: str, spec: ModelSpec, downloading: bool = False) -> None:
+    """Before anything loads: --model names a folder, a file or a Hub id, and offline that id is in the cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return
+    if path.exists() or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+        missing = "" if path.exists() else " (there is no such file or folder)"
+        raise ModelNotFoundError(
+            f"Model {model!r} is not a model folder, a checkpoint file or a Hub id{missing}: pass a folder in "
+            "diffusers layout (with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a .safetensors checkpoint, "
+            "or an id like owner/name (`sdgen models make-tiny DIR` makes a tiny one to try)."
+        )
+    require_cached(canonical_model(model), "Model", spec, downloading)
 
 
 def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:
@@ -90,7 +100,7 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: A
     from huggingface_hub import snapshot_download
 
     local_only = is_offline(spec)
-    patterns = None if local_only else _patterns_from_the_hub(repo_id, spec, variant)
+    patterns = None if local_only else _patterns_from_the_hub(repo_id, spec, variant, any_repo=progress is not None)
     local_only = local_only or patterns is None
     try:
         folder = snapshot_download(
@@ -102,7 +112,7 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: A
             **({"tqdm_class": progress} if progress is not None else {}),
         )
     except Exception as error:
-        raise _download_failure(repo_id, spec, error, downloading=not local_only) from error
+        raise _download_failure(repo_id, spec, error, not local_only, progress is not None) from error
     folder_path = Path(folder)
     commit = folder_path.name if folder_path.parent.name == "snapshots" else None
     return ModelSource(
@@ -114,7 +124,9 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: A
     )
 
 
-def _download_failure(repo_id: str, spec: ModelSpec, error: Exception, downloading: bool) -> SdgenError:
+def _download_failure(
+    repo_id: str, spec: ModelSpec, error: Exception, downloading: bool, progress_bars: bool = False
+) -> SdgenError:
     """Say what really went wrong. huggingface_hub writes each file as `<blob>.incomplete` and renames it
     only when whole, so a failed download never leaves a file a later run takes for complete, and the
     next run resumes it."""
@@ -135,20 +147,48 @@ def _download_failure(repo_id: str, spec: ModelSpec, error: Exception, downloadi
             f"The download of {repo_id!r}{_revision_text(spec)} into {cache} broke off "
             f"({type(error).__name__}: {str(error).strip()[:200]}); run again to resume it."
         )
+    return ModelNotFoundError(not_cached_message("Model", repo_id, spec, downloading=progress_bars))
+
+
+def not_cached_message(what: str, repo_id: str, spec: ModelSpec, downloading: bool = False) -> str:
+    """The one line for a Hub id that is not in the cache when the Hub cannot be asked: the main model's, a
+    VAE's, a decoder's, a LoRA's ... (`downloading`: `sdgen models download` itself asked)."""
+    cache = hub_cache_dir(spec)
     why = "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
-    return ModelNotFoundError(
-        f"Model {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({cache}) and {why}. "
-        f"Run once with network access to download it into {cache}, or pass --model PATH to a local diffusers "
-        "folder."
+    fix = (
+        "unset HF_HUB_OFFLINE (and drop --offline) and run it again with network access"
+        if downloading
+        else f"run `sdgen models download {repo_id}` with network access, or pass a local path"
     )
+    return f"{what} {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({cache}) and {why}: {fix}."
 
 
-def _patterns_from_the_hub(repo_id: str, spec: ModelSpec, variant: str | None) -> list[str] | None:
-    """The files to download, from the Hub's listing; None when the Hub cannot be reached (use the cache)."""
+def looks_like_hub_id(value: str) -> bool:
+    """owner/name, and not a path on this machine."""
+    return bool(_HUB_ID.match(value)) and not Path(value).expanduser().exists()
+
+
+def require_cached(value: str | None, what: str, spec: ModelSpec, downloading: bool = False) -> None:
+    """A Hub id a run needs besides the model (a VAE, a decoder, a preview model, a LoRA ...): offline and not in
+    the cache, the one line the main model gives, now, before any weights load; otherwise nothing (a path is
+    checked by its own part, and online the Hub is asked when the part loads)."""
+    if value and looks_like_hub_id(value) and is_offline(spec) and not is_cached(value, spec):
+        raise ModelNotFoundError(not_cached_message(what, value, spec, downloading))
+
+
+def _patterns_from_the_hub(
+    repo_id: str, spec: ModelSpec, variant: str | None, any_repo: bool = False
+) -> list[str] | None:
+    """The files to download, from the Hub's listing; None when the Hub cannot be reached (use the cache).
+    `any_repo` (`sdgen models download`): a repo that is not a whole model (a VAE, TAESD, a LoRA, a ControlNet)
+    gets its configs and safetensors weights."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        return download_patterns(_list_repo_files(repo_id, spec), variant, repo_id)
+        files = _list_repo_files(repo_id, spec)
+        if any_repo and "model_index.json" not in files:
+            return [name for name in files if name.endswith((".json", ".safetensors", ".txt"))]
+        return download_patterns(files, variant, repo_id)
     except (RepositoryNotFoundError, GatedRepoError) as error:
         raise ModelNotFoundError(
             f"Model {repo_id!r} is not on the Hugging Face Hub or needs a login "

@@ -17,14 +17,20 @@ from sdgen.record.output import check_writable_folder, fixed_target
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.denoise import StepInfo
     from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.model_spec import ModelSpec
     from sdgen.engine.pipeline import GeneratedImage
     from sdgen.pictures.live import LivePreview, Show
     from sdgen.pictures.sequence import SequenceRecorder
 
 
-def check_pictures(spec: PicturesSpec, overwrite: bool) -> PicturesSpec:
-    """Validate, and prove each picture's file can be written, before loading."""
+def check_pictures(spec: PicturesSpec, overwrite: bool, model: ModelSpec | None = None) -> PicturesSpec:
+    """Validate, and prove each picture's file can be written, before loading; offline, the tiny preview's
+    Hub id must be in the cache (`model`: the run's model spec, which says whether it is offline)."""
     spec = spec.checked()
+    if model is not None and "tiny" in qualities(spec):
+        from sdgen.models.hub import require_cached
+
+        require_cached(spec.preview_model, "Preview model (--preview-model of --preview tiny)", model)
     if spec.preview == "none" and (spec.records_steps or spec.preview_file):
         raise InvalidRequestError(
             "Invalid {name} 'none': --save-steps, --animation and --preview-file need previews; "

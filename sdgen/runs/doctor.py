@@ -13,7 +13,7 @@ from sdgen.config.options import DEFAULT_MODEL
 from sdgen.engine import loader
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
-from sdgen.hardware.devices import HardwareProbe, choose_placement
+from sdgen.hardware.devices import HardwareProbe, Placement, choose_placement
 from sdgen.hardware.machine import cpu_info, gemm_peaks
 from sdgen.hardware.threads import apply_threads
 from sdgen.testing.tiny_model import build_tiny_model
@@ -35,17 +35,19 @@ class DoctorFailed(Exception):
     """The tiny model did not make a picture."""
 
 
-def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
-    """One line at a time (each is printed as soon as it is known); raises DoctorFailed at the end if the
-    tiny model did not run, and sdgen's errors for a device or dtype that does not exist here."""
-    import diffusers
+def report(device: str = "auto", dtype: str = "auto", model: str | None = None) -> Iterator[str]:
+    """One line at a time (each is printed as soon as it is known, the first ones before the slow imports);
+    raises DoctorFailed at the end if the tiny model (or `model`, a model to check) did not run, and sdgen's
+    errors for a device or dtype that does not exist here."""
+    yield f"sdgen         {__version__}"
+    yield f"python        {platform.python_version()} ({sys.executable})"
     import torch
+
+    yield f"torch         {torch.__version__}"
+    import diffusers
     import transformers
 
     probe = HardwareProbe.detect()
-    yield f"sdgen         {__version__}"
-    yield f"python        {platform.python_version()} ({sys.executable})"
-    yield f"torch         {torch.__version__}"
     yield f"diffusers     {diffusers.__version__}"
     yield f"transformers  {transformers.__version__}"
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(probe.cuda_device_count)]
@@ -75,5 +77,30 @@ def report(device: str = "auto", dtype: str = "auto") -> Iterator[str]:
         seconds = time.perf_counter() - started
     ok = result.image.size == (64, 64)
     yield f"tiny model    {'ok' if ok else 'FAILED'}: 4 steps at 64x64 on {placement.device} in {seconds:.2f} s"
+    if model is not None:
+        ok = (yield from _check_model(model, placement)) and ok
     if not ok:
         raise DoctorFailed
+
+
+def _check_model(model: str, placement: Placement) -> Iterator[str]:
+    """`--model`: the model found, read, loaded and run for one step at 64x64 (noise at that size; this
+    checks the files, not the pictures); returns whether it ran."""
+    from sdgen.errors import SdgenError
+
+    try:
+        spec = ModelSpec(model=model).checked()
+        yield f"your model    {spec.model}: found, native size {spec.native_size}x{spec.native_size}"
+        started = time.perf_counter()
+        parts = loader.load_model(spec, placement)
+        loaded = time.perf_counter() - started
+        request = GenerationRequest("doctor", seed=0, num_inference_steps=1, width=64, height=64)
+        started = time.perf_counter()
+        [result] = generate(request, parts)
+        ran = time.perf_counter() - started
+    except SdgenError as error:
+        yield f"your model    FAILED: {error}"
+        return False
+    ok = result.image.size == (64, 64)
+    yield f"your model    {'ok' if ok else 'FAILED'}: loaded in {loaded:.1f} s, 1 step at 64x64 in {ran:.2f} s"
+    return ok

@@ -44,7 +44,7 @@ def run_generate(
     spec = check_model(spec)
     request = check_request(request, spec)
     targets = plan_outputs(request, output)
-    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite, spec)
     if request.hires_scale is not None and pictures.records_steps:
         raise InvalidRequestError(
             "--save-steps and --animation show one denoising run; with --hires-scale there are two at two sizes. "
@@ -60,12 +60,15 @@ def run_generate(
 
     # 2. load once, 3. generate, 4. write each image as soon as its batch is done, 5. the pictures
     terminal = terminal_pictures(pictures, quiet)
-    with GenerationProgress(request.num_images, enabled=False if quiet else None, terminal_image=terminal) as progress:
-        run = open_model(machine, progress, pictures, (request.width, request.height))
+    mode = "none" if quiet else output.progress
+    with GenerationProgress(request.num_images, terminal_image=terminal, mode=mode) as progress:
         seeds = request.seeds
         log.info("Seed %d%s", seeds[0], f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else "")
+        run = open_model(machine, progress, pictures, (request.width, request.height))
         for result in iter_generate(request, run.parts, on_step=run.on_step):
-            written.append(_write(result, run.parts, targets[result.index], output, emit))
+            target = targets[result.index]
+            progress.phase("writing", str(target.path or target.folder or "to stdout"))
+            written.append(_write(result, run.parts, target, output, emit))
             run.watchers.finished(result)
     for path in write_pictures(run.watchers, run.parts, output.overwrite, output.metadata):
         log.info("Wrote %s", path)

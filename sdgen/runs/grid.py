@@ -152,11 +152,12 @@ def run_grid(
     checked_spec = check_model(spec)
     rows = cell_requests(base, x, y, checked_spec)
     target = picture_target(output, "{index:05d}-grid-{slug}", base.prompt)
-    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite)
+    pictures = check_pictures(pictures or PicturesSpec(), output.overwrite, checked_spec)
     machine = prepare(checked_spec)
     count = sum(len(row) for row in rows)
     terminal = terminal_pictures(pictures, quiet)
-    with GenerationProgress(count, enabled=False if quiet else None, terminal_image=terminal) as progress:
+    mode = "none" if quiet else output.progress
+    with GenerationProgress(count, terminal_image=terminal, mode=mode) as progress:
         first = rows[0][0]
         run = open_model(machine, progress, pictures, (first.width, first.height))
         made = generate_cells(rows, run.parts, base.batch_size, run.on_step)

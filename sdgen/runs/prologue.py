@@ -37,6 +37,11 @@ def open_model(
     `size` (None: the size of each batch as it comes)."""
     from sdgen.config.specs import PicturesSpec
 
+    if progress is not None:
+        progress.phase("importing", "torch, diffusers, transformers")
+        import diffusers  # noqa: F401 - the slow imports, shown and timed as their own phase
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     parts = load(machine, progress.on_part if progress is not None else None)
     show = progress.show if progress is not None and progress.shows_pictures else None
     watchers = start_watching(pictures or PicturesSpec(), parts, size, show, machine.spec.offline)

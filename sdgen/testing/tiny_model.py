@@ -1,4 +1,5 @@
-"""A tiny random Stable Diffusion for tests (about 1 MB), saved as a normal diffusers model folder.
+"""A tiny random Stable Diffusion for tests (about 8 MB; `sdgen models make-tiny DIR` writes it), saved as a
+normal diffusers model folder.
 
 Tests and `sdgen doctor` drive the real loading code and the real loop with it: same architecture family
 as SD1.x (CLIP text encoder, conditional U-Net with cross-attention, KL VAE, SD1.5's scheduler config),

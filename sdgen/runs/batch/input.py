@@ -43,6 +43,7 @@ class BatchItem:
     line: int  # 1-based line number in the input: names and derived seeds hang on it
     values: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    replayed: bool = False  # a record fed back in (a manifest's or --json's line): the flags typed win over it
 
 
 def detect_format(source: str, explicit: str | None) -> str:
@@ -174,4 +175,4 @@ def _typed_item(number: int, data: dict[str, Any], from_text: bool) -> BatchItem
             return BatchItem(number, error=f"invalid {key} {value!r}: must be {settings.kind_name(kind)}")
     if not isinstance(values.get("prompt"), str):
         return BatchItem(number, error="no prompt")
-    return BatchItem(number, values)
+    return BatchItem(number, values, replayed="status" in data)

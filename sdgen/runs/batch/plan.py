@@ -9,6 +9,7 @@ the chunks over processes (accelerate) all make the same files with the same pix
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdgen.config.options import default
+from sdgen.config.options import default, flag_of
 from sdgen.engine.checking import check_request
 from sdgen.engine.loader import StableDiffusionParts
 from sdgen.engine.model_spec import CheckedModelSpec
@@ -27,6 +28,8 @@ from sdgen.errors import InvalidRequestError, OutputError
 from sdgen.record.metadata import image_record
 from sdgen.record.output import check_file_name, render_name
 from sdgen.runs.batch.input import BatchItem
+
+log = logging.getLogger("sdgen")
 
 
 def derived_seed(base_seed: int, line: int) -> int:
@@ -60,7 +63,9 @@ class BatchPlanner:
     name_template: str = default("batch_name")
     model: CheckedModelSpec | None = None  # the run's model: its own size for lines that give none
     line_folder: Path | None = None  # the prompts file's folder: a line's control images are read from there
+    typed: frozenset[str] = frozenset()  # the keys of the flags typed on the command line
     _names: dict[Path, int] = field(default_factory=dict)
+    _noted: set[str] = field(default_factory=set)
 
     @property
     def base_seed(self) -> int:
@@ -71,7 +76,7 @@ class BatchPlanner:
         if item.error is not None:
             raise InvalidRequestError(item.error)
         values = {key: value for key, value in self.defaults.items() if key != "seed"}
-        values.update(self._line_paths(item.values))
+        values.update(self._line_paths(self._against_flags(item)))
         values.setdefault("seed", derived_seed(self.base_seed, item.line))
         request = check_request(GenerationRequest.from_settings(values), self.model)
         images = []
@@ -97,6 +102,24 @@ class BatchPlanner:
             images.append(PlannedImage(request, job, line=item.line, path=path))
         return images
 
+
+    def _against_flags(self, item: BatchItem) -> dict[str, Any]:
+        """The line's values and the flags typed: a line of one's own wins (flags are its defaults); a record
+        fed back in (a manifest) gives way to the flag just typed. Either way a note, once per key."""
+        line = dict(item.values)
+        for key in sorted(self.typed & line.keys()):
+            if line[key] == self.defaults.get(key):
+                continue
+            flag = f"{flag_of(key) or key} {self.defaults.get(key)!r}"
+            if item.replayed:
+                note = (f"Note: {flag} replaces the {key} the fed-back records carry (line {item.line} has "
+                        f"{line.pop(key)!r}): the flag you typed wins over a manifest line.")
+            else:
+                note = f"Note: line {item.line} sets {key} {line[key]!r}, which wins over {flag} (flags are defaults)."
+            if key not in self._noted:
+                self._noted.add(key)
+                log.warning("%s", note)
+        return line
 
     def _line_paths(self, values: dict[str, Any]) -> dict[str, Any]:
         """A line's values with the relative image paths of its --control read from the prompts file's folder."""

@@ -56,6 +56,7 @@ class BatchOptions:
     fail_fast: bool = False
     dry_run: bool = False
     quiet: bool = False
+    typed: frozenset[str] = frozenset()  # keys of the flags typed: they win over a manifest fed back in
 
     @property
     def folder(self) -> Path:
@@ -156,7 +157,7 @@ def run_batch(
         raise OutputError(f"Invalid {NAME} {folder!r}: a batch writes to a folder; use -o DIR/.", "output")
     check_writable_folder(options.folder, create=not options.dry_run)
     check_name_template(options.output.batch_name, batch=True)
-    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True))
+    options = replace(options, pictures=check_pictures(options.pictures, overwrite=True, model=checked_spec))
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     machine = None if options.dry_run else prepare(checked_spec)  # a dry run may plan for another machine
@@ -164,7 +165,9 @@ def run_batch(
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
     line_folder = Path(options.source).expanduser().parent if options.source != "-" else None
-    planner = BatchPlanner(defaults, options.folder, options.output.batch_name, checked_spec, line_folder)
+    planner = BatchPlanner(
+        defaults, options.folder, options.output.batch_name, checked_spec, line_folder, typed=options.typed
+    )
     run = _Run(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
@@ -261,7 +264,8 @@ class _Run:
         # several processes share one terminal: their live displays would overwrite each other
         enabled = False if self.options.quiet or self.processes.world > 1 else None
         terminal = terminal_pictures(self.options.pictures, self.options.quiet) if enabled is None else None
-        with GenerationProgress(total, enabled=enabled, terminal_image=terminal) as self.progress:
+        mode = "none" if enabled is False else self.options.output.progress
+        with GenerationProgress(total, terminal_image=terminal, mode=mode) as self.progress:
             for chunk in work:
                 todo = self._still_to_make(chunk)
                 self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
@@ -290,6 +294,8 @@ class _Run:
             if image.path not in todo:
                 continue
             output = self.options.output
+            if self.progress is not None:
+                self.progress.phase("writing", str(image.path))
             info = png_info(result, self.parts) if output.metadata else None
             data = png_bytes(result.image, info)
             record = {

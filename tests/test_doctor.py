@@ -1,0 +1,51 @@
+"""`sdgen doctor --model PATH` and `sdgen models make-tiny DIR`: trying sdgen before downloading a real model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from sdgen.cli import app
+from sdgen.hardware.devices import choose_placement
+from sdgen.runs import doctor
+
+runner = CliRunner()
+
+
+def test_make_tiny_writes_a_model_that_says_it_makes_noise_then_doctor_checks_it(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "tiny"
+    made = runner.invoke(app, ["models", "make-tiny", str(folder)])
+    assert made.exit_code == 0, made.output
+    assert made.stdout == f"{folder}\n"
+    assert "it makes noise, not pictures" in made.stderr and f'sdgen "a fox" --model {folder}' in made.stderr
+    assert {p.name for p in folder.iterdir()} >= {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
+    again = runner.invoke(app, ["models", "make-tiny", str(folder)])
+    assert again.exit_code == 2 and "it exists and is not an empty folder" in again.stderr
+
+    monkeypatch.setattr(doctor, "gemm_peaks", lambda bf16: {"float32": 1.0, "bfloat16": 1.0})  # seconds, not needed
+    checked = runner.invoke(app, ["doctor", "--device", "cpu", "--dtype", "float32", "--model", str(folder)])
+    assert checked.exit_code == 0, checked.output
+    lines = checked.stdout.splitlines()
+    assert f"your model    {folder}: found, native size 64x64" in lines
+    assert lines[-1].startswith("your model    ok: loaded in ") and "1 step at 64x64" in lines[-1]
+
+
+def test_doctor_with_a_model_that_is_not_there_fails_with_its_line(tmp_path) -> None:
+    lines = doctor._check_model(str(tmp_path / "nothere"), choose_placement("cpu", "float32"))
+    assert next(lines).startswith(f"your model    FAILED: Model '{tmp_path}/nothere' is not a model folder")
+    try:
+        next(lines)
+    except StopIteration as end:
+        assert end.value is False
+
+
+def test_doctor_says_its_first_lines_before_the_slow_imports() -> None:
+    code = (
+        "import sys; from sdgen.runs import doctor; lines = doctor.report('cpu'); "
+        "print(next(lines)); print(next(lines)); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, second, imported = result.stdout.splitlines()
+    assert first.startswith("sdgen ") and second.startswith("python ") and imported == "False"
