@@ -5,6 +5,7 @@ how many workers fit, with how many threads each. Ray is imported only here and 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,8 @@ def connected(address: str | None, *, quiet: bool = True) -> Iterator[Any]:
     """ray.init for the run, ray.shutdown after (a local cluster stops with it). Yields the ray module."""
     ray = require_ray()
     kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": "ERROR", "configure_logging": True}
+    if address is None and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name the cluster to join
+        address = os.environ["RAY_ADDRESS"]
     if address is None:
         kwargs["include_dashboard"] = False
     if is_loopback(address) and not (address or "").startswith("ray://"):
@@ -94,17 +97,17 @@ class WorkerShape:
         return max(1, int(self.num_cpus))
 
 
-def worker_shape(nodes: list[dict[str, float]], workers: int | None) -> WorkerShape:
+def worker_shape(nodes: list[dict[str, float]], workers: int | None, key: str = "workers") -> WorkerShape:
     """From the alive nodes' resources: one worker per GPU when the cluster has GPUs, else CPU workers of up to
     four threads (no more than the smallest node has). Refuses more workers than the cluster can hold."""
     if workers is not None and workers < 1:
-        raise InvalidRequestError(f"Invalid {NAME} {workers}: 1 or more.", "workers")
+        raise InvalidRequestError(f"Invalid {NAME} {workers}: 1 or more.", key)
     gpus = sum(int(node.get("GPU", 0)) for node in nodes)
     if gpus:
         if workers is not None and workers > gpus:
             raise InvalidRequestError(
                 f"Invalid {NAME} {workers}: the cluster has {gpus} GPUs, one worker each; give at most {gpus}.",
-                "workers",
+                key,
             )
         return WorkerShape(workers or gpus, 1.0, 1.0)
     cpus = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU", 0) >= 1]
@@ -114,7 +117,7 @@ def worker_shape(nodes: list[dict[str, float]], workers: int | None) -> WorkerSh
     if workers is not None and workers > total:
         raise InvalidRequestError(
             f"Invalid {NAME} {workers}: the cluster has {total} CPUs, at least one per worker; give at most {total}.",
-            "workers",
+            key,
         )
     threads = min(THREADS_PER_CPU_WORKER, min(cpus)) if workers is None else max(1, min(min(cpus), total // workers))
     count = workers or max(1, sum(n // threads for n in cpus))
