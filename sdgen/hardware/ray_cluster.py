@@ -17,6 +17,7 @@ from sdgen.errors import NAME, InvalidRequestError, SdgenError, UsageError
 LOCAL, AUTO = "local", "auto"
 MISSING_EXTRA = 'Ray is not installed: pip install "sdgen[ray]" (Ray Data and Ray Serve)'
 THREADS_PER_CPU_WORKER = 4  # a CPU worker's torch threads: more per process scale poorly, fewer waste memory
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 
 
@@ -55,25 +56,40 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
-def require_ray() -> Any:
+def require_ray() -> None:
+    """The extra is installed (Ray is not imported yet: a cluster on loopback must be chosen before)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(f"{MISSING_EXTRA}.")
+
+
+def _import_ray(loopback: bool) -> Any:
+    """Ray, told to stay on 127.0.0.1 for a cluster on this machine: Ray otherwise swaps a loopback address for
+    the machine's outward one (services.resolve_ip_for_localhost) and reaches nothing there. Its documented
+    switch for single-machine clusters, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, keeps it on loopback."""
+    require_ray()
+    if loopback:
+        os.environ.setdefault(_SINGLE_MACHINE, "0")
     try:
         import ray
+        from ray._private import ray_constants
     except ImportError as error:
         raise UsageError(f"{MISSING_EXTRA} ({error}).") from None
+    if loopback and os.environ.get(_SINGLE_MACHINE) == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read when connecting; ray may have been imported before
     return ray
 
 
 @contextmanager
 def connected(address: str | None, *, quiet: bool = True) -> Iterator[Any]:
     """ray.init for the run, ray.shutdown after (a local cluster stops with it). Yields the ray module."""
-    ray = require_ray()
-    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": "ERROR", "configure_logging": True}
     if address is None and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name the cluster to join
         address = os.environ["RAY_ADDRESS"]
+    ray = _import_ray(is_loopback(address))
+    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": "ERROR", "configure_logging": True}
     if address is None:
         kwargs["include_dashboard"] = False
-    if is_loopback(address) and not (address or "").startswith("ray://"):
-        kwargs["_node_ip_address"] = "127.0.0.1"  # a cluster on this machine stays on loopback
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
