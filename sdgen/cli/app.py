@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from sdgen.cli import control, generate, models, pictures, serve, tools, upscale
 from sdgen.config.options import GENERATE
 from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
+from sdgen.hardware.ray_cluster import is_address
 from sdgen.version import __version__
 
 APP_HELP = (
@@ -85,7 +86,11 @@ def first_sentence(text: str, most: int = 100) -> str:
 
 
 # Options whose value may be left out, and what they then mean: `--tiling` alone is `--tiling both`
-FLAG_VALUES = {"--tiling": ("both", frozenset({"both", "xy", "x", "y", "none", "off"}))}
+# (`--ray` alone: a local cluster; its value is a word that reads as an address, else the next argument)
+FLAG_VALUES: dict[str, tuple[str, Any]] = {
+    "--tiling": ("both", frozenset({"both", "xy", "x", "y", "none", "off"})),
+    "--ray": ("local", is_address),
+}
 
 
 def with_flag_values(args: list[str]) -> list[str]:
@@ -98,7 +103,10 @@ def with_flag_values(args: list[str]) -> list[str]:
         if arg in FLAG_VALUES:
             value, choices = FLAG_VALUES[arg]
             following = args[position + 1] if position + 1 < len(args) else None
-            if following is None or following.lower() not in choices:
+            accepted = following is not None and (
+                choices(following) if callable(choices) else following.lower() in choices
+            )
+            if not accepted:
                 out.append(value)
     return out
 

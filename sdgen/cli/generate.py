@@ -11,6 +11,7 @@ from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging
 from sdgen.config.options import BATCH, GENERATE
 from sdgen.engine.request import GenerationRequest, ModelSpec, OutputSpec, PicturesSpec
 from sdgen.runs.batch.input import detect_format
+from sdgen.runs.batch.ray_run import RayOptions, run_batch_on_ray
 from sdgen.runs.batch.run import BatchOptions, exit_code, run_batch
 from sdgen.runs.generate import run_generate
 
@@ -36,7 +37,8 @@ BATCH_HELP = (
     "  sdgen batch prompts.jsonl --steps 30 --batch-size 4 --json\n"
     "  producer | sdgen batch - --json | consumer\n"
     "  sdgen batch prompts.csv --dry-run\n"
-    "  accelerate launch --num_processes 2 -m sdgen batch prompts.jsonl -o out/"
+    "  accelerate launch --num_processes 2 -m sdgen batch prompts.jsonl -o out/\n"
+    "  sdgen batch prompts.txt --ray auto --gather -o out/   # on a Ray cluster"
 )
 
 
@@ -74,7 +76,12 @@ def batch_command(
             quiet=values["quiet"],
             typed=frozenset(key for key, source in errors.sources.items() if source == "flag"),
         )
-        summary = run_batch(batch, chosen, ModelSpec.from_settings(chosen), typer.echo)
+        spec = ModelSpec.from_settings(chosen)
+        ray = RayOptions.from_values(values)
+        if ray is None:
+            summary = run_batch(batch, chosen, spec, typer.echo)
+        else:
+            summary = run_batch_on_ray(batch, chosen, spec, typer.echo, ray)
     raise typer.Exit(exit_code(summary))
 
 

@@ -16,6 +16,7 @@ from sdgen.config.settings import ENV_API_AUTH
 from sdgen.engine.checking import check_request
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.errors import NAME, InvalidRequestError, UsageError
+from sdgen.hardware import ray_cluster
 
 log = logging.getLogger("sdgen")
 
@@ -57,10 +58,14 @@ def serve_command(
         try:
             from sdgen.serve.app import create_app
             from sdgen.serve.engine import Engine, Limits
+            from sdgen.serve.ray_serve import Replicas, serve_replicas
             from sdgen.serve.server import serve
         except ImportError as error:
             raise UsageError(f"{MISSING_EXTRA} ({error}).") from None
         chosen = errors.knows(effective_settings(ctx, values))
+        replicas = Replicas.from_values(values)
+        if replicas is not None:
+            ray_cluster.require_ray()
         spec = ModelSpec.from_settings(chosen).checked()
         defaults = check_request(GenerationRequest.from_settings({**chosen, "prompt": "a check"}), spec)  # now
         users = parse_users(api_auth)
@@ -80,6 +85,10 @@ def serve_command(
         if not is_loopback(host) and not users:
             log.warning("Warning: listening on %s without --api-auth: anyone who can reach this machine can use "
                         "it; set --api-auth user:password.", host)
+        if replicas is not None:  # Ray Serve's proxy listens instead: the port was free a moment ago
+            sock.close()
+            serve_replicas(replicas, chosen, ModelSpec.from_settings(chosen), limits, outdir, users, host, port)
+            return
         engine = Engine(chosen, spec, limits, outdir)
         engine.start()  # loads the model: its errors come before the server answers anyone
         shown = f"[{host}]" if ":" in host else host

@@ -45,6 +45,7 @@ from sdgen.config.optiontable import (  # noqa: F401 - the names a row is writte
     OptionTable,
 )
 from sdgen.config.output_options import OUTPUT_ROWS
+from sdgen.config.scale_options import SCALE_ROWS
 from sdgen.config.schedulers import DEFAULT_SCHEDULER
 from sdgen.config.steering_options import STEERING_ROWS
 from sdgen.config.terminal_options import TERMINAL_ROWS
@@ -337,6 +338,7 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("offline", bool, False, "Use the Hugging Face cache only.", MODEL, commands=LOADERS),
     *OUTPUT_ROWS,
     *TERMINAL_ROWS,  # what a run shows while it works (sdgen/config/terminal_options.py)
+    *SCALE_ROWS,  # Ray: batch --ray, serve --replicas (sdgen/config/scale_options.py)
 )
 
 

@@ -144,10 +144,15 @@ def together(doing: str, work: Callable[[], Any]) -> Any:
 
 
 def run_batch(
-    options: BatchOptions, defaults: Mapping[str, Any], spec: ModelSpec, emit: Callable[[str], None]
+    options: BatchOptions,
+    defaults: Mapping[str, Any],
+    spec: ModelSpec,
+    emit: Callable[[str], None],
+    make_run: type[_Run] | None = None,
 ) -> Summary:
     """Generate every image of the input; returns the counts. Bad lines are reported, not fatal
-    (unless fail_fast); raises InvalidRequestError for bad usage before any weights load."""
+    (unless fail_fast); raises InvalidRequestError for bad usage before any weights load. `make_run`: the
+    class that makes the chunks (sdgen/runs/batch/ray_run.py's hands them to a Ray cluster)."""
     # 1. check the run's own settings, the output folder and the device, before reading any input
     processes = Processes.detect()
     checked_spec = check_model(spec, processes.device)  # each process on its own device
@@ -168,7 +173,7 @@ def run_batch(
     planner = BatchPlanner(
         defaults, options.folder, options.output.batch_name, checked_spec, line_folder, typed=options.typed
     )
-    run = _Run(options, checked_spec, machine, processes, planner, emit)
+    run = (make_run or _Run)(options, checked_spec, machine, processes, planner, emit)
     try:
         _plan_and_generate(run, options, processes, int(defaults.get("batch_size", 1)))
     except BaseException as error:  # interrupted, disk full ...: keep what is done, say how far it got
@@ -271,6 +276,10 @@ class _Run:
                 self.summary.skipped += sum(1 for i in chunk if i.path not in todo and i.path not in self.conflicts)
                 if todo:
                     self._make(chunk, todo)
+            self._handed_out()
+
+    def _handed_out(self) -> None:
+        """Every chunk is handed to _make (here: made); a run that only queues them makes them now."""
 
     def _still_to_make(self, chunk: list[PlannedImage]) -> set[Path]:
         if self.todo is not None:
@@ -291,27 +300,25 @@ class _Run:
                     self.problem(image.line, str(error), image, usage=False, everywhere=False)
             return
         for image, result in zip(chunk, results, strict=True):
-            if image.path not in todo:
-                continue
-            output = self.options.output
-            if self.progress is not None:
-                self.progress.phase("writing", str(image.path))
-            info = png_info(result, self.parts) if output.metadata else None
-            data = png_bytes(result.image, info)
-            record = {
-                **image.record(self.model, self.parts),
-                "status": "done",
-                "seconds": round(result.seconds, 3),
-                "error": None,
-            }
-            with finishing():  # a stop signal waits until the image and its record are both written
+            if image.path in todo:
+                if self.progress is not None:
+                    self.progress.phase("writing", str(image.path))
+                data, record = made_image(image, result, self.parts, self.model, self.options.output)
+                self.write(image, data, record, result)
+
+    def write(self, image: PlannedImage, data: bytes | None, record: dict[str, Any], result: Any = None) -> None:
+        """Write a made image (None: a worker wrote it already) and its record, count it, say it on stdout."""
+        output = self.options.output
+        with finishing():  # a stop signal waits until the image and its record are both written
+            if data is not None:
                 write_atomic(image.path, data, overwrite=output.overwrite)
-                if output.save_control:
-                    write_control_maps(result, image.path, output.overwrite)
-                self.manifest.append(record)
-                self.summary.made += 1
+            if output.save_control and result is not None:
+                write_control_maps(result, image.path, output.overwrite)
+            self.manifest.append(record)
+            self.summary.made += 1
+        if result is not None:
             self.watchers.finished(result)
-            self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
+        self.emit(json.dumps(record, ensure_ascii=False) if output.json else str(image.path))
 
     # --- dry run and the end ------------------------------------------------------------------------------
 
@@ -372,6 +379,15 @@ class _Run:
             self.manifest.merge_parts()
         if not self.options.dry_run:
             log.warning("%s%s", self._prefix(), self.summary.line())
+
+
+def made_image(
+    image: PlannedImage, result: Any, parts: Any, model: str, output: OutputSpec
+) -> tuple[bytes, dict[str, Any]]:
+    """A generated image's PNG bytes (with its metadata unless --no-metadata) and its manifest record."""
+    info = png_info(result, parts) if output.metadata else None
+    record = {**image.record(model, parts), "status": "done", "seconds": round(result.seconds, 3), "error": None}
+    return png_bytes(result.image, info), record
 
 
 def _read_all(options: BatchOptions) -> list[BatchItem]:
