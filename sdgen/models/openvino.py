@@ -6,13 +6,16 @@ for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/op
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,13 +130,17 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
     log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
     import torch
 
-    with torch.no_grad():
+    # the tracer's warnings are about Python-side shape checks (constant for the model's own layout); the
+    # libraries' tables and bars go to stderr: stdout carries sdgen's own output (paths, images)
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         model = openvino.convert_model(conversion.module(), example_input=conversion.example_input())
-    if quantize == "int8":
-        import nncf
+        if quantize == "int8":
+            import nncf
 
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    _save(model, folder, fields)
+            nncf.set_log_level(logging.ERROR)
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        _save(model, folder, fields)
     return model
 
 
