@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from sdgen.config.backend_options import BACKEND_ROWS
 from sdgen.config.fast_options import FAST_ROWS
 from sdgen.config.machine_options import MACHINE_ROWS
 from sdgen.config.optiontable import (  # noqa: F401 - the names a row is written with, for every module that reads rows
@@ -323,6 +324,7 @@ OPTIONS: Mapping[str, Option] = _table(
     Option("vae_tiling", bool, False, "Decode in overlapping tiles: large images in little memory.", MODEL),
     Option("offload", str, "none", "CUDA: none, model (one part on the GPU at a time) or sequential.", MODEL),
     Option("compile", bool, False, "torch.compile the U-Net: faster steps after a slow first call.", MODEL),
+    *BACKEND_ROWS,  # --backend openvino, --quantize int8 (sdgen/config/backend_options.py)
     Option(
         "token_merging", float, 0.0, "Token merging (tomesd): merge this fraction of attention tokens, 0 to 0.75.",
         MODEL, empty="0, off", shapes_picture=True,

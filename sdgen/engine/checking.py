@@ -20,6 +20,7 @@ from sdgen.engine import plugins
 from sdgen.engine.detail import check_details
 from sdgen.engine.face_restore import check_face_restorer
 from sdgen.engine.model_spec import DEFAULT_SIZE, CheckedModelSpec
+from sdgen.engine.openvino_parts import check_request as check_backend_request
 from sdgen.engine.outpaint import check_fill, outpainted, parse_outpaint
 from sdgen.engine.request import (
     HIRES_UPSCALERS,
@@ -56,6 +57,7 @@ def check_request(
     scheduler, schedule = resolve(request.scheduler, request.schedule)
     resolved = replace(request, scheduler=scheduler, schedule=schedule)
     plugins.check_options(resolved, REQUEST)  # --cache-interval, --pag-scale ...: each plug-in checks its own
+    check_backend_request(resolved, model)  # what --backend openvino cannot run
     seed = request.seed
     if seed is None:
         seed = secrets.randbelow(2**32)  # A1111-sized, so the seed is easy to retype

@@ -23,7 +23,6 @@ from sdgen.models.hub import ModelSource
 from sdgen.models.layout import PARTS, Part, check_model_folder
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -57,6 +56,7 @@ class StableDiffusionParts:
     # (text, how it is read) -> its (1, 77 k, D) CLIP embedding: batches repeat the same prompt and "" a lot
     embedding_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _adapters: Adapters | None = field(default=None, repr=False)
+    openvino: Any = field(default=None, repr=False)  # --backend openvino's compiled models (engine/openvino_parts.py)
 
     @property
     def adapters(self) -> Adapters:
@@ -186,6 +186,9 @@ def load_model(
     """
     spec = (spec or ModelSpec()).checked()  # a checked spec (a run's prologue) is used as it is
     placement = placement or choose_placement(spec.device, spec.dtype, spec.rng)
+    precision = placement.dtype  # OpenVINO runs at the run's dtype; the torch modules it converts are float32
+    if spec.backend == "openvino":
+        placement, plan = Placement(placement.device, "float32", "float32", placement.rng), None
     plan = plan or plan_speed(spec, placement)
     started = time.perf_counter()
     _quiet_library_progress_bars()
@@ -216,6 +219,9 @@ def load_model(
         spec=spec,
     )
     parts.apply(plan, spec)
+    if spec.backend == "openvino":  # after the plug-ins' load steps; the models convert on first use
+        from sdgen.engine.openvino_parts import use_openvino
+        use_openvino(parts, precision, spec.quantize)
     parts.load_seconds = time.perf_counter() - started
     return parts
 

@@ -48,6 +48,8 @@ class ModelSpec:
     compile: bool = default("compile")
     decoder: str | None = default("decoder")  # a tiny autoencoder for the final decode (TAESD)
     token_merging: float = default("token_merging")  # tomesd's ratio; 0: off
+    backend: str = default("backend")  # torch, or openvino (sdgen/engine/openvino_parts.py)
+    quantize: str = default("quantize")  # none, or int8 (OpenVINO's weights through NNCF)
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ModelSpec:
@@ -91,6 +93,9 @@ class ModelSpec:
         plugins.check_options(self, MODEL)  # --token-merging, --decoder ...: each plug-in checks its own
         if self.threads is not None:
             choose_threads(self.threads)  # a bad --threads: an error now
+        from sdgen.models.openvino import check_backend
+
+        check_backend(self)  # --backend openvino, --quantize int8 and what they cannot run with
         from sdgen.models.layout import native_size
 
         family = checkpoint.family if checkpoint is not None else None
@@ -99,7 +104,7 @@ class ModelSpec:
             **values | {
                 "model": model,
                 "decoder": self.decoder or None,
-                "device": normalize_device(self.device),
+                "device": "cpu" if self.backend == "openvino" else normalize_device(self.device),
                 "dtype": normalize_dtype(self.dtype),
                 "rng": normalize_rng(self.rng),
             },

@@ -31,6 +31,7 @@ from sdgen.engine.latents import (
     set_timesteps,
 )
 from sdgen.engine.loader import StableDiffusionParts
+from sdgen.engine.openvino_parts import text_encoder_of
 from sdgen.engine.prompt_schedule import ImagePrompts, PassSteps, batch_conditioning, image_prompts, prompt_switch
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.engine.samplers import make_sampler
@@ -392,6 +393,7 @@ def _embedding(text: str, task: ImageTask, parts: StableDiffusionParts) -> torch
         adapters = parts.adapters
         adapters.use_embeddings(embeddings)
         device = parts.placement.device
-        cache[key] = encode_prompt(text, parts.tokenizer, parts.text_encoder, device, options, adapters.convert)
+        encoder = text_encoder_of(parts)  # the torch module, or --backend openvino's
+        cache[key] = encode_prompt(text, parts.tokenizer, encoder, device, options, adapters.convert)
     return cache[key]
 

@@ -124,7 +124,12 @@ def final_decoder(parts: StableDiffusionParts) -> Any:
 def noise_predictor(run: Run) -> NoisePredictor:
     """The run's noise predictor: the U-Net call wrapped by each plug-in in registry order (fresh per run:
     DeepCache counts calls and keeps features)."""
-    predictor = unet_predictor(run.parts.unet)
+    if getattr(run.parts, "openvino", None) is not None:  # --backend openvino: the converted U-Net
+        from sdgen.engine.openvino_parts import unet_predictor as openvino_predictor
+
+        predictor = openvino_predictor(run.parts.openvino)
+    else:
+        predictor = unet_predictor(run.parts.unet)
     for plugin in PLUGINS.values():
         if plugin.wrap_predictor is not None:
             predictor = plugin.wrap_predictor(predictor, run)

@@ -1,0 +1,243 @@
+"""--backend openvino: the loaded torch U-Net, text encoder and VAE run as OpenVINO models under sdgen's own
+loop, each wrapped so that the loop calls it as it calls the torch module and gets the same output types
+(docs/openvino.md). Conversion, the cache and compiling: sdgen/models/openvino.py.
+
+The U-Net and the text encoder are converted after the run's LoRAs (and the text encoder after its
+embeddings) are in the torch weights: each call asks for the model of the LoRA set and embeddings loaded now,
+converted once per set (or read from the cache). The VAE does not change with them and is converted once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from sdgen.engine.text import final_layer_norm
+from sdgen.errors import NAME, GenerationError, InvalidRequestError
+from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, ov_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from sdgen.engine.denoise import Conditioning, NoisePredictor
+    from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.model_spec import CheckedModelSpec
+    from sdgen.engine.request import GenerationRequest
+
+log = logging.getLogger("sdgen")
+
+# request options that patch or feed the torch U-Net in ways the converted one does not take: refused
+_REFUSED = (
+    ("controls", "ControlNet residuals are not inputs of the converted U-Net"),
+    ("adapters", "T2I-Adapter features are not inputs of the converted U-Net"),
+    ("ip_adapter", "IP-Adapter's attention is not in the converted U-Net"),
+    ("cache_interval", "DeepCache runs the torch U-Net's blocks one by one"),
+    ("freeu", "FreeU patches the torch U-Net's up blocks"),
+    ("pag_scale", "perturbed-attention guidance patches the torch U-Net's attention"),
+    ("sag_scale", "self-attention guidance reads the torch U-Net's attention maps"),
+    ("tiling", "seamless tiling patches the torch modules' convolutions"),
+)
+_KEYS = {"controls": "control", "adapters": "adapter"}  # field -> option key, where they differ
+
+
+def check_request(request: GenerationRequest, model: CheckedModelSpec | None) -> None:
+    """The request's options the OpenVINO back end cannot run, refused in one line before any weights load."""
+    if model is None or model.backend != "openvino":
+        return
+    for name, why in _REFUSED:
+        value = getattr(request, name, None)
+        if name == "cache_interval" and value is not None and value <= 1:
+            continue  # every step a whole pass: DeepCache off
+        if value not in (None, (), 0, False, ""):
+            shown = ",".join(value) if isinstance(value, tuple) else value
+            raise InvalidRequestError(
+                f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
+                _KEYS.get(name, name),
+            )
+
+
+@dataclass
+class OpenVINOParts:
+    """The compiled models of one loaded model: per part, the key of the weights it was made from."""
+
+    parts: StableDiffusionParts
+    precision: str  # float32 or bfloat16 (sdgen's names)
+    quantize: str
+    compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
+
+    def model(self, conversion: Conversion) -> Any:
+        kept = self.compiled.get(conversion.name)
+        if kept is not None and kept[0] == conversion.key:
+            return kept[1]
+        self.compiled.pop(conversion.name, None)  # one set of weights per part in memory
+        compiled = compile_for_cpu(ov_model(conversion, self.quantize), self.precision)
+        self.compiled[conversion.name] = (conversion.key, compiled)
+        return compiled
+
+    def identity(self) -> dict[str, Any]:
+        source = self.parts.source
+        if source.commit or source.unet_sha256:
+            return {"model": source.model, "commit": source.commit, "unet_sha256": source.unet_sha256}
+        checkpoint = Path(source.model).expanduser()  # one file, else the diffusers folder
+        return {"model": source.model, "files": file_identity(checkpoint if checkpoint.is_file() else source.folder)}
+
+    def loras(self) -> list[Any]:
+        return [(lora.source, lora.scale, file_identity(lora.source)) for lora in self.parts.adapters.loras]
+
+
+def use_openvino(parts: StableDiffusionParts, precision: str, quantize: str) -> None:
+    """Switch a loaded model to OpenVINO: the VAE replaced by its wrapper, the U-Net and text encoder
+    called through theirs (engine/plugins' base predictor, pipeline's text encoder)."""
+    runtime = OpenVINOParts(parts, precision, quantize)
+    parts.openvino = runtime
+    parts.vae = OpenVINOVae(parts.vae, runtime)
+    log.info("OpenVINO back end: %s, weights %s.", {"float32": "f32", "bfloat16": "bf16"}[precision], quantize)
+
+
+def _numpy(tensor: torch.Tensor) -> Any:
+    return tensor.detach().to("cpu").float().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+
+
+def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    import torch
+
+    request = compiled.create_infer_request()
+    request.infer([_numpy(tensor) for tensor in inputs], share_inputs=True)
+    return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
+
+
+# ---- U-Net ---------------------------------------------------------------------------------------------
+
+
+def unet_predictor(runtime: OpenVINOParts) -> NoisePredictor:
+    """The converted U-Net as a NoisePredictor (the torch one: sdgen/engine/denoise.py's unet_predictor)."""
+    import torch
+
+    unet = runtime.parts.unet
+
+    def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        kwargs = cond.unet_kwargs()
+        extra = sorted(name for name in kwargs if name != "encoder_hidden_states")
+        if extra:
+            raise GenerationError(f"--backend openvino: the converted U-Net takes no {', '.join(extra)}.")
+        sample = cond.unet_input(model_input)
+        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
+        states = kwargs["encoder_hidden_states"]
+        key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels}
+        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key)
+        return _run(runtime.model(conversion), sample, timestep, states)[0].to(model_input.dtype)
+
+    return predict_noise
+
+
+def _unet_forward(unet: Any) -> Any:
+    import torch
+
+    class UNetForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+    return UNetForward()
+
+
+# ---- text encoder ------------------------------------------------------------------------------------
+
+
+class OpenVINOTextEncoder:
+    """Called as CLIPTextModel is by sdgen/engine/text.py: `(ids)[0]`, `(ids, output_hidden_states=True)
+    .hidden_states`; the final layer norm (clip skip) is the torch module's own."""
+
+    def __init__(self, runtime: OpenVINOParts) -> None:
+        self.runtime = runtime
+        self.module = runtime.parts.text_encoder
+        self.final_layer_norm = final_layer_norm(self.module)
+
+    def __call__(self, ids: torch.Tensor, output_hidden_states: bool = False) -> Any:
+        runtime = self.runtime
+        embeddings = [(ref.path, ref.token, file_identity(ref.path)) for ref in runtime.parts.adapters.embeddings]
+        key = {**runtime.identity(), "loras": runtime.loras(), "embeddings": embeddings}
+        conversion = Conversion("text_encoder", lambda: _text_forward(self.module), lambda: (ids,), key)
+        outputs = _run(runtime.model(conversion), ids)
+        if output_hidden_states:
+            return SimpleNamespace(last_hidden_state=outputs[0], hidden_states=tuple(outputs[1:]))
+        return (outputs[0],)
+
+
+def _text_forward(module: Any) -> Any:
+    import torch
+
+    class TextForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, ids: Any) -> Any:
+            outputs = self.module(ids, output_hidden_states=True)
+            return (outputs.last_hidden_state, *outputs.hidden_states)
+
+    return TextForward()
+
+
+def text_encoder_of(parts: StableDiffusionParts) -> Any:
+    """The text encoder the pipeline calls: the torch one, or its OpenVINO wrapper."""
+    runtime = getattr(parts, "openvino", None)
+    return parts.text_encoder if runtime is None else OpenVINOTextEncoder(runtime)
+
+
+# ---- VAE ------------------------------------------------------------------------------------------------
+
+
+class OpenVINOVae:
+    """Called as AutoencoderKL is by sdgen/engine/latents.py: `.decode(z, return_dict=False)[0]`,
+    `.encode(x).latent_dist` (diffusers' own DiagonalGaussianDistribution, sampled with the image's
+    generator as before), `.dtype`, `.config`, `.to()`; the torch VAE stays at `.module`."""
+
+    def __init__(self, module: Any, runtime: OpenVINOParts) -> None:
+        self.module, self.runtime, self.config = module, runtime, module.config
+        parts = runtime.parts
+        self.key = {**runtime.identity(), "vae": parts.vae_source, "vae_hash": parts.vae_hash}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return torch.float32
+
+    def to(self, *args: Any, **kwargs: Any) -> OpenVINOVae:
+        return self  # the compiled model keeps its precision
+
+    def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
+        vae = self.module
+        conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: (latents,), self.key)
+        return (_run(self.runtime.model(conversion), latents)[0],)
+
+    def encode(self, image: torch.Tensor) -> Any:
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        vae = self.module
+        conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: (image,), self.key)
+        moments = _run(self.runtime.model(conversion), image)[0]
+        return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
+
+
+def _vae_forward(vae: Any, direction: str) -> Any:
+    import torch
+
+    class VaeForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, x: Any) -> Any:
+            if direction == "decode":
+                return self.vae.decode(x, return_dict=False)[0]
+            return self.vae.encode(x).latent_dist.parameters
+
+    return VaeForward()

@@ -1,0 +1,176 @@
+"""OpenVINO models made from sdgen's own loaded torch modules (docs/openvino.md): converted with
+`openvino.convert_model`, int8 weight compression with NNCF where asked, saved in sdgen's cache folder under
+a key of everything the converted weights depend on, read back from there by later processes, and compiled
+for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/openvino_parts.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
+from sdgen.errors import NAME, InvalidRequestError
+from sdgen.hardware.speed import sdgen_cache_root
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdgen.engine.model_spec import ModelSpec
+
+log = logging.getLogger("sdgen")
+
+INSTALL = 'pip install "sdgen[openvino]"'
+# sdgen's dtype -> OpenVINO's CPU inference precision hint (float16 is refused: see check_backend)
+PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+def check_backend(spec: ModelSpec) -> None:
+    """--backend and --quantize, and the model options they cannot run with, refused in one line each
+    before any weights load (the request's options: sdgen/engine/openvino_parts.py's check_request)."""
+    backend, quantize = spec.backend, spec.quantize
+    if backend not in BACKENDS:
+        raise InvalidRequestError(f"Invalid {NAME} {backend!r}: use one of {', '.join(BACKENDS)}.", "backend")
+    if quantize not in QUANTIZE_CHOICES:
+        raise InvalidRequestError(
+            f"Invalid {NAME} {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}.", "quantize"
+        )
+    if quantize != "none" and backend != "openvino":
+        raise InvalidRequestError(
+            f"Invalid {NAME} {quantize} with --backend {backend}: int8 weight compression runs on the OpenVINO "
+            "back end; add --backend openvino.", "quantize",
+        )
+    if backend != "openvino":
+        return
+    device = spec.device.strip().lower()
+    if device not in ("auto", "cpu", "cpu:0"):
+        raise InvalidRequestError(
+            f"Invalid {NAME} {spec.device!r} with --backend openvino: sdgen compiles OpenVINO models for the CPU "
+            "only; use --device cpu, or --backend torch on a GPU.", "device",
+        )
+    refused = (
+        ("compile", spec.compile, "torch.compile compiles the torch U-Net, which OpenVINO replaces"),
+        ("offload", spec.offload not in ("none", None), "offloading moves torch weights to a GPU"),
+        ("dtype", spec.dtype == "float16", "OpenVINO on the CPU runs float32 or bfloat16"),
+        ("token_merging", bool(spec.token_merging), "token merging patches the torch U-Net's attention"),
+        ("vae_tiling", spec.vae_tiling, "the converted VAE decodes whole images"),
+        ("vae_slicing", spec.vae_slicing, "the converted VAE decodes whole batches"),
+    )
+    for key, given, why in refused:
+        if given:
+            value = getattr(spec, key)
+            raise InvalidRequestError(
+                f"Invalid {NAME} {value!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.", key
+            )
+    missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
+    needed = [name for name in missing if name == "openvino" or quantize == "int8"]
+    if needed:
+        raise InvalidRequestError(
+            f"Invalid {NAME} openvino: the {' and '.join(needed)} package is not installed; run: {INSTALL}.",
+            "backend",
+        )
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: one folder per OpenVINO version under sdgen's cache folder."""
+    import openvino
+
+    version = openvino.get_version().split("-")[0]
+    return sdgen_cache_root() / "openvino" / f"ov-{version}"
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    """A stable digest of everything converted weights depend on (model identity, LoRA set and weights,
+    embeddings, quantization, the OpenVINO version, the part): same fields, same folder."""
+    text = json.dumps({str(key): fields[key] for key in sorted(fields)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def file_identity(path: str | Path) -> list[Any]:
+    """A file or folder as a cache key sees it: its resolved path, and each file's size and change time."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return [str(path)]
+    files = [path] if path.is_file() else sorted(item for item in path.rglob("*") if item.is_file())
+    return [str(path.resolve()), *[(file.name, file.stat().st_size, file.stat().st_mtime_ns) for file in files[:64]]]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One part to convert: its name (for the log and the folder), the torch module (a wrapper whose forward
+    takes plain tensors), an example input, and the key fields of its weights."""
+
+    name: str
+    module: Callable[[], Any]  # made when needed: no wrapper is built for a cached part
+    example_input: Callable[[], tuple[Any, ...]]
+    key: Mapping[str, Any]
+
+
+def ov_model(conversion: Conversion, quantize: str) -> Any:
+    """The part's OpenVINO model: read from the cache, or converted (and int8-compressed) and saved there."""
+    import openvino
+
+    fields = {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
+    folder = cache_root() / conversion.name / cache_key(fields)
+    xml = folder / "model.xml"
+    core = _core()
+    if xml.is_file():
+        log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
+        return core.read_model(str(xml))
+    log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
+    import torch
+
+    # the tracer's warnings are about Python-side shape checks (constant for the model's own layout); the
+    # libraries' tables and bars go to stderr: stdout carries sdgen's own output (paths, images)
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = openvino.convert_model(conversion.module(), example_input=conversion.example_input())
+        if quantize == "int8":
+            import nncf
+
+            nncf.set_log_level(logging.ERROR)
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        _save(model, folder, fields)
+    return model
+
+
+def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
+    """Write the model whole or not at all: into a temporary folder beside it, then one rename."""
+    import openvino
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        (temporary / "key.json").write_text(json.dumps(fields, sort_keys=True, default=str, indent=1))
+        os.replace(temporary, folder)
+    except OSError:  # another process saved it first (the folder exists): theirs is the same model
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def compile_for_cpu(model: Any, precision: str) -> Any:
+    """The model compiled for the CPU at sdgen's precision (f32: the exact path's arithmetic, bf16 on CPUs
+    with bfloat16 units); OpenVINO keeps the compiled blobs in the cache folder too (CACHE_DIR)."""
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(cache_root() / "compiled")}
+    return _core().compile_model(model, "CPU", config)
+
+
+_CORE: list[Any] = []
+
+
+def _core() -> Any:
+    if not _CORE:
+        import openvino
+
+        _CORE.append(openvino.Core())
+    return _CORE[0]

@@ -1,0 +1,181 @@
+"""--backend openvino and --quantize int8 (sdgen/models/openvino.py, sdgen/engine/openvino_parts.py) on the tiny
+model: the picture against torch float32, the conversion cache (its key, and a second process that reads it
+back without converting), int8's change of the picture, and the refusals before any weights load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sdgen.cli import app
+from sdgen.engine.model_spec import ModelSpec
+from sdgen.engine.request import GenerationRequest
+from sdgen.errors import InvalidRequestError
+
+from .conftest import SIZE, run_cli
+
+runner = CliRunner()
+PROMPT = "a red fox in the snow"
+
+
+def _request(**given) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=PROMPT, width=SIZE, height=SIZE, num_inference_steps=3, seed=7, **given
+    )
+
+
+def _pixels(parts, request: GenerationRequest | None = None) -> np.ndarray:
+    from sdgen.engine.pipeline import generate
+
+    return np.asarray(generate(request or _request(), parts)[0].image).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory):
+    """This module's own cache folder of converted models (and sdgen's other caches)."""
+    cache = tmp_path_factory.mktemp("openvino-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SDGEN_CACHE_DIR", str(cache))
+        yield cache
+
+
+def _load(tiny_model_dir, **spec):
+    from sdgen.engine.loader import load_model
+
+    return load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", backend="openvino", **spec))
+
+
+@pytest.fixture(scope="module")
+def ov_parts(tiny_model_dir, ov_cache):
+    """The tiny model on OpenVINO in float32, its parts converted into ov_cache."""
+    return _load(tiny_model_dir, dtype="float32")
+
+
+def test_openvino_float32_matches_torch_float32_within_one_level(tiny_parts, ov_parts):
+    # f32 inference (INFERENCE_PRECISION_HINT=f32) runs the same arithmetic in another order (oneDNN's kernels
+    # and OpenVINO's fused ones): float32 rounding differences of ~1e-6, which the 8-bit picture shows at most as
+    # one level (1/255) in a few pixels; a real difference (a missed input, a wrong timestep) moves dozens.
+    parts = ov_parts
+    torch_image, ov_image = _pixels(tiny_parts), _pixels(parts)
+    difference = np.abs(torch_image - ov_image)
+    assert difference.max() <= 1, difference.max()
+    assert difference.mean() < 0.05, difference.mean()
+    assert set(parts.openvino.compiled) == {"unet", "text_encoder", "vae_decoder"}
+    # image-to-image through the converted encoder, and clip skip through the text encoder's hidden states
+    from PIL import Image
+
+    init = Image.fromarray(torch_image.astype(np.uint8))
+    request = _request(init_image=init, strength=0.6, clip_skip=2)
+    difference = np.abs(_pixels(tiny_parts, request) - _pixels(parts, request))
+    assert difference.max() <= 1, difference.max()
+
+
+def test_int8_changes_the_picture_by_a_bounded_amount(tiny_parts, tiny_model_dir, ov_cache):
+    # int8 weights (NNCF INT8_ASYM, per output channel) round each weight to 1/255 of its channel's range: the
+    # picture moves, but stays the same picture. Measured on the tiny model at 3 steps: max 4-6 levels, mean
+    # about 0.5 (docs/openvino.md); bounds with room for another CPU's kernels.
+    parts = _load(tiny_model_dir, dtype="float32", quantize="int8")
+    difference = np.abs(_pixels(tiny_parts) - _pixels(parts))
+    print(f"int8 against torch float32: max {difference.max()}, mean {difference.mean():.3f} levels")
+    assert 0 < difference.mean() < 2.0, difference.mean()
+    assert difference.max() <= 24, difference.max()
+
+
+def test_a_second_process_reads_the_converted_models_from_the_cache(tiny_model_dir, ov_parts, ov_cache, tmp_path):
+    # ov_parts converted the tiny model into ov_cache (float32, no int8) when it first ran: the same run in a new
+    # process reads every part back from the cache and converts nothing
+    _pixels(ov_parts)
+    args = ["a red fox", "--model", str(tiny_model_dir), "-W", str(SIZE), "-H", str(SIZE), "--steps", "2",
+            "--backend", "openvino", "--dtype", "float32", "-v", "-o", str(tmp_path / "fox.png")]
+    result = run_cli(args, SDGEN_CACHE_DIR=str(ov_cache), HF_HUB_OFFLINE="1")
+    log = result.stderr.decode()
+    assert result.returncode == 0, log
+    assert "converting" not in log, log
+    for part in ("unet", "text_encoder", "vae_decoder"):
+        assert f"OpenVINO: the {part} from the cache" in log, log
+    assert (tmp_path / "fox.png").is_file()
+
+
+def test_the_cache_key_follows_what_the_weights_depend_on(tmp_path):
+    from sdgen.models.openvino import cache_key, file_identity
+
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"one")
+    fields = {"model": "m", "commit": "abc", "loras": [(str(lora), 0.8, file_identity(lora))], "quantize": "none"}
+    assert cache_key(fields) == cache_key(dict(reversed(list(fields.items()))))  # order does not matter
+    others = [
+        {**fields, "commit": "abd"},
+        {**fields, "loras": [(str(lora), 0.7, file_identity(lora))]},
+        {**fields, "quantize": "int8"},
+        {**fields, "loras": []},
+        {**fields, "embeddings": [("e.pt", "<e>", [])]},
+    ]
+    assert len({cache_key(fields), *map(cache_key, others)}) == len(others) + 1
+    lora.write_bytes(b"changed")  # the same file name with other weights
+    assert file_identity(lora) != fields["loras"][0][2]
+
+
+@pytest.mark.parametrize(
+    ("spec", "key", "words"),
+    [
+        ({"quantize": "int8"}, "quantize", "add --backend openvino"),
+        ({"backend": "onnx"}, "backend", "use one of torch, openvino"),
+        ({"backend": "openvino", "quantize": "int4"}, "quantize", "use one of none, int8"),
+        ({"backend": "openvino", "device": "cuda"}, "device", "for the CPU only"),
+        ({"backend": "openvino", "compile": True}, "compile", "torch.compile"),
+        ({"backend": "openvino", "dtype": "float16"}, "dtype", "float32 or bfloat16"),
+        ({"backend": "openvino", "token_merging": 0.5}, "token_merging", "token merging"),
+        ({"backend": "openvino", "vae_tiling": True}, "vae_tiling", "whole images"),
+    ],
+)
+def test_model_options_it_cannot_run_with_are_refused(tiny_model_dir, spec, key, words) -> None:
+    with pytest.raises(InvalidRequestError, match=words) as caught:
+        ModelSpec(model=str(tiny_model_dir), **spec).checked()
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("given", "key"),
+    [
+        ({"controls": ("canny=edges.png",)}, "control"),
+        ({"cache_interval": 3}, "cache_interval"),
+        ({"freeu": "1.5,1.6,0.9,0.2"}, "freeu"),
+        ({"pag_scale": 3.0}, "pag_scale"),
+        ({"sag_scale": 0.75}, "sag_scale"),
+        ({"tiling": "both"}, "tiling"),
+    ],
+)
+def test_request_options_it_cannot_run_with_are_refused(tiny_model_dir, given, key) -> None:
+    from sdgen.engine.openvino_parts import check_request
+
+    spec = ModelSpec(model=str(tiny_model_dir), backend="openvino").checked()
+    check_request(_request(), spec)  # the plain request runs
+    with pytest.raises(InvalidRequestError, match="with --backend openvino") as caught:
+        check_request(_request(**given), spec)
+    assert caught.value.key == key
+
+
+def test_the_command_line_refuses_in_one_line_before_loading(tiny_model_dir, no_weights_load) -> None:
+    args = ["a fox", "--model", str(tiny_model_dir), "--backend", "openvino", "--pag-scale", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["sdgen: error: Invalid --pag-scale 3.0 with --backend openvino: perturbed-attention guidance "
+                     "patches the torch U-Net's attention; drop --pag-scale or use --backend torch."], lines
+
+
+def test_a_missing_extra_names_its_install_command(tiny_model_dir, monkeypatch, no_weights_load) -> None:
+    import importlib.util
+
+    import sdgen.models.openvino
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(sdgen.models.openvino.importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "openvino" else real(name, *rest))
+    result = runner.invoke(app, ["a fox", "--model", str(tiny_model_dir), "--backend", "openvino"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        'sdgen: error: Invalid --backend openvino: the openvino package is not installed; run: '
+        'pip install "sdgen[openvino]".'
+    )
