@@ -107,6 +107,7 @@ def test_models_are_listed_and_a_listed_or_openai_name_generates(client, server)
     ({"prompt": "x", "width": 64}, "width", "size"),
     ({"prompt": "x", "sampler_name": "no such sampler"}, "sampler_name", "no such sampler"),
     ({"prompt": "x", "size": "64x64", "n": 3, "batch_size": 2}, "batch_size", "multiple"),
+    ({"prompt": "x", "size": "64x64", "n": 3, "batch_size": 2.0}, "batch_size", "multiple"),
     ({"prompt": "x", "output_format": "gif"}, "output_format", "webp"),
     ({"prompt": "x", "size": "100000x64"}, "size", "Invalid size"),
 ])
