@@ -107,6 +107,7 @@ def test_models_are_listed_and_a_listed_or_openai_name_generates(client, server)
     ({"prompt": "x", "width": 64}, "width", "size"),
     ({"prompt": "x", "sampler_name": "no such sampler"}, "sampler_name", "no such sampler"),
     ({"prompt": "x", "size": "64x64", "n": 3, "batch_size": 2}, "batch_size", "multiple"),
+    ({"prompt": "x", "size": "64x64", "n": 3, "batch_size": 2.0}, "batch_size", "multiple"),
     ({"prompt": "x", "output_format": "gif"}, "output_format", "webp"),
     ({"prompt": "x", "size": "100000x64"}, "size", "Invalid size"),
 ])
@@ -146,6 +147,9 @@ def test_the_api_key_is_the_servers_user_and_password(server) -> None:
     assert bearer_on_a1111.status_code == 401  # the A1111 routes keep HTTP Basic, as A1111 has it
     basic = requests.get(f"{url}/v1/models", auth=("alice", "s3cret"), timeout=10)
     assert basic.status_code == 200  # Basic works here too
+    _, engine = server
+    with serving(create_app(engine), engine) as open_url:  # no --api-auth: any key (the client needs one)
+        assert openai.OpenAI(base_url=f"{open_url}/v1", api_key="anything", max_retries=0).models.list().data
 
 
 def test_the_openai_route_waits_in_the_a1111_routes_queue(client, server) -> None:

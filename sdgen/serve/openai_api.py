@@ -98,6 +98,7 @@ def txt2img_body(body: ImageGenerationBody) -> Txt2ImgBody:
     fields: dict[str, Any] = {**extensions, "prompt": body.prompt, "send_images": True}
     fields |= _size(body.size)
     batch = extensions.get("batch_size", 1)
+    batch = int(batch) if isinstance(batch, float) and batch.is_integer() else batch  # 2.0 is 2, as elsewhere
     if isinstance(batch, int) and batch >= 1 and body.n % batch:
         raise InvalidRequestError(f"Invalid {NAME} {batch}: n ({body.n}) must be a multiple of it.", "batch_size")
     fields["n_iter"] = body.n // batch if isinstance(batch, int) and batch >= 1 else body.n
