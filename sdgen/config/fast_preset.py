@@ -9,7 +9,8 @@ shipped presets (configs/presets/NAME.toml):
   fast.toml SD 1.5, 12 steps of DPM++ 2M Karras with guidance (the file `--preset fast` always had)
 The machine (what `sdgen doctor` sees) decides the decoder: on a CPU, where the full VAE's decode (2.51 TFLOP
 at 512x512 against 0.80 for a U-Net step, scripts/count_flops.py) outweighs a one-step image's U-Net, the tiny
-autoencoder TAESD decodes when it is cached (not for SDXS, which decodes with its own). Nothing is downloaded: with none of the recipes cached, one line names what to get.
+autoencoder TAESD decodes when it is cached (not for SDXS, which decodes with its own). Nothing is downloaded:
+with none of the recipes cached, one line names what to get.
 """
 
 from __future__ import annotations
