@@ -290,6 +290,10 @@ def test_doctor_reports_versions_devices_cache_and_a_tiny_run(hf_home) -> None:
     assert re.match(r"GEMM peak     float32 \d+ GFLOP/s, bfloat16 \d+ GFLOP/s", peak), peak
     assert f"HF cache      {hf_home / 'hub'}" in lines
     assert "default model stable-diffusion-v1-5/stable-diffusion-v1-5: not downloaded yet" in lines
+    from sdgen.hardware.threads import choose_threads
+
+    assert f"threads       {choose_threads().threads} ({choose_threads().reason}; --threads N to change)" in lines
+    assert any(line.startswith("preset fast   none of its recipes is in the Hugging Face cache") for line in lines)
     assert lines[-1].startswith("tiny model    ok: 4 steps at 64x64 on cpu in ")
 
 

@@ -107,3 +107,10 @@ def test_samplers_list_each_a1111_name_once_with_sdgens_names_as_aliases() -> No
     assert {"k_dpmpp_2m", "dpm++2m", "dpm++2m-karras"} <= set(listed["DPM++ 2M"]["aliases"])
     assert listed["Euler a"]["options"] == {}
     assert all(len(entry["aliases"]) == len(set(entry["aliases"])) for entry in listed.values())
+
+
+def test_eta_is_tcds_gamma_with_sampler_tcd_only() -> None:
+    assert request_values(Txt2ImgBody(sampler_name="TCD", eta=0.7), DEFAULTS)["tcd_eta"] == 0.7
+    assert "tcd_eta" not in request_values(Txt2ImgBody(sampler_name="Euler a", eta=0.7), DEFAULTS)
+    assert named(InvalidRequestError("Invalid {name} 2.0: must be between 0 and 1.", "tcd_eta")).startswith(
+        "Invalid eta 2.0")

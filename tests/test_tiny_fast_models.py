@@ -19,6 +19,12 @@ from .conftest import SIZE
 PROMPT = "a lighthouse at dusk"
 
 
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("one-step")
+    return {"sd2": build_tiny_sd2(root / "sd2"), "sdxs": build_tiny_sdxs(root / "sdxs")}
+
+
 def _diffusers(folder: Path, scheduler: str, seed: int) -> np.ndarray:
     import torch
     from diffusers import StableDiffusionPipeline, TCDScheduler
@@ -32,12 +38,12 @@ def _diffusers(folder: Path, scheduler: str, seed: int) -> np.ndarray:
     return np.asarray(image).astype(np.int16)
 
 
-@pytest.mark.parametrize(("build", "scheduler", "vae_class"), [
-    (build_tiny_sd2, "euler", "AutoencoderKL"),  # sd-turbo's preset: the model's own Euler (trailing) scheduler
-    (build_tiny_sdxs, "tcd", "AutoencoderTiny"),  # sdxs's preset
+@pytest.mark.parametrize(("name", "scheduler", "vae_class"), [
+    ("sd2", "euler", "AutoencoderKL"),  # sd-turbo's preset: the model's own Euler (trailing) scheduler
+    ("sdxs", "tcd", "AutoencoderTiny"),  # sdxs's preset
 ])
-def test_one_step_layouts_match_diffusers(tmp_path: Path, build, scheduler: str, vae_class: str) -> None:
-    folder = build(tmp_path / "model")
+def test_one_step_layouts_match_diffusers(folders, name: str, scheduler: str, vae_class: str) -> None:
+    folder = folders[name]
     parts = load_model(ModelSpec(model=str(folder), device="cpu", dtype="float32"))
     assert type(parts.vae).__name__ == vae_class
     request = GenerationRequest(PROMPT, seed=11, num_inference_steps=1, guidance_scale=0.0, scheduler=scheduler,
@@ -47,10 +53,10 @@ def test_one_step_layouts_match_diffusers(tmp_path: Path, build, scheduler: str,
     assert np.abs(ours - _diffusers(folder, scheduler, 11)).max() <= 1
 
 
-def test_img2img_with_a_tiny_autoencoder_as_the_vae_encodes_without_a_draw(tmp_path: Path) -> None:
+def test_img2img_with_a_tiny_autoencoder_as_the_vae_encodes_without_a_draw(folders) -> None:
     from PIL import Image
 
-    folder = build_tiny_sdxs(tmp_path / "sdxs")
+    folder = folders["sdxs"]
     parts = load_model(ModelSpec(model=str(folder), device="cpu", dtype="float32"))
     start = Image.new("RGB", (SIZE, SIZE), (200, 80, 40))
     request = GenerationRequest(PROMPT, seed=2, num_inference_steps=2, guidance_scale=0.0, scheduler="euler",

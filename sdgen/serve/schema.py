@@ -126,6 +126,8 @@ class GenerationBody(BaseModel):
     seed_resize_from_h: Whole = Field(-1, description="Draw the noise at this height (with seed_resize_from_w).")
     seed_resize_from_w: Whole = Field(-1, description="Draw the noise at this width; -1 or 0: the image's size.")
     tiling: bool | None = Field(None, description="Seamless tiling on both axes.")
+    eta: float | None = Field(None, description="With sampler TCD: its eta (gamma), 0 to 1 (--tcd-eta); A1111's "
+                              "eta of other samplers is ignored.")
     styles: list[Text] = Field(default_factory=list, description="Names of GET /sdapi/v1/prompt-styles, in order.")
     alwayson_scripts: dict[str, Any] = Field(
         default_factory=dict, description="Extension settings, {title: {\"args\": [...]}}: Forge's FreeU Integrated, "

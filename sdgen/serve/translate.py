@@ -38,7 +38,7 @@ A1111_FIELDS = {
     "clip_skip": "CLIP_stop_at_last_layers", "hires_scale": "hr_scale", "hires_steps": "hr_second_pass_steps",
     "hires_strength": "denoising_strength", "hires_upscaler": "hr_upscaler", "model": "sd_model_checkpoint",
     "vae": "sd_vae", "subseed": "subseed", "subseed_strength": "subseed_strength",
-    "seed_resize_from": "seed_resize_from_w", "tiling": "tiling", "style": "styles",
+    "seed_resize_from": "seed_resize_from_w", "tiling": "tiling", "style": "styles", "tcd_eta": "eta",
     # the guidance modifiers' settings come from alwayson_scripts
     **{key: "alwayson_scripts" for plugin in plugins.PLUGINS.values() if plugin.from_script for key in plugin.options},
     "control": "alwayson_scripts.controlnet.args",  # ControlNet units (sdgen/serve/controlnet.py)
@@ -60,6 +60,8 @@ def request_values(body: GenerationBody, defaults: Mapping[str, Any]) -> dict[st
     given = {"steps": body.steps, "guidance_scale": body.cfg_scale, "width": body.width, "height": body.height}
     values |= {key: value for key, value in given.items() if value is not None}
     values["scheduler"], values["schedule"] = _scheduler(body, values.get("scheduler"), values.get("schedule"))
+    if body.eta is not None and values["scheduler"] == "tcd":  # A1111's eta: TCD's gamma; others keep their own
+        values["tcd_eta"] = body.eta
     values |= _variation_and_styles(body)
     for key, value in (("batch_size", body.batch_size), ("n_iter", body.n_iter)):
         if not 1 <= value <= 10_000:
