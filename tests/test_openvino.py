@@ -151,6 +151,7 @@ def test_request_options_it_cannot_run_with_are_refused(tiny_model_dir, given, k
 
     spec = ModelSpec(model=str(tiny_model_dir), backend="openvino").checked()
     check_request(_request(), spec)  # the plain request runs
+    check_request(_request(controls=[], cache_interval=1), spec)  # as --from replays a record: empty, off
     with pytest.raises(InvalidRequestError, match="with --backend openvino") as caught:
         check_request(_request(**given), spec)
     assert caught.value.key == key

@@ -69,11 +69,12 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
         "vae_dtype", "rng", "sdgen_version", "scheduler_class", "scheduler_options", "unet_sha256", "loras",
         "embeddings", "prompt_template", "vae", "vae_hash", "decoder", "token_merging", "model_config",
-        "prediction_type", "styles",
+        "prediction_type", "styles", "backend", "quantize",
     }
     assert {str(row.record) for row in table.recorded()} == {
         *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",
-        "adapter_dir", "upscaler_dir", "model_config", "prediction_type", "decoder", "token_merging",
+        "adapter_dir", "upscaler_dir", "model_config", "prediction_type", "decoder", "token_merging", "backend",
+        "quantize",
     } - {"prompt"}
     older = {"lora": [], "embedding": [], "clip_skip": 1, "weighting": True, "cache_interval": 1, "cfg_end": 1.0,
              "hires_scale": None, "hires_steps": None, "hires_strength": None, "hires_upscaler": None,

@@ -49,14 +49,13 @@ def check_request(request: GenerationRequest, model: CheckedModelSpec | None) ->
         return
     for name, why in _REFUSED:
         value = getattr(request, name, None)
-        if name == "cache_interval" and value is not None and value <= 1:
-            continue  # every step a whole pass: DeepCache off
-        if value not in (None, (), 0, False, ""):
-            shown = ",".join(value) if isinstance(value, tuple) else value
-            raise InvalidRequestError(
-                f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
-                _KEYS.get(name, name),
-            )
+        if not value or (name == "cache_interval" and value <= 1):  # off (DeepCache: a whole pass each step)
+            continue
+        shown = ",".join(value) if isinstance(value, (tuple, list)) else value
+        raise InvalidRequestError(
+            f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
+            _KEYS.get(name, name),
+        )
 
 
 @dataclass

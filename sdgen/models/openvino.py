@@ -117,7 +117,8 @@ class Conversion:
 
 
 def ov_model(conversion: Conversion, quantize: str) -> Any:
-    """The part's OpenVINO model: read from the cache, or converted (and int8-compressed) and saved there."""
+    """The part's OpenVINO model: read from the cache, or converted and saved there; int8 is NNCF's weight
+    compression of the float32 model (itself read from the cache, or converted and kept there first)."""
     import openvino
 
     fields = {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
@@ -127,19 +128,26 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
         return core.read_model(str(xml))
+    if quantize == "int8":
+        base = ov_model(conversion, "none")
+        log.info("OpenVINO: int8 weights of the %s (cached in %s).", conversion.name, folder)
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's bar: stdout carries sdgen's own output
+            model = nncf.compress_weights(base, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        _save(model, folder, fields)
+        return model
     log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
     import torch
 
-    # the tracer's warnings are about Python-side shape checks (constant for the model's own layout); the
-    # libraries' tables and bars go to stderr: stdout carries sdgen's own output (paths, images)
+    # traced once without the tracer's check (a second and third forward pass); its warnings are about
+    # Python-side shape checks, constant for the model's own layout; OpenVINO's bars go to stderr
+    example = conversion.example_input()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = openvino.convert_model(conversion.module(), example_input=conversion.example_input())
-        if quantize == "int8":
-            import nncf
-
-            nncf.set_log_level(logging.ERROR)
-            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        traced = torch.jit.trace(conversion.module(), example, check_trace=False)
+        model = openvino.convert_model(traced, example_input=example)
         _save(model, folder, fields)
     return model
 
