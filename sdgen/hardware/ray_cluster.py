@@ -82,14 +82,16 @@ def _import_ray(loopback: bool) -> Any:
 
 
 @contextmanager
-def connected(address: str | None, *, quiet: bool = True) -> Iterator[Any]:
+def connected(address: str | None) -> Iterator[Any]:
     """ray.init for the run, ray.shutdown after (a local cluster stops with it). Yields the ray module."""
     if address is None and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name the cluster to join
         address = os.environ["RAY_ADDRESS"]
     ray = _import_ray(is_loopback(address))
-    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": "ERROR", "configure_logging": True}
+    # stdout carries sdgen's data only: the workers' own output stays in Ray's log files (ray logs, the dashboard)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
     if address is None:
         kwargs["include_dashboard"] = False
+    _messages_to_stderr(ray)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -98,6 +100,21 @@ def connected(address: str | None, *, quiet: bool = True) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _messages_to_stderr(ray: Any) -> None:
+    """Ray prints the cluster's messages to this driver ("(raylet) A worker died ...") on stdout, which carries
+    sdgen's data only (image paths, JSON lines): send them to stderr (ray._private.worker.print_to_stdstream)."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "sdgen_stderr", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.sdgen_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 @dataclass(frozen=True)
