@@ -7,12 +7,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sdgen.errors import NAME, InvalidRequestError, SdgenError, UsageError
+from sdgen.interrupts import STOP_SIGNALS
 
 LOCAL, AUTO = "local", "auto"
 MISSING_EXTRA = 'Ray is not installed: pip install "sdgen[ray]" (Ray Data and Ray Serve)'
@@ -92,10 +94,15 @@ def connected(address: str | None) -> Iterator[Any]:
     if address is None:
         kwargs["include_dashboard"] = False
     _messages_to_stderr(ray)
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise SdgenError(f"Cannot reach the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+    finally:  # ray.init takes SIGTERM for itself (exit 15); a stopped batch keeps sdgen's 143 and its summary
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
     try:
         yield ray
     finally:
