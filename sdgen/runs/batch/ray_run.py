@@ -118,7 +118,7 @@ def _made_on(ray: Any, queued: list, shape: ray_cluster.WorkerShape, maker_args:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # plan order: the manifest of a single-process run
     if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     context.enable_progress_bars = False  # sdgen's own lines say what is made; Ray's go to its logs
     rows = [{"work": pickle.dumps(item)} for item in queued]
     data = ray.data.from_items(rows, override_num_blocks=len(rows))
