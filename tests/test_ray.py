@@ -46,7 +46,7 @@ def prompts(tmp_path_factory) -> Path:
 
 def options(model, *extra: str) -> list[str]:
     return ["--model", str(model), "-W", "64", "-H", "64", "--steps", STEPS, "--device", "cpu", "--dtype",
-            "float32", "-q", *extra]
+            "float32", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def reference(tiny_model_dir, prompts, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = CliRunner().invoke(app, ["batch", str(prompts), *options(tiny_model_dir, "-o", f"{out}/")])
+        result = CliRunner().invoke(app, ["batch", str(prompts), *options(tiny_model_dir, "-q", "-o", f"{out}/")])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output

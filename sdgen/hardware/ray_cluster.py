@@ -7,12 +7,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sdgen.errors import NAME, InvalidRequestError, SdgenError, UsageError
+from sdgen.interrupts import STOP_SIGNALS
 
 LOCAL, AUTO = "local", "auto"
 MISSING_EXTRA = 'Ray is not installed: pip install "sdgen[ray]" (Ray Data and Ray Serve)'
@@ -82,22 +84,44 @@ def _import_ray(loopback: bool) -> Any:
 
 
 @contextmanager
-def connected(address: str | None, *, quiet: bool = True) -> Iterator[Any]:
+def connected(address: str | None) -> Iterator[Any]:
     """ray.init for the run, ray.shutdown after (a local cluster stops with it). Yields the ray module."""
     if address is None and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name the cluster to join
         address = os.environ["RAY_ADDRESS"]
     ray = _import_ray(is_loopback(address))
-    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": "ERROR", "configure_logging": True}
+    # stdout carries sdgen's data only: the workers' own output stays in Ray's log files (ray logs, the dashboard)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
     if address is None:
         kwargs["include_dashboard"] = False
+    _messages_to_stderr(ray)
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise SdgenError(f"Cannot reach the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+    finally:  # ray.init takes SIGTERM for itself (exit 15); a stopped batch keeps sdgen's 143 and its summary
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _messages_to_stderr(ray: Any) -> None:
+    """Ray prints the cluster's messages to this driver ("(raylet) A worker died ...") on stdout, which carries
+    sdgen's data only (image paths, JSON lines): send them to stderr (ray._private.worker.print_to_stdstream)."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "sdgen_stderr", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.sdgen_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 @dataclass(frozen=True)

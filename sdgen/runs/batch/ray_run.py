@@ -85,7 +85,7 @@ class RayRun(_Run):
     def _handed_out(self) -> None:
         if not self.queued:
             return
-        with ray_cluster.connected(self.settings.address, quiet=self.options.quiet) as ray:
+        with ray_cluster.connected(self.settings.address) as ray:
             shape = ray_cluster.worker_shape(ray_cluster.alive_nodes(ray), self.settings.workers)
             log.info("sdgen batch --ray: %d chunks on %d workers (%g CPUs, %g GPUs each)", len(self.queued),
                      shape.workers, shape.num_cpus, shape.num_gpus)
@@ -117,9 +117,9 @@ def _made_on(ray: Any, queued: list, shape: ray_cluster.WorkerShape, maker_args:
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # plan order: the manifest of a single-process run
-    context.enable_progress_bars = False  # sdgen's own lines say what is made; Ray's go to its logs
     if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context.enable_progress_bars = False  # sdgen's own lines say what is made; Ray's go to its logs
     rows = [{"work": pickle.dumps(item)} for item in queued]
     data = ray.data.from_items(rows, override_num_blocks=len(rows))
     made = data.map_batches(
