@@ -30,8 +30,6 @@ SHELL = ("bash", "sh", "shell", "console")
 NOT_SDGEN = {
     "pip install": "installs packages (the network)",
     "python scripts/bench.py": "the benchmark: minutes on the real SD1.5 weights (docs/performance.md)",
-    "python3 -m venv": "makes a virtual environment and installs into it (the network)",
-    "curl ": "talks to a running server (tests/test_serve_app.py covers the API)",
 }
 
 # Examples run end to end on the tiny model, by page and a piece of the command unique on that page.
