@@ -72,3 +72,20 @@ def test_a_plain_run_reads_the_checkpoint_header_and_the_init_image_once(
     assert result.exit_code == 0, result.output
     assert len(headers) == 1, headers
     assert [str(path) for path in decoded] == [str(tmp_path / "start.png")]
+
+
+def test_a_checkpoint_by_name_in_models_dir_or_by_path_gets_one_default_size(tiny_model_dir, tmp_path) -> None:
+    """--models-dir DIR --model NAME and the path to the same file: the same model, the same native size, and
+    the library's GenerationRequest without a size takes it too (not 512)."""
+    from safetensors.torch import save_file
+
+    from sdgen.engine.request import GenerationRequest, ModelSpec
+    from sdgen.testing.ldm import model_to_ldm
+
+    save_file(model_to_ldm(tiny_model_dir), str(tmp_path / "tiny.safetensors"))
+    config = str(tiny_model_dir)
+    by_name = ModelSpec(model="tiny", models_dir=str(tmp_path), model_config=config).checked()
+    by_path = ModelSpec(model=str(tmp_path / "tiny.safetensors"), model_config=config).checked()
+    assert by_name.model == by_path.model and by_name.native_size == by_path.native_size == 64
+    request = check_request(GenerationRequest("a fox"), by_name)
+    assert (request.width, request.height) == (64, 64)

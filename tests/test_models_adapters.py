@@ -171,12 +171,15 @@ def test_embedding_matches_diffusers_load_textual_inversion(parts, files, tiny_m
     assert np.abs(ours - pixels(parts, prompt)).max() > 5
 
 
-def test_embedding_dir_loads_files_named_in_the_negative_prompt(parts, files) -> None:
+def test_embedding_dir_loads_files_named_in_the_negative_prompt(parts, files, caplog) -> None:
     negative = "badhands, blurry"
     with_dir = GenerationRequest(PROMPT, negative_prompt=negative, embedding_dir=str(files / "embeddings"))
     [ref] = check_request(with_dir).jobs[0].embedding_refs
     assert ref.token == "badhands"
-    explicit = pixels(parts, negative_prompt=negative, embeddings=(str(files / "embeddings" / "badhands.safetensors"),))
+    embedding = str(files / "embeddings" / "badhands.safetensors")
+    with caplog.at_level("INFO", logger="sdgen"):
+        explicit = pixels(parts, negative_prompt=negative, embeddings=(embedding,))
+    assert "Embeddings: badhands (badhands.safetensors)" in caplog.messages  # announced, as LoRAs are
     assert np.array_equal(pixels(parts, negative_prompt=negative, embedding_dir=str(files / "embeddings")), explicit)
     assert not np.array_equal(explicit, pixels(parts, negative_prompt=negative))  # unloaded again after
 

@@ -75,10 +75,6 @@ class ModelSpec:
             if not Path(str(self.models_dir)).expanduser().is_dir():
                 raise InvalidRequestError(f"Invalid {NAME} {str(self.models_dir)!r}: no such folder.", "models_dir")
             model = find_in_models_dir(model, str(self.models_dir)) or model
-        from sdgen.models import hub
-
-        if not is_checkpoint_file(model):
-            hub.check_model_name(model, self)  # a path that is not there, or offline an id not in the cache
         checkpoint = None
         if is_checkpoint_file(model):  # which family, from the header: refused by name before loading
             checkpoint = inspect_checkpoint(model, self.allow_unsafe_pickle)
@@ -86,8 +82,6 @@ class ModelSpec:
             from sdgen.models.vae import vae_source
 
             vae_source(str(self.vae))  # a missing file or a pickle: an error now, before any weights load
-            hub.require_cached(str(self.vae), "VAE (--vae)", self)
-        hub.require_cached(self.decoder, "Decoder (--decoder)", self)
         from sdgen.engine import plugins
 
         plugins.check_options(self, MODEL)  # --token-merging, --decoder ...: each plug-in checks its own

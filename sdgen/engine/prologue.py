@@ -35,9 +35,23 @@ def check_model(spec: ModelSpec, device: str | None = None) -> CheckedModelSpec:
     return spec.checked()
 
 
+def require_hub_parts(spec: CheckedModelSpec) -> None:
+    """After the request's own checks, before anything loads: the model is a folder, a file or a Hub id, and
+    offline the model, --vae and --decoder (a preset's TAESD) are in the Hugging Face cache, each missing one
+    said in the main model's one line (sdgen.models.hub.require_cached)."""
+    from sdgen.models import hub
+
+    if spec.checkpoint is None:
+        hub.check_model_name(spec.model, spec)
+    if spec.vae is not None:
+        hub.require_cached(str(spec.vae), "VAE (--vae)", spec)
+    hub.require_cached(spec.decoder, "Decoder (--decoder)", spec)
+
+
 def prepare(spec: ModelSpec, device: str | None = None) -> Machine:
     """1. Check the spec, choose the placement and the speed plan (e.g. --offload on a CPU: refused here)."""
     checked = check_model(spec, device)
+    require_hub_parts(checked)
     placement = choose_placement(checked.device, checked.dtype, checked.rng)
     return Machine(checked, placement, plan_speed(checked, placement))
 

@@ -149,6 +149,8 @@ class Adapters:
                     "is it made for SD 1.x?"
                 ) from None
         self.embeddings = embeddings
+        if embeddings:  # announced as the LoRAs are: a word of the prompt now means something else
+            log.info("Embeddings: %s", ", ".join(f"{e.token} ({Path(e.path).name})" for e in embeddings))
 
 
 def _lora_file(source: str, offline: bool) -> str:

@@ -151,6 +151,8 @@ def _config_file(model: str | None, model_config: str | None, part: str, family:
     if path.is_dir():
         file = path / part / "config.json"
         return file if file.is_file() else None
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        return None  # no folder here and no Hub id: refused by name before loading (sdgen.models.hub)
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(model, f"{part}/config.json")  # an old id's new name: SD 1.5, 512 anyway

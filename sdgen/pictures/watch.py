@@ -27,10 +27,6 @@ def check_pictures(spec: PicturesSpec, overwrite: bool, model: ModelSpec | None 
     """Validate, and prove each picture's file can be written, before loading; offline, the tiny preview's
     Hub id must be in the cache (`model`: the run's model spec, which says whether it is offline)."""
     spec = spec.checked()
-    if model is not None and "tiny" in qualities(spec):
-        from sdgen.models.hub import require_cached
-
-        require_cached(spec.preview_model, "Preview model (--preview-model of --preview tiny)", model)
     if spec.preview == "none" and (spec.records_steps or spec.preview_file):
         raise InvalidRequestError(
             "Invalid {name} 'none': --save-steps, --animation and --preview-file need previews; "
@@ -42,6 +38,10 @@ def check_pictures(spec: PicturesSpec, overwrite: bool, model: ModelSpec | None 
             fixed_target(Path(path), overwrite)
     if spec.preview_file is not None:
         check_writable_folder(Path(spec.preview_file).parent)
+    if model is not None and "tiny" in qualities(spec):
+        from sdgen.models.hub import require_cached
+
+        require_cached(spec.preview_model, "Preview model (--preview-model of --preview tiny)", model)
     return spec
 
 
