@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from sdgen.cli import app
 
 LINES = 8
-STEPS = "12"  # slow enough (on the tiny model) that a worker or the driver can be stopped mid-run
+STEPS = "4"  # the workers are frozen (SIGSTOP) before one of them or the driver is stopped: any speed will do
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,11 @@ def test_resume_after_the_driver_stopped_equals_a_clean_run(cluster, prompts, ti
     out = tmp_path / "gathered"
     first = driver(cluster, prompts, tiny_model_dir, out, "--gather")  # images come back here to be written
     try:
-        wait_for(lambda: (out / "manifest.jsonl").is_file() and (out / "manifest.jsonl").read_text(), 90, "a record")
+        pool = wait_for(lambda: (found := workers()) and len(found) == 2 and found, 90, "two workers")
+        manifest = out / "manifest.jsonl"
+        wait_for(lambda: manifest.is_file() and manifest.read_text(), 90, "a record", every=0.01)
+        for pid in pool:  # nothing more is made: the driver stops mid-run
+            os.kill(pid, signal.SIGSTOP)
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=60)
     finally:
