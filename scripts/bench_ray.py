@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Throughput of `sdgen batch --ray` with 1, 2 and 4 workers on the tiny random model at 64x64 (images/min).
 
-Starts one local Ray cluster on 127.0.0.1 with as many CPUs as the largest worker count (Ray's logical CPUs:
-on a machine with fewer cores the workers share them, which is the point of the table), builds the tiny model,
-and for each worker count runs the same prompts file into a fresh folder with `sdgen batch --ray ADDRESS
+For each worker count N, starts a local Ray cluster on 127.0.0.1 of N logical CPUs (so N workers of one torch
+thread each; on a machine with fewer cores they share them, which is the point of the table), builds the tiny
+model once, and runs the same prompts file into a fresh folder with `sdgen batch --ray ADDRESS
 --workers N`, timing the whole command (start-up and model loads included) and the steady part (the images
 after each worker's first). Nothing is downloaded.
 
@@ -50,19 +50,20 @@ def main() -> int:
     model = build_tiny_model(folder / "tiny-sd")
     prompts = folder / "prompts.txt"
     prompts.write_text("".join(f"a fox number {i}\n" for i in range(args.images)))
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "node_ip_address": "127.0.0.1", "num_cpus": max(counts), "include_dashboard": False})
     print(f"{cpu_model()}, {os.cpu_count()} cores; tiny model, 64x64, {args.steps} steps, {args.images} images")
     print("| workers | whole run (s) | images/min, whole run | images/min, after start-up |")
     print("|---|---|---|---|")
-    try:
-        for workers in counts:
+    for workers in counts:
+        # a cluster of N logical CPUs: N workers of one torch thread each (more threads than cores would spin)
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "node_ip_address": "127.0.0.1", "num_cpus": workers, "include_dashboard": False})
+        try:
             seconds, records = run(cluster.address, model, prompts, folder / f"out-{workers}", workers, args.steps)
-            steady = sorted(r["seconds"] for r in records)[workers:]  # each worker's first image warms it up
-            per_image = sum(steady) / len(steady) / workers if steady else float("nan")
-            print(f"| {workers} | {seconds:.1f} | {len(records) / seconds * 60:.0f} | {60 / per_image:.0f} |")
-    finally:
-        cluster.shutdown()
+        finally:
+            cluster.shutdown()
+        steady = sorted(r["seconds"] for r in records)[workers:]  # each worker's first image warms it up
+        per_image = sum(steady) / len(steady) / workers if steady else float("nan")
+        print(f"| {workers} | {seconds:.1f} | {len(records) / seconds * 60:.0f} | {60 / per_image:.0f} |", flush=True)
     return 0
 
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from sdgen.cli import app
 
 LINES = 8
-STEPS = "12"  # slow enough (on the tiny model) that a worker or the driver can be stopped mid-run
+STEPS = "4"  # the workers are frozen (SIGSTOP) before one of them or the driver is stopped: any speed will do
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +84,12 @@ def same_as_reference(folder: Path, reference: Path) -> None:
     assert records(folder) == records(reference)  # each image once, in plan order
 
 
-def wait_for(check, seconds: float, what: str):
+def wait_for(check, seconds: float, what: str, every: float = 0.05):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if found := check():
             return found
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"waited {seconds} s for {what}")
 
 
@@ -112,14 +112,18 @@ def test_batch_on_two_nodes_with_a_worker_killed_equals_one_process(cluster, pro
     try:
         pool = wait_for(lambda: (found := workers()) and len(found) == 2 and found, 90, "two workers")
         assert len(set(pool.values())) == 2  # one on each node: two raylets started them
-        wait_for(lambda: list(out.glob("*.png")), 90, "a first image")
-        os.kill(next(iter(pool)), signal.SIGKILL)  # a worker dies mid-run; Ray restarts it, its chunk is redone
+        wait_for(lambda: list(out.glob("*.png")), 90, "a first image", every=0.01)
+        for pid in pool:  # both frozen mid-run (however fast this machine), so one dies holding a chunk
+            os.kill(pid, signal.SIGSTOP)
+        dead, alive = pool
+        os.kill(dead, signal.SIGKILL)  # Ray restarts it and its chunk is made again
+        os.kill(alive, signal.SIGCONT)
         stdout, stderr = run.communicate(timeout=120)
     finally:
         run.kill()
     assert run.returncode == 0, stderr
     assert f"sdgen batch: {LINES} made, 0 skipped, 0 failed" in stderr
-    assert len(stdout.splitlines()) == LINES
+    assert len(stdout.splitlines()) == LINES  # one line per image, nothing else on stdout
     same_as_reference(out, reference)
 
 
@@ -128,7 +132,11 @@ def test_resume_after_the_driver_stopped_equals_a_clean_run(cluster, prompts, ti
     out = tmp_path / "gathered"
     first = driver(cluster, prompts, tiny_model_dir, out, "--gather")  # images come back here to be written
     try:
-        wait_for(lambda: (out / "manifest.jsonl").is_file() and (out / "manifest.jsonl").read_text(), 90, "a record")
+        pool = wait_for(lambda: (found := workers()) and len(found) == 2 and found, 90, "two workers")
+        manifest = out / "manifest.jsonl"
+        wait_for(lambda: manifest.is_file() and manifest.read_text(), 90, "a record", every=0.01)
+        for pid in pool:  # nothing more is made: the driver stops mid-run
+            os.kill(pid, signal.SIGSTOP)
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=60)
     finally:
