@@ -63,3 +63,22 @@ def test_img2img_with_a_tiny_autoencoder_as_the_vae_encodes_without_a_draw(folde
                                 init_image=start, strength=0.5, width=SIZE, height=SIZE, num_images=2, batch_size=2)
     first, second = generate(request, parts)
     assert first.image.size == second.image.size == (SIZE, SIZE)
+
+
+def test_sd2_prompts_end_before_their_padding_as_in_diffusers(folders) -> None:
+    """OpenCLIP pads with "!": the end token comes right after the text, then the padding (diffusers' and
+    A1111's layout), so SD-Turbo's prompt embedding is diffusers' own."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdgen.engine.text import chunk_prompt, encode_prompt
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folders["sd2"]), safety_checker=None,
+                                                   requires_safety_checker=False)
+    tokenizer = pipe.tokenizer
+    [ids] = chunk_prompt(PROMPT, tokenizer).ids
+    assert ids == tokenizer(PROMPT, padding="max_length", max_length=77).input_ids and ids[-1] == tokenizer.pad_token_id
+    ours = encode_prompt(PROMPT, tokenizer, pipe.text_encoder, "cpu")
+    with torch.no_grad():
+        theirs, _ = pipe.encode_prompt(PROMPT, "cpu", 1, False)
+    assert torch.equal(ours, theirs)
