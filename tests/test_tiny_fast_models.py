@@ -82,3 +82,12 @@ def test_sd2_prompts_end_before_their_padding_as_in_diffusers(folders) -> None:
     with torch.no_grad():
         theirs, _ = pipe.encode_prompt(PROMPT, "cpu", 1, False)
     assert torch.equal(ours, theirs)
+
+
+def test_a_tiny_autoencoder_folder_is_a_vae_for_another_model(folders, tiny_model_dir) -> None:
+    """--vae SDXS-MODEL (its vae/ is an AutoencoderTiny) on the tiny SD 1.x: it decodes, as the model's own would."""
+    parts = load_model(ModelSpec(model=str(tiny_model_dir), vae=str(folders["sdxs"]), device="cpu", dtype="float32"))
+    assert type(parts.vae).__name__ == "AutoencoderTiny"
+    request = GenerationRequest(PROMPT, seed=4, num_inference_steps=1, guidance_scale=0.0, scheduler="tcd",
+                                width=SIZE, height=SIZE)
+    assert generate(request, parts)[0].image.size == (SIZE, SIZE)
