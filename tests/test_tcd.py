@@ -39,7 +39,7 @@ def _ours(parts, seed: int, steps: int, eta: float, guidance: float) -> np.ndarr
     return np.asarray(result.image).astype(np.int16)
 
 
-@pytest.mark.parametrize(("steps", "eta", "guidance"), [(2, 0.0, 1.0), (3, 0.8, 3.0), (1, 0.3, 1.0)])
+@pytest.mark.parametrize(("steps", "eta", "guidance"), [(2, 0.0, 1.0), (2, 0.8, 3.0)])
 def test_tcd_matches_diffusers_pipeline(tiny_parts, steps: int, eta: float, guidance: float) -> None:
     ours = _ours(tiny_parts, 7, steps, eta, guidance)
     assert ours.std() > 10, "a flat image would make the comparison meaningless"

@@ -63,3 +63,31 @@ def test_img2img_with_a_tiny_autoencoder_as_the_vae_encodes_without_a_draw(folde
                                 init_image=start, strength=0.5, width=SIZE, height=SIZE, num_images=2, batch_size=2)
     first, second = generate(request, parts)
     assert first.image.size == second.image.size == (SIZE, SIZE)
+
+
+def test_sd2_prompts_end_before_their_padding_as_in_diffusers(folders) -> None:
+    """OpenCLIP pads with "!": the end token comes right after the text, then the padding (diffusers' and
+    A1111's layout), so SD-Turbo's prompt embedding is diffusers' own."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdgen.engine.text import chunk_prompt, encode_prompt
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folders["sd2"]), safety_checker=None,
+                                                   requires_safety_checker=False)
+    tokenizer = pipe.tokenizer
+    [ids] = chunk_prompt(PROMPT, tokenizer).ids
+    assert ids == tokenizer(PROMPT, padding="max_length", max_length=77).input_ids and ids[-1] == tokenizer.pad_token_id
+    ours = encode_prompt(PROMPT, tokenizer, pipe.text_encoder, "cpu")
+    with torch.no_grad():
+        theirs, _ = pipe.encode_prompt(PROMPT, "cpu", 1, False)
+    assert torch.equal(ours, theirs)
+
+
+def test_a_tiny_autoencoder_folder_is_a_vae_for_another_model(folders, tiny_model_dir) -> None:
+    """--vae SDXS-MODEL (its vae/ is an AutoencoderTiny) on the tiny SD 1.x: it decodes, as the model's own would."""
+    parts = load_model(ModelSpec(model=str(tiny_model_dir), vae=str(folders["sdxs"]), device="cpu", dtype="float32"))
+    assert type(parts.vae).__name__ == "AutoencoderTiny"
+    request = GenerationRequest(PROMPT, seed=4, num_inference_steps=1, guidance_scale=0.0, scheduler="tcd",
+                                width=SIZE, height=SIZE)
+    assert generate(request, parts)[0].image.size == (SIZE, SIZE)

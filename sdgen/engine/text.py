@@ -49,7 +49,8 @@ def chunk_prompt(
 
     Each piece of emphasis is tokenized on its own; a chunk that reaches 75 tokens moves the words after
     its last comma (if that comma is within 20 tokens of the end) to the next chunk; short chunks are
-    padded with the tokenizer's pad token (the end token for SD 1.x, "!" for SD 2.x's OpenCLIP).
+    closed by the end token and padded with the tokenizer's pad token (the end token for SD 1.x, "!" for SD
+    2.x's OpenCLIP).
     `convert` rewrites each piece first (multi-vector embedding tokens).
     """
     pieces = parse_emphasis(text) if weighting else literal_pieces(text)
@@ -66,7 +67,10 @@ def chunk_prompt(
     def close_chunk() -> None:
         nonlocal ids, weights, last_comma
         padding = CHUNK_TOKENS - len(ids)
-        chunks.ids.append([start, *ids, *[pad] * padding, end])
+        # the end token right after the text, then padding: for SD 1.x (pad = end) the same ids either way; for
+        # SD 2.x's "!" this is diffusers' layout and A1111's (it pads with the end token, then sets every id
+        # after the first end token to the pad token)
+        chunks.ids.append([start, *ids, end, *[pad] * padding])
         chunks.weights.append([1.0, *weights, *[1.0] * padding, 1.0])
         ids, weights, last_comma = [], [], -1
 

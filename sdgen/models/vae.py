@@ -1,6 +1,7 @@
 """`--vae`: another VAE in place of the model's own (a fine-tuned decoder such as stabilityai/sd-vae-ft-mse).
 
-Given as a diffusers folder (config.json + weights, or a model folder with vae/), a Hub id, or one
+Given as a diffusers folder (config.json + weights, or a model folder with vae/; an AutoencoderTiny folder such
+as TAESD's or SDXS's vae/ loads as the tiny autoencoder it is), a Hub id, or one
 `.safetensors` file in the original (LDM) or diffusers key layout, read with diffusers' own
 `AutoencoderKL.from_single_file` and the model's VAE config. Safetensors only: a pickle can run code.
 """
@@ -74,7 +75,8 @@ def load_replacement_vae(source: VaeSource, model_folder: Path, offline: bool) -
                 source.location, config=str(model_folder), subfolder="vae", local_files_only=True,
                 torch_dtype=torch.float32,
             )
-        return AutoencoderKL.from_pretrained(
+        cls = _folder_class(source) or AutoencoderKL  # a local AutoencoderTiny folder (TAESD, SDXS's vae/) too
+        return cls.from_pretrained(
             source.location, subfolder=source.subfolder, use_safetensors=True, local_files_only=offline,
             torch_dtype=torch.float32,
         )
@@ -82,6 +84,24 @@ def load_replacement_vae(source: VaeSource, model_folder: Path, offline: bool) -
         lines = str(error).strip().splitlines()
         reason = lines[0][:300] if lines else type(error).__name__
         raise ModelLoadError(f"Cannot load the VAE {source.location!r}: {reason}. Is it an SD 1.x/2.x VAE?") from None
+
+
+def _folder_class(source: VaeSource) -> Any:
+    """diffusers' AutoencoderTiny for a local folder whose config.json names it; None otherwise."""
+    import json
+
+    if source.kind != "folder":
+        return None
+    config = Path(source.location) / (source.subfolder or "") / "config.json"
+    try:
+        named = json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if named != "AutoencoderTiny":
+        return None
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny
 
 
 def vae_hash(source: VaeSource) -> str | None:

@@ -2,7 +2,8 @@
 
 - `build_tiny_sd2`: SD 2.x's architecture as stabilityai/sd-turbo publishes it: a U-Net with linear
   projections in its transformers and a head size per block (attention_head_dim as a list), OpenCLIP's text
-  encoder saved as a CLIPTextModel with GELU, and an EulerDiscreteScheduler config with trailing timesteps.
+  encoder saved as a CLIPTextModel with GELU and its tokenizer padding with "!", and an EulerDiscreteScheduler
+  config with trailing timesteps.
 - `build_tiny_sdxs`: IDKiro/sdxs-512-0.9's layout: a slimmer U-Net (one layer per block) and, in `vae/`, a
   tiny autoencoder (diffusers' AutoencoderTiny) in place of the KL VAE.
 
@@ -70,7 +71,11 @@ def build_tiny_sd2(folder: str | Path) -> Path:
         block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=64,
     )
-    return _save(Path(folder), unet, vae, _text_encoder("gelu"), SD_TURBO_SCHEDULER_CONFIG, "AutoencoderKL")
+    folder = _save(Path(folder), unet, vae, _text_encoder("gelu"), SD_TURBO_SCHEDULER_CONFIG, "AutoencoderKL")
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # OpenCLIP's padding: "!", not the end token
+        path = folder / "tokenizer" / name
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"pad_token": "!"}))
+    return folder
 
 
 def build_tiny_sdxs(folder: str | Path) -> Path:
