@@ -373,7 +373,7 @@ def test_out_of_memory_fails_that_chunk_and_the_rest_goes_on(tiny_model_dir, tmp
 
 def test_a_peer_gone_is_one_line_naming_gloos_reason() -> None:
     from sdgen.errors import GenerationError
-    from sdgen.runs.batch.run import together
+    from sdgen.runs.batch.processes import together
 
     def closed() -> None:  # what gloo raises in the barrier when the other machine's process was killed
         raise RuntimeError("\n[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "

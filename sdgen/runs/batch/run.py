@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,8 +38,9 @@ from sdgen.pictures.watch import check_pictures, terminal_pictures, write_contro
 from sdgen.record.metadata import png_info
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
-from sdgen.runs.batch.manifest import FolderLock, Manifest, done_paths, is_done
+from sdgen.runs.batch.manifest import Manifest, done_paths, is_done
 from sdgen.runs.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
+from sdgen.runs.batch.processes import Processes
 from sdgen.runs.progress import GenerationProgress
 from sdgen.runs.prologue import Machine, check_model, open_model, prepare
 
@@ -80,67 +80,6 @@ class Summary:
             f"{how} {elapsed:.1f} s ({rate:.1f} images/min)"
         )
 
-
-
-@dataclass
-class Processes:
-    """This process's place in an accelerate launch (rank 0 of 1 when run on its own)."""
-
-    rank: int = 0
-    world: int = 1
-    device: str | None = None
-    state: Any = None
-
-    @classmethod
-    def detect(cls) -> Processes:
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return cls()  # not launched by accelerate/torchrun: no torch.distributed needed
-        import torch
-        from accelerate import PartialState
-
-        # Without CUDA, accelerate only sets up its gloo (MULTI_CPU) group when asked for the CPU.
-        state = together("started", lambda: PartialState(cpu=not torch.cuda.is_available()))
-        return cls(state.process_index, state.num_processes, str(state.device), state)
-
-    def my_share(self, work: list[list[PlannedImage]]) -> list[list[PlannedImage]]:
-        if self.state is None:
-            return work
-        with self.state.split_between_processes(work) as mine:
-            return list(mine)
-
-    def wait_for_everyone(self) -> None:
-        if self.state is not None:
-            together("finished its share", self.state.wait_for_everyone)
-
-    def lock(self, folder: Path) -> FolderLock | None:
-        """The main process locks the folder for the whole launch; every process learns whether it could."""
-        lock, problem = None, None
-        if self.rank == 0:
-            lock = FolderLock(folder)
-            try:
-                lock.acquire()
-            except InvalidRequestError as error:
-                lock, problem = None, str(error)
-        if self.state is not None:
-            from accelerate.utils import broadcast_object_list
-
-            problem = together("started", lambda: broadcast_object_list([problem])[0])
-        if problem is not None:
-            raise InvalidRequestError(problem)
-        return lock
-
-
-def together(doing: str, work: Callable[[], Any]) -> Any:
-    """Work with the launch's other processes; a peer gone (killed, its machine down: torch.distributed's
-    RuntimeErrors, gloo's "Connection closed by peer") is a one-line GenerationError, not a traceback."""
-    try:
-        return work()
-    except RuntimeError as error:
-        text = re.sub(r"\[/[^\]]*\]\s*", "", " ".join(str(error).split()))  # gloo's [/path/pair.cc:553]
-        reason = text.split(". ")[0][:200]
-        raise GenerationError(f"another process of this launch stopped as this one {doing} ({reason or error}); "
-                              "the images and records made are kept: run the same launch again to make the "
-                              "rest.") from None
 
 
 def run_batch(
