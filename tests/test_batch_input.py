@@ -58,7 +58,7 @@ def test_sdgen_records_are_valid_input() -> None:
         "strength": None,
     }
     [item] = items(json.dumps(record), "jsonl")
-    assert item == BatchItem(1, {"prompt": "a fox", "seed": 3})
+    assert item == BatchItem(1, {"prompt": "a fox", "seed": 3}, replayed=True)  # a record: the flags typed win over it
 
 
 @pytest.mark.parametrize(
