@@ -66,6 +66,7 @@ class OpenVINOParts:
     precision: str  # float32 or bfloat16 (sdgen's names)
     quantize: str
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
+    _identity: dict[str, Any] | None = None
 
     def model(self, conversion: Conversion) -> Any:
         kept = self.compiled.get(conversion.name)
@@ -77,6 +78,12 @@ class OpenVINOParts:
         return compiled
 
     def identity(self) -> dict[str, Any]:
+        """The model's identity in every part's key, found once (a local folder's files are listed)."""
+        if self._identity is None:
+            self._identity = self._model_identity()
+        return self._identity
+
+    def _model_identity(self) -> dict[str, Any]:
         source = self.parts.source
         if source.commit or source.unet_sha256:
             return {"model": source.model, "commit": source.commit, "unet_sha256": source.unet_sha256}
