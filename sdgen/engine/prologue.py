@@ -51,9 +51,10 @@ def require_hub_parts(spec: CheckedModelSpec) -> None:
 def prepare(spec: ModelSpec, device: str | None = None) -> Machine:
     """1. Check the spec, choose the placement and the speed plan (e.g. --offload on a CPU: refused here)."""
     checked = check_model(spec, device)
-    require_hub_parts(checked)
     placement = choose_placement(checked.device, checked.dtype, checked.rng)
-    return Machine(checked, placement, plan_speed(checked, placement))
+    plan = plan_speed(checked, placement)
+    require_hub_parts(checked)
+    return Machine(checked, placement, plan)
 
 
 def load(machine: Machine, on_part: Callable[[str, int], None] | None = None) -> StableDiffusionParts:

@@ -92,7 +92,10 @@ def check_model_name(model: str, spec: ModelSpec, downloading: bool = False) -> 
             "diffusers layout (with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a .safetensors checkpoint, "
             "or an id like owner/name (`sdgen models make-tiny DIR` makes a tiny one to try)."
         )
-    require_cached(canonical_model(model), "Model", spec, downloading)
+    repo = canonical_model(model)
+    if repo != model and is_offline(spec) and not is_cached(repo, spec):
+        canonical_model_id(model)  # the note on the old id, then the error naming the new one
+    require_cached(repo, "Model", spec, downloading)
 
 
 def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:

@@ -86,10 +86,12 @@ def report(device: str = "auto", dtype: str = "auto", model: str | None = None) 
 def _check_model(model: str, placement: Placement) -> Iterator[str]:
     """`--model`: the model found, read, loaded and run for one step at 64x64 (noise at that size; this
     checks the files, not the pictures); returns whether it ran."""
+    from sdgen.engine.prologue import require_hub_parts
     from sdgen.errors import SdgenError
 
     try:
         spec = ModelSpec(model=model).checked()
+        require_hub_parts(spec)
         yield f"your model    {spec.model}: found, native size {spec.native_size}x{spec.native_size}"
         started = time.perf_counter()
         parts = loader.load_model(spec, placement)
