@@ -14,7 +14,7 @@ from sdgen.engine.checking import check_request
 from sdgen.engine.loader import load_model
 from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
-from sdgen.errors import GenerationError
+from sdgen.errors import GenerationError, ModelNotFoundError
 from sdgen.testing.tiny_adapters import build_tiny_embedding, build_tiny_lora, to_kohya
 
 from .test_pipeline import reference_pipeline
@@ -110,7 +110,7 @@ def test_a_lora_folder_and_a_hub_id_in_the_cache_load_offline(parts, files, tmp_
     expected = pixels(parts, loras=(f"{files / 'loras' / 'detail.safetensors'}:0.6",))
     assert np.array_equal(pixels(parts, loras=(f"{folder}:0.6",)), expected)
     assert np.array_equal(pixels(parts, loras=("someone/tiny-lora:0.6",)), expected)
-    with pytest.raises(GenerationError, match="'someone/not-cached' could not be downloaded or found in the cache"):
+    with pytest.raises(ModelNotFoundError, match="'someone/not-cached' is not in the Hugging Face cache"):
         pixels(parts, loras=("someone/not-cached",))
 
 

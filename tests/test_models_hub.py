@@ -179,6 +179,17 @@ def test_offline_each_hub_part_missing_from_the_cache_is_one_line_before_loading
     assert f"offline mode is on (--offline or HF_HUB_OFFLINE=1): run `sdgen models download {repo}`" in result.stderr
 
 
+def test_offline_a_presets_lora_file_of_a_repo_of_several_is_one_line_before_loading(
+    tiny_model_dir, tmp_path, no_weights_load
+) -> None:
+    """--preset hyper names one file of Hyper-SD's repo (owner/name/file.safetensors): checked in the cache too."""
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", "--preset", "hyper"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("sdgen: error: LoRA 'ByteDance/Hyper-SD/Hyper-SD15-1step-lora.safetensors' is not")
+    assert "run `hf download ByteDance/Hyper-SD Hyper-SD15-1step-lora.safetensors`" in result.stderr
+
+
 def test_models_download_offline_says_to_go_online() -> None:
     result = CliRunner().invoke(app, ["models", "download", "nobody/nothing"])
     assert result.exit_code == 1

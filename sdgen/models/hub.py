@@ -175,8 +175,24 @@ def require_cached(value: str | None, what: str, spec: ModelSpec, downloading: b
     """A Hub id a run needs besides the model (a VAE, a decoder, a preview model, a LoRA ...): offline and not in
     the cache, the one line the main model gives, now, before any weights load; otherwise nothing (a path is
     checked by its own part, and online the Hub is asked when the part loads)."""
-    if value and looks_like_hub_id(value) and is_offline(spec) and not is_cached(value, spec):
+    if not value or not is_offline(spec):
+        return
+    if value.count("/") >= 2 and value.endswith(".safetensors") and not Path(value).expanduser().exists():
+        _require_cached_file(value, what, spec)  # owner/name/file.safetensors: one file of a repo of several
+    elif looks_like_hub_id(value) and not is_cached(value, spec):
         raise ModelNotFoundError(not_cached_message(what, value, spec, downloading))
+
+
+def _require_cached_file(value: str, what: str, spec: ModelSpec) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    owner, name, filename = value.split("/", 2)
+    if not isinstance(try_to_load_from_cache(f"{owner}/{name}", filename, cache_dir=hub_cache_dir(spec)), str):
+        raise ModelNotFoundError(
+            f"{what} {value!r} is not in the Hugging Face cache ({hub_cache_dir(spec)}) and offline mode is on "
+            f"(--offline or HF_HUB_OFFLINE=1): run `hf download {owner}/{name} {filename}` with network access, "
+            "or pass a local path."
+        )
 
 
 def _patterns_from_the_hub(
