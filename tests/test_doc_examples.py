@@ -41,7 +41,7 @@ RUN = {
         "sdgen info outputs/*.png",
         "sdgen models list",
     ),
-    "docs/settings.md": ("sdgen config --preset fast --json",),
+    "docs/settings.md": ("sdgen config --preset lcm --json",),
     "docs/samplers.md": ("sdgen schedulers",),
     "docs/install.md": ('sdgen "a fox" --model tiny/ --steps 2 -o tiny-out/',),
 }
