@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -109,32 +108,34 @@ def test_generate_json_output_replays_through_batch(tiny_model_dir, tmp_path) ->
     assert [Path(p).read_bytes() for p in originals] == [(tmp_path / "b" / f"{s}.png").read_bytes() for s in (5, 6)]
 
 
-def test_interrupted_run_resumes_to_the_same_folder(tiny_model_dir, tmp_path) -> None:
+def test_an_interrupted_batch_keeps_a_record_per_image_and_resumes_past_a_torn_line(tiny_model_dir, tmp_path):
     source = tmp_path / "p.txt"
-    source.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    source.write_text("".join(f"prompt {i}\n" for i in range(8)))
     assert batch(tiny_model_dir, source, tmp_path / "whole").exit_code == 0
-    args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "40", "-o", f"{tmp_path}/cut/")]
-    process = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = sdgen_process(
+        ["batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/cut/")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = process.stdout.readline()  # one image finished
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     done_before = len(pngs(tmp_path / "cut"))
-    assert first and 1 <= done_before < 6
+    assert first and 1 <= done_before < 8
     records = (tmp_path / "cut/manifest.jsonl").read_text().splitlines()
     assert len(records) == done_before  # every finished image has its record
     assert not [p for p in (tmp_path / "cut").iterdir() if p.suffix == ".part" or p.name.startswith(".")]
-    # the interrupted run used 40 steps; the real run uses 2: the first images are from other settings
-    shutil.rmtree(tmp_path / "cut")
-    partial = tmp_path / "partial.txt"
-    partial.write_text("".join(f"prompt {i}\n" if i < 3 else "#\n" for i in range(6)))
-    assert batch(tiny_model_dir, partial, tmp_path / "cut").exit_code == 0  # a run stopped after 3 lines
+    with open(tmp_path / "cut/manifest.jsonl", "a") as manifest:
+        manifest.write('{"line": 8, "index": 0, "prompt": "pro')  # a record torn by a harder kill
     resumed = batch(tiny_model_dir, source, tmp_path / "cut")
     assert resumed.exit_code == 0, resumed.output
-    assert len(resumed.stdout.splitlines()) == 3 and "3 made, 3 skipped, 0 failed" in resumed.stderr
+    made = 8 - done_before
+    assert len(resumed.stdout.splitlines()) == made
+    assert f"{made} made, {done_before} skipped, 0 failed" in resumed.stderr
     assert pngs(tmp_path / "cut") == pngs(tmp_path / "whole")
-    statuses = [json.loads(t)["status"] for t in (tmp_path / "cut/manifest.jsonl").read_text().splitlines()]
-    assert statuses == ["done"] * 6
+    records = [json.loads(t) for t in (tmp_path / "cut/manifest.jsonl").read_text().splitlines() if t.endswith("}")]
+    assert sorted(r["line"] for r in records if r["status"] == "done") == list(range(1, 9))
 
 
 def test_resume_respects_a_crash_between_image_and_record_and_refuses_foreign_files(tiny_model_dir, tmp_path) -> None:
@@ -234,34 +235,25 @@ def test_a_full_disk_mid_batch_keeps_finished_work_and_a_rerun_completes_it(tiny
     assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")
 
 
-def test_a_killed_batch_resumes_to_the_same_set_past_a_torn_manifest_line(tiny_model_dir, tmp_path) -> None:
-    source = tmp_path / "p.txt"
-    source.write_text("".join(f"prompt {i}\n" for i in range(8)))
-    assert batch(tiny_model_dir, source, tmp_path / "whole").exit_code == 0
-    process = sdgen_process(
-        ["batch", str(source), *tiny(tiny_model_dir, "-o", f"{tmp_path}/cut/")], stdout=subprocess.PIPE
-    )
-    assert process.stdout.readline()  # one image finished
-    process.kill()  # SIGKILL: no handler runs
-    process.wait()
-    with open(tmp_path / "cut/manifest.jsonl", "a") as manifest:
-        manifest.write('{"line": 7, "index": 0, "prompt": "pro')  # a record cut by the kill
-    resumed = batch(tiny_model_dir, source, tmp_path / "cut")
-    assert resumed.exit_code == 0, resumed.output
-    assert pngs(tmp_path / "cut") == pngs(tmp_path / "whole")
-    records = [json.loads(t) for t in (tmp_path / "cut/manifest.jsonl").read_text().splitlines() if t.endswith("}")]
-    assert sorted(r["line"] for r in records if r["status"] == "done") == list(range(1, 9))
-    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")]
-
-
-def test_sigterm_stops_a_batch_with_its_summary(tiny_model_dir, tmp_path) -> None:
+def test_a_running_batch_holds_its_folder_and_sigterm_stops_it_with_its_summary(
+    tiny_model_dir, tmp_path, no_weights_load
+):
     source = tmp_path / "p.txt"
     source.write_text("".join(f"prompt {i}\n" for i in range(30)))
     args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "30", "-o", f"{tmp_path}/out/")]
     process = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout.readline()
-    process.send_signal(signal.SIGTERM)
-    rest, stderr = process.communicate(timeout=120)
+    try:
+        assert process.stdout.readline()  # it is running
+        second = runner.invoke(app, args)
+        assert second.exit_code == 2
+        assert second.stderr == (
+            f"sdgen: error: Another sdgen batch (process {process.pid}) is writing to '{tmp_path}/out' "
+            f"(lock '{tmp_path}/out/.sdgen-batch.lock'); wait for it to finish, or use another -o folder.\n"
+        )
+        process.send_signal(signal.SIGTERM)
+        rest, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
     assert process.returncode == 143, stderr
     lines = stderr.decode().splitlines()
     assert lines[-2].startswith("sdgen batch: ") and " interrupted by SIGTERM after " in lines[-2]
@@ -270,24 +262,6 @@ def test_sigterm_stops_a_batch_with_its_summary(tiny_model_dir, tmp_path) -> Non
     assert lines[-2].startswith(f"sdgen batch: {made} made")
     assert len((tmp_path / "out/manifest.jsonl").read_text().splitlines()) == made  # a record for each image
     assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".part" or p.name.startswith(".")]
-
-
-def test_a_second_batch_on_the_same_folder_refuses_naming_the_lock(tiny_model_dir, tmp_path, no_weights_load):
-    source = tmp_path / "p.txt"
-    source.write_text("".join(f"prompt {i}\n" for i in range(30)))
-    args = ["batch", str(source), *tiny(tiny_model_dir, "--steps", "30", "-o", f"{tmp_path}/out/")]
-    first = sdgen_process(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        assert first.stdout.readline()  # it is running
-        second = runner.invoke(app, args)
-        assert second.exit_code == 2
-        assert second.stderr == (
-            f"sdgen: error: Another sdgen batch (process {first.pid}) is writing to '{tmp_path}/out' "
-            f"(lock '{tmp_path}/out/.sdgen-batch.lock'); wait for it to finish, or use another -o folder.\n"
-        )
-    finally:
-        first.kill()
-        first.wait()
 
 
 def test_messy_prompt_files_are_read_and_bad_lines_reported(tiny_model_dir, tmp_path) -> None:
