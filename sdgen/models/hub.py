@@ -109,9 +109,11 @@ def _answers(endpoint: str) -> bool:
 
 def unreachable_endpoint(spec: ModelSpec) -> str | None:
     """The endpoint the probe found unreachable (None: it answered, was not asked, or offline mode is on)."""
-    if spec.offline:
+    from huggingface_hub import constants
+
+    if spec.offline or _probe.get(constants.ENDPOINT, True):
         return None
-    return next((endpoint for endpoint, answered in _probe.items() if not answered), None)
+    return constants.ENDPOINT
 
 
 def note_cached_copy(what: str, value: str, spec: ModelSpec) -> None:
@@ -119,8 +121,8 @@ def note_cached_copy(what: str, value: str, spec: ModelSpec) -> None:
     endpoint = unreachable_endpoint(spec)
     if endpoint and not _noted:
         _noted.append(value)
-        log.warning("Note: the Hub (%s) could not be reached; using the cached copy of %s %s.", endpoint,
-                    what, value)
+        log.warning("Note: the Hub (%s) could not be reached; using the cached copy (%s %s).", endpoint,
+                    what.split(" (")[0], value)
 
 
 def resolve_model_folder(spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:
