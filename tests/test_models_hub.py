@@ -211,6 +211,8 @@ from sdgen.cli import app  # noqa: E402
         (["--preview", "tiny", "--preview-file", "live.png"], "Preview model", "madebyollin/taesd"),
         (["--preset", "lcm"], "LoRA", "latent-consistency/lcm-lora-sdv1-5"),
         (["--control", "lllyasviel/sd-controlnet-canny=CONTROL"], "ControlNet", "lllyasviel/sd-controlnet-canny"),
+        (["--adapter", "TencentARC/t2iadapter_canny_sd15v2=CONTROL"], "T2I-Adapter",
+         "TencentARC/t2iadapter_canny_sd15v2"),
         (["--model", "nobody/nothing"], "Model", "nobody/nothing"),
     ],
 )
@@ -238,6 +240,43 @@ def test_offline_a_presets_lora_file_of_a_repo_of_several_is_one_line_before_loa
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith("sdgen: error: LoRA 'ByteDance/Hyper-SD/Hyper-SD15-1step-lora.safetensors' is not")
     assert "run `hf download ByteDance/Hyper-SD Hyper-SD15-1step-lora.safetensors`" in result.stderr
+
+
+def test_offline_an_ip_adapter_of_the_hub_is_checked_in_the_cache_before_loading(
+    tmp_path, tiny_model_dir, no_weights_load
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", "--ip-adapter", "h94/IP-Adapter",
+            "--ip-image", str(tmp_path / "face.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(
+        "sdgen: error: IP-Adapter (--ip-adapter) 'h94/IP-Adapter/models/ip-adapter_sd15.safetensors' is not in the "
+        "Hugging Face cache"
+    )
+    assert "run `hf download h94/IP-Adapter models/ip-adapter_sd15.safetensors` with network access" in result.stderr
+
+
+def test_offline_an_ip_adapters_image_encoder_is_checked_too(tmp_path, tiny_model_dir, no_weights_load) -> None:
+    from PIL import Image
+
+    from .conftest import put_in_hub_cache
+
+    adapter = tmp_path / "repo" / "models" / "ip-adapter_sd15.safetensors"
+    adapter.parent.mkdir(parents=True)
+    adapter.write_bytes(b"not read before loading")
+    put_in_hub_cache(tmp_path / "repo", "sdgen-test/ip-no-encoder", "0123456789abcdef0123456789abcdef01234567")
+    Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", "--ip-adapter",
+            "sdgen-test/ip-no-encoder", "--ip-image", str(tmp_path / "face.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(
+        "sdgen: error: IP-Adapter image encoder 'sdgen-test/ip-no-encoder/models/image_encoder/model.safetensors' is "
+        "not in the Hugging Face cache"
+    )
 
 
 def test_models_download_offline_says_to_go_online() -> None:
