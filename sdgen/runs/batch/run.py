@@ -21,6 +21,7 @@ from sdgen.config.specs import OutputSpec, PicturesSpec
 from sdgen.engine.checking import check_request
 from sdgen.engine.model_spec import ModelSpec
 from sdgen.engine.pipeline import generate_batch
+from sdgen.engine.prologue import require_hub_parts
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import (
     EXIT_FAILURE,
@@ -105,6 +106,8 @@ def run_batch(
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     machine = None if options.dry_run else prepare(checked_spec)  # a dry run may plan for another machine
+    if machine is None:
+        require_hub_parts(checked_spec)  # the model, --vae, --decoder in the cache when only it may be used
 
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
