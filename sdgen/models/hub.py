@@ -236,9 +236,10 @@ def looks_like_hub_id(value: str) -> bool:
 
 
 def require_cached(value: str | None, what: str, spec: ModelSpec, downloading: bool = False) -> None:
-    """A Hub id a run needs besides the model (a VAE, a decoder, a preview model, a LoRA ...): offline and not in
-    the cache, the one line the main model gives, now, before any weights load; otherwise nothing (a path is
-    checked by its own part, and online the Hub is asked when the part loads)."""
+    """A Hub id a run needs (the model, a VAE, a decoder, a preview model, a LoRA ...): when only the cache may be
+    used (offline, or the Hub unreachable: `hub_offline`) and it is not there, the one line the main model
+    gives, now, before any weights load; otherwise nothing (a path is checked by its own part, and online the
+    Hub is asked when the part loads)."""
     if not value or Path(value).expanduser().exists():
         return
     one_file = value.count("/") >= 2 and value.endswith(".safetensors")  # owner/name/file: one file of a repo
