@@ -88,3 +88,20 @@ def test_the_folder_lock_names_its_holder_and_goes_with_it(tmp_path) -> None:
     assert (tmp_path / ".sdgen-batch.lock").read_text() == f"{os.getpid()}\n"
     lock.release()
     assert not (tmp_path / ".sdgen-batch.lock").exists()
+
+
+def test_each_record_says_its_input_and_another_input_is_noted(tmp_path, monkeypatch) -> None:
+    from sdgen.runs.batch.manifest import other_input_note
+
+    (tmp_path / "a.txt").write_text("a fox\n")
+    first = Manifest(tmp_path, source=str(tmp_path / "a.txt"))
+    first.append({"line": 1, "status": "done"})
+    first.close()
+    assert Manifest(tmp_path).records() == [{"line": 1, "status": "done", "input": str(tmp_path / "a.txt")}]
+    monkeypatch.chdir(tmp_path)
+    same = Manifest(tmp_path, source="a.txt")  # the same file, spelled otherwise
+    assert other_input_note(same, same.records()) is None
+    stdin = Manifest(tmp_path, source="-")
+    note = other_input_note(stdin, stdin.records())
+    assert note is not None and f"input {str(tmp_path / 'a.txt')!r}" in note and "of '-'" in note
+    assert other_input_note(stdin, [{"line": 1, "status": "done"}]) is None  # an older record does not say

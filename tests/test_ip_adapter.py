@@ -123,7 +123,9 @@ def test_finding_the_adapter_and_its_encoder(ip_repo, tmp_path, monkeypatch) -> 
             find_ip_adapter(name)
 
 
-def test_bad_ip_adapter_requests_are_refused_before_loading(ip_repo, ip_images, tmp_path, no_weights_load) -> None:
+def test_bad_ip_adapter_requests_are_refused_before_loading(
+    ip_repo, ip_images, tmp_path, tiny_model_dir, no_weights_load
+) -> None:
     from sdgen.config.options import describe
     from sdgen.engine.checking import check_request
 
@@ -135,11 +137,16 @@ def test_bad_ip_adapter_requests_are_refused_before_loading(ip_repo, ip_images, 
         ({"ip_adapter": str(ip_repo), "ip_images": image, "pag_scale": 3.0}, "with --pag-scale"),
         ({"ip_adapter": str(ip_repo), "ip_images": (str(tmp_path / "none.png"),)}, "no such file"),
         ({"ip_adapter": str(ip_repo), "ip_images": image, "ip_encoder": str(tmp_path)}, "not an image encoder"),
-        ({"ip_adapter": "sdgen-test/not-cached", "ip_images": image}, "not in the Hugging Face cache"),
     ]:
         with pytest.raises(InvalidRequestError) as caught:
             check_request(request(**values))
         assert message in describe(caught.value), describe(caught.value)
+    from sdgen.engine.request import ModelSpec
+    from sdgen.errors import ModelNotFoundError
+
+    model = ModelSpec(model=str(tiny_model_dir)).checked()  # offline, a Hub adapter: in the cache, as every Hub part
+    with pytest.raises(ModelNotFoundError, match="'sdgen-test/not-cached/models/ip-adapter_sd15.safetensors' is"):
+        check_request(request(ip_adapter="sdgen-test/not-cached", ip_images=image), model)
 
 
 def test_the_record_a1111_text_and_replay_of_an_ip_adapter(tiny_parts, ip_repo, ip_images, tmp_path) -> None:

@@ -50,41 +50,90 @@ def test_old_runwayml_id_is_an_alias_with_a_note(hf_home, caplog) -> None:
     assert "runwayml/stable-diffusion-v1-5 is now served as stable-diffusion-v1-5/stable-diffusion-v1-5" in caplog.text
 
 
-def test_unreachable_hub_fails_fast_with_a_clear_message(tmp_path) -> None:
-    """Online mode with the Hub unreachable (a closed local port): no hang, one clear line, exit 1."""
-    result = run_cli(
-        ["a fox", "--model", "nobody/nothing", "-o", str(tmp_path / "x.png")],
-        HF_HUB_OFFLINE="0",
-        HF_ENDPOINT="http://127.0.0.1:9",
-        HF_HUB_ETAG_TIMEOUT="2",
-    )
-    assert result.returncode == 1, result.stderr
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then closed): connecting is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch) -> str:
+    """In process, online with HF_ENDPOINT at a closed port and the probe not yet made (all put back after)."""
+    import huggingface_hub
+
+    from sdgen.models import hub
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored after; the probe sets it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hub, "_probe", {})
+    monkeypatch.setattr(hub, "_noted", [])
+    return endpoint
+
+
+def test_unreachable_hub_is_one_quick_line_without_retries(tiny_model_dir, tmp_path) -> None:
+    """Online (HF_HUB_OFFLINE unset only here) with the Hub unreachable (a closed local port), stderr not a
+    terminal: one probe, then the one line, no retry lines (23 s of them before), no library warnings."""
+    import time
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    args = ["a fox", "--model", str(tiny_model_dir), "--vae", "stabilityai/sd-vae-ft-mse", "-o", f"{tmp_path}/out/"]
+    start = time.monotonic()
+    result = run_cli(args, HF_HUB_OFFLINE="", HF_ENDPOINT=endpoint)
+    took = time.monotonic() - start
     stderr = result.stderr.decode()
-    assert "sdgen: error: Model 'nobody/nothing' is not in the Hugging Face cache" in stderr
-    assert "the Hub is unreachable" in stderr
-    assert "Traceback" not in stderr
-
-
-def test_unreachable_hub_falls_back_to_the_cache(hf_home, tmp_path) -> None:
-    result = run_cli(
-        [
-            "a fox",
-            "--model",
-            TINY_HUB_ID,
-            "-W",
-            "64",
-            "-H",
-            "64",
-            "--steps",
-            "1",
-            "-o",
-            str(tmp_path / "x.png"),
-        ],
-        HF_HUB_OFFLINE="0",
-        HF_ENDPOINT="http://127.0.0.1:9",
+    assert result.returncode == 1, stderr
+    assert stderr == (
+        "sdgen: error: VAE (--vae) 'stabilityai/sd-vae-ft-mse' is not in the Hugging Face cache "
+        f"({hf_home_cache()}) and the Hub ({endpoint}) could not be reached: run `sdgen models download "
+        "stabilityai/sd-vae-ft-mse` when online, or pass a local path.\n"
     )
-    assert result.returncode == 0, result.stderr
+    assert took < 15, took
+
+
+def hf_home_cache() -> str:
+    import os
+
+    return os.environ["HF_HUB_CACHE"]
+
+
+def test_unreachable_hub_the_model_missing_is_one_line_before_loading(unreachable_hub, tmp_path, no_weights_load):
+    result = CliRunner().invoke(app, ["a fox", "--model", "nobody/nothing", "--progress", "none", "-o", f"{tmp_path}/"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"sdgen: error: Model 'nobody/nothing' is not in the Hugging Face cache ({hf_home_cache()}) and the Hub "
+        f"({unreachable_hub}) could not be reached: run `sdgen models download nobody/nothing` when online, or pass "
+        "a local path."
+    ), result.stderr
+    assert "Retry" not in result.stderr and "Could not reach" not in result.stderr
+
+
+def test_unreachable_hub_falls_back_to_the_cache_with_one_note(unreachable_hub, hf_home, tmp_path) -> None:
+    import huggingface_hub
+
+    args = ["a fox", "--model", TINY_HUB_ID, "-W", "64", "-H", "64", "--steps", "1", "--progress", "none",
+            "-o", str(tmp_path / "x.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "x.png").is_file()
+    note = f"Note: the Hub ({unreachable_hub}) could not be reached; using the cached copy (Model {TINY_HUB_ID})."
+    assert result.stderr.count("could not be reached") == 1 and note in result.stderr, result.stderr
+    assert "Retry" not in result.stderr and "Could not reach" not in result.stderr
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True  # the libraries too: no part asks the Hub again
+
+
+def test_models_download_with_the_hub_unreachable_says_to_run_it_again_online(unreachable_hub) -> None:
+    from sdgen.models import hub
+
+    result = CliRunner().invoke(app, ["models", "download", "nobody/nothing"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.endswith(f"and the Hub ({unreachable_hub}) could not be reached: run it again when online.\n")
+    assert result.stderr.count("\n") == 1
+    assert hub._probe == {unreachable_hub: False}
 
 
 def test_not_a_folder_nor_a_hub_id(tmp_path) -> None:
@@ -111,6 +160,7 @@ def online_listing(monkeypatch):
         "text_encoder/model.safetensors",
     ]
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_probe", {huggingface_hub.constants.ENDPOINT: True})  # as if it answered
     monkeypatch.setattr(hub, "_list_repo_files", lambda repo_id, spec: files)
 
     def breaks_with(error: Exception) -> None:
@@ -161,6 +211,8 @@ from sdgen.cli import app  # noqa: E402
         (["--preview", "tiny", "--preview-file", "live.png"], "Preview model", "madebyollin/taesd"),
         (["--preset", "lcm"], "LoRA", "latent-consistency/lcm-lora-sdv1-5"),
         (["--control", "lllyasviel/sd-controlnet-canny=CONTROL"], "ControlNet", "lllyasviel/sd-controlnet-canny"),
+        (["--adapter", "TencentARC/t2iadapter_canny_sd15v2=CONTROL"], "T2I-Adapter",
+         "TencentARC/t2iadapter_canny_sd15v2"),
         (["--model", "nobody/nothing"], "Model", "nobody/nothing"),
     ],
 )
@@ -188,6 +240,43 @@ def test_offline_a_presets_lora_file_of_a_repo_of_several_is_one_line_before_loa
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith("sdgen: error: LoRA 'ByteDance/Hyper-SD/Hyper-SD15-1step-lora.safetensors' is not")
     assert "run `hf download ByteDance/Hyper-SD Hyper-SD15-1step-lora.safetensors`" in result.stderr
+
+
+def test_offline_an_ip_adapter_of_the_hub_is_checked_in_the_cache_before_loading(
+    tmp_path, tiny_model_dir, no_weights_load
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", "--ip-adapter", "h94/IP-Adapter",
+            "--ip-image", str(tmp_path / "face.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(
+        "sdgen: error: IP-Adapter (--ip-adapter) 'h94/IP-Adapter/models/ip-adapter_sd15.safetensors' is not in the "
+        "Hugging Face cache"
+    )
+    assert "run `hf download h94/IP-Adapter models/ip-adapter_sd15.safetensors` with network access" in result.stderr
+
+
+def test_offline_an_ip_adapters_image_encoder_is_checked_too(tmp_path, tiny_model_dir, no_weights_load) -> None:
+    from PIL import Image
+
+    from .conftest import put_in_hub_cache
+
+    adapter = tmp_path / "repo" / "models" / "ip-adapter_sd15.safetensors"
+    adapter.parent.mkdir(parents=True)
+    adapter.write_bytes(b"not read before loading")
+    put_in_hub_cache(tmp_path / "repo", "sdgen-test/ip-no-encoder", "0123456789abcdef0123456789abcdef01234567")
+    Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
+    args = ["a fox", "--model", str(tiny_model_dir), "-o", f"{tmp_path}/out/", "--ip-adapter",
+            "sdgen-test/ip-no-encoder", "--ip-image", str(tmp_path / "face.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(
+        "sdgen: error: IP-Adapter image encoder 'sdgen-test/ip-no-encoder/models/image_encoder/model.safetensors' is "
+        "not in the Hugging Face cache"
+    )
 
 
 def test_models_download_offline_says_to_go_online() -> None:

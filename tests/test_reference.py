@@ -69,7 +69,7 @@ def test_the_derived_lists_keep_the_names_older_images_and_manifests_use() -> No
         "path", "seconds", "status", "error", "line", "index", "model", "revision", "commit", "device", "dtype",
         "vae_dtype", "rng", "sdgen_version", "scheduler_class", "scheduler_options", "unet_sha256", "loras",
         "embeddings", "prompt_template", "vae", "vae_hash", "decoder", "token_merging", "model_config",
-        "prediction_type", "styles", "backend", "quantize",
+        "prediction_type", "styles", "backend", "quantize", "input",
     }
     assert {str(row.record) for row in table.recorded()} == {
         *table.image_fields(), "model", "revision", "dtype", "rng", "lora_dir", "embedding_dir", "control_dir", "vae",

@@ -78,3 +78,12 @@ def test_model_spec_checks_spelling_only() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         ModelSpec(model=" ").checked()
     assert re.search("Invalid --model ''", describe(caught.value))
+
+
+def test_the_library_default_size_is_the_models_own(tiny_parts) -> None:
+    """GenerationRequest leaves the size unset: generate() makes the model's own (64 for the tiny model), not 512."""
+    from sdgen import generate
+
+    assert GenerationRequest("a fox").width is None and GenerationRequest("a fox").height is None
+    (image,) = generate(GenerationRequest("a fox", num_inference_steps=1, seed=1), tiny_parts)
+    assert image.image.size == (tiny_parts.spec.native_size,) * 2 == (64, 64)

@@ -137,6 +137,8 @@ def setup_logging(verbose: bool, quiet: bool = False) -> None:
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
+        # diffusers passes this to huggingface_hub for every Hub id it reads a config of
+        warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
 
 
 def fresh(func: Callable[..., None]) -> Callable[..., None]:

@@ -100,16 +100,10 @@ def check_request(
         mask_pixels=mask_pixels,
     )
     jobs = _jobs(checked, prompts)
-    if model is not None:  # offline, each Hub-hosted LoRA (a preset's LCM-LoRA) in the cache, before loading
-        from sdgen.models.hub import require_cached
+    if model is not None:  # each Hub-hosted part in the cache when only the cache may be used
+        from sdgen.engine.hub_parts import require_request_hub_parts
 
-        for source in dict.fromkeys(lora.source for job in jobs for lora in job.lora_refs):
-            require_cached(source, "LoRA", model)
-        from sdgen.engine.plugins.control_units import control_units
-        from sdgen.models.controlnet import find_controlnet
-
-        for unit in control_units(checked):
-            require_cached(find_controlnet(unit.model, checked.control_dir), "ControlNet (--control)", model)
+        require_request_hub_parts(checked, jobs, model)
     return replace(checked, jobs=jobs)
 
 

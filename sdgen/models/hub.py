@@ -3,6 +3,11 @@
 A Hub id is looked up with one `model_info` request (with a timeout) that picks exactly the files sdgen
 loads, then `snapshot_download` fetches only those into the usual cache. Offline (--offline or
 HF_HUB_OFFLINE=1), or when the Hub cannot be reached, the cache alone is used.
+
+Online, the first Hub id a process needs sends one quick request to HF_ENDPOINT (`hub_offline`). When that
+finds no Hub (network down, a proxy refusing, a closed port), the process goes offline for the Hugging Face
+libraries too, so no part retries for half a minute: a cached part is used (with one note), a missing one is
+the one line below, before any weights load.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ log = logging.getLogger("sdgen")
 # The Hub moved SD1.5 from runwayml/ to stable-diffusion-v1-5/; the old id still appears in every tutorial.
 MODEL_ALIASES = {"runwayml/stable-diffusion-v1-5": DEFAULT_MODEL}
 HUB_TIMEOUT_SECONDS = 15
+PROBE_TIMEOUT_SECONDS = 3  # the one request that tells whether the Hub can be reached at all
+_probe: dict[str, bool] = {}  # endpoint -> whether it answered (once per process)
+_noted: list[str] = []  # the note on using the cache, said once
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -70,6 +78,53 @@ def is_offline(spec: ModelSpec) -> bool:
     return spec.offline or bool(constants.HF_HUB_OFFLINE)
 
 
+def hub_offline(spec: ModelSpec) -> bool:
+    """Whether only the cache may be used: offline mode, or (asked once per process, a short timeout) an
+    HF_ENDPOINT that does not answer. Then the process goes offline for huggingface_hub, diffusers and
+    transformers too (and for the processes it starts), so none of them retries."""
+    if is_offline(spec):
+        return True
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _probe:
+        _probe[endpoint] = _answers(endpoint)
+        if not _probe[endpoint]:
+            constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub and transformers
+            os.environ["HF_HUB_OFFLINE"] = "1"
+    return not _probe[endpoint]
+
+
+def _answers(endpoint: str) -> bool:
+    """One HEAD request through huggingface_hub's own client (its proxies, its certificates); any answer but a
+    proxy's refusal or a server error counts."""
+    from huggingface_hub import get_session
+
+    try:
+        response = get_session().head(endpoint, timeout=PROBE_TIMEOUT_SECONDS)
+    except Exception:  # connection refused, DNS, proxy, timeout, TLS
+        return False
+    return response.status_code != 407 and response.status_code < 500
+
+
+def unreachable_endpoint(spec: ModelSpec) -> str | None:
+    """The endpoint the probe found unreachable (None: it answered, was not asked, or offline mode is on)."""
+    from huggingface_hub import constants
+
+    if spec.offline or _probe.get(constants.ENDPOINT, True):
+        return None
+    return constants.ENDPOINT
+
+
+def note_cached_copy(what: str, value: str, spec: ModelSpec) -> None:
+    """Once per process: the Hub could not be reached and a cached part is used."""
+    endpoint = unreachable_endpoint(spec)
+    if endpoint and not _noted:
+        _noted.append(value)
+        log.warning("Note: the Hub (%s) could not be reached; using the cached copy (%s %s).", endpoint,
+                    what.split(" (")[0], value)
+
+
 def resolve_model_folder(spec: ModelSpec, variant: str | None, progress: Any = None) -> ModelSource:
     """Turn --model into a local diffusers folder, downloading from the Hub into its cache if needed."""
     model = canonical_model_id(spec.model)
@@ -102,7 +157,7 @@ def _resolve_hub(repo_id: str, spec: ModelSpec, variant: str | None, progress: A
     """Download (or find in the cache) a Hub model's files; `progress` is a tqdm class for the bars."""
     from huggingface_hub import snapshot_download
 
-    local_only = is_offline(spec)
+    local_only = hub_offline(spec)
     patterns = None if local_only else _patterns_from_the_hub(repo_id, spec, variant, any_repo=progress is not None)
     local_only = local_only or patterns is None
     try:
@@ -157,13 +212,22 @@ def not_cached_message(what: str, repo_id: str, spec: ModelSpec, downloading: bo
     """The one line for a Hub id that is not in the cache when the Hub cannot be asked: the main model's, a
     VAE's, a decoder's, a LoRA's ... (`downloading`: `sdgen models download` itself asked)."""
     cache = hub_cache_dir(spec)
-    why = "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
-    fix = (
-        "unset HF_HUB_OFFLINE (and drop --offline) and run it again with network access"
-        if downloading
-        else f"run `sdgen models download {repo_id}` with network access, or pass a local path"
-    )
-    return f"{what} {repo_id!r}{_revision_text(spec)} is not in the Hugging Face cache ({cache}) and {why}: {fix}."
+    endpoint = unreachable_endpoint(spec)
+    online = "when online" if endpoint or not is_offline(spec) else "with network access"
+    if downloading:
+        fix = f"run it again {online}" if endpoint else (
+            "unset HF_HUB_OFFLINE (and drop --offline) and run it again with network access")
+    else:
+        fix = f"run `sdgen models download {repo_id}` {online}, or pass a local path"
+    where = f"the Hugging Face cache ({cache})"
+    return f"{what} {repo_id!r}{_revision_text(spec)} is not in {where} and {_why(spec)}: {fix}."
+
+
+def _why(spec: ModelSpec) -> str:
+    endpoint = unreachable_endpoint(spec)
+    if endpoint:
+        return f"the Hub ({endpoint}) could not be reached"
+    return "offline mode is on (--offline or HF_HUB_OFFLINE=1)" if is_offline(spec) else "the Hub is unreachable"
 
 
 def looks_like_hub_id(value: str) -> bool:
@@ -172,26 +236,31 @@ def looks_like_hub_id(value: str) -> bool:
 
 
 def require_cached(value: str | None, what: str, spec: ModelSpec, downloading: bool = False) -> None:
-    """A Hub id a run needs besides the model (a VAE, a decoder, a preview model, a LoRA ...): offline and not in
-    the cache, the one line the main model gives, now, before any weights load; otherwise nothing (a path is
-    checked by its own part, and online the Hub is asked when the part loads)."""
-    if not value or not is_offline(spec):
+    """A Hub id a run needs (the model, a VAE, a decoder, a preview model, a LoRA ...): when only the cache may be
+    used (offline, or the Hub unreachable: `hub_offline`) and it is not there, the one line the main model
+    gives, now, before any weights load; otherwise nothing (a path is checked by its own part, and online the
+    Hub is asked when the part loads)."""
+    if not value or Path(value).expanduser().exists():
         return
-    if value.count("/") >= 2 and value.endswith(".safetensors") and not Path(value).expanduser().exists():
-        _require_cached_file(value, what, spec)  # owner/name/file.safetensors: one file of a repo of several
-    elif looks_like_hub_id(value) and not is_cached(value, spec):
+    one_file = value.count("/") >= 2 and value.endswith(".safetensors")  # owner/name/file: one file of a repo
+    if not (one_file or looks_like_hub_id(value)) or not hub_offline(spec):
+        return
+    if one_file:
+        _require_cached_file(value, what, spec)
+    elif not is_cached(value, spec):
         raise ModelNotFoundError(not_cached_message(what, value, spec, downloading))
+    note_cached_copy(what, value, spec)
 
 
 def _require_cached_file(value: str, what: str, spec: ModelSpec) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     owner, name, filename = value.split("/", 2)
+    online = "when online" if unreachable_endpoint(spec) else "with network access"
     if not isinstance(try_to_load_from_cache(f"{owner}/{name}", filename, cache_dir=hub_cache_dir(spec)), str):
         raise ModelNotFoundError(
-            f"{what} {value!r} is not in the Hugging Face cache ({hub_cache_dir(spec)}) and offline mode is on "
-            f"(--offline or HF_HUB_OFFLINE=1): run `hf download {owner}/{name} {filename}` with network access, "
-            "or pass a local path."
+            f"{what} {value!r} is not in the Hugging Face cache ({hub_cache_dir(spec)}) and {_why(spec)}: run "
+            f"`hf download {owner}/{name} {filename}` {online}, or pass a local path."
         )
 
 

@@ -83,19 +83,6 @@ def _from_hub(repo: str, file: str) -> Path:
         ) from None
 
 
-def check_cached_when_offline(source: IPAdapterSource) -> None:
-    """Offline (HF_HUB_OFFLINE=1), a Hub adapter that is not in the cache is refused before anything loads."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if source.repo is None or not constants.HF_HUB_OFFLINE:
-        return
-    if not isinstance(try_to_load_from_cache(source.repo, source.file), str):
-        raise InvalidRequestError(
-            f"Invalid {{name}} {source.repo!r}: {source.file} is not in the Hugging Face cache and offline mode is "
-            f"on; download it first with `hf download {source.repo} {source.file}`.", KEY
-        )
-
-
 def adapter_file(source: IPAdapterSource) -> Path:
     return _from_hub(source.repo, source.file) if source.repo else Path(source.file)
 

@@ -169,6 +169,7 @@ RECORD_FACTS: Mapping[str, str] = MappingProxyType({
     "path": "where the file went (--json lines, manifest records)",
     "seconds": "how long it took (--json lines, manifest records)",
     "line": "its line in the batch input (manifest records)",
+    "input": "the batch input it came from: the file's absolute path, or - for stdin (manifest records)",
     "index": "its image within the line: seed = the line's seed + index (manifest records)",
     "status": "done or failed (manifest records); done or todo (--dry-run --json)",
     "error": "why it failed (manifest records)",

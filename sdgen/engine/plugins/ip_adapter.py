@@ -49,7 +49,7 @@ class AdapterLayers:
 
 def _check(request: GenerationRequest) -> None:
     from sdgen.config.images import open_image
-    from sdgen.models.ip_adapter import check_cached_when_offline, check_encoder_folder, find_ip_adapter
+    from sdgen.models.ip_adapter import check_encoder_folder, find_ip_adapter
 
     if request.ip_images and not request.ip_adapter:
         raise InvalidRequestError("Invalid {name}: images for an IP-Adapter need --ip-adapter MODEL.", "ip_image")
@@ -68,7 +68,7 @@ def _check(request: GenerationRequest) -> None:
                 f"Invalid {{name}} with {flag}: its extra U-Net pass gets no image embeddings; leave one of them out.",
                 KEY,
             )
-    check_cached_when_offline(find_ip_adapter(request.ip_adapter))
+    find_ip_adapter(request.ip_adapter)  # in the cache when only the cache may be used: engine/hub_parts.py
     if request.ip_encoder:
         check_encoder_folder(request.ip_encoder)
     for image in request.ip_images:

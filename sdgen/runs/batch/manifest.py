@@ -23,14 +23,17 @@ class Manifest:
     """manifest.jsonl in the output folder; with several processes each appends to its own part file and
     the main process merges them at the end."""
 
-    def __init__(self, folder: Path, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, folder: Path, rank: int = 0, world: int = 1, source: str | None = None) -> None:
         self.folder = folder
         self.path = folder / MANIFEST
         self.write_path = self.path if world == 1 else folder / f".{MANIFEST}.rank{rank}"
+        self.input = input_name(source) if source is not None else None  # each record's "input"
         self._handle: Any = None
 
     def append(self, record: Mapping[str, Any]) -> None:
         """One record, flushed at once; a disk that fails is one line naming the file (WriteError)."""
+        if self.input is not None:
+            record = {**record, "input": self.input}
         try:
             if self._handle is None:
                 self._handle = _open_for_append(self.write_path)
@@ -65,6 +68,23 @@ class Manifest:
             path.unlink()
 
 
+def input_name(source: str) -> str:
+    """What a record says of the input it came from: - for stdin, else the file's absolute path."""
+    return source if source == "-" else str(Path(source).expanduser().resolve())
+
+
+def other_input_note(manifest: Manifest, records: list[dict[str, Any]]) -> str | None:
+    """One line when the folder's manifest already holds records of another input (two inputs would mix in
+    one manifest); None for a resumed or repeated run of the same input, or records that do not say."""
+    others = [str(r["input"]) for r in records if r.get("input") not in (None, manifest.input)]
+    if manifest.input is None or not others:
+        return None
+    return (
+        f"Note: {str(manifest.path)!r} already holds records of the input {others[-1]!r}; this run's, of "
+        f"{manifest.input!r}, go into the same manifest: use -o NEW/ to keep them apart."
+    )
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """A manifest file's records. A line cut by a crash (a process killed mid-write) is skipped: that image
     is simply not done, and the next run makes it again."""
@@ -95,10 +115,10 @@ def _open_for_append(path: Path) -> Any:
     return handle
 
 
-def done_paths(manifest: Manifest) -> dict[Path, dict[str, Any]]:
+def done_paths(manifest: Manifest, records: list[dict[str, Any]] | None = None) -> dict[Path, dict[str, Any]]:
     """Images a previous run finished: a 'done' record whose file is still there, by path."""
     done: dict[Path, dict[str, Any]] = {}
-    for record in manifest.records():
+    for record in manifest.records() if records is None else records:
         if record.get("path") is None:
             continue
         path = Path(record["path"])

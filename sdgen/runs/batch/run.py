@@ -21,6 +21,7 @@ from sdgen.config.specs import OutputSpec, PicturesSpec
 from sdgen.engine.checking import check_request
 from sdgen.engine.model_spec import ModelSpec
 from sdgen.engine.pipeline import generate_batch
+from sdgen.engine.prologue import require_hub_parts
 from sdgen.engine.request import GenerationRequest
 from sdgen.errors import (
     EXIT_FAILURE,
@@ -38,7 +39,7 @@ from sdgen.pictures.watch import check_pictures, terminal_pictures, write_contro
 from sdgen.record.metadata import png_info
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
-from sdgen.runs.batch.manifest import Manifest, done_paths, is_done
+from sdgen.runs.batch.manifest import Manifest, done_paths, is_done, other_input_note
 from sdgen.runs.batch.plan import BatchPlanner, PlannedImage, arriving, chunks, chunks_as_they_arrive
 from sdgen.runs.batch.processes import Processes
 from sdgen.runs.progress import GenerationProgress
@@ -105,6 +106,8 @@ def run_batch(
     if options.source == "-" and processes.world > 1:
         raise InvalidRequestError("Reading stdin (-) with several processes is not possible; pass a file.")
     machine = None if options.dry_run else prepare(checked_spec)  # a dry run may plan for another machine
+    if machine is None:
+        require_hub_parts(checked_spec)  # the model, --vae, --decoder in the cache when only it may be used
 
     # 2. one run per folder at a time; plan, see what is done, generate
     lock = None if options.dry_run else processes.lock(options.folder)
@@ -155,8 +158,11 @@ class _Run:
         self.options, self.spec, self.processes, self.planner, self.emit = options, spec, processes, planner, emit
         self.machine = machine  # decided once per run, before any input was read (None: a dry run)
         self.model = canonical_model(spec.model)
-        self.manifest = Manifest(options.folder, processes.rank, processes.world)
-        self.done = {} if options.output.overwrite else done_paths(self.manifest)
+        self.manifest = Manifest(options.folder, processes.rank, processes.world, source=options.source)
+        records = self.manifest.records()
+        self.done = {} if options.output.overwrite else done_paths(self.manifest, records)
+        if processes.rank == 0 and (note := other_input_note(self.manifest, records)):
+            log.warning("%s", note)
         self.summary = Summary()
         self.todo: set[Path] | None = None  # known up front for files; None: decided per chunk (stdin)
         self.conflicts: set[Path] = set()  # files already there from other settings: failed, never replaced
