@@ -83,7 +83,7 @@ def test_text_to_image_matches_diffusers(tiny_parts, scheduler: str) -> None:
     assert np.abs(pixels(ours.image) - reference).max() <= 1
 
 
-@pytest.mark.parametrize("scheduler", ["euler-a", "dpm++2m-sde-karras", "ddpm", "dpm++2m-karras"])
+@pytest.mark.parametrize("scheduler", ["euler-a", "dpm++2m-sde-karras", "ddpm"])  # the ones that draw noise per image
 def test_several_images_equal_single_runs_with_seed_plus_i(tiny_parts, scheduler: str) -> None:
     results = generate(request(scheduler=scheduler, num_images=3, batch_size=2, seed=50), tiny_parts)
     assert [r.seed for r in results] == [50, 51, 52]

@@ -79,7 +79,7 @@ def test_a_fixed_name_that_exists_is_still_refused_before_loading(tmp_path, no_w
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_stop_after_the_current_write(tiny_model_dir, tmp_path, signum, code) -> None:
-    args = [*tiny(tiny_model_dir), "--steps", "60", "-n", "50", "--seed", "1", "-o", f"{tmp_path}/"]
+    args = [*tiny(tiny_model_dir), "--steps", "8", "-n", "50", "--seed", "1", "-o", f"{tmp_path}/"]
     process = subprocess.Popen(
         [sys.executable, "-m", "sdgen", "a fox", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
