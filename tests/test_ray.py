@@ -175,7 +175,7 @@ def test_serve_with_two_replicas_answers_webuiapi_and_eight_clients(cluster, tin
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            server.communicate(timeout=60)
+            server.communicate(timeout=120)
         finally:
             server.kill()
 
