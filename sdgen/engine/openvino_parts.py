@@ -15,11 +15,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from sdgen.engine.openvino_weights import MODULE_OF_PART, TorchWeights
 from sdgen.engine.text import final_layer_norm
 from sdgen.errors import NAME, GenerationError, InvalidRequestError
-from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, ov_model
+from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, ov_model
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable, Mapping
+
     import torch
 
     from sdgen.engine.denoise import Conditioning, NoisePredictor
@@ -65,6 +68,7 @@ class OpenVINOParts:
     parts: StableDiffusionParts
     precision: str  # float32 or bfloat16 (sdgen's names)
     quantize: str
+    weights: TorchWeights | None = None  # the torch modules' weights, loaded only when needed
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
     _identity: dict[str, Any] | None = None
 
@@ -73,9 +77,22 @@ class OpenVINOParts:
         if kept is not None and kept[0] == conversion.key:
             return kept[1]
         self.compiled.pop(conversion.name, None)  # one set of weights per part in memory
+        name = MODULE_OF_PART[conversion.name]
+        if self.weights is not None and not is_cached(conversion, self.quantize):
+            self.weights.ensure(name, f"to convert the {conversion.name}")
         compiled = compile_for_cpu(ov_model(conversion, self.quantize), self.precision)
         self.compiled[conversion.name] = (conversion.key, compiled)
+        adapters = self.parts.adapters
+        if self.weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
+            keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
+            self.weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         return compiled
+
+    def load_torch(self, names: tuple[str, ...], why: str) -> None:
+        """The torch modules' weights before LoRAs or embeddings change them (sdgen/models/adapters.py)."""
+        if self.weights is not None:
+            for name in names:
+                self.weights.ensure(name, why)
 
     def identity(self) -> dict[str, Any]:
         """The model's identity in every part's key, found once (a local folder's files are listed)."""
@@ -94,10 +111,14 @@ class OpenVINOParts:
         return [(lora.source, lora.scale, file_identity(lora.source)) for lora in self.parts.adapters.loras]
 
 
-def use_openvino(parts: StableDiffusionParts, precision: str, quantize: str) -> None:
+def use_openvino(
+    parts: StableDiffusionParts, precision: str, quantize: str, loaders: Mapping[str, Callable[[], Any]]
+) -> None:
     """Switch a loaded model to OpenVINO: the VAE replaced by its wrapper, the U-Net and text encoder
-    called through theirs (engine/plugins' base predictor, pipeline's text encoder)."""
-    runtime = OpenVINOParts(parts, precision, quantize)
+    called through theirs (engine/plugins' base predictor, pipeline's text encoder). `loaders`: how each
+    torch module of a model folder loads its weights, when it was made empty (sdgen/engine/openvino_weights.py)."""
+    loaders = {name: load for name, load in loaders.items() if name in MODULE_OF_PART.values()}
+    runtime = OpenVINOParts(parts, precision, quantize, TorchWeights(parts, loaders) if loaders else None)
     parts.openvino = runtime
     parts.vae = OpenVINOVae(parts.vae, runtime)
     log.info("OpenVINO back end: %s, weights %s.", {"float32": "f32", "bfloat16": "bf16"}[precision], quantize)
@@ -163,7 +184,12 @@ class OpenVINOTextEncoder:
     def __init__(self, runtime: OpenVINOParts) -> None:
         self.runtime = runtime
         self.module = runtime.parts.text_encoder
-        self.final_layer_norm = final_layer_norm(self.module)
+
+    @property
+    def final_layer_norm(self) -> Any:
+        norm = final_layer_norm(self.module)
+        weights = self.runtime.weights
+        return norm if weights is None else weights.norm(norm)
 
     def __call__(self, ids: torch.Tensor, output_hidden_states: bool = False) -> Any:
         runtime = self.runtime

@@ -116,20 +116,29 @@ class Conversion:
     key: Mapping[str, Any]
 
 
-def ov_model(conversion: Conversion, quantize: str) -> Any:
-    """The part's OpenVINO model: read from the cache, or converted and saved there; int8 is NNCF's weight
-    compression of the float32 model (itself read from the cache, or converted and kept there first)."""
+def cache_folder(conversion: Conversion, quantize: str) -> Path:
+    """The part's folder in the cache: its key's digest under the part's name."""
+    return cache_root() / conversion.name / cache_key(json_fields(conversion, quantize))
+
+
+def is_cached(conversion: Conversion, quantize: str) -> bool:
+    return (cache_folder(conversion, quantize) / "model.xml").is_file()
+
+
+def ov_model(conversion: Conversion, quantize: str) -> str:
+    """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; int8 is
+    NNCF's weight compression of the float32 model (itself read from the cache, or converted there first).
+    A path, not a model: compiling from the file lets OpenVINO import its compiled blob without reading it."""
     import openvino
 
-    fields = {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
-    folder = cache_root() / conversion.name / cache_key(fields)
+    folder = cache_folder(conversion, quantize)
+    fields = json_fields(conversion, quantize)
     xml = folder / "model.xml"
-    core = _core()
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
-        return core.read_model(str(xml))
+        return str(xml)
     if quantize == "int8":
-        base = ov_model(conversion, "none")
+        base = _core().read_model(ov_model(conversion, "none"))
         log.info("OpenVINO: int8 weights of the %s (cached in %s).", conversion.name, folder)
         import nncf
 
@@ -137,7 +146,7 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's bar: stdout carries sdgen's own output
             model = nncf.compress_weights(base, mode=nncf.CompressWeightsMode.INT8_ASYM)
         _save(model, folder, fields)
-        return model
+        return str(xml)
     log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
     import torch
 
@@ -149,7 +158,14 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
         traced = torch.jit.trace(conversion.module(), example, check_trace=False)
         model = openvino.convert_model(traced, example_input=example)
         _save(model, folder, fields)
-    return model
+    del model, traced  # the converted model may share the torch weights' memory: only the saved file is used
+    return str(xml)
+
+
+def json_fields(conversion: Conversion, quantize: str) -> dict[str, Any]:
+    import openvino
+
+    return {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
 
 
 def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
@@ -166,7 +182,7 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def compile_for_cpu(model: Any, precision: str) -> Any:
+def compile_for_cpu(model: Any, precision: str) -> Any:  # a model.xml path, or a model
     """The model compiled for the CPU at sdgen's precision (f32: the exact path's arithmetic, bf16 on CPUs
     with bfloat16 units); OpenVINO keeps the compiled blobs in the cache folder too (CACHE_DIR)."""
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(cache_root() / "compiled")}
