@@ -158,7 +158,8 @@ def run_optimum(folder: Path, size: int, steps: int) -> dict:
     pipe.compile()
     import numpy as np
 
-    return _run_pipeline(pipe, diffusers, size, steps, np.random.RandomState(0))
+    result = _run_pipeline(pipe, diffusers, size, steps, np.random.RandomState(0))
+    return {**result, "precision": str(pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")).lower()}
 
 
 def _run_pipeline(pipe, diffusers, size: int, steps: int, generator) -> dict:
