@@ -111,7 +111,8 @@ def _write_full_size(name: str, out: Path) -> None:
     UNet2DConditionModel.from_config(unet_config).save_pretrained(out / "unet")
     CLIPTextModel(CLIPTextConfig(**text_config)).save_pretrained(out / "text_encoder")
     if name == "turbo":
-        AutoencoderKL.from_config(json.loads((configs / "vae" / "config.json").read_text())).save_pretrained(out / "vae")
+        vae_config = json.loads((configs / "vae" / "config.json").read_text())
+        AutoencoderKL.from_config(vae_config).save_pretrained(out / "vae")
         scheduler, vae_class = SD_TURBO_SCHEDULER_CONFIG, "AutoencoderKL"
     else:
         AutoencoderTiny().save_pretrained(out / "vae")  # TAESD's architecture

@@ -72,16 +72,20 @@ class OpenVINOParts:
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
     _identity: dict[str, Any] | None = None
 
-    def model(self, conversion: Conversion) -> Any:
+    def model(self, conversion: Conversion, quantize: str | None = None) -> Any:
+        quantize = quantize or self.quantize
+        if quantize == "int8-hybrid" and conversion.calibration is None:
+            quantize = "int8"  # int8-hybrid: the U-Net's activations; the other parts' weights as int8 does
+        made = (conversion.key, quantize)
         kept = self.compiled.get(conversion.name)
-        if kept is not None and kept[0] == conversion.key:
+        if kept is not None and kept[0] == made:
             return kept[1]
         self.compiled.pop(conversion.name, None)  # one set of weights per part in memory
         name = MODULE_OF_PART[conversion.name]
-        if self.weights is not None and not is_cached(conversion, self.quantize):
+        if self.weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
             self.weights.ensure(name, f"to convert the {conversion.name}")
-        compiled = compile_for_cpu(ov_model(conversion, self.quantize), self.precision)
-        self.compiled[conversion.name] = (conversion.key, compiled)
+        compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision)
+        self.compiled[conversion.name] = (made, compiled)
         adapters = self.parts.adapters
         if self.weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
             keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
@@ -139,7 +143,7 @@ def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
 # ---- U-Net ---------------------------------------------------------------------------------------------
 
 
-def unet_predictor(runtime: OpenVINOParts) -> NoisePredictor:
+def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> NoisePredictor:
     """The converted U-Net as a NoisePredictor (the torch one: sdgen/engine/denoise.py's unet_predictor)."""
     import torch
 
@@ -154,10 +158,58 @@ def unet_predictor(runtime: OpenVINOParts) -> NoisePredictor:
         timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
         states = kwargs["encoder_hidden_states"]
         key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels}
-        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key)
-        return _run(runtime.model(conversion), sample, timestep, states)[0].to(model_input.dtype)
+        size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
+        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key,
+                                lambda: calibration_inputs(runtime, size))
+        return _run(runtime.model(conversion, quantize), sample, timestep, states)[0].to(model_input.dtype)
 
     return predict_noise
+
+
+CALIBRATION_PROMPTS = (
+    "a photo of a cat sitting on a windowsill, soft light",
+    "a mountain lake at sunrise, mist over the water, detailed landscape",
+    "portrait of an old fisherman, oil painting",
+    "a futuristic city street at night, neon signs, rain",
+)
+CALIBRATION_STEPS = 4  # per prompt: 16 guided U-Net calls, the start to the end of the noise schedule
+
+
+def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tuple[Any, ...]]:
+    """int8-hybrid's calibration set: the float U-Net's inputs in sdgen's own loop (sdgen/engine/denoise.py),
+    a few prompts at the run's size with guidance 7.5 and Euler; nothing downloaded."""
+    import diffusers
+    import torch
+
+    from sdgen.engine.denoise import Conditioning, denoise
+    from sdgen.engine.latents import initial_noise, set_timesteps
+    from sdgen.engine.text import encode_prompt
+
+    parts = runtime.parts
+    if parts.unet.config.in_channels != 4:
+        raise GenerationError("--quantize int8-hybrid calibrates 4-channel U-Nets; use --quantize int8 for an "
+                              "inpainting model.")
+    log.info("OpenVINO: running %d calibration prompts for int8-hybrid (once; cached).", len(CALIBRATION_PROMPTS))
+    samples: list[tuple[Any, ...]] = []
+    float_unet = unet_predictor(runtime, "none")
+
+    def recording(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
+        samples.append(tuple(_numpy(x) for x in (model_input, timestep, cond.encoder_hidden_states())))
+        return float_unet(model_input, t, cond)
+
+    encoder = text_encoder_of(parts)
+    empty = encode_prompt("", parts.tokenizer, encoder, "cpu")
+    for seed, prompt in enumerate(CALIBRATION_PROMPTS):
+        scheduler = diffusers.EulerDiscreteScheduler.from_config(parts.scheduler_config)
+        timesteps = set_timesteps(scheduler, CALIBRATION_STEPS, "cpu")
+        generators = [torch.Generator("cpu").manual_seed(seed)]
+        scale = parts.vae_scale_factor
+        latents = initial_noise(generators, (4, size[1] // scale, size[0] // scale), scheduler, "cpu", torch.float32)
+        cond = Conditioning(encode_prompt(prompt, parts.tokenizer, encoder, "cpu"), empty)
+        denoise(recording, latents, timesteps=timesteps, scheduler=scheduler, conditioning=cond,
+                guidance_scale=7.5, generators=generators)
+    return samples
 
 
 def _unet_forward(unet: Any) -> Any:

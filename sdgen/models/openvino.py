@@ -73,7 +73,7 @@ def check_backend(spec: ModelSpec) -> None:
                 f"Invalid {NAME} {value!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.", key
             )
     missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
-    needed = [name for name in missing if name == "openvino" or quantize == "int8"]
+    needed = [name for name in missing if name == "openvino" or quantize != "none"]
     if needed:
         raise InvalidRequestError(
             f"Invalid {NAME} openvino: the {' and '.join(needed)} package is not installed; run: {INSTALL}.",
@@ -114,6 +114,8 @@ class Conversion:
     module: Callable[[], Any]  # made when needed: no wrapper is built for a cached part
     example_input: Callable[[], tuple[Any, ...]]
     key: Mapping[str, Any]
+    # int8-hybrid's calibration inputs (the U-Net only): each a tuple of the model's inputs as numpy arrays
+    calibration: Callable[[], list[tuple[Any, ...]]] | None = None
 
 
 def cache_folder(conversion: Conversion, quantize: str) -> Path:
@@ -136,6 +138,14 @@ def ov_model(conversion: Conversion, quantize: str) -> str:
     xml = folder / "model.xml"
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
+        return str(xml)
+    if quantize == "int8-hybrid":
+        base = _core().read_model(ov_model(conversion, "none"))
+        assert conversion.calibration is not None, "int8-hybrid quantizes the U-Net's activations only"
+        samples = conversion.calibration()
+        log.info("OpenVINO: int8-hybrid %s from %d calibration inputs (cached in %s).", conversion.name,
+                 len(samples), folder)
+        _save(hybrid_quantize(base, samples), folder, fields)
         return str(xml)
     if quantize == "int8":
         base = _core().read_model(ov_model(conversion, "none"))
@@ -166,6 +176,36 @@ def json_fields(conversion: Conversion, quantize: str) -> dict[str, Any]:
     import openvino
 
     return {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
+
+
+def hybrid_quantize(model: Any, samples: list[tuple[Any, ...]]) -> Any:
+    """optimum-intel's hybrid recipe for diffusion U-Nets (its _get_hybrid_mixed_quantization_config): int8
+    weights (asymmetric, per channel) for the MatMuls, then NNCF's post-training quantization of everything
+    else, activations included, calibrated on `samples`; SmoothQuant off (the MatMul weights are compressed)."""
+    import nncf
+
+    matmuls = [op.get_friendly_name() for op in model.get_ops()
+               if op.get_type_name() == "MatMul" and any(_constant_input(op, port) for port in (0, 1))]
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr):
+        compressed = nncf.compress_weights(
+            model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(types=["Convolution"])
+        )
+        advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.DISABLE)
+        advanced.smooth_quant_alphas.matmul = -1
+        return nncf.quantize(
+            compressed, nncf.Dataset(samples), preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples),
+            fast_bias_correction=True, model_type=nncf.ModelType.TRANSFORMER,
+            ignored_scope=nncf.IgnoredScope(names=matmuls, validate=False), advanced_parameters=advanced,
+        )
+
+
+def _constant_input(op: Any, port: int) -> bool:
+    """The input comes from a constant, through conversions and reshapes (a layer's weight)."""
+    node = op.input_value(port).get_node()
+    while node.get_type_name() in ("Convert", "FakeQuantize", "Reshape") and node.inputs():
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
 
 
 def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
