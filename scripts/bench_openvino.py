@@ -11,6 +11,10 @@ tiny test models instead (sdgen/testing), to check the whole script end to end i
 Configurations:
   diffusers   StableDiffusionPipeline.from_pretrained with its own CPU defaults (float32), Euler
   sdgen       sdgen's defaults (torch; --dtype auto: bfloat16 on CPUs with AMX/AVX512-BF16)
+  sdgen-fp32  sdgen, torch float32 (the exact path)
+  torch-int8  torch's own int8 on the CPU: sdgen in float32 with the U-Net's Linear layers dynamically
+              quantized (torch.ao.quantization.quantize_dynamic, qint8 weights, activations quantized per
+              call; convolutions stay float32); a measurement, not an sdgen option
   ov          --backend openvino with a warm cache (filled before the rounds): no torch weights load
   ov-cold     the same with its own cache emptied first (first round only: converting is a one-time cost)
   ov-int8     --backend openvino --quantize int8 (NNCF weight compression), warm
@@ -48,11 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
-CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
+CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum",
+           "turbo-ov", "sdxs-ov")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
     "sdgen": ("sd15", {}, {}),
+    "sdgen-fp32": ("sd15", {"dtype": "float32"}, {}),
+    "torch-int8": ("sd15", {"dtype": "float32"}, {}),  # + torch.ao's dynamic int8 of the U-Net's Linear layers
     "ov": ("sd15", {"backend": "openvino"}, {}),
     "ov-cold": ("sd15", {"backend": "openvino"}, {}),
     "ov-int8": ("sd15", {"backend": "openvino", "quantize": "int8"}, {}),
@@ -184,6 +191,11 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
 
     _, model_options, request_options = SDGEN[config]
     parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))
+    if config == "torch-int8":
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(parts.unet, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     values = {"num_inference_steps": steps, "scheduler": "euler", **request_options}
     request = GenerationRequest(PROMPT, seed=0, width=size, height=size, **values)
     images = 2 if config == "sdxs-ov" else 1  # the second image of a run
@@ -194,6 +206,7 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
         image = time.perf_counter() - started
     runtime = parts.openvino
     precision = runtime.precision if runtime is not None else parts.placement.dtype
+    precision = "float32 + qint8 Linear" if config == "torch-int8" else precision
     loads = runtime.weights.loads if runtime is not None and runtime.weights is not None else None
     return {"step": _steps(stamps, started), "image": image, "precision": precision, "torch_loads": loads}
 
