@@ -76,6 +76,10 @@ class OpenVINOParts:
         quantize = quantize or self.quantize
         if quantize == "int8-hybrid" and conversion.calibration is None:
             quantize = "int8"  # int8-hybrid: the U-Net's activations; the other parts' weights as int8 does
+        if quantize == "none" and self.precision == "bfloat16":
+            # float16 weights on file: bf16 inference converts them at compile time, from half the bytes (peak
+            # RSS of a 512x512 SD1.5 U-Net step 3.7 GiB against 5.3 from float32 weights, the same speed)
+            quantize = "f16"
         made = (conversion.key, quantize)
         kept = self.compiled.get(conversion.name)
         if kept is not None and kept[0] == made:

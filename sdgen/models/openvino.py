@@ -139,6 +139,11 @@ def ov_model(conversion: Conversion, quantize: str) -> str:
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
         return str(xml)
+    if quantize == "f16":  # bf16 inference: the float32 model's weights stored in float16 (see OpenVINOParts)
+        base = _core().read_model(ov_model(conversion, "none"))
+        log.info("OpenVINO: the %s with float16 weights, for bf16 inference (cached in %s).", conversion.name, folder)
+        _save(base, folder, fields, compress_to_fp16=True)
+        return str(xml)
     if quantize == "int8-hybrid":
         base = _core().read_model(ov_model(conversion, "none"))
         assert conversion.calibration is not None, "int8-hybrid quantizes the U-Net's activations only"
@@ -208,14 +213,14 @@ def _constant_input(op: Any, port: int) -> bool:
     return node.get_type_name() == "Constant"
 
 
-def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
+def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16: bool = False) -> None:
     """Write the model whole or not at all: into a temporary folder beside it, then one rename."""
     import openvino
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=compress_to_fp16)
         (temporary / "key.json").write_text(json.dumps(fields, sort_keys=True, default=str, indent=1))
         os.replace(temporary, folder)
     except OSError:  # another process saved it first (the folder exists): theirs is the same model
