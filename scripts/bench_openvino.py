@@ -148,7 +148,10 @@ def run_diffusers(folder: Path, size: int, steps: int) -> dict:
     import diffusers
     import torch
 
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    # float32, diffusers' precision on a CPU (said outright: the folder also holds an fp16 variant)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
     return _run_pipeline(pipe, diffusers, size, steps, torch.Generator("cpu").manual_seed(0))
 
 
