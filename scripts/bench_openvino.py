@@ -54,7 +54,7 @@ MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
 CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum",
            "turbo-ov", "sdxs-ov")
-DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "optimum", "turbo-ov", "sdxs-ov")
+DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
     "sdgen": ("sd15", {}, {}),
