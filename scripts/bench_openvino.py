@@ -1,23 +1,37 @@
 #!/usr/bin/env python
-"""--backend openvino against PyTorch and diffusers: seconds per step, cold and warm start, peak RSS.
+"""Issue 27's table for --backend openvino: whole process, 512x512, 20 steps, each configuration in its own
+fresh process, configurations alternating within each round, best of N rounds (docs/performance.md's method).
 
-The full-size SD1.5 architecture with random weights (scripts/make_random_sd15.py, cached in models/sd15-random);
-speed does not depend on the weights' values. Each configuration runs in its own fresh process, one after the
-other, with the same prompt, size, steps and scheduler; a step's time is the mean of the steps after the first.
-The OpenVINO configurations run twice: cold, then warm (a new process reading the cache). The cache starts
-empty, so the first OpenVINO configuration's cold run converts every part; the float32 models do not depend on
-the precision, so later cold runs only compile (and int8's compresses the weights). Quote ratios within one
-run: these machines are shared and noisy.
+Full-size architectures with random weights (speed and memory do not depend on the weights' values): SD1.5
+(scripts/make_random_sd15.py, models/sd15-random), SD-Turbo's (SD 2.1's configs in configs/sd2 with
+sd-turbo's scheduler, models/sd2-random) and an SDXS-like model (SD1.5's U-Net with one layer per block, the
+slimming SDXS-512 applies, and TAESD's architecture as vae/, models/sdxs-like-random). `--tiny` uses sdgen's
+tiny test models instead (sdgen/testing), to check the whole script end to end in a few minutes.
 
 Configurations:
-  diffusers      StableDiffusionPipeline, float32 (diffusers' default on a CPU)
-  sdgen-fp32     sdgen, torch float32 (the exact path)
-  sdgen          sdgen's defaults (torch; --dtype auto: bfloat16 on CPUs with AMX/AVX512-BF16)
-  ov-fp32        --backend openvino --dtype float32 (f32 inference)
-  ov             --backend openvino (bf16 inference on CPUs with bfloat16 units, else f32)
-  ov-int8        --backend openvino --quantize int8 (int8 weights, the precision of `ov`)
+  diffusers   StableDiffusionPipeline.from_pretrained with its own CPU defaults (float32), Euler
+  sdgen       sdgen's defaults (torch; --dtype auto: bfloat16 on CPUs with AMX/AVX512-BF16)
+  sdgen-fp32  sdgen, torch float32 (the exact path)
+  torch-int8  torch's own int8 on the CPU: sdgen in float32 with the U-Net's Linear layers dynamically
+              quantized (torch.ao.quantization.quantize_dynamic, qint8 weights, activations quantized per
+              call; convolutions stay float32); a measurement, not an sdgen option
+  ov          --backend openvino with a warm cache (filled before the rounds): no torch weights load
+  ov-cold     the same with its own cache emptied first (first round only: converting is a one-time cost)
+  ov-int8     --backend openvino --quantize int8 (NNCF weight compression), warm
+  ov-hybrid   --backend openvino --quantize int8-hybrid (int8 activations too), warm
+  optimum     OpenVINO's own pipeline: optimum-intel's OVStableDiffusionPipeline, static shapes, run by
+              --peer-python (a venv of its own: optimum-intel pins its own transformers); exported once
+  turbo-ov    SD-Turbo's architecture on --backend openvino: 1 step, guidance 0
+  sdxs-ov     the one-step recipe (SDXS-like U-Net, TAESD decoder, TCD, 1 step, guidance 0) on OpenVINO:
+              the SECOND image of a run (the first compiles; a user's session makes many)
 
-    python scripts/bench_openvino.py --steps 3            # 512x512, 1 untimed step + 2 timed
+Per configuration: seconds per step (the mean of the steps after the first; one-step configs: the step),
+whole-process seconds (fork to exit, imports and loading included), peak RSS (the process's own), and
+ratios against diffusers (per step, whole process, memory).
+
+    python scripts/bench_openvino.py --tiny --rounds 1                     # the whole script, tiny models (minutes)
+    python scripts/bench_openvino.py --peer-python /work/venvs/optimum/bin/python   # the issue's table
+    python scripts/bench_openvino.py --configs ov --steps 1 --rounds 1      # a full-size smoke
 """
 
 from __future__ import annotations
@@ -36,38 +50,131 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "models" / "openvino-bench-cache"  # SDGEN_CACHE_DIR of the OpenVINO runs
+MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
-CONFIGS = ("diffusers", "sdgen-fp32", "sdgen", "ov-fp32", "ov", "ov-int8")
-SPECS = {
-    "sdgen-fp32": {"dtype": "float32"},
-    "sdgen": {},
-    "ov-fp32": {"backend": "openvino", "dtype": "float32"},
-    "ov": {"backend": "openvino"},
-    "ov-int8": {"backend": "openvino", "quantize": "int8"},
+CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum",
+           "turbo-ov", "sdxs-ov")
+DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
+# config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
+SDGEN = {
+    "sdgen": ("sd15", {}, {}),
+    "sdgen-fp32": ("sd15", {"dtype": "float32"}, {}),
+    "torch-int8": ("sd15", {"dtype": "float32"}, {}),  # + torch.ao's dynamic int8 of the U-Net's Linear layers
+    "ov": ("sd15", {"backend": "openvino"}, {}),
+    "ov-cold": ("sd15", {"backend": "openvino"}, {}),
+    "ov-int8": ("sd15", {"backend": "openvino", "quantize": "int8"}, {}),
+    "ov-hybrid": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid"}, {}),
+    "turbo-ov": ("turbo", {"backend": "openvino"}, {"num_inference_steps": 1, "guidance_scale": 0.0}),
+    "sdxs-ov": ("sdxs", {"backend": "openvino"},
+                {"num_inference_steps": 1, "guidance_scale": 0.0, "scheduler": "tcd"}),
 }
+ONE_STEP = ("turbo-ov", "sdxs-ov")
+
+
+# ---- the models ---------------------------------------------------------------------------------------------
+
+
+def model_folder(name: str, tiny: bool) -> Path:
+    """The model's folder, built once (random weights) and kept under models/."""
+    folder = MODELS / (f"tiny-{name}" if tiny else {"sd15": "sd15-random", "turbo": "sd2-random",
+                                                      "sdxs": "sdxs-like-random"}[name])
+    if (folder / ".complete").is_file():
+        return folder
+    print(f"building {folder} ...", file=sys.stderr, flush=True)
+    if name == "sd15" and not tiny:
+        from make_random_sd15 import ensure_model
+
+        return ensure_model(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    if tiny:
+        from sdgen.testing.tiny_fast_models import build_tiny_sd2, build_tiny_sdxs
+        from sdgen.testing.tiny_model import build_tiny_model
+
+        {"sd15": build_tiny_model, "turbo": build_tiny_sd2, "sdxs": build_tiny_sdxs}[name](partial)
+    else:
+        _write_full_size(name, partial)
+    (partial / ".complete").write_text("ok\n")
+    partial.rename(folder)
+    return folder
+
+
+def _write_full_size(name: str, out: Path) -> None:
+    """SD-Turbo's architecture (SD 2.1's configs, sd-turbo's scheduler), or the SDXS-like one."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdgen.testing.tiny_fast_models import SD_TURBO_SCHEDULER_CONFIG
+    from sdgen.testing.tiny_model import SD15_SCHEDULER_CONFIG
+
+    configs = ROOT / "configs" / ("sd2" if name == "turbo" else "sd15")
+    torch.manual_seed(0)
+    unet_config = json.loads((configs / "unet" / "config.json").read_text())
+    if name == "sdxs":
+        unet_config["layers_per_block"] = 1  # SDXS-512 keeps one layer per block
+    text_config = json.loads((configs / "text_encoder" / "config.json").read_text())
+    text_config.pop("architectures", None)
+    UNet2DConditionModel.from_config(unet_config).save_pretrained(out / "unet")
+    CLIPTextModel(CLIPTextConfig(**text_config)).save_pretrained(out / "text_encoder")
+    if name == "turbo":
+        vae_config = json.loads((configs / "vae" / "config.json").read_text())
+        AutoencoderKL.from_config(vae_config).save_pretrained(out / "vae")
+        scheduler, vae_class = SD_TURBO_SCHEDULER_CONFIG, "AutoencoderKL"
+    else:
+        AutoencoderTiny().save_pretrained(out / "vae")  # TAESD's architecture
+        scheduler, vae_class = {"_class_name": "DDPMScheduler", **SD15_SCHEDULER_CONFIG}, "AutoencoderTiny"
+    shutil.copytree(configs / "tokenizer", out / "tokenizer")
+    (out / "scheduler").mkdir()
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    index = json.loads((ROOT / "configs" / "sd2" / "model_index.json").read_text())
+    index.update(scheduler=["diffusers", scheduler["_class_name"]], vae=["diffusers", vae_class])
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+# ---- the workers (each in its own process) ------------------------------------------------------------------
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def step_seconds(stamps: list[float], started: float) -> dict:
-    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    return {"first_step": stamps[0] - started, "step": statistics.mean(steps) if steps else float("nan")}
+def _steps(stamps: list[float], started: float) -> float:
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return statistics.mean(gaps) if gaps else stamps[0] - started
 
 
-def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
+def run_diffusers(folder: Path, size: int, steps: int) -> dict:
     import diffusers
     import torch
 
-    from sdgen.config.schedulers import scheduler_spec
-
+    # float32, diffusers' precision on a CPU (said outright: the folder also holds an fp16 variant)
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(
         folder, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
     )
-    spec = scheduler_spec(scheduler)
-    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(pipe.scheduler.config, **spec.options)
+    return _run_pipeline(pipe, diffusers, size, steps, torch.Generator("cpu").manual_seed(0))
+
+
+def run_optimum(folder: Path, size: int, steps: int) -> dict:
+    """OpenVINO's own pipeline (optimum-intel), exported to IR once beside the model (not timed here: the
+    export runs in the bench's preparation), reshaped to static shapes and compiled, as FastSD CPU does."""
+    import diffusers
+    from optimum.intel import OVStableDiffusionPipeline
+
+    exported = folder.with_name(folder.name + "-optimum")
+    if not (exported / "model_index.json").is_file():
+        OVStableDiffusionPipeline.from_pretrained(folder, export=True, compile=False).save_pretrained(exported)
+    pipe = OVStableDiffusionPipeline.from_pretrained(exported, compile=False)
+    pipe.reshape(batch_size=1, height=size, width=size, num_images_per_prompt=1)
+    pipe.compile()
+    import numpy as np
+
+    result = _run_pipeline(pipe, diffusers, size, steps, np.random.RandomState(0))
+    return {**result, "precision": str(pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")).lower()}
+
+
+def _run_pipeline(pipe, diffusers, size: int, steps: int, generator) -> dict:
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     stamps: list[float] = []
 
@@ -76,89 +183,137 @@ def run_diffusers(folder: Path, size: int, steps: int, scheduler: str) -> dict:
         return values
 
     started = time.perf_counter()
-    pipe(PROMPT, num_inference_steps=steps, width=size, height=size, generator=torch.Generator("cpu").manual_seed(0),
+    pipe(PROMPT, num_inference_steps=steps, width=size, height=size, generator=generator,
          callback_on_step_end=on_step_end)
-    return {**step_seconds(stamps, started), "precision": "float32", "end": time.perf_counter() - started}
+    return {"step": _steps(stamps, started), "image": time.perf_counter() - started, "precision": "float32"}
 
 
-def run_sdgen(folder: Path, size: int, steps: int, scheduler: str, config: str) -> dict:
+def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
     from sdgen import GenerationRequest, ModelSpec, load_model
     from sdgen.engine.pipeline import generate
 
-    parts = load_model(ModelSpec(model=str(folder), device="cpu", **SPECS[config]))
-    request = GenerationRequest(PROMPT, seed=0, width=size, height=size, num_inference_steps=steps, scheduler=scheduler)
-    stamps: list[float] = []
-    started = time.perf_counter()
-    generate(request, parts, on_step=lambda info: stamps.append(time.perf_counter()))
+    _, model_options, request_options = SDGEN[config]
+    parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))
+    if config == "torch-int8":
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(parts.unet, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    values = {"num_inference_steps": steps, "scheduler": "euler", **request_options}
+    request = GenerationRequest(PROMPT, seed=0, width=size, height=size, **values)
+    images = 2 if config == "sdxs-ov" else 1  # the second image of a run
+    for _ in range(images):
+        stamps: list[float] = []
+        started = time.perf_counter()
+        generate(request, parts, on_step=lambda info, stamps=stamps: stamps.append(time.perf_counter()))
+        image = time.perf_counter() - started
     runtime = parts.openvino
     precision = runtime.precision if runtime is not None else parts.placement.dtype
-    return {**step_seconds(stamps, started), "precision": precision, "end": time.perf_counter() - started}
+    precision = "float32 + qint8 Linear" if config == "torch-int8" else precision
+    loads = runtime.weights.loads if runtime is not None and runtime.weights is not None else None
+    return {"step": _steps(stamps, started), "image": image, "precision": precision, "torch_loads": loads}
 
 
-def worker(config: str, size: int, steps: int, scheduler: str) -> None:
-    from make_random_sd15 import ensure_model
+def worker(config: str, tiny: bool, size: int, steps: int) -> None:
+    model = SDGEN[config][0] if config in SDGEN else "sd15"
+    folder = model_folder(model, tiny) if config != "optimum" else Path(os.environ["BENCH_MODEL"])
+    runner = {"diffusers": run_diffusers, "optimum": run_optimum}.get(config)
+    result = runner(folder, size, steps) if runner else run_sdgen(config, folder, size, steps)
+    print("BENCH " + json.dumps({**result, "rss": peak_rss_gib()}), flush=True)
 
-    folder = ensure_model()
+
+# ---- the parent --------------------------------------------------------------------------------------------
+
+
+def run_config(config: str, args: argparse.Namespace, steps: int | None = None) -> dict:
+    """One fresh process; its whole wall time measured from here."""
+    python = args.peer_python if config == "optimum" else sys.executable
+    command = [python, __file__, "--worker", config, "--size", str(args.size), "--steps", str(steps or args.steps)]
+    cache = MODELS / ("openvino-bench-cold" if config == "ov-cold" else "openvino-bench-cache")
+    if config == "ov-cold":
+        shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "SDGEN_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
+           "BENCH_MODEL": str(model_folder("sd15", args.tiny))}
     started = time.perf_counter()
-    if config == "diffusers":
-        result = run_diffusers(folder, size, steps, scheduler)
-    else:
-        result = run_sdgen(folder, size, steps, scheduler, config)
-    result.update(process=time.perf_counter() - started, rss=peak_rss_gib())
-    print("BENCH " + json.dumps(result), flush=True)
-
-
-def run_config(config: str, size: int, steps: int, scheduler: str) -> dict:
-    command = [sys.executable, __file__, "--worker", config, "--size", str(size), "--steps", str(steps)]
-    env = {**os.environ, "SDGEN_CACHE_DIR": str(CACHE), "HF_HUB_OFFLINE": "1"}
-    started = time.perf_counter()
-    done = subprocess.run([*command, "--scheduler", scheduler], capture_output=True, text=True, check=False, env=env)
+    done = subprocess.run([*command, *(["--tiny"] if args.tiny else [])], capture_output=True, text=True, env=env,
+                          check=False)
+    wall = time.perf_counter() - started
     lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{config} failed:\n{done.stderr[-3000:]}")
-    return {**json.loads(lines[-1][len("BENCH "):]), "wall": time.perf_counter() - started}
+    return {**json.loads(lines[-1][len("BENCH "):]), "process": wall}
 
 
-def table(results: dict[str, dict], size: int, steps: int) -> str:
+def prepare(configs: list[str], args: argparse.Namespace) -> None:
+    """Untimed: build the models, fill the warm configurations' cache (convert, compress, export)."""
+    for name in {SDGEN[c][0] for c in configs if c in SDGEN} | {"sd15"}:
+        model_folder(name, args.tiny)
+    for config in configs:
+        if config in ("ov", "ov-int8", "ov-hybrid", "turbo-ov", "sdxs-ov", "optimum"):
+            print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
+            run_config(config, args, steps=1)
+
+
+def table(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     from sdgen.hardware.machine import cpu_info
 
-    base = results.get("diffusers")
-    lines = [
-        f"{cpu_info().summary()}; {size}x{size}, {steps} steps (the first one untimed), guidance 7.5",
+    best = {name: {key: min(run[key] for run in runs) for key in ("step", "image", "process", "rss")}
+            for name, runs in results.items()}
+    base = best.get("diffusers")
+    rows = [
+        f"{cpu_info().summary()}; {os.cpu_count()} threads; {args.size}x{args.size}, {args.steps} steps (one-step "
+        f"configurations: 1), guidance 7.5 (one-step: 0), Euler; best of {args.rounds} round(s)"
+        + ("; tiny test models" if args.tiny else ""),
         "",
-        "| configuration | precision | s / step | x diffusers per step | first step s | process wall s "
-        "| peak RSS GiB |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | precision | s / step | whole process s | image s | peak RSS GiB | step x diffusers "
+        "| process x diffusers | RSS / diffusers |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, result in results.items():
-        faster = f"{base['step'] / result['step']:.2f}" if base and name != "diffusers" else ""
-        lines.append(
-            f"| {name} | {result['precision']} | {result['step']:.2f} | {faster} | {result['first_step']:.1f} | "
-            f"{result['wall']:.1f} | {result['rss']:.2f} |"
-        )
-    return "\n".join(lines)
+    for name, m in best.items():
+        precision = results[name][0].get("precision", "")
+
+        def ratio(key: str, m=m, name=name) -> str:
+            if not base or name == "diffusers" or (key == "step" and name in ONE_STEP):
+                return ""
+            return f"{base[key] / m[key]:.2f}" if key != "rss" else f"{m[key] / base[key]:.2f}"
+
+        rows.append(f"| {name} | {precision} | {m['step']:.2f} | {m['process']:.1f} | {m['image']:.2f} | "
+                    f"{m['rss']:.2f} | {ratio('step')} | {ratio('process')} | {ratio('rss')} |")
+    rows += ["", "x: diffusers' seconds / this configuration's (higher is faster); RSS: this / diffusers'. "
+             "sdxs-ov's image s is the second image of its run."]
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=3, help="denoising steps per image (the first is untimed)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from: {', '.join(CONFIGS)}")
-    parser.add_argument("--scheduler", default="euler")
+    parser.add_argument("--size", type=int, help="square size (default 512; --tiny: 64)")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps of the multi-step configurations")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each figure the best of them")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"from: {', '.join(CONFIGS)}")
+    parser.add_argument("--peer-python", help="the Python of a venv with optimum-intel[openvino] (config optimum)")
+    parser.add_argument("--tiny", action="store_true", help="sdgen's tiny test models: the script end to end, fast")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.size = args.size or (64 if args.tiny else 512)
     if args.worker:
-        worker(args.worker, args.size, args.steps, args.scheduler)
+        worker(args.worker, args.tiny, args.size, args.steps)
         return
-    shutil.rmtree(CACHE, ignore_errors=True)  # the first OpenVINO run of each part is cold
-    results = {}
-    for config in args.configs.split(","):
-        runs = ("cold", "warm") if config.startswith("ov") else ("",)
-        for run in runs:
-            name = f"{config} ({run})" if run else config
-            results[name] = run_config(config, args.size, args.steps, args.scheduler)
-            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
-    print(table(results, args.size, args.steps))
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    if "optimum" in configs and not args.peer_python:
+        parser.error("optimum needs --peer-python (a venv with optimum-intel[openvino]); or leave it out of --configs")
+    prepare(configs, args)
+    results: dict[str, list[dict]] = {config: [] for config in configs}
+    for round_ in range(args.rounds):
+        for config in configs:
+            if config == "ov-cold" and round_:
+                continue  # the cold start once
+            print(f"round {round_ + 1}: {config} ...", file=sys.stderr, flush=True)
+            results[config].append(run_config(config, args))
+            print(f"  {json.dumps(results[config][-1])}", file=sys.stderr, flush=True)
+    print(table(results, args))
 
 
 if __name__ == "__main__":

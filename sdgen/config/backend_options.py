@@ -7,7 +7,7 @@ from __future__ import annotations
 from sdgen.config.optiontable import MODEL, Option
 
 BACKENDS = ("torch", "openvino")
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("none", "int8", "int8-hybrid")
 
 BACKEND_ROWS: tuple[Option, ...] = (
     Option(
@@ -18,8 +18,9 @@ BACKEND_ROWS: tuple[Option, ...] = (
     ),
     Option(
         "quantize", str, "none",
-        "none, or int8: NNCF's int8 weight compression of the OpenVINO models (needs --backend openvino); "
-        "changes the picture.",
+        "none, int8 (NNCF's int8 weight compression of the OpenVINO models), or int8-hybrid (the U-Net's "
+        "activations in int8 too, calibrated on a few prompts run once); needs --backend openvino; changes the "
+        "picture.",
         MODEL, shapes_picture=True,
     ),
 )

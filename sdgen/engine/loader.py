@@ -4,6 +4,7 @@ speed plan says. StableDiffusionParts owns the loaded modules and the switches t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -179,11 +180,8 @@ def load_model(
     plan: SpeedPlan | None = None,
     on_part: OnPart | None = None,
 ) -> StableDiffusionParts:
-    """Find the model, then load each part on its own onto the chosen device and dtype.
-
-    `placement` and `plan` are decided once per run by the caller (and checked before anything loads);
-    left out, they are decided here from the spec.
-    """
+    """Find the model, then load each part on its own onto the chosen device and dtype. `placement` and `plan`
+    are decided once per run by the caller (checked before anything loads); left out, here from the spec."""
     spec = (spec or ModelSpec()).checked()  # a checked spec (a run's prologue) is used as it is
     placement = placement or choose_placement(spec.device, spec.dtype, spec.rng)
     precision = placement.dtype  # OpenVINO runs at the run's dtype; the torch modules it converts are float32
@@ -196,14 +194,17 @@ def load_model(
     if spec.checkpoint is not None:  # one LDM/A1111 file (sdgen/models/single_file.py)
         source, loaded = _load_checkpoint(spec, placement, plan, on_part)
         files: dict[str, Path] = {}
+        loaders: dict[str, Any] = {}  # every part is loaded from the one file
     else:
         source = hub.resolve_model_folder(spec, placement.weight_variant)
         files = check_model_folder(source.folder, source.model, placement.weight_variant)
-        loaded = {
-            part.name: _load_part(part, source, files.get(part.name), placement, plan, on_part)
-            for part in PARTS
-            if part.name != "vae"
-        }
+        loaders = {part.name: functools.partial(_load_part, part, source, files.get(part.name), placement, plan,
+                                                on_part) for part in PARTS if part.name != "vae" or not spec.vae}
+        if spec.backend == "openvino":  # the weights load when a conversion needs them (a cold cache)
+            from sdgen.engine.openvino_weights import unloaded_parts
+            loaded = unloaded_parts(loaders, PARTS, source.folder)
+        else:
+            loaded = {name: load() for name, load in loaders.items() if name != "vae"}
     if spec.vae or "vae" not in loaded:
         loaded["vae"], vae_name, vae_hash = _load_vae(spec, source, files, placement, plan, on_part)
     unet = loaded["unet"]
@@ -221,7 +222,7 @@ def load_model(
     parts.apply(plan, spec)
     if spec.backend == "openvino":  # after the plug-ins' load steps; the models convert on first use
         from sdgen.engine.openvino_parts import use_openvino
-        use_openvino(parts, precision, spec.quantize)
+        use_openvino(parts, precision, spec.quantize, loaders)
     parts.load_seconds = time.perf_counter() - started
     return parts
 
@@ -313,8 +314,6 @@ def _load_vae(
 def load_tiny_autoencoder(name: str, placement: Placement, offline: bool = False, flag: str = "--preview-model") -> Any:
     """A tiny autoencoder (diffusers' AutoencoderTiny, e.g. TAESD `madebyollin/taesd`) from a folder or the
     Hub, in safetensors, placed beside the VAE in the VAE's dtype."""
-    from pathlib import Path
-
     from diffusers import AutoencoderTiny
 
     folder = Path(name).expanduser()

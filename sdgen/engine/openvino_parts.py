@@ -15,11 +15,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from sdgen.engine.openvino_weights import MODULE_OF_PART, TorchWeights
 from sdgen.engine.text import final_layer_norm
 from sdgen.errors import NAME, GenerationError, InvalidRequestError
-from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, ov_model
+from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, ov_model
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable, Mapping
+
     import torch
 
     from sdgen.engine.denoise import Conditioning, NoisePredictor
@@ -65,17 +68,39 @@ class OpenVINOParts:
     parts: StableDiffusionParts
     precision: str  # float32 or bfloat16 (sdgen's names)
     quantize: str
+    weights: TorchWeights | None = None  # the torch modules' weights, loaded only when needed
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
     _identity: dict[str, Any] | None = None
 
-    def model(self, conversion: Conversion) -> Any:
+    def model(self, conversion: Conversion, quantize: str | None = None) -> Any:
+        quantize = quantize or self.quantize
+        if quantize == "int8-hybrid" and conversion.calibration is None:
+            quantize = "int8"  # int8-hybrid: the U-Net's activations; the other parts' weights as int8 does
+        if quantize == "none" and self.precision == "bfloat16":
+            # float16 weights on file: bf16 inference converts them at compile time, from half the bytes (peak
+            # RSS of a 512x512 SD1.5 U-Net step 3.7 GiB against 5.3 from float32 weights, the same speed)
+            quantize = "f16"
+        made = (conversion.key, quantize)
         kept = self.compiled.get(conversion.name)
-        if kept is not None and kept[0] == conversion.key:
+        if kept is not None and kept[0] == made:
             return kept[1]
         self.compiled.pop(conversion.name, None)  # one set of weights per part in memory
-        compiled = compile_for_cpu(ov_model(conversion, self.quantize), self.precision)
-        self.compiled[conversion.name] = (conversion.key, compiled)
+        name = MODULE_OF_PART[conversion.name]
+        if self.weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
+            self.weights.ensure(name, f"to convert the {conversion.name}")
+        compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision)
+        self.compiled[conversion.name] = (made, compiled)
+        adapters = self.parts.adapters
+        if self.weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
+            keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
+            self.weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         return compiled
+
+    def load_torch(self, names: tuple[str, ...], why: str) -> None:
+        """The torch modules' weights before LoRAs or embeddings change them (sdgen/models/adapters.py)."""
+        if self.weights is not None:
+            for name in names:
+                self.weights.ensure(name, why)
 
     def identity(self) -> dict[str, Any]:
         """The model's identity in every part's key, found once (a local folder's files are listed)."""
@@ -94,10 +119,14 @@ class OpenVINOParts:
         return [(lora.source, lora.scale, file_identity(lora.source)) for lora in self.parts.adapters.loras]
 
 
-def use_openvino(parts: StableDiffusionParts, precision: str, quantize: str) -> None:
+def use_openvino(
+    parts: StableDiffusionParts, precision: str, quantize: str, loaders: Mapping[str, Callable[[], Any]]
+) -> None:
     """Switch a loaded model to OpenVINO: the VAE replaced by its wrapper, the U-Net and text encoder
-    called through theirs (engine/plugins' base predictor, pipeline's text encoder)."""
-    runtime = OpenVINOParts(parts, precision, quantize)
+    called through theirs (engine/plugins' base predictor, pipeline's text encoder). `loaders`: how each
+    torch module of a model folder loads its weights, when it was made empty (sdgen/engine/openvino_weights.py)."""
+    loaders = {name: load for name, load in loaders.items() if name in MODULE_OF_PART.values()}
+    runtime = OpenVINOParts(parts, precision, quantize, TorchWeights(parts, loaders) if loaders else None)
     parts.openvino = runtime
     parts.vae = OpenVINOVae(parts.vae, runtime)
     log.info("OpenVINO back end: %s, weights %s.", {"float32": "f32", "bfloat16": "bf16"}[precision], quantize)
@@ -118,7 +147,7 @@ def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
 # ---- U-Net ---------------------------------------------------------------------------------------------
 
 
-def unet_predictor(runtime: OpenVINOParts) -> NoisePredictor:
+def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> NoisePredictor:
     """The converted U-Net as a NoisePredictor (the torch one: sdgen/engine/denoise.py's unet_predictor)."""
     import torch
 
@@ -133,10 +162,58 @@ def unet_predictor(runtime: OpenVINOParts) -> NoisePredictor:
         timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
         states = kwargs["encoder_hidden_states"]
         key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels}
-        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key)
-        return _run(runtime.model(conversion), sample, timestep, states)[0].to(model_input.dtype)
+        size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
+        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key,
+                                lambda: calibration_inputs(runtime, size))
+        return _run(runtime.model(conversion, quantize), sample, timestep, states)[0].to(model_input.dtype)
 
     return predict_noise
+
+
+CALIBRATION_PROMPTS = (
+    "a photo of a cat sitting on a windowsill, soft light",
+    "a mountain lake at sunrise, mist over the water, detailed landscape",
+    "portrait of an old fisherman, oil painting",
+    "a futuristic city street at night, neon signs, rain",
+)
+CALIBRATION_STEPS = 4  # per prompt: 16 guided U-Net calls, the start to the end of the noise schedule
+
+
+def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tuple[Any, ...]]:
+    """int8-hybrid's calibration set: the float U-Net's inputs in sdgen's own loop (sdgen/engine/denoise.py),
+    a few prompts at the run's size with guidance 7.5 and Euler; nothing downloaded."""
+    import diffusers
+    import torch
+
+    from sdgen.engine.denoise import Conditioning, denoise
+    from sdgen.engine.latents import initial_noise, set_timesteps
+    from sdgen.engine.text import encode_prompt
+
+    parts = runtime.parts
+    if parts.unet.config.in_channels != 4:
+        raise GenerationError("--quantize int8-hybrid calibrates 4-channel U-Nets; use --quantize int8 for an "
+                              "inpainting model.")
+    log.info("OpenVINO: running %d calibration prompts for int8-hybrid (once; cached).", len(CALIBRATION_PROMPTS))
+    samples: list[tuple[Any, ...]] = []
+    float_unet = unet_predictor(runtime, "none")
+
+    def recording(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
+        samples.append(tuple(_numpy(x) for x in (model_input, timestep, cond.encoder_hidden_states())))
+        return float_unet(model_input, t, cond)
+
+    encoder = text_encoder_of(parts)
+    empty = encode_prompt("", parts.tokenizer, encoder, "cpu")
+    for seed, prompt in enumerate(CALIBRATION_PROMPTS):
+        scheduler = diffusers.EulerDiscreteScheduler.from_config(parts.scheduler_config)
+        timesteps = set_timesteps(scheduler, CALIBRATION_STEPS, "cpu")
+        generators = [torch.Generator("cpu").manual_seed(seed)]
+        scale = parts.vae_scale_factor
+        latents = initial_noise(generators, (4, size[1] // scale, size[0] // scale), scheduler, "cpu", torch.float32)
+        cond = Conditioning(encode_prompt(prompt, parts.tokenizer, encoder, "cpu"), empty)
+        denoise(recording, latents, timesteps=timesteps, scheduler=scheduler, conditioning=cond,
+                guidance_scale=7.5, generators=generators)
+    return samples
 
 
 def _unet_forward(unet: Any) -> Any:
@@ -163,7 +240,12 @@ class OpenVINOTextEncoder:
     def __init__(self, runtime: OpenVINOParts) -> None:
         self.runtime = runtime
         self.module = runtime.parts.text_encoder
-        self.final_layer_norm = final_layer_norm(self.module)
+
+    @property
+    def final_layer_norm(self) -> Any:
+        norm = final_layer_norm(self.module)
+        weights = self.runtime.weights
+        return norm if weights is None else weights.norm(norm)
 
     def __call__(self, ids: torch.Tensor, output_hidden_states: bool = False) -> Any:
         runtime = self.runtime

@@ -65,6 +65,7 @@ class Adapters:
         """Make `loras` the fused set; True when the weights changed (text embeddings must be redone)."""
         if loras == self.loras:
             return False
+        self._weights_needed("to fuse LoRAs into them")
         self._restore()
         self.loras = ()
         if loras:
@@ -121,6 +122,13 @@ class Adapters:
                 "encoder (is it made for SD 1.x?)."
             )
 
+    def _weights_needed(self, why: str, names: tuple[str, ...] = ("unet", "text_encoder")) -> None:
+        """--backend openvino makes the torch modules empty where their converted models are cached: their
+        weights load before LoRAs or embeddings change them (sdgen/engine/openvino_weights.py)."""
+        runtime = getattr(self.parts, "openvino", None)
+        if runtime is not None:
+            runtime.load_torch(names, why)
+
     def _restore(self) -> None:
         """Put back the weights the fused LoRAs changed, bit for bit."""
         import torch
@@ -135,6 +143,7 @@ class Adapters:
     def use_embeddings(self, embeddings: tuple[EmbeddingRef, ...]) -> None:
         if embeddings == self.embeddings:
             return
+        self._weights_needed("to load embeddings into it", ("text_encoder",))
         if self.embeddings:
             self._host.unload_textual_inversion()
             self.embeddings = ()

@@ -73,7 +73,7 @@ def check_backend(spec: ModelSpec) -> None:
                 f"Invalid {NAME} {value!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.", key
             )
     missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
-    needed = [name for name in missing if name == "openvino" or quantize == "int8"]
+    needed = [name for name in missing if name == "openvino" or quantize != "none"]
     if needed:
         raise InvalidRequestError(
             f"Invalid {NAME} openvino: the {' and '.join(needed)} package is not installed; run: {INSTALL}.",
@@ -114,22 +114,46 @@ class Conversion:
     module: Callable[[], Any]  # made when needed: no wrapper is built for a cached part
     example_input: Callable[[], tuple[Any, ...]]
     key: Mapping[str, Any]
+    # int8-hybrid's calibration inputs (the U-Net only): each a tuple of the model's inputs as numpy arrays
+    calibration: Callable[[], list[tuple[Any, ...]]] | None = None
 
 
-def ov_model(conversion: Conversion, quantize: str) -> Any:
-    """The part's OpenVINO model: read from the cache, or converted and saved there; int8 is NNCF's weight
-    compression of the float32 model (itself read from the cache, or converted and kept there first)."""
+def cache_folder(conversion: Conversion, quantize: str) -> Path:
+    """The part's folder in the cache: its key's digest under the part's name."""
+    return cache_root() / conversion.name / cache_key(json_fields(conversion, quantize))
+
+
+def is_cached(conversion: Conversion, quantize: str) -> bool:
+    return (cache_folder(conversion, quantize) / "model.xml").is_file()
+
+
+def ov_model(conversion: Conversion, quantize: str) -> str:
+    """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; int8 is
+    NNCF's weight compression of the float32 model (itself read from the cache, or converted there first).
+    A path, not a model: compiling from the file lets OpenVINO import its compiled blob without reading it."""
     import openvino
 
-    fields = {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
-    folder = cache_root() / conversion.name / cache_key(fields)
+    folder = cache_folder(conversion, quantize)
+    fields = json_fields(conversion, quantize)
     xml = folder / "model.xml"
-    core = _core()
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
-        return core.read_model(str(xml))
+        return str(xml)
+    if quantize == "f16":  # bf16 inference: the float32 model's weights stored in float16 (see OpenVINOParts)
+        base = _core().read_model(ov_model(conversion, "none"))
+        log.info("OpenVINO: the %s with float16 weights, for bf16 inference (cached in %s).", conversion.name, folder)
+        _save(base, folder, fields, compress_to_fp16=True)
+        return str(xml)
+    if quantize == "int8-hybrid":
+        base = _core().read_model(ov_model(conversion, "none"))
+        assert conversion.calibration is not None, "int8-hybrid quantizes the U-Net's activations only"
+        samples = conversion.calibration()
+        log.info("OpenVINO: int8-hybrid %s from %d calibration inputs (cached in %s).", conversion.name,
+                 len(samples), folder)
+        _save(hybrid_quantize(base, samples), folder, fields)
+        return str(xml)
     if quantize == "int8":
-        base = ov_model(conversion, "none")
+        base = _core().read_model(ov_model(conversion, "none"))
         log.info("OpenVINO: int8 weights of the %s (cached in %s).", conversion.name, folder)
         import nncf
 
@@ -137,7 +161,7 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's bar: stdout carries sdgen's own output
             model = nncf.compress_weights(base, mode=nncf.CompressWeightsMode.INT8_ASYM)
         _save(model, folder, fields)
-        return model
+        return str(xml)
     log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
     import torch
 
@@ -149,24 +173,61 @@ def ov_model(conversion: Conversion, quantize: str) -> Any:
         traced = torch.jit.trace(conversion.module(), example, check_trace=False)
         model = openvino.convert_model(traced, example_input=example)
         _save(model, folder, fields)
-    return model
+    del model, traced  # the converted model may share the torch weights' memory: only the saved file is used
+    return str(xml)
 
 
-def _save(model: Any, folder: Path, fields: Mapping[str, Any]) -> None:
+def json_fields(conversion: Conversion, quantize: str) -> dict[str, Any]:
+    import openvino
+
+    return {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
+
+
+def hybrid_quantize(model: Any, samples: list[tuple[Any, ...]]) -> Any:
+    """optimum-intel's hybrid recipe for diffusion U-Nets (its _get_hybrid_mixed_quantization_config): int8
+    weights (asymmetric, per channel) for the MatMuls, then NNCF's post-training quantization of everything
+    else, activations included, calibrated on `samples`; SmoothQuant off (the MatMul weights are compressed)."""
+    import nncf
+
+    matmuls = [op.get_friendly_name() for op in model.get_ops()
+               if op.get_type_name() == "MatMul" and any(_constant_input(op, port) for port in (0, 1))]
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr):
+        compressed = nncf.compress_weights(
+            model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(types=["Convolution"])
+        )
+        advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.DISABLE)
+        advanced.smooth_quant_alphas.matmul = -1
+        return nncf.quantize(
+            compressed, nncf.Dataset(samples), preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples),
+            fast_bias_correction=True, model_type=nncf.ModelType.TRANSFORMER,
+            ignored_scope=nncf.IgnoredScope(names=matmuls, validate=False), advanced_parameters=advanced,
+        )
+
+
+def _constant_input(op: Any, port: int) -> bool:
+    """The input comes from a constant, through conversions and reshapes (a layer's weight)."""
+    node = op.input_value(port).get_node()
+    while node.get_type_name() in ("Convert", "FakeQuantize", "Reshape") and node.inputs():
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
+
+
+def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16: bool = False) -> None:
     """Write the model whole or not at all: into a temporary folder beside it, then one rename."""
     import openvino
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=compress_to_fp16)
         (temporary / "key.json").write_text(json.dumps(fields, sort_keys=True, default=str, indent=1))
         os.replace(temporary, folder)
     except OSError:  # another process saved it first (the folder exists): theirs is the same model
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def compile_for_cpu(model: Any, precision: str) -> Any:
+def compile_for_cpu(model: Any, precision: str) -> Any:  # a model.xml path, or a model
     """The model compiled for the CPU at sdgen's precision (f32: the exact path's arithmetic, bf16 on CPUs
     with bfloat16 units); OpenVINO keeps the compiled blobs in the cache folder too (CACHE_DIR)."""
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(cache_root() / "compiled")}
