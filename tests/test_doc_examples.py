@@ -67,7 +67,7 @@ def test_continuations_and_pipelines_over_lines_are_one_example(tmp_path: Path) 
     page = tmp_path / "page.md"
     page.write_text("```bash\n# a comment\ncurl -s \\\n  -d '{}' |\n  jq .x   # note\n\nsdgen a\n```\n"
                     "```python\nsdgen b\n```\n```sh\nsdgen c\n```\n")
-    assert shell_lines(page) == [(1, 3, "curl -s    -d '{}' |   jq .x   # note"), (1, 7, "sdgen a"), (3, 13, "sdgen c")]
+    assert shell_lines(page) == [(1, 3, "curl -s    -d '{}' |   jq .x   # note"), (1, 7, "sdgen a"), (2, 13, "sdgen c")]
 
 
 @pytest.mark.parametrize(("line", "port", "expected"), [
