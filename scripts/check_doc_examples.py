@@ -245,6 +245,19 @@ def plan(examples: list[Example], skipped: dict[int, str]) -> tuple[list[Job], l
     return jobs, results
 
 
+def start_forkserver(sandbox: Path, env: dict[str, str]) -> subprocess.Popen:
+    """scripts/sdgen_forkserver.py, and an `sdgen` first on PATH that runs through it."""
+    server_script, socket_path = ROOT / "scripts" / "sdgen_forkserver.py", sandbox / "sdgen.sock"
+    server = subprocess.Popen([sys.executable, str(server_script), str(socket_path)], env=env, text=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+    if server.stdout.readline().strip() != "ready":
+        sys.exit("the sdgen fork server did not start")
+    shim = sandbox / "bin" / "sdgen"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{server_script}" --client "{socket_path}" "$@"\n')
+    shim.chmod(0o755)
+    return server
+
+
 def prepare(sandbox: Path) -> dict[str, str]:
     """The sandbox, and the outputs the examples read: outputs/00000-42-a-fox.png, out/ of a batch, old.png."""
     from sdgen.models.upscalers import import_spandrel
@@ -278,10 +291,12 @@ def report(results: list[Result], seconds: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", type=Path, help="make the sandbox here and keep it (it must not exist)")
+    parser.add_argument("--keep", type=Path, help="make the sandbox here and keep it (made before: used again)")
     parser.add_argument("--jobs", type=int, default=2, help="examples run at once (default 2: two cores)")
     parser.add_argument("--only", help="run only the examples whose line contains this")
     parser.add_argument("--timeout", type=float, default=180, help="seconds an example may take")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="run the installed sdgen afresh for each example (slow) instead of the fork server")
     options = parser.parse_args()
     start = time.monotonic()
     sandbox = options.keep or Path(tempfile.mkdtemp(prefix="sdgen-doc-examples-")) / "sandbox"
@@ -290,7 +305,14 @@ def main() -> int:
     if options.only:
         jobs = [job for job in jobs if options.only in job.example.text]
         results = []
-    env = prepare(sandbox)
+    if options.keep and (sandbox / "settings.json").is_file():
+        from sdgen.testing.doc_sandbox import environment
+
+        shutil.rmtree(sandbox / "runs", ignore_errors=True)
+        env = environment(sandbox, Path(sys.executable).parent)
+    else:
+        env = prepare(sandbox)
+    server = None if options.no_fork else start_forkserver(sandbox, env)
     print(f"sandbox ready in {time.monotonic() - start:.0f} s: {sandbox}; {len(jobs)} jobs", flush=True)
     with ThreadPoolExecutor(options.jobs) as pool:
         for done in pool.map(lambda job: run_job(job, sandbox, env, options.timeout), jobs):
@@ -299,6 +321,8 @@ def main() -> int:
                 mark = "ok " if result.code == 0 else "FAIL"
                 print(f"{mark} {result.seconds:5.1f} s {result.example.page}:{result.example.line}", flush=True)
     code = report(results, time.monotonic() - start)
+    if server is not None:
+        stop(server)
     if not options.keep:
         shutil.rmtree(sandbox.parent, ignore_errors=True)
     return code
