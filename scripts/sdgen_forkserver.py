@@ -61,7 +61,11 @@ def _run(connection: socket.socket, request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     if hub != {key: value for key, value in os.environ.items() if key.startswith("HF_")}:
         # huggingface_hub read HF_* when imported: another Hub setting needs a fresh process
-        os.execv(sys.executable, [sys.executable, "-m", "sdgen", *request["args"]])
+        import subprocess
+
+        code = subprocess.call([sys.executable, "-m", "sdgen", *request["args"]])
+        connection.sendall(struct.pack("i", code))
+        os._exit(code)
     sys.argv = ["sdgen", *request["args"]]
     threading.Thread(target=_watch, args=(request["pid"],), daemon=True).start()
     code = 1
