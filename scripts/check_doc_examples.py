@@ -11,7 +11,7 @@ VAR=value as written.
 The one rewrite rule (sdgen.testing.doc_examples.shrink), so that no example takes minutes on the tiny
 model while the same flags and kinds of value run: widths and heights over 128 are divided by 8 (768 -> 96,
 2048 -> 256); step counts (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) are capped
-at 2, and SDGEN_STEPS=2 stands for the default of 25; -n and --batch-size are capped at 2. A server
+at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the default of 25; -n and --batch-size are capped at 2. A server
 (`sdgen serve ...`) gets a free --port and loses --listen (servers bind 127.0.0.1 only); it starts in the
 background, the page's client lines (curl to 127.0.0.1) run against the page's first server once it
 listens, then it is stopped. A line ending in `&` runs in one shell with the next line of its block.
@@ -132,11 +132,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def work_copy(sandbox: Path, name: str) -> Path:
+def written(example: Example) -> set[str]:
+    """The files the example writes (-o NAME, sdgen convert's target): inputs of others, left out of its copy."""
+    args = list(example.args or ())
+    names = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-o", "--output")}
+    return names | ({args[-1]} if args[:1] == ["convert"] else set())
+
+
+def work_copy(sandbox: Path, name: str, leave_out: set[str] = frozenset()) -> Path:
     """A folder of the example's own: the inputs linked, the output folders copied."""
     folder = sandbox / "runs" / name
     folder.mkdir(parents=True)
     for entry in (sandbox / "work").iterdir():
+        if entry.name in leave_out:
+            continue
         if entry.name in ("outputs", "out"):
             shutil.copytree(entry, folder / entry.name, symlinks=True)
         else:
@@ -216,7 +225,8 @@ def run_job(job: Job, sandbox: Path, env: dict[str, str], timeout: float) -> lis
     command = shrink(job.example.command)
     if job.then is not None:
         command = f"{command}\n{shrink(job.then.command)}\nwait"
-    code, output, seconds = run_line(command, work_copy(sandbox, job.name), env, timeout)
+    cwd = work_copy(sandbox, job.name, written(job.example) | (written(job.then) if job.then else set()))
+    code, output, seconds = run_line(command, cwd, env, timeout)
     return [Result(job.example, command, code, output, seconds)]
 
 

@@ -92,17 +92,36 @@ def _run(connection: socket.socket, request: dict, fds: list[int]) -> None:
             os._exit(code)
 
 
+def _warm_up(folder: str) -> None:
+    """Import what a run of sdgen imports: a child makes an image and `sdgen info`s it, and says which modules
+    it imported; this process imports them, so that each forked run starts with them."""
+    import importlib
+
+    names_file = os.path.join(folder, "modules.txt")
+    if os.fork() == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # stdout is where the server says "ready"
+        for args in (["a fox", "-q", "-o", os.path.join(folder, "warm.png")], ["info", os.path.join(folder, "warm.png")]):
+            sys.argv = ["sdgen", *args]
+            try:
+                from sdgen.cli import main
+
+                main()
+            except SystemExit:
+                pass
+        with open(names_file, "w") as names:
+            names.write("\n".join(sorted(sys.modules)))
+        os._exit(0)
+    os.wait()
+    for name in open(names_file).read().split():
+        try:
+            importlib.import_module(name)
+        except Exception:  # a module only importable in its own context: imported by the run itself
+            pass
+
+
 def serve(path: str) -> None:
-    import diffusers  # noqa: F401  (the imports every run would make, made once)
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel  # noqa: F401
-    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
-
-    import sdgen.cli  # noqa: F401
-    import sdgen.engine.loader  # noqa: F401
-    import sdgen.engine.pipeline  # noqa: F401
-
+    _warm_up(os.path.dirname(os.path.abspath(path)))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped as they end
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)

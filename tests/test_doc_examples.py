@@ -74,12 +74,12 @@ def test_continuations_and_pipelines_over_lines_are_one_example(tmp_path: Path) 
     ('sdgen "a" -W 768 -H 512 -n 64 --batch-size 4', None, 'sdgen "a" -W 96 -H 64 -n 2 --batch-size 2'),
     ("sdgen a -W 128 --height 2048 -n 1", None, "sdgen a -W 128 --height 256 -n 1"),
     ("SDGEN_STEPS=12 sdgen a --steps 48 --hires-steps 10 --max-steps 60", None,
-     "SDGEN_STEPS=2 sdgen a --steps 2 --hires-steps 2 --max-steps 60"),
-    ("sdgen grid a --y steps=10,25,50 --x seed=1,2", None, "sdgen grid a --y steps=2,2,2 --x seed=1,2"),
+     "SDGEN_STEPS=4 sdgen a --steps 4 --hires-steps 4 --max-steps 60"),
+    ("sdgen grid a --y steps=3,25,50 --x seed=1,2", None, "sdgen grid a --y steps=3,4,4 --x seed=1,2"),
     ("sdgen a -W 640 --seed-resize-from 512x512", None, "sdgen a -W 80 --seed-resize-from 64x64"),
     ("sdgen serve --listen --port 7861", 9000, "sdgen serve --port 9000"),
     ("""curl -s http://127.0.0.1:7860/v1 -d '{"size": "512x512", "steps": 25}'""", 9000,
-     """curl -s http://127.0.0.1:9000/v1 -d '{"size": "64x64", "steps": 2}'"""),
+     """curl -s http://127.0.0.1:9000/v1 -d '{"size": "64x64", "steps": 4}'"""),
 ])
 def test_the_rewrite_rule_makes_examples_small_and_keeps_their_flags(line, port, expected) -> None:
     assert shrink(line, port) == expected

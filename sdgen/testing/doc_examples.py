@@ -104,7 +104,7 @@ def examples(root: Path) -> list[Example]:
 
 # The one rewrite rule of scripts/check_doc_examples.py: what would take minutes on the tiny model is made
 # small, the flags and the kinds of value staying as written.
-MAX_SIDE, SIDE_DIVISOR, MAX_STEPS, MAX_COUNT = 128, 8, 2, 2
+MAX_SIDE, SIDE_DIVISOR, MAX_STEPS, MAX_COUNT = 128, 8, 4, 2  # 4 steps: a strength of 0.25 still runs one
 _SIDE = re.compile(r"(?<!\S)(-W|-H|--width|--height)(\s+)(\d+)")
 _SIZE = re.compile(r"\b(\d{3,4})x(\d{3,4})\b")
 _STEPS = re.compile(r"(?<!\S)(--steps|--hires-steps|SDGEN_STEPS=)(\s*)(\d+)")
@@ -126,7 +126,7 @@ def steps(value: int) -> int:
 
 def shrink(text: str, port: int | None = None) -> str:
     """The example as run: widths and heights over 128 divided by 8 (768 -> 96, 2048 -> 256), step counts
-    (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) capped at 2, -n and --batch-size
+    (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) capped at 4, -n and --batch-size
     capped at 2; with `port`, the server's --port and the clients' 127.0.0.1:PORT made that port, and --listen
     dropped (servers bind 127.0.0.1 only)."""
     text = _SIDE.sub(lambda m: f"{m[1]}{m[2]}{side(int(m[3]))}", text)

@@ -207,6 +207,8 @@ def environment(root: Path, bin_folder: Path | None = None) -> dict[str, str]:
     return keep | {
         "PATH": path, "HOME": str(root / "home"), "HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1",
         "SDGEN_CONFIG": str(root / "home" / ".config" / "sdgen" / "config.toml"),
-        "SDGEN_CACHE_DIR": str(root / "cache"), "SDGEN_DEVICE": "cpu", "SDGEN_STEPS": "2",
+        "SDGEN_CACHE_DIR": str(root / "cache"), "SDGEN_DEVICE": "cpu", "SDGEN_STEPS": "4",
+        # the checkpoint files are the tiny model's: its configs, not the shipped full-size SD 1.5 ones
+        "SDGEN_MODEL_CONFIG": str(root / "parts" / "sd15"),
         "OMP_NUM_THREADS": "1", "EDITOR": "true", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
     }
