@@ -30,7 +30,7 @@ def test_the_examples_run_offline_in_the_sandboxs_home_without_the_callers_setti
     monkeypatch.setenv("HF_TOKEN", "not to be seen")
     env = environment(tmp_path, Path("/venv/bin"))
     assert env["HOME"] == str(tmp_path / "home") and env["HF_HOME"] == str(tmp_path / "hf")
-    assert env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env and env["SDGEN_STEPS"] == "2"
+    assert env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env and env["SDGEN_STEPS"] == "4"
     assert env["PATH"].split(os.pathsep)[:2] == [str(tmp_path / "bin"), "/venv/bin"]
 
 
