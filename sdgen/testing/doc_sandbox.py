@@ -201,7 +201,8 @@ def build_sandbox(root: Path, bin_folder: Path | None = None) -> dict[str, str]:
 
 
 def environment(root: Path, bin_folder: Path | None = None) -> dict[str, str]:
-    """What every example runs with: the sandbox's HOME and Hugging Face cache, offline, one thread each."""
+    """What every example runs with: the sandbox's HOME and Hugging Face cache, offline, one thread each (two
+    run at once on two cores; more threads per run, forked or not, only wait on each other)."""
     path = os.pathsep.join(str(p) for p in (root / "bin", bin_folder) if p) + os.pathsep + os.environ["PATH"]
     keep = {key: value for key, value in os.environ.items() if not key.startswith(("SDGEN_", "HF_"))}
     return keep | {
@@ -210,5 +211,5 @@ def environment(root: Path, bin_folder: Path | None = None) -> dict[str, str]:
         "SDGEN_CACHE_DIR": str(root / "cache"), "SDGEN_DEVICE": "cpu", "SDGEN_STEPS": "4",
         # the checkpoint files are the tiny model's: its configs, not the shipped full-size SD 1.5 ones
         "SDGEN_MODEL_CONFIG": str(root / "parts" / "sd15"),
-        "OMP_NUM_THREADS": "1", "EDITOR": "true", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
+        "SDGEN_THREADS": "1", "OMP_NUM_THREADS": "1", "EDITOR": "true", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
     }
