@@ -12,6 +12,7 @@ stdin, stdout and stderr (passed over a Unix socket), in a process of its own, i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,10 +83,8 @@ def _run(connection: socket.socket, request: dict, fds: list[int]) -> None:
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a closed pipe: the reader has gone
                 stream.flush()
-            except Exception:  # a closed pipe: the reader has gone
-                pass
         try:
             connection.sendall(struct.pack("i", code))
         finally:
@@ -101,7 +100,8 @@ def _warm_up(folder: str) -> None:
     if os.fork() == 0:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # stdout is where the server says "ready"
-        for args in (["a fox", "-q", "-o", os.path.join(folder, "warm.png")], ["info", os.path.join(folder, "warm.png")]):
+        picture = os.path.join(folder, "warm.png")
+        for args in (["a fox", "-q", "-o", picture], ["info", picture]):
             sys.argv = ["sdgen", *args]
             try:
                 from sdgen.cli import main
@@ -113,11 +113,11 @@ def _warm_up(folder: str) -> None:
             names.write("\n".join(sorted(sys.modules)))
         os._exit(0)
     os.wait()
-    for name in open(names_file).read().split():
-        try:
+    with open(names_file) as names:
+        imported = names.read().split()
+    for name in imported:
+        with contextlib.suppress(Exception):  # a module only importable in its own context: the run imports it
             importlib.import_module(name)
-        except Exception:  # a module only importable in its own context: imported by the run itself
-            pass
 
 
 def serve(path: str) -> None:

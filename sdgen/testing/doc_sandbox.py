@@ -211,5 +211,6 @@ def environment(root: Path, bin_folder: Path | None = None) -> dict[str, str]:
         "SDGEN_CACHE_DIR": str(root / "cache"), "SDGEN_DEVICE": "cpu", "SDGEN_STEPS": "4",
         # the checkpoint files are the tiny model's: its configs, not the shipped full-size SD 1.5 ones
         "SDGEN_MODEL_CONFIG": str(root / "parts" / "sd15"),
-        "SDGEN_THREADS": "1", "OMP_NUM_THREADS": "1", "EDITOR": "true", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
+        "SDGEN_THREADS": "1", "OMP_NUM_THREADS": "1", "EDITOR": "true",
+        "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
     }
