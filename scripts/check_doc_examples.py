@@ -51,6 +51,7 @@ MACHINES = "several real machines (a cluster's address)"
 PYTEST = "the test suite and its tools: CI runs them before this script"
 BENCH = "the benchmark: minutes on full-size random SD1.5 weights"
 OPENVINO = "an OpenVINO export of the model: minutes and an own virtual environment (docs/openvino.md)"
+OPENPOSE = "OpenPose's detector: its body, hand and face nets (lllyasviel/Annotators) are not made in the sandbox"
 SD2_FILE = "a real SD 2.x single file: the shipped 2.x configs are full size (tests/test_models_single_file.py)"
 
 # (page, a piece of the line unique on that page, why it does not run here). Add a row for a new example
@@ -66,6 +67,7 @@ NOT_RUNNABLE = [
     ("README.md", 'pip install -e ".[serve]"', NETWORK),
     ("docs/batch.md", "accelerate launch --num_processes 4", GPU),
     ("docs/batch.md", "--num_machines 2", MACHINES),
+    ("docs/controlnet.md", "-p openpose -o pose.png", OPENPOSE),
     ("docs/contributing.md", "python scripts/gen_reference.py", PYTEST),
     ("docs/dependencies.md", "pip install -c requirements/test-constraints.txt", NETWORK),
     ("docs/dependencies.md", "pip install uv", NETWORK),
