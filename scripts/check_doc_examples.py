@@ -288,12 +288,15 @@ def prepare(sandbox: Path) -> dict[str, str]:
     return env
 
 
+def describe(result: Result) -> str:
+    tail = "\n".join(result.output.rstrip().splitlines()[-TAIL_LINES:])
+    return f"FAILED {result.example.page}:{result.example.line}: exit {result.code}\n  $ {result.command}\n{tail}\n"
+
+
 def report(results: list[Result], seconds: float) -> int:
     failed = [r for r in results if r.code not in (None, 0)]
     for result in failed:
-        tail = "\n".join(result.output.rstrip().splitlines()[-TAIL_LINES:])
-        print(f"FAILED {result.example.page}:{result.example.line}: exit {result.code}\n  $ {result.command}\n"
-              f"{tail}\n", flush=True)
+        print(describe(result), flush=True)
     skipped = collections.Counter(r.reason for r in results if r.code is None)
     worked = sum(r.code == 0 for r in results)
     print(f"{len(results)} examples: {worked} worked, {len(failed)} failed, {sum(skipped.values())} not runnable "
@@ -332,8 +335,8 @@ def main() -> int:
         for done in pool.map(lambda job: run_job(job, sandbox, env, options.timeout), jobs):
             results.extend(done)
             for result in done:
-                mark = "ok " if result.code == 0 else "FAIL"
-                print(f"{mark} {result.seconds:5.1f} s {result.example.page}:{result.example.line}", flush=True)
+                print(f"ok   {result.seconds:5.1f} s {result.example.page}:{result.example.line}" if result.code == 0
+                      else describe(result), flush=True)
     code = report(results, time.monotonic() - start)
     if server is not None:
         stop(server)
