@@ -15,7 +15,8 @@ at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the de
 --batch-size are capped at 2. A server (`sdgen serve ...`) gets a free --port and loses --listen (servers
 bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to 127.0.0.1) run against
 the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
-next line of its block. Single-file checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its
+next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the presets' own
+512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it). Single-file checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its
 configs. `sdgen` is forked from scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
 
 What cannot run here is in NOT_RUNNABLE, by page and a piece of the line unique on that page, with the
@@ -224,6 +225,8 @@ class Job:
 
 
 def run_job(job: Job, sandbox: Path, env: dict[str, str], timeout: float) -> list[Result]:
+    if "--preset" in job.example.command:  # a preset's own size (512x512: SD-Turbo, SDXS) held to the tiny 64
+        env = env | {"SDGEN_WIDTH": "64", "SDGEN_HEIGHT": "64"}
     if is_server(job.example):
         return run_server(job, sandbox, env, timeout)
     command = shrink(job.example.command)
