@@ -101,7 +101,7 @@ def _warm_up(folder: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # stdout is where the server says "ready"
         picture = os.path.join(folder, "warm.png")
-        for args in (["a fox", "-q", "-o", picture], ["info", picture]):
+        for args in (["a fox", "-q", "--overwrite", "-o", picture], ["info", picture]):
             sys.argv = ["sdgen", *args]
             try:
                 from sdgen.cli import main
