@@ -29,7 +29,7 @@ STAND_INS = {
     "feh": "#!/bin/sh\nfor i in $(seq 120); do test -s \"$3\" && exit 0; sleep 0.5; done; exit 1\n",
 }
 
-PROMPTS_TXT = "# a comment line: skipped\na red fox\na blue fox --seed 7\n"
+PROMPTS_TXT = "# a comment line: skipped\na red fox\na blue fox\n"
 PROMPTS_JSONL = '{"prompt": "a red fox", "seed": 1}\n{"prompt": "a blue fox", "steps": 2, "style": ["cinematic"]}\n'
 PROMPTS_CSV = "prompt,seed\na red fox,1\na blue fox,2\n"
 ITEMS_JSONL = '{"title": "a red fox", "id": 1}\n{"title": "a blue fox", "id": 2}\n'
