@@ -80,6 +80,7 @@ NOT_RUNNABLE = [
     ("docs/install.md", "python3 -m venv .venv", NETWORK),
     ("docs/install.md", "whl/cpu", NETWORK),
     ("docs/install.md", "pip install -e .  ", NETWORK),
+    ("docs/install.md", "pip install -e .", NETWORK),
     ("docs/install.md", "whl/cu126", NETWORK),
     ("docs/install.md", "pip install torch  ", NETWORK),
     ("docs/models.md", "sd21-768-v.safetensors", SD2_FILE),
@@ -111,11 +112,13 @@ class Result:
 
 
 def not_runnable(examples: list[Example]) -> dict[int, str]:
-    """index of example -> reason, from NOT_RUNNABLE; a row that matches no example or several is an error."""
+    """index of example -> reason, from NOT_RUNNABLE; a row that matches no example, or several that are not the
+    same line (`pip install -e .` twice on a page), is an error."""
     found, problems = {}, []
     for page, piece, reason in NOT_RUNNABLE:
         hits = [i for i, e in enumerate(examples) if e.page == page and piece in e.text]
-        if len(hits) != 1:
+        hits = [i for i in hits if examples[i].command == piece] or hits  # the whole line, where one is that
+        if not hits or len({examples[i].text for i in hits}) > 1:
             problems.append(f"NOT_RUNNABLE {page!r} {piece!r} matches {len(hits)} examples; make it match one")
         found.update(dict.fromkeys(hits, reason))
     if problems:
@@ -141,7 +144,8 @@ def written(example: Example) -> set[str]:
     """The files the example writes (-o NAME, sdgen convert's target): inputs of others, left out of its copy."""
     args = list(example.args or ())
     names = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-o", "--output")}
-    return names | ({args[-1]} if args[:1] == ["convert"] else set())
+    made = args[:1] == ["convert"] or args[:2] == ["models", "make-tiny"]
+    return names | ({args[-1].rstrip("/")} if made else set())
 
 
 def work_copy(sandbox: Path, name: str, leave_out: set[str] = frozenset()) -> Path:
