@@ -16,8 +16,8 @@ at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the de
 bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to 127.0.0.1) run against
 the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
 next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the presets' own
-512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it). Single-file checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its
-configs. `sdgen` is forked from scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
+512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it). Single-file
+checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its configs. `sdgen` is forked from scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
 
 What cannot run here is in NOT_RUNNABLE, by page and a piece of the line unique on that page, with the
 reason; an example not listed that fails is a failure, and so is a listed piece that matches no example.
@@ -117,7 +117,7 @@ def not_runnable(examples: list[Example]) -> dict[int, str]:
     found, problems = {}, []
     for page, piece, reason in NOT_RUNNABLE:
         hits = [i for i, e in enumerate(examples) if e.page == page and piece in e.text]
-        hits = [i for i in hits if examples[i].command == piece] or hits  # the whole line, where one is that
+        hits = [i for i in hits if examples[i].text == piece] or hits  # the whole line, where one is that
         if not hits or len({examples[i].text for i in hits}) > 1:
             problems.append(f"NOT_RUNNABLE {page!r} {piece!r} matches {len(hits)} examples; make it match one")
         found.update(dict.fromkeys(hits, reason))
