@@ -17,7 +17,8 @@ bind 127.0.0.1 only); it starts in the background, the page's client lines (curl
 the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
 next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the presets' own
 512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it). Single-file
-checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its configs. `sdgen` is forked from scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
+checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its configs. `sdgen` is forked from
+scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
 
 What cannot run here is in NOT_RUNNABLE, by page and a piece of the line unique on that page, with the
 reason; an example not listed that fails is a failure, and so is a listed piece that matches no example.
