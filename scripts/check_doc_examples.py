@@ -54,6 +54,8 @@ PYTEST = "the test suite and its tools: CI runs them before this script"
 BENCH = "the benchmark: minutes on full-size random SD1.5 weights"
 OPENVINO = "an OpenVINO export of the model: minutes and an own virtual environment (docs/openvino.md)"
 OPENPOSE = "OpenPose's detector: its body, hand and face nets (lllyasviel/Annotators) are not made in the sandbox"
+RAY_CLUSTER = "a Ray cluster already started with `ray start`, writing to /shared/ (another machine's disk)"
+CPUS = "at least 8 CPUs (a Ray worker per replica); CI's machine has 2"
 SD2_FILE = "a real SD 2.x single file: the shipped 2.x configs are full size (tests/test_models_single_file.py)"
 
 # (page, a piece of the line unique on that page, why it does not run here). Add a row for a new example
@@ -99,6 +101,9 @@ NOT_RUNNABLE = [
     ("docs/performance.md", "pip download --dest wheels", NETWORK),
     ("docs/performance.md", "--no-index --find-links wheels", GPU),
     ("docs/ray.md", 'pip install "sdgen[ray]"', NETWORK),
+    ("docs/ray.md", "--ray auto -o /shared/out/", RAY_CLUSTER),
+    ("docs/ray.md", "--ray auto --workers 3", RAY_CLUSTER),
+    ("docs/ray.md", "--max-replicas 8", CPUS),
     ("docs/ray.md", "--ray 10.0.0.5:6379", MACHINES),
     ("docs/ray.md", "--ray ray://10.0.0.5:10001", MACHINES),
     ("docs/ray.md", "RAY_ADDRESS=10.0.0.5:6379", MACHINES),
