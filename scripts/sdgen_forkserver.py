@@ -5,6 +5,7 @@ On a loaded 2-core machine a fresh `sdgen` spends 10-60 s importing and loading 
 step; forked from this server it starts with everything imported. What runs is the same: `sdgen.cli:main`
 (the console script's entry point) with the example's arguments, environment, working folder and its own
 stdin, stdout and stderr (passed over a Unix socket), in a process of its own, its exit status returned.
+`sdgen serve` and a line with other HF_* variables run as a fresh `python -m sdgen` instead.
 
     python scripts/sdgen_forkserver.py SOCKET        # the server (until killed)
     python -S scripts/sdgen_forkserver.py --client SOCKET ARGS...   # what the `sdgen` on PATH runs
@@ -60,8 +61,10 @@ def _run(connection: socket.socket, request: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    if hub != {key: value for key, value in os.environ.items() if key.startswith("HF_")}:
-        # huggingface_hub read HF_* when imported: another Hub setting needs a fresh process
+    other_hub = hub != {key: value for key, value in os.environ.items() if key.startswith("HF_")}
+    if other_hub or request["args"][:1] == ["serve"]:
+        # huggingface_hub read HF_* when imported: another Hub setting needs a fresh process; so does a server
+        # (forked, its requests failed with anyio's NoEventLoopError where a fresh `sdgen serve` answers them)
         import subprocess
 
         code = subprocess.call([sys.executable, "-m", "sdgen", *request["args"]])
