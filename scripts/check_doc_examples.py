@@ -16,7 +16,8 @@ at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the de
 bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to 127.0.0.1) run against
 the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
 next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the presets' own
-512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it). Single-file
+512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it), a line with
+--sd-upscale with SDGEN_SD_UPSCALE_OVERLAP=8 (its default 64 is for 512x512 tiles). Single-file
 checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its configs. `sdgen` is forked from
 scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
 
@@ -222,7 +223,7 @@ def run_server(job: Job, sandbox: Path, env: dict[str, str], timeout: float) -> 
     if "--port" not in command:
         command += f" --port {port}"
     cwd = work_copy(sandbox, job.name)
-    process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+    process = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     listening = wait_for_port(port, process, timeout)
     results = []
@@ -249,6 +250,8 @@ class Job:
 def run_job(job: Job, sandbox: Path, env: dict[str, str], timeout: float) -> list[Result]:
     if "--preset" in job.example.command:  # a preset's own size (512x512: SD-Turbo, SDXS) held to the tiny 64
         env = env | {"SDGEN_WIDTH": "64", "SDGEN_HEIGHT": "64"}
+    if "--sd-upscale " in job.example.command:  # its default overlap, 64, is for 512x512 tiles: 8 on 64x64 ones
+        env = env | {"SDGEN_SD_UPSCALE_OVERLAP": "8"}
     if is_server(job.example):
         return run_server(job, sandbox, env, timeout)
     command = shrink(job.example.command)

@@ -24,6 +24,9 @@ import threading
 import time
 
 
+FRESH = -1000  # the server's answer: run this one as a fresh process
+
+
 def client(path: str, args: list[str]) -> int:
     """Send ARGS, the environment, the folder and fds 0-2 to the server; its exit status is ours."""
     connection = socket.socket(socket.AF_UNIX)
@@ -32,7 +35,10 @@ def client(path: str, args: list[str]) -> int:
     socket.send_fds(connection, [message.encode()], [0, 1, 2])
     connection.shutdown(socket.SHUT_WR)
     status = connection.recv(4)
-    return struct.unpack("i", status)[0] if len(status) == 4 else 1
+    code = struct.unpack("i", status)[0] if len(status) == 4 else 1
+    if code == FRESH:
+        os.execv(sys.executable, [sys.executable, "-m", "sdgen", *args])
+    return code
 
 
 def _watch(pid: int) -> None:
@@ -65,11 +71,8 @@ def _run(connection: socket.socket, request: dict, fds: list[int]) -> None:
     if other_hub or request["args"][:1] == ["serve"]:
         # huggingface_hub read HF_* when imported: another Hub setting needs a fresh process; so does a server
         # (forked, its requests failed with anyio's NoEventLoopError where a fresh `sdgen serve` answers them)
-        import subprocess
-
-        code = subprocess.call([sys.executable, "-m", "sdgen", *request["args"]])
-        connection.sendall(struct.pack("i", code))
-        os._exit(code)
+        connection.sendall(struct.pack("i", FRESH))
+        os._exit(0)
     sys.argv = ["sdgen", *request["args"]]
     threading.Thread(target=_watch, args=(request["pid"],), daemon=True).start()
     code = 1

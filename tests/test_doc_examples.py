@@ -77,6 +77,7 @@ def test_continuations_and_pipelines_over_lines_are_one_example(tmp_path: Path) 
      "SDGEN_STEPS=4 sdgen a --steps 4 --hires-steps 4 --max-steps 60"),
     ("sdgen grid a --y steps=3,25,50 --x seed=1,2", None, "sdgen grid a --y steps=3,4,4 --x seed=1,2"),
     ("sdgen a -W 640 --seed-resize-from 512x512", None, "sdgen a -W 80 --seed-resize-from 64x64"),
+    ("sdgen a --sd-upscale 4 --sd-upscale-overlap 96", None, "sdgen a --sd-upscale 4 --sd-upscale-overlap 12"),
     ("sdgen serve --listen --port 7861", 9000, "sdgen serve --port 9000"),
     ("""curl -s http://127.0.0.1:7860/v1 -d '{"size": "512x512", "steps": 25}'""", 9000,
      """curl -s http://127.0.0.1:9000/v1 -d '{"size": "64x64", "steps": 4}'"""),

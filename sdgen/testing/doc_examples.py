@@ -106,6 +106,7 @@ def examples(root: Path) -> list[Example]:
 # small, the flags and the kinds of value staying as written.
 MAX_SIDE, SIDE_DIVISOR, MAX_STEPS, MAX_COUNT = 128, 8, 4, 2  # 4 steps: a strength of 0.25 still runs one
 _SIDE = re.compile(r"(?<!\S)(-W|-H|--width|--height)(\s+)(\d+)")
+_OVERLAP = re.compile(r"(?<!\S)(--sd-upscale-overlap)(\s+)(\d+)")
 _SIZE = re.compile(r"\b(\d{3,4})x(\d{3,4})\b")
 _STEPS = re.compile(r"(?<!\S)(--steps|--hires-steps|SDGEN_STEPS=)(\s*)(\d+)")
 _JSON_STEPS = re.compile(r'("steps":\s*)(\d+)')
@@ -125,11 +126,13 @@ def steps(value: int) -> int:
 
 
 def shrink(text: str, port: int | None = None) -> str:
-    """The example as run: widths and heights over 128 divided by 8 (768 -> 96, 2048 -> 256), step counts
+    """The example as run: widths and heights over 128 divided by 8 (768 -> 96, 2048 -> 256), and SD upscale's
+    tile overlap with them (96 -> 12), step counts
     (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) capped at 4, -n and --batch-size
     capped at 2; with `port`, the server's --port and the clients' 127.0.0.1:PORT made that port, and --listen
     dropped (servers bind 127.0.0.1 only)."""
     text = _SIDE.sub(lambda m: f"{m[1]}{m[2]}{side(int(m[3]))}", text)
+    text = _OVERLAP.sub(lambda m: f"{m[1]}{m[2]}{int(m[3]) // SIDE_DIVISOR}", text)  # tiles 8 times smaller
     text = _SIZE.sub(lambda m: f"{side(int(m[1]))}x{side(int(m[2]))}", text)
     text = _STEPS.sub(lambda m: f"{m[1]}{m[2]}{steps(int(m[3]))}", text)
     text = _JSON_STEPS.sub(lambda m: f"{m[1]}{steps(int(m[2]))}", text)
