@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 
-
 FRESH = -1000  # the server's answer: run this one as a fresh process
 
 
