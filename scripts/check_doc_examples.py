@@ -338,7 +338,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="make the sandbox here and keep it (made before: used again)")
     parser.add_argument("--jobs", type=int, default=2, help="examples run at once (default 2: two cores)")
-    parser.add_argument("--only", help="run only the examples whose line contains this")
+    parser.add_argument("--only", action="append", help="run only the examples whose line contains this (repeat)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds an example may take")
     parser.add_argument("--no-fork", action="store_true",
                         help="run the installed sdgen afresh for each example (slow) instead of the fork server")
@@ -348,7 +348,7 @@ def main() -> int:
     examples = all_examples(ROOT)
     jobs, results = plan(examples, not_runnable(examples))
     if options.only:
-        jobs = [job for job in jobs if options.only in job.example.text]
+        jobs = [job for job in jobs if any(piece in job.example.text for piece in options.only)]
         results = []
     if options.keep and (sandbox / "settings.json").is_file():
         from sdgen.testing.doc_sandbox import environment
