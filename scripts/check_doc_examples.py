@@ -54,6 +54,7 @@ MACHINES = "several real machines (a cluster's address)"
 PYTEST = "the test suite and its tools: CI runs them before this script"
 BENCH = "the benchmark: minutes on full-size random SD1.5 weights"
 OPENVINO = "an OpenVINO export of the model: minutes and an own virtual environment (docs/openvino.md)"
+COMPILE = "torch.compile: its inductor build took over 2 minutes here, on the tiny model too"
 OPENPOSE = "OpenPose's detector: its body, hand and face nets (lllyasviel/Annotators) are not made in the sandbox"
 RAY_CLUSTER = "a Ray cluster already started with `ray start`, writing to /shared/ (another machine's disk)"
 CPUS = "at least 8 CPUs (a Ray worker per replica); CI's machine has 2"
@@ -114,6 +115,7 @@ NOT_RUNNABLE = [
     ("docs/upscaling.md", 'pip install "sdgen[upscale]"', NETWORK),
     ("docs/upscaling.md", 'pip install "sdgen[repair]"', NETWORK),
     ("docs/usage.md", "--device cuda:1", GPU),
+    ("docs/usage.md", "--batch-size 4 --compile", COMPILE),
     ("docs/usage.md", "--rng device --device cuda", GPU),
     ("docs/usage.md", "--device cuda --offload model", GPU),
 ]
@@ -339,6 +341,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="make the sandbox here and keep it (made before: used again)")
     parser.add_argument("--jobs", type=int, default=2, help="examples run at once (default 2: two cores)")
     parser.add_argument("--only", action="append", help="run only the examples whose line contains this (repeat)")
+    parser.add_argument("--start", help="with --only: also every example from PAGE:LINE on (docs/usage.md:56)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds an example may take")
     parser.add_argument("--no-fork", action="store_true",
                         help="run the installed sdgen afresh for each example (slow) instead of the fork server")
@@ -348,7 +351,9 @@ def main() -> int:
     examples = all_examples(ROOT)
     jobs, results = plan(examples, not_runnable(examples))
     if options.only:
-        jobs = [job for job in jobs if any(piece in job.example.text for piece in options.only)]
+        first = [f"{job.example.page}:{job.example.line}" for job in jobs].index(options.start) if options.start else None
+        jobs = [job for number, job in enumerate(jobs) if any(piece in job.example.text for piece in options.only)
+                or (first is not None and number >= first)]
         results = []
     if options.keep and (sandbox / "settings.json").is_file():
         from sdgen.testing.doc_sandbox import environment
