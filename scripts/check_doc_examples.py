@@ -351,7 +351,8 @@ def main() -> int:
     examples = all_examples(ROOT)
     jobs, results = plan(examples, not_runnable(examples))
     if options.only:
-        first = [f"{job.example.page}:{job.example.line}" for job in jobs].index(options.start) if options.start else None
+        places = [f"{job.example.page}:{job.example.line}" for job in jobs]
+        first = places.index(options.start) if options.start else None
         jobs = [job for number, job in enumerate(jobs) if any(piece in job.example.text for piece in options.only)
                 or (first is not None and number >= first)]
         results = []
