@@ -117,8 +117,9 @@ _LISTEN = re.compile(r"\s--listen(?!\S)")
 
 
 def side(value: int) -> int:
-    """A width or height over MAX_SIDE divided by SIDE_DIVISOR (a multiple of 8 still), else as it is."""
-    return value if value <= MAX_SIDE else max(8, value // SIDE_DIVISOR // 8 * 8)
+    """A width or height over MAX_SIDE divided by SIDE_DIVISOR (a multiple of 8 still, 64 at least: sdgen's
+    smallest side), else as it is."""
+    return value if value <= MAX_SIDE else max(64, value // SIDE_DIVISOR // 8 * 8)
 
 
 def steps(value: int) -> int:
@@ -126,7 +127,7 @@ def steps(value: int) -> int:
 
 
 def shrink(text: str, port: int | None = None) -> str:
-    """The example as run: widths and heights over 128 divided by 8 (768 -> 96, 2048 -> 256), and SD upscale's
+    """The example as run: widths and heights over 128 divided by 8, 64 at least (768 -> 96, 384 -> 64), and SD upscale's
     tile overlap with them (96 -> 12), step counts
     (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) capped at 4, -n and --batch-size
     capped at 2; with `port`, the server's --port and the clients' 127.0.0.1:PORT made that port, and --listen
