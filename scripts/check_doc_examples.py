@@ -10,8 +10,8 @@ VAR=value as written.
 
 The one rewrite rule (sdgen.testing.doc_examples.shrink), so that no example takes minutes on the tiny
 model while the same flags and kinds of value run: widths and heights over 128 are divided by 8, 64 at
-least (768 -> 96, 384 -> 64); step counts (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) are capped
-at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the default of 25; -n and
+least (768 -> 96, 384 -> 64), and --sd-upscale-overlap with them; step counts (--steps, --hires-steps,
+"steps": N, a grid's steps=..., SDGEN_STEPS) are capped at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the default of 25; -n and
 --batch-size are capped at 2. A server (`sdgen serve ...`) gets a free --port and loses --listen (servers
 bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to 127.0.0.1) run against
 the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
