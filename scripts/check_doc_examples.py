@@ -8,16 +8,16 @@ input files. Each example runs as the real shell line it is, with bash (`-o pipe
 on PATH, in a copy of that folder of its own, 2 at a time, each with a timeout; pipes, xargs, globs and
 VAR=value as written.
 
-The one rewrite rule (sdgen.testing.doc_examples.shrink), so that no example takes minutes on the tiny
-model while the same flags and kinds of value run: widths and heights over 128 are divided by 8, 64 at
-least (768 -> 96, 384 -> 64), and --sd-upscale-overlap with them; step counts (--steps, --hires-steps,
-"steps": N, a grid's steps=..., SDGEN_STEPS) are capped at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for the default of 25; -n and
---batch-size are capped at 2. A server (`sdgen serve ...`) gets a free --port and loses --listen (servers
-bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to 127.0.0.1) run against
-the page's first server once it listens, then it is stopped. A line ending in `&` runs in one shell with the
-next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the presets' own
-512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it), a line with
---sd-upscale with SDGEN_SD_UPSCALE_OVERLAP=8 (its default 64 is for 512x512 tiles). Single-file
+The one rewrite rule (sdgen.testing.doc_examples.shrink), so that no example takes minutes on the tiny model
+while the same flags and kinds of value run: widths and heights over 128 are divided by 8, 64 at least (768 ->
+96, 384 -> 64), and --sd-upscale-overlap with them; step counts (--steps, --hires-steps, "steps": N, a grid's
+steps=..., SDGEN_STEPS) are capped at 4 (a strength of 0.25 still runs a step), and SDGEN_STEPS=4 stands for
+the default of 25; -n and --batch-size are capped at 2. A server (`sdgen serve ...`) gets a free --port and
+loses --listen (servers bind 127.0.0.1 only); it starts in the background, the page's client lines (curl to
+127.0.0.1) run against the page's first server once it listens, then it is stopped. A line ending in `&` runs
+in one shell with the next line of its block. A line with --preset runs with SDGEN_WIDTH=SDGEN_HEIGHT=64 (the
+presets' own 512x512 is minutes on the tiny models, whose VAE downsamples 2x; flags still win over it), a line
+with --sd-upscale with SDGEN_SD_UPSCALE_OVERLAP=8 (its default 64 is for 512x512 tiles). Single-file
 checkpoints are the tiny model's, so SDGEN_MODEL_CONFIG names its configs. `sdgen` is forked from
 scripts/sdgen_forkserver.py (imports made once; --no-fork: fresh processes).
 

@@ -127,10 +127,11 @@ def steps(value: int) -> int:
 
 
 def shrink(text: str, port: int | None = None) -> str:
-    """The example as run: widths and heights over 128 divided by 8, 64 at least (768 -> 96, 384 -> 64), and
-    SD upscale's tile overlap with them (96 -> 12), step counts (--steps, --hires-steps, "steps": N, a grid's steps=..., SDGEN_STEPS) capped at 4, -n and --batch-size
-    capped at 2; with `port`, the server's --port and the clients' 127.0.0.1:PORT made that port, and --listen
-    dropped (servers bind 127.0.0.1 only)."""
+    """The example as run: widths and heights over 128 divided by 8, 64 at least (768 -> 96, 384 -> 64), and SD
+    upscale's tile overlap with them (96 -> 12), step counts (--steps, --hires-steps, "steps": N, a grid's
+    steps=..., SDGEN_STEPS) capped at 4, -n and --batch-size capped at 2; with `port`, the server's --port and
+    the clients' 127.0.0.1:PORT made that port, and --listen dropped (servers bind 127.0.0.1 only).
+    """
     text = _SIDE.sub(lambda m: f"{m[1]}{m[2]}{side(int(m[3]))}", text)
     text = _OVERLAP.sub(lambda m: f"{m[1]}{m[2]}{int(m[3]) // SIDE_DIVISOR}", text)  # tiles 8 times smaller
     text = _SIZE.sub(lambda m: f"{side(int(m[1]))}x{side(int(m[2]))}", text)
