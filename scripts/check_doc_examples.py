@@ -53,7 +53,6 @@ NETWORK = "installs or downloads from the network"
 MACHINES = "several real machines (a cluster's address)"
 PYTEST = "the test suite and its tools: CI runs them before this script"
 BENCH = "the benchmark: minutes on full-size random SD1.5 weights"
-OPENVINO = "an OpenVINO export of the model: minutes and an own virtual environment (docs/openvino.md)"
 COMPILE = "torch.compile: its inductor build took over 2 minutes here, on the tiny model too"
 OPENPOSE = "OpenPose's detector: its body, hand and face nets (lllyasviel/Annotators) are not made in the sandbox"
 RAY_CLUSTER = "a Ray cluster already started with `ray start`, writing to /shared/ (another machine's disk)"
@@ -69,7 +68,6 @@ NOT_RUNNABLE = [
     ("README.md", "accelerate launch --num_processes 4", GPU),
     ("README.md", 'pip install "sdgen[controlnet]"', NETWORK),
     ("README.md", 'pip install "sdgen[upscale,repair]"', NETWORK),
-    ("README.md", "--backend openvino", OPENVINO),
     ("README.md", 'pip install -e ".[serve]"', NETWORK),
     ("docs/batch.md", "accelerate launch --num_processes 4", GPU),
     ("docs/batch.md", "--num_machines 2", MACHINES),
