@@ -2,29 +2,26 @@
 
 Each `sdgen ...` command in a ```bash block (the sdgen part of a pipeline, `accelerate launch -m sdgen ...`
 and `VAR=value sdgen ...` included) is parsed by the real command line: the command and subcommand exist,
-every flag is one the command takes, each value has the right type, arguments are all there. A chosen
-subset (RUN) is also run end to end, in-process, against the tiny model at 64x64 and 1 step (flags appended
-to the example, so the example's own flags are the ones checked). Lines of a shell block that name sdgen but
-are not an sdgen command (pip, the bench script) are listed in NOT_SDGEN with the reason; a new one fails
-until it is listed there, and every failure names its page and line.
+every flag is one the command takes, each value has the right type, arguments are all there. Lines of a
+shell block that name sdgen but are not an sdgen command (pip, the bench script) are listed in NOT_SDGEN
+with the reason; a new one fails until it is listed there, and every failure names its page and line.
+Running every example is scripts/check_doc_examples.py's job (CI runs it after pytest); here: its rewrite
+rule and its table of what cannot run here.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-from dataclasses import dataclass
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 from typer.main import get_command
-from typer.testing import CliRunner
 
 from sdgen.cli import app
+from sdgen.testing.doc_examples import all_examples, examples, shell_lines, shrink, side
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SHELL = ("bash", "sh", "shell", "console")
 
 # Lines of a shell block that mention sdgen but are no sdgen command, by how they start, and why not run here.
 NOT_SDGEN = {
@@ -32,97 +29,7 @@ NOT_SDGEN = {
     "python scripts/bench.py": "the benchmark: minutes on the real SD1.5 weights (docs/performance.md)",
 }
 
-# Examples run end to end on the tiny model, by page and a piece of the command unique on that page.
-RUN = {
-    "README.md": (
-        'sdgen "a fox in the snow" --seed 42 -n 4',
-        'sdgen "a fox" --scheduler euler-a',
-        'sdgen "a wide valley" -W 768 -H 512 -o valley.png',
-        "sdgen info outputs/*.png",
-        "sdgen models list",
-    ),
-    "docs/settings.md": ("sdgen config --preset lcm --json",),
-    "docs/samplers.md": ("sdgen schedulers",),
-    "docs/install.md": ('sdgen "a fox" --model tiny/ --steps 2 -o tiny-out/',),
-}
-TINY = ["--steps", "1", "-W", "64", "-H", "64", "--device", "cpu"]  # appended: the run is quick, the flags checked
-
-
-@dataclass(frozen=True)
-class Example:
-    page: str
-    line: int
-    text: str  # the whole shell line, continuation lines joined
-    env: tuple[tuple[str, str], ...]
-    args: tuple[str, ...] | None  # sdgen's arguments; None: not an sdgen command (NOT_SDGEN says why)
-
-    @property
-    def command(self) -> str:
-        """The line without its comment."""
-        return self.text.split("  #")[0].strip()
-
-    def __str__(self) -> str:
-        return f"{self.page}:{self.line}: `{self.text}`"
-
-
-def shell_lines(page: Path) -> list[tuple[int, str]]:
-    """(line number, command) of each command line in the page's shell blocks, continuations joined."""
-    found: list[tuple[int, str]] = []
-    inside, pending, start = False, "", 0
-    for number, line in enumerate(page.read_text().splitlines(), 1):
-        fence = re.match(r"^\s*```(\w*)", line)
-        if fence:
-            inside = not inside and fence.group(1) in SHELL
-            continue
-        if not inside or (not pending and (not line.strip() or line.lstrip().startswith("#"))):
-            continue
-        start = start if pending else number
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
-            continue
-        found.append((start, (pending + line).strip()))
-        pending = ""
-    return found
-
-
-def sdgen_part(words: list[str]) -> tuple[dict[str, str], list[str]] | None:
-    """The environment and arguments of the sdgen command in a pipeline or chain, or None if it has none."""
-    segment: list[str] = []
-    for word in [*words, "|"]:
-        if word not in ("|", "&&", ";", "&"):
-            segment.append(word)
-            continue
-        env = {}
-        while segment and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", segment[0]):
-            key, _, value = segment.pop(0).partition("=")
-            env[key] = value
-        if segment[:1] == ["sdgen"]:
-            return env, segment[1:]
-        if "-m" in segment and segment[segment.index("-m") + 1 : segment.index("-m") + 2] == ["sdgen"]:
-            return env, segment[segment.index("-m") + 2 :]  # accelerate launch ... -m sdgen ARGS
-        if "sdgen" in segment[:6] and segment[0] in ("xargs", "time"):
-            return env, segment[segment.index("sdgen") + 1 :]
-        segment = []
-    return None
-
-
-def examples() -> list[Example]:
-    found = []
-    for page in PAGES:
-        name = str(page.relative_to(ROOT))
-        for number, text in shell_lines(page):
-            if not re.search(r"\bsdgen\b", text):
-                continue
-            words = shlex.split(text, comments=True)
-            part = sdgen_part(words)
-            env = tuple(sorted(part[0].items())) if part else ()
-            found.append(Example(name, number, text, env, tuple(part[1]) if part else None))
-    return found
-
-
-EXAMPLES = examples()
-
-
+EXAMPLES = examples(ROOT)
 COMMAND = get_command(app)
 
 
@@ -156,35 +63,39 @@ def test_every_sdgen_example_parses() -> None:
     assert sum(example.args is not None for example in EXAMPLES) > 150  # the extraction still finds them
 
 
-@pytest.fixture(scope="module")
-def example_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The examples' working folder, with the tests' tiny model as tiny/ (what `sdgen models make-tiny tiny/`
-    writes: tests/test_doctor.py); the examples run in RUN's order, so `sdgen info outputs/*.png` reads what
-    an earlier one wrote."""
-    folder = tmp_path_factory.mktemp("examples")
-    (folder / "tiny").symlink_to(tiny_model_dir)
-    return folder
+def test_continuations_and_pipelines_over_lines_are_one_example(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```bash\n# a comment\ncurl -s \\\n  -d '{}' |\n  jq .x   # note\n\nsdgen a\n```\n"
+                    "```python\nsdgen b\n```\n```sh\nsdgen c\n```\n")
+    assert shell_lines(page) == [(1, 3, "curl -s    -d '{}' |   jq .x   # note"), (1, 7, "sdgen a"), (2, 13, "sdgen c")]
 
 
-def chosen() -> list[Example]:
-    picked = []
-    for page, pieces in RUN.items():
-        for piece in pieces:
-            matches = [e for e in EXAMPLES if e.page == page and e.args is not None and piece in e.command]
-            assert len(matches) == 1, f"{page}: RUN's {piece!r} matches {len(matches)} examples; make it unique"
-            picked.append(matches[0])
-    return picked
+@pytest.mark.parametrize(("line", "port", "expected"), [
+    ('sdgen "a" -W 768 -H 512 -n 64 --batch-size 4', None, 'sdgen "a" -W 96 -H 64 -n 2 --batch-size 2'),
+    ("sdgen a -W 128 --height 2048 -n 1", None, "sdgen a -W 128 --height 256 -n 1"),
+    ("SDGEN_STEPS=12 sdgen a --steps 48 --hires-steps 10 --max-steps 60", None,
+     "SDGEN_STEPS=4 sdgen a --steps 4 --hires-steps 4 --max-steps 60"),
+    ("sdgen grid a --y steps=3,25,50 --x seed=1,2", None, "sdgen grid a --y steps=3,4,4 --x seed=1,2"),
+    ("sdgen a -W 640 --seed-resize-from 512x512", None, "sdgen a -W 80 --seed-resize-from 64x64"),
+    ("sdgen a --sd-upscale 4 --sd-upscale-overlap 96", None, "sdgen a --sd-upscale 4 --sd-upscale-overlap 12"),
+    ("sdgen serve --listen --port 7861", 9000, "sdgen serve --port 9000"),
+    ("""curl -s http://127.0.0.1:7860/v1 -d '{"size": "512x512", "steps": 25}'""", 9000,
+     """curl -s http://127.0.0.1:9000/v1 -d '{"size": "64x64", "steps": 4}'"""),
+])
+def test_the_rewrite_rule_makes_examples_small_and_keeps_their_flags(line, port, expected) -> None:
+    assert shrink(line, port) == expected
 
 
-@pytest.mark.parametrize("example", chosen(), ids=str)
-def test_chosen_examples_run_on_the_tiny_model(example: Example, example_folder: Path, monkeypatch) -> None:
-    monkeypatch.chdir(example_folder)
-    args = [str(p) for a in example.args for p in (sorted(Path().glob(a)) if "*" in a else [a])]
-    generates = not args or args[0] not in {c.name for c in app.registered_commands} | {"models", "control"}
-    model = ["--model", str(example_folder / "tiny")]
-    if args and args[0] in ("generate", "batch", "grid"):
-        generates = True
-    if generates:
-        args = [*args, *model, *TINY]
-    result = CliRunner().invoke(app, args, env={**dict(example.env), "SDGEN_PROGRESS": "none"})
-    assert result.exit_code == 0, f"{example}: exit {result.exit_code}\n{result.output}"
+def test_a_divided_side_stays_a_multiple_of_eight() -> None:
+    assert [side(value) for value in (64, 128, 136, 384, 520, 768, 1000)] == [64, 128, 64, 64, 64, 96, 120]
+
+
+def test_every_row_of_the_not_runnable_table_names_one_example() -> None:
+    spec = importlib.util.spec_from_file_location("check_doc_examples", ROOT / "scripts" / "check_doc_examples.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up
+    spec.loader.exec_module(script)
+    everything = all_examples(ROOT)
+    skipped = script.not_runnable(everything)  # exits naming the row when one matches none or several
+    assert set(skipped.values()) <= {reason for _, _, reason in script.NOT_RUNNABLE}
+    assert len(everything) - len(skipped) > 200  # nearly everything runs
