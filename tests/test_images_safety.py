@@ -315,13 +315,14 @@ def test_cli_images_are_refused_before_loading(tmp_path, flag, no_weights_load, 
         one_line_error(result, f"sdgen: error: Invalid {flag} '{bad}': {words}")
 
 
-def test_a_batch_lines_bad_image_is_that_lines_problem(tmp_path, no_weights_load, png_9000) -> None:
+def test_a_batch_lines_bad_image_is_that_lines_problem(tmp_path, no_weights_load, png_9000, tiny_model_dir) -> None:
     (tmp_path / "big.png").write_bytes(png_9000)
     (tmp_path / "a.eps").write_bytes(EPS)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"prompt": "p", "init_image": str(tmp_path / name)}) + "\n"
                               for name in ("big.png", "a.eps")))
-    result = runner.invoke(app, ["batch", str(source), "--model", "m/m", "-o", f"{tmp_path}/out/", "--dry-run"])
+    model = str(tiny_model_dir)  # a dry run checks the model first: one that is there
+    result = runner.invoke(app, ["batch", str(source), "--model", model, "-o", f"{tmp_path}/out/", "--dry-run"])
     assert "line 1: Invalid --init-image" in result.stderr and "9000x9000 pixels, too many" in result.stderr
     assert "line 2: Invalid --init-image" in result.stderr and "EPS, a format sdgen does not read" in result.stderr
     assert "Traceback" not in result.stderr
@@ -483,14 +484,15 @@ def test_output_files_too_long_and_links_to_nothing_are_refused_before_loading(t
     assert result.exit_code == 2 and "Traceback" not in result.stderr and "File name too long" in result.stderr
 
 
-def test_batch_names_are_checked_per_line_and_the_template_up_front(tmp_path, no_weights_load) -> None:
+def test_batch_names_are_checked_per_line_and_the_template_up_front(tmp_path, no_weights_load, tiny_model_dir):
     source = tmp_path / "in.txt"
     source.write_text("a fox\n" + "b" * 80 + "\n")  # slugs of 5 and 60 characters
     out = f"{tmp_path}/out/"
     result = runner.invoke(app, ["batch", str(source), "--model", "m/m", "-o", out, "--name", "{seed.real}"])
     one_line_error(result, "sdgen: error: Invalid --name '{seed.real}': {seed.real} is attribute or index access")
     template = "{line}-{slug}-" + "z" * 200
-    result = runner.invoke(app, ["batch", str(source), "--model", "m/m", "-o", out, "--name", template, "--dry-run"])
+    dry = ["batch", str(source), "--model", str(tiny_model_dir), "-o", out, "--name", template, "--dry-run"]
+    result = runner.invoke(app, dry)  # a dry run checks the model first: one that is there
     assert "Traceback" not in result.stderr
     assert "line 2: Invalid --name" in result.stderr
     assert f"gives a file name of {2 + 60 + 1 + 200 + 4} bytes" in result.stderr
