@@ -158,7 +158,9 @@ def test_a_row_whose_target_lacks_the_field_is_a_loud_mistake(monkeypatch) -> No
         GenerationRequest.from_settings({"prompt": "a fox", "sharpness": 0.7})
 
 
-@pytest.mark.parametrize("option", [o for o in options.OPTIONS.values() if o.target in TARGETS], ids=str)
+@pytest.mark.parametrize(
+    "option", [o for o in options.OPTIONS.values() if o.target in TARGETS], ids=lambda option: option.key
+)
 def test_every_row_lands_in_a_field_with_the_same_default(option) -> None:
     fields = {field.name: field for field in dataclasses.fields(TARGETS[option.target])}
     assert option.target_field in fields
