@@ -18,7 +18,7 @@ from sdgen.runs.progress import GenerationProgress
 
 def test_the_file_is_always_a_whole_png_while_the_run_goes_on(tiny_model_dir, tmp_path) -> None:
     live = tmp_path / "latest.png"
-    args = ["--model", str(tiny_model_dir), "-W", "64", "-H", "64", "--steps", "150", "--device", "cpu"]
+    args = ["--model", str(tiny_model_dir), "-W", "64", "-H", "64", "--steps", "40", "--device", "cpu"]
     run = subprocess.Popen(
         [sys.executable, "-m", "sdgen", "a fox", *args, "-o", str(tmp_path / "out.png"), "--preview-file", str(live)],
         stderr=subprocess.PIPE,
