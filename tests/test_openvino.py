@@ -131,6 +131,23 @@ def test_a_second_process_reads_the_converted_models_from_the_cache(tiny_model_d
     assert np.array_equal(warm, cold), np.abs(warm - cold).max()
 
 
+def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts, ov_cache):
+    # the run's shapes: a static copy of each model.xml beside it, sharing its weights file (a hard link: reshaping
+    # changes no weight), and the compiled U-Net takes exactly the guided batch at the run's latent size
+    import openvino
+
+    _pixels(ov_parts)
+    unet_xml = next(ov_cache.rglob("unet/*/model.xml"))
+    static = list(unet_xml.parent.glob("static-*.xml"))
+    assert len(static) == 1, static
+    assert static[0].with_suffix(".bin").stat().st_ino == unet_xml.with_suffix(".bin").stat().st_ino
+    shapes = [list(port.get_partial_shape().to_shape()) for port in openvino.Core().read_model(static[0]).inputs]
+    latent = SIZE // ov_parts.vae_scale_factor
+    assert shapes == [[2, 4, latent, latent], [1], [2, 77, 32]], shapes
+    compiled = ov_parts.openvino.compiled["unet"][1]
+    assert all(port.get_partial_shape().is_static for port in compiled.inputs)
+
+
 def test_the_cache_key_follows_what_the_weights_depend_on(tmp_path):
     from sdgen.models.openvino import cache_key, file_identity
 
@@ -214,3 +231,17 @@ def test_a_missing_extra_names_its_install_command(tiny_model_dir, monkeypatch, 
         'sdgen: error: Invalid --backend openvino: the openvino package is not installed; run: '
         'pip install "sdgen[openvino]".'
     )
+
+
+def test_int8_hybrid_refuses_an_inpainting_model_before_loading(tmp_path, no_weights_load) -> None:
+    from sdgen.testing.tiny_model import build_tiny_model
+
+    inpainting = build_tiny_model(tmp_path / "inpainting", in_channels=9)
+    args = ["a fox", "--model", str(inpainting), "--backend", "openvino", "--quantize", "int8-hybrid"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"sdgen: error: Invalid --quantize int8-hybrid for {str(inpainting)!r}: its U-Net takes 9 channels (an "
+        "inpainting model) and int8-hybrid calibrates 4-channel U-Nets; use --quantize int8 (weights only)."
+    )
+    ModelSpec(model=str(inpainting), backend="openvino", quantize="int8").checked()  # weights only: fine

@@ -87,9 +87,10 @@ class ModelSpec:
         plugins.check_options(self, MODEL)  # --token-merging, --decoder ...: each plug-in checks its own
         if self.threads is not None:
             choose_threads(self.threads)  # a bad --threads: an error now
-        from sdgen.models.openvino import check_backend
+        from sdgen.models.openvino import check_backend, check_quantize_model
 
         check_backend(self)  # --backend openvino, --quantize int8 and what they cannot run with
+        check_quantize_model(self.quantize, model, checkpoint.in_channels if checkpoint is not None else None)
         from sdgen.models.layout import native_size
 
         family = checkpoint.family if checkpoint is not None else None

@@ -72,7 +72,9 @@ class OpenVINOParts:
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
     _identity: dict[str, Any] | None = None
 
-    def model(self, conversion: Conversion, quantize: str | None = None) -> Any:
+    def model(self, conversion: Conversion, inputs: tuple[torch.Tensor, ...], quantize: str | None = None) -> Any:
+        """The part compiled for these inputs' shapes: one compiled model per part in memory, compiled again
+        when the weights (LoRAs, embeddings) or the shapes (guidance cut-off, hires pass) change."""
         quantize = quantize or self.quantize
         if quantize == "int8-hybrid" and conversion.calibration is None:
             quantize = "int8"  # int8-hybrid: the U-Net's activations; the other parts' weights as int8 does
@@ -80,7 +82,8 @@ class OpenVINOParts:
             # float16 weights on file: bf16 inference converts them at compile time, from half the bytes (peak
             # RSS of a 512x512 SD1.5 U-Net step 3.7 GiB against 5.3 from float32 weights, the same speed)
             quantize = "f16"
-        made = (conversion.key, quantize)
+        shapes = tuple(tuple(tensor.shape) for tensor in inputs)
+        made = (conversion.key, quantize, shapes)
         kept = self.compiled.get(conversion.name)
         if kept is not None and kept[0] == made:
             return kept[1]
@@ -88,7 +91,7 @@ class OpenVINOParts:
         name = MODULE_OF_PART[conversion.name]
         if self.weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
             self.weights.ensure(name, f"to convert the {conversion.name}")
-        compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision)
+        compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision, shapes)
         self.compiled[conversion.name] = (made, compiled)
         adapters = self.parts.adapters
         if self.weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
@@ -165,7 +168,8 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
         size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
         conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key,
                                 lambda: calibration_inputs(runtime, size))
-        return _run(runtime.model(conversion, quantize), sample, timestep, states)[0].to(model_input.dtype)
+        inputs = (sample, timestep, states)
+        return _run(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise
 
@@ -252,7 +256,7 @@ class OpenVINOTextEncoder:
         embeddings = [(ref.path, ref.token, file_identity(ref.path)) for ref in runtime.parts.adapters.embeddings]
         key = {**runtime.identity(), "loras": runtime.loras(), "embeddings": embeddings}
         conversion = Conversion("text_encoder", lambda: _text_forward(self.module), lambda: (ids,), key)
-        outputs = _run(runtime.model(conversion), ids)
+        outputs = _run(runtime.model(conversion, (ids,)), ids)
         if output_hidden_states:
             return SimpleNamespace(last_hidden_state=outputs[0], hidden_states=tuple(outputs[1:]))
         return (outputs[0],)
@@ -304,14 +308,14 @@ class OpenVINOVae:
     def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         vae = self.module
         conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: (latents,), self.key)
-        return (_run(self.runtime.model(conversion), latents)[0],)
+        return (_run(self.runtime.model(conversion, (latents,)), latents)[0],)
 
     def encode(self, image: torch.Tensor) -> Any:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         vae = self.module
         conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: (image,), self.key)
-        moments = _run(self.runtime.model(conversion), image)[0]
+        moments = _run(self.runtime.model(conversion, (image,)), image)[0]
         return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
 
 

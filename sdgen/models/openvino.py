@@ -7,11 +7,13 @@ for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/op
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -81,6 +83,37 @@ def check_backend(spec: ModelSpec) -> None:
         )
 
 
+def check_quantize_model(quantize: str, model: str, in_channels: int | None) -> None:
+    """int8-hybrid calibrates a text-to-image U-Net in sdgen's loop: an inpainting model (9 input channels, read
+    from the checkpoint's header or the folder's unet/config.json) is refused before loading. A model not on
+    disk yet (downloaded at load) is checked when its U-Net loads."""
+    if quantize != "int8-hybrid":
+        return
+    channels = in_channels if in_channels is not None else _folder_unet_channels(model)
+    if channels is not None and channels != 4:
+        raise InvalidRequestError(
+            f"Invalid {NAME} int8-hybrid for {model!r}: its U-Net takes {channels} channels (an inpainting model) "
+            "and int8-hybrid calibrates 4-channel U-Nets; use --quantize int8 (weights only).", "quantize",
+        )
+
+
+def _folder_unet_channels(model: str) -> int | None:
+    config = Path(model).expanduser() / "unet" / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        is_repo_id = re.fullmatch(r"[\w.-]+/[\w.-]+", model) is not None
+        cached = try_to_load_from_cache(model, "unet/config.json") if is_repo_id else None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        channels = json.loads(config.read_text()).get("in_channels")
+    except (OSError, ValueError):
+        return None  # an unreadable config: the load says what is wrong with it
+    return channels if isinstance(channels, int) else None
+
+
 def cache_root() -> Path:
     """Where converted models are kept: one folder per OpenVINO version under sdgen's cache folder."""
     import openvino
@@ -130,7 +163,7 @@ def is_cached(conversion: Conversion, quantize: str) -> bool:
 def ov_model(conversion: Conversion, quantize: str) -> str:
     """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; int8 is
     NNCF's weight compression of the float32 model (itself read from the cache, or converted there first).
-    A path, not a model: compiling from the file lets OpenVINO import its compiled blob without reading it."""
+    The saved model keeps dynamic shapes: compile_for_cpu fixes them for each run."""
     import openvino
 
     folder = cache_folder(conversion, quantize)
@@ -227,11 +260,42 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def compile_for_cpu(model: Any, precision: str) -> Any:  # a model.xml path, or a model
-    """The model compiled for the CPU at sdgen's precision (f32: the exact path's arithmetic, bf16 on CPUs
-    with bfloat16 units); OpenVINO keeps the compiled blobs in the cache folder too (CACHE_DIR)."""
+def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    """The cached model compiled for the CPU with static shapes (the run's inputs: size, batch), at sdgen's
+    precision (f32: the exact path's arithmetic; bf16 on CPUs with bfloat16 units). Static shapes let the CPU
+    plugin plan its kernels and buffers once, as optimum-intel's reshape() does: on the full-size SD1.5 U-Net
+    no extra seconds in the first step and a faster step (docs/openvino.md). Compiled from a file, so OpenVINO
+    imports the compiled blob it keeps in the cache folder (CACHE_DIR) without reading the model."""
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(cache_root() / "compiled")}
-    return _core().compile_model(model, "CPU", config)
+    return _core().compile_model(static_model(xml, shapes), "CPU", config)
+
+
+def static_model(xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
+    """The model.xml with these static input shapes, saved once beside it (static-DIGEST.xml). Reshaping changes
+    no weight, so its .bin is a hard link to model.bin where the two are the same bytes (checked once)."""
+    base = Path(xml)
+    digest = hashlib.sha256(json.dumps([list(shape) for shape in shapes]).encode()).hexdigest()[:12]
+    target = base.with_name(f"static-{digest}.xml")
+    if target.is_file():
+        return str(target)
+    import openvino
+
+    model = _core().read_model(xml)
+    model.reshape({index: openvino.PartialShape(list(shape)) for index, shape in enumerate(shapes)})
+    temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
+    try:
+        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        del model
+        weights, saved = base.with_suffix(".bin"), temporary / "model.bin"
+        if saved.stat().st_size == weights.stat().st_size and filecmp.cmp(saved, weights, shallow=False):
+            with contextlib.suppress(OSError):  # no hard links on this file system: the copy just written stays
+                os.link(weights, temporary / "linked.bin")
+                os.replace(temporary / "linked.bin", saved)
+        os.replace(temporary / "model.bin", target.with_suffix(".bin"))
+        os.replace(temporary / "model.xml", target)  # last: the .xml there means both files are
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return str(target)
 
 
 _CORE: list[Any] = []
