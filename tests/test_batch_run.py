@@ -142,9 +142,14 @@ def test_resume_respects_a_crash_between_image_and_record_and_refuses_foreign_fi
     source = tmp_path / "p.txt"
     source.write_text("a fox\nan owl\n")
     assert batch(tiny_model_dir, source, tmp_path / "out").exit_code == 0
-    (tmp_path / "out/manifest.jsonl").unlink()  # the images stay, their records are lost
+    manifest = tmp_path / "out/manifest.jsonl"
+    first = [{**json.loads(line), "seconds": None} for line in manifest.read_text().splitlines()]
+    manifest.unlink()  # the images stay, their records are lost
     again = batch(tiny_model_dir, source, tmp_path / "out")
     assert again.exit_code == 0 and "0 made, 2 skipped" in again.stderr  # recognised by their own metadata
+    assert [json.loads(line) for line in manifest.read_text().splitlines()] == first  # and recorded again
+    assert batch(tiny_model_dir, source, tmp_path / "out").exit_code == 0
+    assert len(manifest.read_text().splitlines()) == 2  # once: a recorded image is not recorded again
     edited = tmp_path / "edited.txt"
     edited.write_text("a fox\nan owl\n")
     changed = batch(tiny_model_dir, edited, tmp_path / "out", "--steps", "3")

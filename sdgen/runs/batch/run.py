@@ -29,6 +29,7 @@ from sdgen.errors import (
     GenerationError,
     InvalidRequestError,
     OutputError,
+    SdgenError,
     UsageError,
     WriteError,
     os_reason,
@@ -36,7 +37,7 @@ from sdgen.errors import (
 from sdgen.interrupts import Interrupted, finishing
 from sdgen.models.hub import canonical_model
 from sdgen.pictures.watch import check_pictures, terminal_pictures, write_control_maps
-from sdgen.record.metadata import png_info
+from sdgen.record.metadata import png_info, read_image_metadata
 from sdgen.record.output import DEFAULT_FOLDER, check_name_template, check_writable_folder, png_bytes, write_atomic
 from sdgen.runs.batch.input import BatchItem, read_items, text_lines
 from sdgen.runs.batch.manifest import Manifest, done_paths, is_done, other_input_note
@@ -205,7 +206,25 @@ class _Run:
             except InvalidRequestError as error:
                 self.conflicts.add(image.path)
                 self.problem(image.line, str(error), image)
+        if not self.options.dry_run and self.processes.rank == 0:
+            self.record_found([image for image in images if image.path not in todo | self.conflicts])
         return todo
+
+    def record_found(self, images: list[PlannedImage]) -> None:
+        """A finished image the manifest lacks (written just before a stop: by a Ray worker whose result never
+        came back, or between an image and its record) is recorded now from the image's own sdgen record, so
+        the manifest lists the whole batch; its time is unknown."""
+        for image in images:
+            if image.path in self.done:
+                continue
+            try:
+                own = read_image_metadata(image.path)[1]
+            except SdgenError:
+                continue  # is_done found it readable a moment ago; a file gone since is made next run
+            if own is not None:
+                record = {"line": image.line, "index": image.index, **own, "path": str(image.path)}
+                self.manifest.append({**record, "status": "done", "seconds": None, "error": None})
+                self.done[image.path] = record
 
     # --- the work -------------------------------------------------------------------------------------------
 
