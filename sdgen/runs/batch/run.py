@@ -207,7 +207,8 @@ class _Run:
                 self.conflicts.add(image.path)
                 self.problem(image.line, str(error), image)
         if not self.options.dry_run and self.processes.rank == 0:
-            self.record_found([image for image in images if image.path not in todo | self.conflicts])
+            not_made = todo | self.conflicts
+            self.record_found([image for image in images if image.path not in not_made])
         return todo
 
     def record_found(self, images: list[PlannedImage]) -> None:
