@@ -20,9 +20,8 @@ PROMPT = "a red fox in the snow"
 
 
 def _request(**given) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=PROMPT, width=SIZE, height=SIZE, num_inference_steps=3, seed=7, **given
-    )
+    return GenerationRequest(**{"prompt": PROMPT, "width": SIZE, "height": SIZE, "num_inference_steps": 3, "seed": 7,
+                                **given})
 
 
 def _pixels(parts, request: GenerationRequest | None = None) -> np.ndarray:
@@ -148,6 +147,66 @@ def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts
     assert all(port.get_partial_shape().is_static for port in compiled.inputs)
 
 
+@pytest.fixture(scope="module")
+def steering(tiny_parts, tmp_path_factory):
+    """A tiny ControlNet, a tiny T2I-Adapter and a control image (sdgen/testing)."""
+    from PIL import Image
+
+    from sdgen.testing.tiny_controlnet import save_tiny_controlnet
+    from sdgen.testing.tiny_t2i_adapter import save_tiny_t2i_adapter
+
+    root = tmp_path_factory.mktemp("steering")
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    array = np.stack([x * 4, (((x - 30) ** 2 + (y - 34) ** 2) < 200) * 255, y * 4], axis=-1)
+    Image.fromarray(array.clip(0, 255).astype(np.uint8)).save(root / "map.png")
+    controlnet = save_tiny_controlnet(tiny_parts.unet, root / "tiny-controlnet", 0)
+    return controlnet, save_tiny_t2i_adapter(root / "t2iadapter_tiny", 0), root / "map.png"
+
+
+def test_controlnet_and_t2i_adapter_steer_the_converted_unet_as_they_steer_torchs(tiny_parts, ov_parts, steering):
+    # the residuals and features are inputs of the converted U-Net ("unet-control", "unet-adapter"); the ControlNet
+    # itself is converted once (weight 1, scaled after) and serves every weight and mode; same bound as above
+    controlnet, adapter, image = steering
+    plain = _pixels(tiny_parts)
+    for given in ({"controls": (f"{controlnet}={image}:0.7:prompt",)},
+                  {"controls": (f"{controlnet}={image}:1.2:0.2:0.8",), "adapters": (f"{adapter}={image}:0.8",)}):
+        torch_image, ov_image = _pixels(tiny_parts, _request(**given)), _pixels(ov_parts, _request(**given))
+        difference = np.abs(torch_image - ov_image)
+        assert difference.max() <= 1 and difference.mean() < 0.05, (given, difference.max(), difference.mean())
+        assert np.abs(torch_image - plain).mean() > 1, given  # it steers: the picture moved
+    slots = set(ov_parts.openvino.compiled)
+    assert {"unet-control", "unet-control-adapter"} <= slots, slots
+    assert len([slot for slot in slots if slot.startswith("controlnet:")]) == 1, slots
+
+
+def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_parts):
+    # the whole pass returns the kept features as a second output, the shallow pass takes them; 4 steps at
+    # interval 2: two of each; the picture is torch's DeepCache picture, within the bound above
+    request = _request(cache_interval=2, num_inference_steps=4)
+    torch_image, ov_image = _pixels(tiny_parts, request), _pixels(ov_parts, request)
+    difference = np.abs(torch_image - ov_image)
+    assert difference.max() <= 1 and difference.mean() < 0.05, (difference.max(), difference.mean())
+    assert np.abs(torch_image - _pixels(tiny_parts, _request(num_inference_steps=4))).mean() > 0.1  # it skipped
+    assert {"unet-deepcache", "unet-shallow"} <= set(ov_parts.openvino.compiled)
+
+
+@pytest.mark.parametrize(
+    ("given", "key"),
+    [({"controls": ("canny=edges.png",)}, "control"), ({"adapters": ("sketch=lines.png",)}, "adapter"),
+     ({"cache_interval": 3}, "cache_interval")],
+)
+def test_int8_hybrid_refuses_the_inputs_it_was_not_calibrated_with(tiny_model_dir, given, key) -> None:
+    from sdgen.engine.openvino_parts import check_request
+
+    spec = ModelSpec(model=str(tiny_model_dir), backend="openvino", quantize="int8-hybrid").checked()
+    check_request(_request(cache_interval=1), spec)
+    with pytest.raises(InvalidRequestError, match="calibrated without .*; use --quantize int8") as caught:
+        check_request(_request(**given), spec)
+    assert caught.value.key == key
+    weights_only = ModelSpec(model=str(tiny_model_dir), backend="openvino", quantize="int8").checked()
+    check_request(_request(**given), weights_only)  # int8 weights: fine
+
+
 def test_the_cache_key_follows_what_the_weights_depend_on(tmp_path):
     from sdgen.models.openvino import cache_key, file_identity
 
@@ -189,8 +248,7 @@ def test_model_options_it_cannot_run_with_are_refused(tiny_model_dir, spec, key,
 @pytest.mark.parametrize(
     ("given", "key"),
     [
-        ({"controls": ("canny=edges.png",)}, "control"),
-        ({"cache_interval": 3}, "cache_interval"),
+        ({"ip_adapter": "ip-adapter_sd15"}, "ip_adapter"),
         ({"freeu": "1.5,1.6,0.9,0.2"}, "freeu"),
         ({"pag_scale": 3.0}, "pag_scale"),
         ({"sag_scale": 0.75}, "sag_scale"),

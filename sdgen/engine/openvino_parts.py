@@ -32,18 +32,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("sdgen")
 
-# request options that patch or feed the torch U-Net in ways the converted one does not take: refused
+# request options that patch the torch U-Net in ways the converted one does not take: refused (ControlNet,
+# T2I-Adapter and DeepCache run on it: sdgen/engine/openvino_extras.py)
 _REFUSED = (
-    ("controls", "ControlNet residuals are not inputs of the converted U-Net"),
-    ("adapters", "T2I-Adapter features are not inputs of the converted U-Net"),
     ("ip_adapter", "IP-Adapter's attention is not in the converted U-Net"),
-    ("cache_interval", "DeepCache runs the torch U-Net's blocks one by one"),
     ("freeu", "FreeU patches the torch U-Net's up blocks"),
     ("pag_scale", "perturbed-attention guidance patches the torch U-Net's attention"),
     ("sag_scale", "self-attention guidance reads the torch U-Net's attention maps"),
     ("tiling", "seamless tiling patches the torch modules' convolutions"),
 )
 _KEYS = {"controls": "control", "adapters": "adapter"}  # field -> option key, where they differ
+# int8-hybrid's activations are calibrated on the plain U-Net's call: inputs it never saw are refused with it
+_NOT_CALIBRATED = (
+    ("controls", "ControlNet's residuals"), ("adapters", "T2I-Adapter's features"),
+    ("cache_interval", "DeepCache's kept features"),
+)
 
 
 def check_request(request: GenerationRequest, model: CheckedModelSpec | None) -> None:
@@ -59,6 +62,14 @@ def check_request(request: GenerationRequest, model: CheckedModelSpec | None) ->
             f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
             _KEYS.get(name, name),
         )
+    for name, inputs in _NOT_CALIBRATED if model.quantize == "int8-hybrid" else ():
+        value = getattr(request, name, None)
+        if value and not (name == "cache_interval" and value <= 1):
+            shown = ",".join(value) if isinstance(value, (tuple, list)) else value
+            raise InvalidRequestError(
+                f"Invalid {NAME} {shown!r} with --quantize int8-hybrid: its int8 activations were calibrated "
+                f"without {inputs}; use --quantize int8 (weights only).", _KEYS.get(name, name),
+            )
 
 
 @dataclass
@@ -84,19 +95,20 @@ class OpenVINOParts:
             quantize = "f16"
         shapes = tuple(tuple(tensor.shape) for tensor in inputs)
         made = (conversion.key, quantize, shapes)
-        kept = self.compiled.get(conversion.name)
+        kept = self.compiled.get(conversion.slot)
         if kept is not None and kept[0] == made:
             return kept[1]
-        self.compiled.pop(conversion.name, None)  # one set of weights per part in memory
-        name = MODULE_OF_PART[conversion.name]
-        if self.weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
-            self.weights.ensure(name, f"to convert the {conversion.name}")
+        self.compiled.pop(conversion.slot, None)  # one set of weights per part in memory
+        name = MODULE_OF_PART.get(conversion.name)  # None: a ControlNet, its torch module always loaded
+        weights = self.weights if name is not None else None
+        if weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
+            weights.ensure(name, f"to convert the {conversion.name}")
         compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision, shapes)
-        self.compiled[conversion.name] = (made, compiled)
+        self.compiled[conversion.slot] = (made, compiled)
         adapters = self.parts.adapters
-        if self.weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
+        if weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
             keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
-            self.weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
+            weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         return compiled
 
     def load_torch(self, names: tuple[str, ...], why: str) -> None:
@@ -136,7 +148,13 @@ def use_openvino(
 
 
 def _numpy(tensor: torch.Tensor) -> Any:
-    return tensor.detach().to("cpu").float().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+    array = tensor.detach().to("cpu").float() if tensor.is_floating_point() else tensor.cpu()
+    return array.contiguous().numpy()  # an expanded or sliced tensor (T2I features, a guided half) made whole
+
+
+def run_part(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The compiled model's outputs for these inputs, as torch tensors (float32)."""
+    return _run(compiled, *inputs)
 
 
 def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -158,20 +176,40 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
 
     def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         kwargs = cond.unet_kwargs()
-        extra = sorted(name for name in kwargs if name != "encoder_hidden_states")
+        extra = sorted(name for name in kwargs if name not in ("encoder_hidden_states", *UNET_INPUTS))
         if extra:
             raise GenerationError(f"--backend openvino: the converted U-Net takes no {', '.join(extra)}.")
         sample = cond.unet_input(model_input)
         timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
-        states = kwargs["encoder_hidden_states"]
-        key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels}
+        layout = tuple((name, _as_list(kwargs[name])) for name in UNET_INPUTS if name in kwargs)
+        inputs = (sample, timestep, kwargs["encoder_hidden_states"], *(x for _, given in layout for x in given))
+        counts = tuple((name, len(given)) for name, given in layout)
+        key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels,
+               "inputs": counts}
         size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
-        conversion = Conversion("unet", lambda: _unet_forward(unet), lambda: (sample, timestep, states), key,
-                                lambda: calibration_inputs(runtime, size))
-        inputs = (sample, timestep, states)
+        calibration = (lambda: calibration_inputs(runtime, size)) if not counts else None
+        conversion = Conversion(unet_part(counts), lambda: _unet_forward(unet, counts), lambda: inputs, key,
+                                calibration)
         return _run(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise
+
+
+# the U-Net's extra inputs the converted one takes after (sample, timestep, states), each as a list of tensors:
+# ControlNet's residuals (down blocks, middle block) and T2I-Adapter's features (inside the down blocks)
+UNET_INPUTS = ("down_block_additional_residuals", "mid_block_additional_residual",
+               "down_intrablock_additional_residuals")
+
+
+def unet_part(counts: tuple[tuple[str, int], ...]) -> str:
+    """The converted U-Net's name for the extra inputs it takes (one cache folder and compiled slot each)."""
+    names = {name for name, _ in counts}
+    control = "-control" if names & set(UNET_INPUTS[:2]) else ""
+    return f"unet{control}{'-adapter' if UNET_INPUTS[2] in names else ''}"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
 CALIBRATION_PROMPTS = (
@@ -220,7 +258,9 @@ def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tu
     return samples
 
 
-def _unet_forward(unet: Any) -> Any:
+def _unet_forward(unet: Any, counts: tuple[tuple[str, int], ...] = ()) -> Any:
+    """The U-Net with plain tensor inputs: (sample, timestep, states) and, in `counts`' order, each extra input's
+    tensors (the middle block's residual is one tensor, the others lists)."""
     import torch
 
     class UNetForward(torch.nn.Module):
@@ -228,8 +268,14 @@ def _unet_forward(unet: Any) -> Any:
             super().__init__()
             self.unet = unet
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, *extra: Any) -> Any:
+            kwargs, start = {}, 0
+            for name, count in counts:
+                given = list(extra[start : start + count])
+                kwargs[name] = given[0] if name == "mid_block_additional_residual" else given
+                start += count
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False,
+                             **kwargs)[0]
 
     return UNetForward()
 

@@ -25,7 +25,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("sdgen")
 
-MODULE_OF_PART = {"unet": "unet", "text_encoder": "text_encoder", "vae_decoder": "vae", "vae_encoder": "vae"}
+# the converted parts made from each torch module (a U-Net taking ControlNet's residuals or T2I-Adapter's
+# features as inputs, DeepCache's two passes); a ControlNet is converted from its own, always loaded, module
+MODULE_OF_PART = {
+    "unet": "unet", "unet-control": "unet", "unet-adapter": "unet", "unet-control-adapter": "unet",
+    "unet-deepcache": "unet", "unet-shallow": "unet",
+    "text_encoder": "text_encoder", "vae_decoder": "vae", "vae_encoder": "vae",
+}
 
 
 def unloaded_parts(loaders: Mapping[str, Callable[[], Any]], parts: tuple[Part, ...], folder: Path) -> dict[str, Any]:

@@ -149,6 +149,12 @@ class Conversion:
     key: Mapping[str, Any]
     # int8-hybrid's calibration inputs (the U-Net only): each a tuple of the model's inputs as numpy arrays
     calibration: Callable[[], list[tuple[Any, ...]]] | None = None
+    instance: str = ""  # which one, where a part comes in several (a ControlNet per model file)
+
+    @property
+    def slot(self) -> str:
+        """Where its compiled model is kept in memory: one per part, and per instance."""
+        return f"{self.name}:{self.instance}" if self.instance else self.name
 
 
 def cache_folder(conversion: Conversion, quantize: str) -> Path:

@@ -63,6 +63,12 @@ def plain_unet(unet: Any) -> Any:
     return getattr(unet, "_orig_mod", unet)
 
 
+def weights_device(unet: Any) -> Any:
+    """Where a ControlNet's or an adapter's weights go: the U-Net's device, or the CPU where the U-Net is an empty
+    module on torch's meta device (--backend openvino with a warm cache: its weights never load)."""
+    return "cpu" if unet.device.type == "meta" else unet.device
+
+
 def kept_model(parts: Any, kind: str, source: str, load: Callable[[Any], Any]) -> Any:
     """The model at `source`, loaded once per loaded SD model (kept in parts.plugins[kind]): `load(unet)` gets the
     plain U-Net, whose device, dtype and config a ControlNet or an adapter follows."""

@@ -20,10 +20,11 @@ ControlNet is loaded once per loaded model and kept in `parts.plugins["controlne
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
-from sdgen.engine.plugins.base import Plugin, Run, kept_model
+from sdgen.engine.plugins.base import Plugin, Run, kept_model, weights_device
 from sdgen.engine.plugins.control_maps import (
     check_detector_weights,
     check_map_size,
@@ -108,7 +109,7 @@ def loaded_controlnet(parts: StableDiffusionParts, name: str, control_dir: str |
 
     source = find_controlnet(name, control_dir)
     return kept_model(parts, "controlnet", source, lambda unet: load_controlnet(
-        source, dtype=unet.dtype, unet_config=dict(unet.config)).to(unet.device))
+        source, dtype=unet.dtype, unet_config=dict(unet.config)).to(weights_device(unet)))
 
 
 class ControlNetPredictor:
@@ -181,11 +182,15 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     if not run.request.controls:
         return predictor
     from sdgen.config.images import load_checked_image
+    from sdgen.models.controlnet import find_controlnet
 
     request = run.request
+    runtime = getattr(run.parts, "openvino", None)
     units = []
     for unit in control_units(request):
         controlnet = loaded_controlnet(run.parts, unit.model, request.control_dir)
+        if runtime is not None:  # --backend openvino: the converted ControlNet
+            controlnet = OpenVINOControlNet(controlnet, runtime, find_controlnet(unit.model, request.control_dir))
         if isinstance(unit.image, str):
             image = load_checked_image(unit.image, f"control image {unit.image!r}", "control", mode="RGB")
         else:  # a server unit's decoded image
@@ -207,6 +212,60 @@ def control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
     subseed = getattr(request, "subseed", None)
     numpy_seed = (seed + (seed if subseed is None else int(subseed))) & 0xFFFFFFFF
     return make_control_map(image, unit, size=(request.width, request.height), seed=numpy_seed, mask=mask)
+
+
+# ---- on the OpenVINO back end ------------------------------------------------------------------------
+# The converted U-Net takes the residuals as inputs (sdgen/engine/openvino_parts.py); each ControlNet is converted
+# too, from its loaded torch module, cached under its file's identity. It runs at weight 1 and its residuals are
+# scaled here, so one converted ControlNet serves every weight, soft-injection mode and step range.
+
+
+class OpenVINOControlNet:
+    """Called as ControlNetModel is by sdgen/engine/plugins/controlnet.py: `(sample, t, encoder_hidden_states=,
+    controlnet_cond=, conditioning_scale=, return_dict=False)` -> (down residuals, middle residual)."""
+
+    def __init__(self, module: Any, runtime: Any, source: str) -> None:
+        from sdgen.models.openvino import file_identity
+
+        self.module, self.runtime, self.source = module, runtime, source
+        self.key = {"controlnet": str(source), "files": file_identity(source)}
+        self.instance = hashlib.sha256(str(source).encode()).hexdigest()[:12]
+
+    def __call__(
+        self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, controlnet_cond: torch.Tensor,
+        conditioning_scale: float = 1.0, return_dict: bool = False,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        import torch
+
+        from sdgen.engine.openvino_parts import run_part
+        from sdgen.models.openvino import Conversion
+
+        inputs = (sample, torch.as_tensor(timestep, dtype=torch.float32).reshape(1), encoder_hidden_states,
+                  controlnet_cond)
+        module = self.module
+        conversion = Conversion("controlnet", lambda: _controlnet_forward(module), lambda: inputs, self.key,
+                                instance=self.instance)
+        outputs = run_part(self.runtime.model(conversion, inputs), *inputs)
+        dtype = sample.dtype
+        # diffusers multiplies every residual by conditioning_scale at the end of ControlNetModel.forward
+        down = [(residual * conditioning_scale).to(dtype) for residual in outputs[:-1]]
+        return down, (outputs[-1] * conditioning_scale).to(dtype)
+
+
+def _controlnet_forward(controlnet: Any) -> Any:
+    import torch
+
+    class ControlNetForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.controlnet = controlnet
+
+        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, controlnet_cond: Any) -> Any:
+            down, mid = self.controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                                        controlnet_cond=controlnet_cond, conditioning_scale=1.0, return_dict=False)
+            return (*down, mid)
+
+    return ControlNetForward()
 
 
 # ---- the record ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, NoisePredictor
-from sdgen.engine.plugins.base import Plugin, Run, kept_model
+from sdgen.engine.plugins.base import Plugin, Run, kept_model, weights_device
 from sdgen.engine.plugins.control_maps import PREPROCESSORS, fit_control_image, missing_library, preprocess
 from sdgen.engine.plugins.control_units import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES, _number
 from sdgen.errors import InvalidRequestError
@@ -104,7 +104,7 @@ def loaded_t2i_adapter(parts: StableDiffusionParts, name: str, adapter_dir: str 
 
     source = find_t2i_adapter(name, adapter_dir)
     return kept_model(
-        parts, "t2i_adapter", source, lambda unet: load_t2i_adapter(source, dtype=unet.dtype).to(unet.device)
+        parts, "t2i_adapter", source, lambda unet: load_t2i_adapter(source, dtype=unet.dtype).to(weights_device(unet))
     )
 
 
