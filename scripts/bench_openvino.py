@@ -19,6 +19,7 @@ Configurations:
   ov-cold     the same with its own cache emptied first (first round only: converting is a one-time cost)
   ov-int8     --backend openvino --quantize int8 (NNCF weight compression), warm
   ov-hybrid   --backend openvino --quantize int8-hybrid (int8 activations too), warm
+  ov-deepcache  --backend openvino --cache-interval 3 (DeepCache's two passes as two converted models), warm
   optimum     OpenVINO's own pipeline: optimum-intel's OVStableDiffusionPipeline, static shapes, run by
               --peer-python (a venv of its own: optimum-intel pins its own transformers); exported once
   turbo-ov    SD-Turbo's architecture on --backend openvino: 1 step, guidance 0
@@ -52,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
-CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum",
-           "turbo-ov", "sdxs-ov")
+CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "ov-deepcache",
+           "optimum", "turbo-ov", "sdxs-ov")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
@@ -64,6 +65,7 @@ SDGEN = {
     "ov-cold": ("sd15", {"backend": "openvino"}, {}),
     "ov-int8": ("sd15", {"backend": "openvino", "quantize": "int8"}, {}),
     "ov-hybrid": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid"}, {}),
+    "ov-deepcache": ("sd15", {"backend": "openvino"}, {"cache_interval": 3}),
     "turbo-ov": ("turbo", {"backend": "openvino"}, {"num_inference_steps": 1, "guidance_scale": 0.0}),
     "sdxs-ov": ("sdxs", {"backend": "openvino"},
                 {"num_inference_steps": 1, "guidance_scale": 0.0, "scheduler": "tcd"}),
@@ -249,9 +251,9 @@ def prepare(configs: list[str], args: argparse.Namespace) -> None:
     for name in {SDGEN[c][0] for c in configs if c in SDGEN} | {"sd15"}:
         model_folder(name, args.tiny)
     for config in configs:
-        if config in ("ov", "ov-int8", "ov-hybrid", "turbo-ov", "sdxs-ov", "optimum"):
+        if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "sdxs-ov", "optimum"):
             print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
-            run_config(config, args, steps=1)
+            run_config(config, args, steps=2 if config == "ov-deepcache" else 1)  # DeepCache: both passes
 
 
 def table(results: dict[str, list[dict]], args: argparse.Namespace) -> str:

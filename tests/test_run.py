@@ -53,20 +53,20 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_images(tiny_model_di
     Image.open(tmp_path / "00000-1-a-fox.png").load()
 
 
-def test_three_runs_into_one_folder_each_claim_their_own_numbers(tiny_model_dir, tmp_path) -> None:
+def test_two_runs_into_one_folder_each_claim_their_own_numbers(tiny_model_dir, tmp_path) -> None:
     args = [sys.executable, "-m", "sdgen", "a fox", *tiny(tiny_model_dir, "-n", "2", "-o", f"{tmp_path}/")]
     runs = [
         subprocess.Popen([*args, "-s", str(seed), "--name", "img-{index:04d}"], stdout=subprocess.PIPE, text=True)
-        for seed in (10, 20, 30)
+        for seed in (10, 20)
     ]
     reported = []
     for run in runs:
         out, _ = run.communicate(timeout=240)
         assert run.returncode == 0
         reported += out.split()
-    assert sorted(reported) == [f"{tmp_path}/img-{i:04d}.png" for i in range(6)]
+    assert sorted(reported) == [f"{tmp_path}/img-{i:04d}.png" for i in range(4)]
     seeds = sorted(int(Image.open(path).text["parameters"].split("Seed: ")[1].split(",")[0]) for path in reported)
-    assert seeds == [10, 11, 20, 21, 30, 31]  # six images, none thrown away
+    assert seeds == [10, 11, 20, 21]  # four images, none thrown away
 
 
 def test_a_fixed_name_that_exists_is_still_refused_before_loading(tmp_path, no_weights_load) -> None:
