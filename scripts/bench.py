@@ -92,6 +92,13 @@ CONFIGS = ("diffusers", *SDGEN_CONFIGS, "openvino")
 
 
 def peak_rss_gib() -> float:
+    """This process's own peak RSS. Linux keeps ru_maxrss across execve, so a worker forked from a parent that
+    once held a model (building one) would report the parent's peak; VmHWM is the peak of this address space."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # KiB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 

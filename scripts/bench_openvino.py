@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -49,6 +48,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import peak_rss_gib  # noqa: E402 (scripts/ on the path first)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -135,10 +136,6 @@ def _write_full_size(name: str, out: Path) -> None:
 
 
 # ---- the workers (each in its own process) ------------------------------------------------------------------
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def _steps(stamps: list[float], started: float) -> float:
