@@ -185,7 +185,7 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
         inputs = (sample, timestep, kwargs["encoder_hidden_states"], *(x for _, given in layout for x in given))
         counts = tuple((name, len(given)) for name, given in layout)
         key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels,
-               "inputs": counts}
+               **({"inputs": counts} if counts else {})}  # the plain U-Net's key as before: caches stay valid
         size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
         calibration = (lambda: calibration_inputs(runtime, size)) if not counts else None
         conversion = Conversion(unet_part(counts), lambda: _unet_forward(unet, counts), lambda: inputs, key,
