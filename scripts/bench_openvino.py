@@ -169,7 +169,8 @@ def run_optimum(folder: Path, size: int, steps: int) -> dict:
     import numpy as np
 
     result = _run_pipeline(pipe, diffusers, size, steps, np.random.RandomState(0))
-    return {**result, "precision": str(pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")).lower()}
+    hint = pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
+    return {**result, "precision": hint.to_string() if hasattr(hint, "to_string") else str(hint)}
 
 
 def _run_pipeline(pipe, diffusers, size: int, steps: int, generator) -> dict:
@@ -209,6 +210,8 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
     runtime = parts.openvino
     precision = runtime.precision if runtime is not None else parts.placement.dtype
     precision = "float32 + qint8 Linear" if config == "torch-int8" else precision
+    if model_options.get("quantize"):
+        precision = f"{precision} + {model_options['quantize']}"
     loads = runtime.weights.loads if runtime is not None and runtime.weights is not None else None
     return {"step": _steps(stamps, started), "image": image, "precision": precision, "torch_loads": loads}
 
