@@ -23,6 +23,7 @@ Configurations:
   optimum     OpenVINO's own pipeline: optimum-intel's OVStableDiffusionPipeline, static shapes, run by
               --peer-python (a venv of its own: optimum-intel pins its own transformers); exported once
   turbo-ov    SD-Turbo's architecture on --backend openvino: 1 step, guidance 0
+  turbo-ov-taesd  the same with --decoder TAESD (TAESD's architecture, random weights, models/taesd-random)
   sdxs-ov     the one-step recipe (SDXS-like U-Net, TAESD decoder, TCD, 1 step, guidance 0) on OpenVINO:
               the SECOND image of a run (the first compiles; a user's session makes many)
 
@@ -55,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
 CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "ov-deepcache",
-           "optimum", "turbo-ov", "sdxs-ov")
+           "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
@@ -68,10 +69,12 @@ SDGEN = {
     "ov-hybrid": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid"}, {}),
     "ov-deepcache": ("sd15", {"backend": "openvino"}, {"cache_interval": 3}),
     "turbo-ov": ("turbo", {"backend": "openvino"}, {"num_inference_steps": 1, "guidance_scale": 0.0}),
+    "turbo-ov-taesd": ("turbo", {"backend": "openvino", "decoder": "taesd"},
+                       {"num_inference_steps": 1, "guidance_scale": 0.0}),
     "sdxs-ov": ("sdxs", {"backend": "openvino"},
                 {"num_inference_steps": 1, "guidance_scale": 0.0, "scheduler": "tcd"}),
 }
-ONE_STEP = ("turbo-ov", "sdxs-ov")
+ONE_STEP = ("turbo-ov", "turbo-ov-taesd", "sdxs-ov")
 
 
 # ---- the models ---------------------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ ONE_STEP = ("turbo-ov", "sdxs-ov")
 def model_folder(name: str, tiny: bool) -> Path:
     """The model's folder, built once (random weights) and kept under models/."""
     folder = MODELS / (f"tiny-{name}" if tiny else {"sd15": "sd15-random", "turbo": "sd2-random",
-                                                      "sdxs": "sdxs-like-random"}[name])
+                                                      "sdxs": "sdxs-like-random", "taesd": "taesd-random"}[name])
     if (folder / ".complete").is_file():
         return folder
     print(f"building {folder} ...", file=sys.stderr, flush=True)
@@ -92,9 +95,15 @@ def model_folder(name: str, tiny: bool) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     if tiny:
         from sdgen.testing.tiny_fast_models import build_tiny_sd2, build_tiny_sdxs
-        from sdgen.testing.tiny_model import build_tiny_model
+        from sdgen.testing.tiny_model import build_tiny_autoencoder, build_tiny_model
 
-        {"sd15": build_tiny_model, "turbo": build_tiny_sd2, "sdxs": build_tiny_sdxs}[name](partial)
+        builders = {"sd15": build_tiny_model, "turbo": build_tiny_sd2, "sdxs": build_tiny_sdxs,
+                    "taesd": build_tiny_autoencoder}
+        builders[name](partial)
+    elif name == "taesd":
+        from diffusers import AutoencoderTiny
+
+        AutoencoderTiny().save_pretrained(partial)  # TAESD's architecture
     else:
         _write_full_size(name, partial)
     (partial / ".complete").write_text("ok\n")
@@ -193,6 +202,8 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
     from sdgen.engine.pipeline import generate
 
     _, model_options, request_options = SDGEN[config]
+    if model_options.get("decoder") == "taesd":
+        model_options = {**model_options, "decoder": str(model_folder("taesd", folder.name.startswith("tiny-")))}
     parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))
     if config == "torch-int8":
         import torch
@@ -250,8 +261,11 @@ def prepare(configs: list[str], args: argparse.Namespace) -> None:
     """Untimed: build the models, fill the warm configurations' cache (convert, compress, export)."""
     for name in {SDGEN[c][0] for c in configs if c in SDGEN} | {"sd15"}:
         model_folder(name, args.tiny)
+    if any(SDGEN.get(c, ("", {}))[1].get("decoder") for c in configs):
+        model_folder("taesd", args.tiny)
     for config in configs:
-        if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "sdxs-ov", "optimum"):
+        if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "turbo-ov-taesd", "sdxs-ov",
+                      "optimum"):
             print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
             run_config(config, args, steps=2 if config == "ov-deepcache" else 1)  # DeepCache: both passes
 
