@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("sdgen")
 
 # request options that patch the torch U-Net in ways the converted one does not take: refused (ControlNet,
-# T2I-Adapter and DeepCache run on it: sdgen/engine/openvino_extras.py)
+# T2I-Adapter and DeepCache run on it: plugins/controlnet.py's OpenVINOControlNet, plugins/deepcache.py's
+# OpenVINOPasses)
 _REFUSED = (
     ("ip_adapter", "IP-Adapter's attention is not in the converted U-Net"),
     ("freeu", "FreeU patches the torch U-Net's up blocks"),
@@ -54,22 +55,25 @@ def check_request(request: GenerationRequest, model: CheckedModelSpec | None) ->
     if model is None or model.backend != "openvino":
         return
     for name, why in _REFUSED:
-        value = getattr(request, name, None)
-        if not value or (name == "cache_interval" and value <= 1):  # off (DeepCache: a whole pass each step)
-            continue
-        shown = ",".join(value) if isinstance(value, (tuple, list)) else value
-        raise InvalidRequestError(
-            f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
-            _KEYS.get(name, name),
-        )
+        if (shown := _given(request, name)) is not None:
+            raise InvalidRequestError(
+                f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
+                _KEYS.get(name, name),
+            )
     for name, inputs in _NOT_CALIBRATED if model.quantize == "int8-hybrid" else ():
-        value = getattr(request, name, None)
-        if value and not (name == "cache_interval" and value <= 1):
-            shown = ",".join(value) if isinstance(value, (tuple, list)) else value
+        if (shown := _given(request, name)) is not None:
             raise InvalidRequestError(
                 f"Invalid {NAME} {shown!r} with --quantize int8-hybrid: its int8 activations were calibrated "
                 f"without {inputs}; use --quantize int8 (weights only).", _KEYS.get(name, name),
             )
+
+
+def _given(request: GenerationRequest, name: str) -> Any:
+    """The option's value as the error shows it, or None where it is off (DeepCache: a whole pass each step)."""
+    value = getattr(request, name, None)
+    if not value or (name == "cache_interval" and value <= 1):
+        return None
+    return ",".join(value) if isinstance(value, (tuple, list)) else value
 
 
 @dataclass
@@ -152,12 +156,15 @@ def _numpy(tensor: torch.Tensor) -> Any:
     return array.contiguous().numpy()  # an expanded or sliced tensor (T2I features, a guided half) made whole
 
 
+def ov_timestep(t: Any) -> torch.Tensor:
+    """A step's timestep as the converted models take it: float32 of shape (1,)."""
+    import torch
+
+    return torch.as_tensor(t, dtype=torch.float32).reshape(1)
+
+
 def run_part(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
     """The compiled model's outputs for these inputs, as torch tensors (float32)."""
-    return _run(compiled, *inputs)
-
-
-def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
     import torch
 
     request = compiled.create_infer_request()
@@ -170,7 +177,6 @@ def _run(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
 
 def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> NoisePredictor:
     """The converted U-Net as a NoisePredictor (the torch one: sdgen/engine/denoise.py's unet_predictor)."""
-    import torch
 
     unet = runtime.parts.unet
 
@@ -180,7 +186,7 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
         if extra:
             raise GenerationError(f"--backend openvino: the converted U-Net takes no {', '.join(extra)}.")
         sample = cond.unet_input(model_input)
-        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
+        timestep = ov_timestep(t)
         layout = tuple((name, _as_list(kwargs[name])) for name in UNET_INPUTS if name in kwargs)
         inputs = (sample, timestep, kwargs["encoder_hidden_states"], *(x for _, given in layout for x in given))
         counts = tuple((name, len(given)) for name, given in layout)
@@ -190,7 +196,7 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
         calibration = (lambda: calibration_inputs(runtime, size)) if not counts else None
         conversion = Conversion(unet_part(counts), lambda: _unet_forward(unet, counts), lambda: inputs, key,
                                 calibration)
-        return _run(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
+        return run_part(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise
 
@@ -240,7 +246,7 @@ def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tu
     float_unet = unet_predictor(runtime, "none")
 
     def recording(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
+        timestep = ov_timestep(t)
         samples.append(tuple(_numpy(x) for x in (model_input, timestep, cond.encoder_hidden_states())))
         return float_unet(model_input, t, cond)
 
@@ -261,23 +267,32 @@ def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tu
 def _unet_forward(unet: Any, counts: tuple[tuple[str, int], ...] = ()) -> Any:
     """The U-Net with plain tensor inputs: (sample, timestep, states) and, in `counts`' order, each extra input's
     tensors (the middle block's residual is one tensor, the others lists)."""
+
+    def forward(unet: Any, sample: Any, timestep: Any, encoder_hidden_states: Any, *extra: Any) -> Any:
+        kwargs, start = {}, 0
+        for name, count in counts:
+            given = list(extra[start : start + count])
+            kwargs[name] = given[0] if name == "mid_block_additional_residual" else given
+            start += count
+        return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False, **kwargs)[0]
+
+    return traceable(unet, forward)
+
+
+def traceable(owner: Any, forward: Callable[..., Any]) -> Any:
+    """`forward(owner, *inputs)` as a torch module holding `owner` (what torch.jit.trace traces: a module's forward
+    over plain tensors, its weights found through its submodules)."""
     import torch
 
-    class UNetForward(torch.nn.Module):
+    class Traceable(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.unet = unet
+            self.owner = owner
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, *extra: Any) -> Any:
-            kwargs, start = {}, 0
-            for name, count in counts:
-                given = list(extra[start : start + count])
-                kwargs[name] = given[0] if name == "mid_block_additional_residual" else given
-                start += count
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False,
-                             **kwargs)[0]
+        def forward(self, *inputs: Any) -> Any:
+            return forward(self.owner, *inputs)
 
-    return UNetForward()
+    return Traceable()
 
 
 # ---- text encoder ------------------------------------------------------------------------------------
@@ -302,25 +317,18 @@ class OpenVINOTextEncoder:
         embeddings = [(ref.path, ref.token, file_identity(ref.path)) for ref in runtime.parts.adapters.embeddings]
         key = {**runtime.identity(), "loras": runtime.loras(), "embeddings": embeddings}
         conversion = Conversion("text_encoder", lambda: _text_forward(self.module), lambda: (ids,), key)
-        outputs = _run(runtime.model(conversion, (ids,)), ids)
+        outputs = run_part(runtime.model(conversion, (ids,)), ids)
         if output_hidden_states:
             return SimpleNamespace(last_hidden_state=outputs[0], hidden_states=tuple(outputs[1:]))
         return (outputs[0],)
 
 
 def _text_forward(module: Any) -> Any:
-    import torch
+    def forward(module: Any, ids: Any) -> Any:
+        outputs = module(ids, output_hidden_states=True)
+        return (outputs.last_hidden_state, *outputs.hidden_states)
 
-    class TextForward(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.module = module
-
-        def forward(self, ids: Any) -> Any:
-            outputs = self.module(ids, output_hidden_states=True)
-            return (outputs.last_hidden_state, *outputs.hidden_states)
-
-    return TextForward()
+    return traceable(module, forward)
 
 
 def text_encoder_of(parts: StableDiffusionParts) -> Any:
@@ -354,28 +362,21 @@ class OpenVINOVae:
     def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         vae = self.module
         conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: (latents,), self.key)
-        return (_run(self.runtime.model(conversion, (latents,)), latents)[0],)
+        return (run_part(self.runtime.model(conversion, (latents,)), latents)[0],)
 
     def encode(self, image: torch.Tensor) -> Any:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         vae = self.module
         conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: (image,), self.key)
-        moments = _run(self.runtime.model(conversion, (image,)), image)[0]
+        moments = run_part(self.runtime.model(conversion, (image,)), image)[0]
         return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
 
 
 def _vae_forward(vae: Any, direction: str) -> Any:
-    import torch
+    def forward(vae: Any, x: Any) -> Any:
+        if direction == "decode":
+            return vae.decode(x, return_dict=False)[0]
+        return vae.encode(x).latent_dist.parameters
 
-    class VaeForward(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.vae = vae
-
-        def forward(self, x: Any) -> Any:
-            if direction == "decode":
-                return self.vae.decode(x, return_dict=False)[0]
-            return self.vae.encode(x).latent_dist.parameters
-
-    return VaeForward()
+    return traceable(vae, forward)

@@ -235,13 +235,10 @@ class OpenVINOControlNet:
         self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, controlnet_cond: torch.Tensor,
         conditioning_scale: float = 1.0, return_dict: bool = False,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        import torch
-
-        from sdgen.engine.openvino_parts import run_part
+        from sdgen.engine.openvino_parts import ov_timestep, run_part
         from sdgen.models.openvino import Conversion
 
-        inputs = (sample, torch.as_tensor(timestep, dtype=torch.float32).reshape(1), encoder_hidden_states,
-                  controlnet_cond)
+        inputs = (sample, ov_timestep(timestep), encoder_hidden_states, controlnet_cond)
         module = self.module
         conversion = Conversion("controlnet", lambda: _controlnet_forward(module), lambda: inputs, self.key,
                                 instance=self.instance)
@@ -253,19 +250,14 @@ class OpenVINOControlNet:
 
 
 def _controlnet_forward(controlnet: Any) -> Any:
-    import torch
+    from sdgen.engine.openvino_parts import traceable
 
-    class ControlNetForward(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.controlnet = controlnet
+    def forward(controlnet: Any, sample: Any, timestep: Any, encoder_hidden_states: Any, controlnet_cond: Any) -> Any:
+        down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                               controlnet_cond=controlnet_cond, conditioning_scale=1.0, return_dict=False)
+        return (*down, mid)
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, controlnet_cond: Any) -> Any:
-            down, mid = self.controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                                        controlnet_cond=controlnet_cond, conditioning_scale=1.0, return_dict=False)
-            return (*down, mid)
-
-    return ControlNetForward()
+    return traceable(controlnet, forward)
 
 
 # ---- the record ------------------------------------------------------------------------------------

@@ -139,15 +139,13 @@ class OpenVINOPasses:
         return Conversion(name, forward, lambda: inputs, key)
 
     def _inputs(self, model_input: torch.Tensor, t: Any, cond: Conditioning) -> tuple[torch.Tensor, ...]:
-        import torch
-
+        from sdgen.engine.openvino_parts import ov_timestep
         from sdgen.errors import GenerationError
 
         extra = sorted(name for name in cond.unet_kwargs() if name != "encoder_hidden_states")
         if extra:
             raise GenerationError(f"--backend openvino: DeepCache's converted passes take no {', '.join(extra)}.")
-        timestep = torch.as_tensor(t, dtype=torch.float32).reshape(1)
-        return cond.unet_input(model_input), timestep, cond.encoder_hidden_states()
+        return cond.unet_input(model_input), ov_timestep(t), cond.encoder_hidden_states()
 
     def full(self, model_input: torch.Tensor, t: Any, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         from sdgen.engine.openvino_parts import run_part
@@ -168,37 +166,24 @@ class OpenVINOPasses:
 
 
 def _full_forward(unet: Any) -> Any:
-    import torch
+    from sdgen.engine.openvino_parts import traceable
 
-    class FullPass(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.unet = unet
+    def forward(unet: Any, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
+        kept: list[Any] = []
+        hook = keep_features(unet, kept)  # traced with the pass: its slice becomes the second output
+        try:
+            noise = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        finally:
+            hook.remove()
+        return noise, kept[-1]
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
-            kept: list[Any] = []
-            hook = keep_features(self.unet, kept)  # traced with the pass: its slice becomes the second output
-            try:
-                noise = self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-            finally:
-                hook.remove()
-            return noise, kept[-1]
-
-    return FullPass()
+    return traceable(unet, forward)
 
 
 def _shallow_forward(unet: Any) -> Any:
-    import torch
+    from sdgen.engine.openvino_parts import traceable
 
-    class ShallowPass(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.unet = unet
-
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, features: Any) -> Any:
-            return shallow_pass(self.unet, sample, timestep, encoder_hidden_states, features)
-
-    return ShallowPass()
+    return traceable(unet, shallow_pass)  # (unet, sample, timestep, states, features)
 
 
 def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
