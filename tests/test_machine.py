@@ -32,6 +32,12 @@ def test_an_amx_xeon_is_the_bfloat16_kind(tmp_path) -> None:
     assert info.native_bf16 and info.kind == "bfloat16 units"
 
 
+def test_a_name_without_a_model_number_gets_its_family_and_model(tmp_path) -> None:
+    vm = "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t: avx2\n"
+    assert cpu_model(write(tmp_path, vm)) == "AMD EPYC (family 26, model 2)"
+    assert cpu_model(write(tmp_path, AMD_AVX2)) == "AMD EPYC 7R32"  # a model number: the name as it is
+
+
 def test_no_cpuinfo_falls_back_to_platform(tmp_path) -> None:
     assert cpu_model(str(tmp_path / "missing")) != ""
     assert vector_units(set()) == ()

@@ -4,6 +4,8 @@ back without converting), int8's change of the picture, and the refusals before 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -126,9 +128,34 @@ def test_a_second_process_reads_the_converted_models_from_the_cache(tiny_model_d
     assert "loading the torch" not in log, log
     for part in ("unet", "text_encoder", "vae_decoder"):
         assert f"OpenVINO: the {part} from the cache" in log, log
+        # and compiled while the model loaded, from the record of the first run's shapes
+        assert f"OpenVINO: the {part} compiled while the model loaded" in log, log
     warm = np.asarray(Image.open(tmp_path / "fox.png").convert("RGB")).astype(np.int16)
     assert np.array_equal(warm, cold), np.abs(warm - cold).max()
 
+
+
+def test_a_lora_is_in_the_converted_models_and_a_warm_load_fuses_nothing(tiny_model_dir, tiny_parts, ov_parts,
+                                                                          tmp_path):
+    # the run's LoRA fused before the U-Net and text encoder convert: the picture is torch float32's with the same
+    # LoRA within one level; a second load of the same model and LoRA reads both from the cache and never loads
+    # or fuses the torch weights (the LoRA's file identity is in the key); dropping the LoRA gives the plain model
+    from sdgen.testing.tiny_adapters import build_tiny_lora
+
+    plain = _pixels(ov_parts)  # the plain model in the cache
+    lora = tmp_path / "detail.safetensors"
+    build_tiny_lora(tiny_model_dir, lora, seed=3)
+    with_lora = _request(loras=(f"{lora}:0.8",))
+    cold = _load(tiny_model_dir, dtype="float32")
+    torch_image, ov_image = _pixels(tiny_parts, with_lora), _pixels(cold, with_lora)
+    assert np.abs(torch_image - ov_image).max() <= 1
+    assert np.abs(ov_image - plain).max() > 5  # the LoRA does change the picture
+    assert {"unet", "text_encoder"} <= set(cold.openvino.weights.loads)
+    warm = _load(tiny_model_dir, dtype="float32")
+    assert np.array_equal(_pixels(warm, with_lora), ov_image)
+    assert warm.openvino.weights.loads == [] and warm.adapters.fused == ()
+    assert np.array_equal(_pixels(warm), plain)  # back to the plain model, still no torch weights
+    assert warm.openvino.weights.loads == []
 
 def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts, ov_cache):
     # the run's shapes: a static copy of each model.xml beside it, sharing its weights file (a hard link: reshaping
@@ -225,6 +252,31 @@ def test_the_cache_key_follows_what_the_weights_depend_on(tmp_path):
     lora.write_bytes(b"changed")  # the same file name with other weights
     assert file_identity(lora) != fields["loras"][0][2]
 
+
+
+def test_a_local_model_and_lora_are_keyed_by_their_files_not_the_path_as_typed(tmp_path, monkeypatch):
+    """`--model ./m` and `--model /abs/m` (and a LoRA given either way) share one cache entry."""
+    from types import SimpleNamespace
+
+    from sdgen.engine.openvino_parts import OpenVINOParts
+    from sdgen.models.hub import ModelSource
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model_index.json").write_text("{}")
+    (tmp_path / "style.safetensors").write_bytes(b"one")
+    monkeypatch.chdir(tmp_path)
+
+    def keys(model: str, lora: str):
+        source = ModelSource(model=model, folder=Path(model))
+        loras = [SimpleNamespace(source=lora, scale=0.8)]
+        parts = SimpleNamespace(source=source, adapters=SimpleNamespace(loras=loras))
+        runtime = OpenVINOParts(parts, "float32", "none")
+        return runtime.identity(), runtime.loras()
+
+    typed = keys("m", "style.safetensors")
+    assert typed == keys(str(tmp_path / "m"), str(tmp_path / "style.safetensors"))
+    (tmp_path / "m" / "model_index.json").write_text('{"changed": 1}')  # other files: another key
+    assert keys("m", "style.safetensors")[0] != typed[0]
 
 @pytest.mark.parametrize(
     ("spec", "key", "words"),

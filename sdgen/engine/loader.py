@@ -190,18 +190,19 @@ def load_model(
     plan = plan or plan_speed(spec, placement)
     started = time.perf_counter()
     _quiet_library_progress_bars()
-    vae_name = vae_hash = None
+    vae_name = vae_hash = prefetch = None  # prefetch: --backend openvino's last run's models, compiled ahead
     if spec.checkpoint is not None:  # one LDM/A1111 file (sdgen/models/single_file.py)
         source, loaded = _load_checkpoint(spec, placement, plan, on_part)
-        files: dict[str, Path] = {}
-        loaders: dict[str, Any] = {}  # every part is loaded from the one file
+        files, loaders = {}, {}  # every part is loaded from the one file
     else:
         source = hub.resolve_model_folder(spec, placement.weight_variant)
         files = check_model_folder(source.folder, source.model, placement.weight_variant)
         loaders = {part.name: functools.partial(_load_part, part, source, files.get(part.name), placement, plan,
                                                 on_part) for part in PARTS if part.name != "vae" or not spec.vae}
         if spec.backend == "openvino":  # the weights load when a conversion needs them (a cold cache)
+            from sdgen.engine.openvino_prefetch import Prefetch
             from sdgen.engine.openvino_weights import unloaded_parts
+            prefetch = Prefetch.of(source, precision, spec.quantize)
             loaded = unloaded_parts(loaders, PARTS, source.folder)
         else:
             loaded = {name: load() for name, load in loaders.items() if name != "vae"}
@@ -222,7 +223,7 @@ def load_model(
     parts.apply(plan, spec)
     if spec.backend == "openvino":  # after the plug-ins' load steps; the models convert on first use
         from sdgen.engine.openvino_parts import use_openvino
-        use_openvino(parts, precision, spec.quantize, loaders)
+        use_openvino(parts, precision, spec.quantize, loaders, prefetch)
     parts.load_seconds = time.perf_counter() - started
     return parts
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from sdgen.engine.openvino_prefetch import Prefetch
 from sdgen.engine.openvino_weights import MODULE_OF_PART, TorchWeights
 from sdgen.engine.text import final_layer_norm
 from sdgen.errors import NAME, GenerationError, InvalidRequestError
-from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, ov_model
+from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, model_identity, ov_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Mapping
@@ -85,6 +85,7 @@ class OpenVINOParts:
     quantize: str
     weights: TorchWeights | None = None  # the torch modules' weights, loaded only when needed
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
+    prefetch: Prefetch | None = None  # the compiled models the model's last run used, compiling ahead
     _identity: dict[str, Any] | None = None
 
     def model(self, conversion: Conversion, inputs: tuple[torch.Tensor, ...], quantize: str | None = None) -> Any:
@@ -107,10 +108,16 @@ class OpenVINOParts:
         weights = self.weights if name is not None else None
         if weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):
             weights.ensure(name, f"to convert the {conversion.name}")
-        compiled = compile_for_cpu(ov_model(conversion, quantize), self.precision, shapes)
+            if name != "vae":
+                self.parts.adapters.fuse_pending()  # the run's LoRAs, fused only now that they are converted
+        xml = ov_model(conversion, quantize)
+        ahead = self.prefetch.take(conversion.slot, xml, shapes) if self.prefetch else None
+        compiled = ahead if ahead is not None else compile_for_cpu(xml, self.precision, shapes)
+        if self.prefetch:
+            self.prefetch.record(conversion.slot, xml, shapes)
         self.compiled[conversion.slot] = (made, compiled)
         adapters = self.parts.adapters
-        if weights is not None and (name == "vae" or not (adapters.loras or adapters.embeddings)):
+        if weights is not None and (name == "vae" or not (adapters.loras or adapters.fused or adapters.embeddings)):
             keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
             weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         return compiled
@@ -124,28 +131,23 @@ class OpenVINOParts:
     def identity(self) -> dict[str, Any]:
         """The model's identity in every part's key, found once (a local folder's files are listed)."""
         if self._identity is None:
-            self._identity = self._model_identity()
+            self._identity = model_identity(self.parts.source)
         return self._identity
 
-    def _model_identity(self) -> dict[str, Any]:
-        source = self.parts.source
-        if source.commit or source.unet_sha256:
-            return {"model": source.model, "commit": source.commit, "unet_sha256": source.unet_sha256}
-        checkpoint = Path(source.model).expanduser()  # one file, else the diffusers folder
-        return {"model": source.model, "files": file_identity(checkpoint if checkpoint.is_file() else source.folder)}
-
     def loras(self) -> list[Any]:
-        return [(lora.source, lora.scale, file_identity(lora.source)) for lora in self.parts.adapters.loras]
+        return [(lora.scale, file_identity(lora.source)) for lora in self.parts.adapters.loras]
 
 
 def use_openvino(
-    parts: StableDiffusionParts, precision: str, quantize: str, loaders: Mapping[str, Callable[[], Any]]
+    parts: StableDiffusionParts, precision: str, quantize: str, loaders: Mapping[str, Callable[[], Any]],
+    prefetch: Prefetch | None = None,
 ) -> None:
     """Switch a loaded model to OpenVINO: the VAE replaced by its wrapper, the U-Net and text encoder
     called through theirs (engine/plugins' base predictor, pipeline's text encoder). `loaders`: how each
     torch module of a model folder loads its weights, when it was made empty (sdgen/engine/openvino_weights.py)."""
     loaders = {name: load for name, load in loaders.items() if name in MODULE_OF_PART.values()}
-    runtime = OpenVINOParts(parts, precision, quantize, TorchWeights(parts, loaders) if loaders else None)
+    runtime = OpenVINOParts(parts, precision, quantize, TorchWeights(parts, loaders) if loaders else None,
+                            prefetch=prefetch or Prefetch.of(parts.source, precision, quantize))
     parts.openvino = runtime
     parts.vae = OpenVINOVae(parts.vae, runtime)
     log.info("OpenVINO back end: %s, weights %s.", {"float32": "f32", "bfloat16": "bf16"}[precision], quantize)
@@ -314,7 +316,7 @@ class OpenVINOTextEncoder:
 
     def __call__(self, ids: torch.Tensor, output_hidden_states: bool = False) -> Any:
         runtime = self.runtime
-        embeddings = [(ref.path, ref.token, file_identity(ref.path)) for ref in runtime.parts.adapters.embeddings]
+        embeddings = [(ref.token, file_identity(ref.path)) for ref in runtime.parts.adapters.embeddings]
         key = {**runtime.identity(), "loras": runtime.loras(), "embeddings": embeddings}
         conversion = Conversion("text_encoder", lambda: _text_forward(self.module), lambda: (ids,), key)
         outputs = run_part(runtime.model(conversion, (ids,)), ids)
@@ -348,7 +350,7 @@ class OpenVINOVae:
     def __init__(self, module: Any, runtime: OpenVINOParts) -> None:
         self.module, self.runtime, self.config = module, runtime, module.config
         parts = runtime.parts
-        self.key = {**runtime.identity(), "vae": parts.vae_source, "vae_hash": parts.vae_hash}
+        self.key = {**runtime.identity(), "vae": parts.vae_hash or parts.vae_source}  # --vae by its hash
 
     @property
     def dtype(self) -> torch.dtype:

@@ -48,14 +48,22 @@ class CpuInfo:
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's name; a name without a model number (a VM's "AMD EPYC") gets its family and model, which tell
+    its generation apart (AMD family 25: Zen 3/4, 26: Zen 5)."""
+    fields: dict[str, str] = {}
     try:
         with open(cpuinfo, encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith(("model name", "Model", "Hardware")):
-                    return " ".join(line.partition(":")[2].split())
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), " ".join(value.split()))
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    name = next((fields[key] for key in ("model name", "Model", "Hardware") if fields.get(key)), "")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown"
+    if not any(char.isdigit() for char in name) and fields.get("cpu family") and fields.get("model"):
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def vector_units(flags: set[str]) -> tuple[str, ...]:

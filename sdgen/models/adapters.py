@@ -50,7 +50,8 @@ class Adapters:
     def __init__(self, parts: StableDiffusionParts, offline: bool = False) -> None:
         self.parts = parts
         self.offline = offline
-        self.loras: tuple[LoraRef, ...] = ()
+        self.loras: tuple[LoraRef, ...] = ()  # the run's set
+        self.fused: tuple[LoraRef, ...] = ()  # the set in the torch weights (--backend openvino: see use_loras)
         self.embeddings: tuple[EmbeddingRef, ...] = ()
         self._host = _host_class()(parts)
         self._originals: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight, its value before fusing)
@@ -62,16 +63,29 @@ class Adapters:
     # --- LoRA ------------------------------------------------------------------------------------
 
     def use_loras(self, loras: tuple[LoraRef, ...]) -> bool:
-        """Make `loras` the fused set; True when the weights changed (text embeddings must be redone)."""
+        """Make `loras` the run's set; True when it changed (text embeddings must be redone). On torch they are
+        fused now. On --backend openvino with a model folder they are fused only when a part must be converted
+        (fuse_pending): a set whose converted models are cached never loads the torch weights."""
         if loras == self.loras:
             return False
+        for lora in loras:
+            _lora_file(lora.source, self.offline)  # a missing file or Hub id fails now, not at conversion
+        self.loras = loras
+        runtime = getattr(self.parts, "openvino", None)
+        if runtime is None or runtime.weights is None:
+            self.fuse_pending()
+        return True
+
+    def fuse_pending(self) -> None:
+        """The run's LoRA set into the torch weights, where another set (or none) is fused now."""
+        if self.fused == self.loras:
+            return
         self._weights_needed("to fuse LoRAs into them")
         self._restore()
-        self.loras = ()
-        if loras:
-            self._fuse(loras)
-            self.loras = loras
-        return True
+        self.fused = ()
+        if self.loras:
+            self._fuse(self.loras)
+            self.fused = self.loras
 
     def _fuse(self, loras: tuple[LoraRef, ...]) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer

@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,6 +137,16 @@ def file_identity(path: str | Path) -> list[Any]:
         return [str(path)]
     files = [path] if path.is_file() else sorted(item for item in path.rglob("*") if item.is_file())
     return [str(path.resolve()), *[(file.name, file.stat().st_size, file.stat().st_mtime_ns) for file in files[:64]]]
+
+
+def model_identity(source: Any) -> dict[str, Any]:
+    """A loaded model's identity in every part's key (a ModelSource): a Hub snapshot by its commit, a local
+    file or folder by its resolved path and files, not the words it was given in (`./m` and `/abs/m` share
+    one cache)."""
+    if source.commit or source.unet_sha256:
+        return {"model": source.model, "commit": source.commit, "unet_sha256": source.unet_sha256}
+    checkpoint = Path(source.model).expanduser()  # one file, else the diffusers folder
+    return {"files": file_identity(checkpoint if checkpoint.is_file() else source.folder)}
 
 
 @dataclass(frozen=True)
@@ -307,9 +318,13 @@ def static_model(xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
 _CORE: list[Any] = []
 
 
-def _core() -> Any:
-    if not _CORE:
-        import openvino
+_CORE_LOCK = threading.Lock()  # the prefetch thread (sdgen/engine/openvino_prefetch.py) asks for it too
 
-        _CORE.append(openvino.Core())
-    return _CORE[0]
+
+def _core() -> Any:
+    with _CORE_LOCK:
+        if not _CORE:
+            import openvino
+
+            _CORE.append(openvino.Core())
+        return _CORE[0]
