@@ -25,6 +25,22 @@ os.environ["SDGEN_CACHE_DIR"] = os.path.join(_HF_HOME, "sdgen-cache")  # model h
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+
+def _one_share_of_the_cpus_per_test_process() -> None:
+    """pytest-xdist's workers (pyproject's -n 2) each on their own share of the CPUs, before torch starts its
+    threads: two processes with a thread per core each would spin on one another's cores (OpenMP waits busy),
+    slower than one process. sdgen counts the cores of its affinity (hardware/threads.py), so every torch,
+    OpenVINO and subprocess of a worker stays on the worker's share."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= count:
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count])
+
+
+_one_share_of_the_cpus_per_test_process()
+
 import pytest  # noqa: E402
 
 TINY_HUB_ID = "sdgen-test/tiny-sd"
