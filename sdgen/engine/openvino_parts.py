@@ -110,16 +110,18 @@ class OpenVINOParts:
             weights.ensure(name, f"to convert the {conversion.name}")
             if name != "vae":
                 self.parts.adapters.fuse_pending()  # the run's LoRAs, fused only now that they are converted
+            ov_model(conversion, "none")  # from the torch weights; the float16 and int8 forms from this file
+        adapters = self.parts.adapters
+        if weights is not None and (name == "vae" or not (adapters.loras or adapters.fused or adapters.embeddings)):
+            # before the other forms are made and compiled: never the torch weights and those in memory at once
+            keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
+            weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         xml = ov_model(conversion, quantize)
         ahead = self.prefetch.take(conversion.slot, xml, shapes) if self.prefetch else None
         compiled = ahead if ahead is not None else compile_for_cpu(xml, self.precision, shapes)
         if self.prefetch:
             self.prefetch.record(conversion.slot, xml, shapes)
         self.compiled[conversion.slot] = (made, compiled)
-        adapters = self.parts.adapters
-        if weights is not None and (name == "vae" or not (adapters.loras or adapters.fused or adapters.embeddings)):
-            keep = final_layer_norm(self.parts.text_encoder) if name == "text_encoder" else None
-            weights.drop(name, keep)  # the plain model's weights load again from the folder if needed
         return compiled
 
     def load_torch(self, names: tuple[str, ...], why: str) -> None:
