@@ -47,6 +47,14 @@ def test_a_recorded_run_is_compiled_ahead_and_taken_by_the_next_load(part_xml):
     assert second.take("unet", part_xml, ((2, 3),)) is None  # taken once
 
 
+def test_a_part_dropped_is_never_taken(part_xml):
+    Prefetch.of(Source(), "float32", "none").record("unet", part_xml, ((2, 3),))
+    later = Prefetch.of(Source(), "float32", "none")
+    assert set(later.pending) == {"unet"}
+    later.drop("unet")  # another form of the U-Net runs (DeepCache's passes, a ControlNet's inputs)
+    assert not later.pending and later.take("unet", part_xml, ((2, 3),)) is None
+
+
 def test_other_shapes_other_precision_or_a_bad_record_prefetch_nothing_usable(part_xml):
     Prefetch.of(Source(), "float32", "none").record("unet", part_xml, ((2, 3),))
     assert Prefetch.of(Source(), "float32", "none").take("unet", part_xml, ((1, 3),)) is None  # another size

@@ -104,6 +104,8 @@ class OpenVINOParts:
         if kept is not None and kept[0] == made:
             return kept[1]
         self.compiled.pop(conversion.slot, None)  # one set of weights per part in memory
+        if self.prefetch and conversion.name.startswith("unet-"):  # ControlNet's, T2I-Adapter's or DeepCache's
+            self.prefetch.drop("unet")  # U-Net runs: the plain one compiled ahead is let go before it compiles
         name = MODULE_OF_PART.get(conversion.name)  # None: a ControlNet, its torch module always loaded
         weights = self.weights if name is not None else None
         if weights is not None and not (is_cached(conversion, quantize) or is_cached(conversion, "none")):

@@ -82,7 +82,7 @@ class Prefetch:
         if future is None:
             return None
         if (xml_ahead, shapes_ahead) != (xml, shapes):
-            future.cancel()  # not started: never compiled; running: its result is dropped with the future
+            future.cancel()  # not started: never compiled; running or done: let go with the future
             return None
         try:
             compiled = future.result()
@@ -90,6 +90,12 @@ class Prefetch:
             return None
         log.info("OpenVINO: the %s compiled while the model loaded (the shapes of its last run).", slot)
         return compiled
+
+    def drop(self, slot: str) -> None:
+        """The part's prefetched model is not wanted (another form of it runs): never compiled, or let go."""
+        _, _, future = self.pending.pop(slot, (None, None, None))
+        if future is not None:
+            future.cancel()
 
     def record(self, slot: str, xml: str, shapes: Shapes) -> None:
         """What this run compiled for the part, for the next process (written only when it changed)."""
