@@ -84,7 +84,11 @@ class Adapters:
         self._restore()
         self.fused = ()
         if self.loras:
-            self._fuse(self.loras)
+            try:
+                self._fuse(self.loras)
+            except BaseException:
+                self.loras = ()  # not the run's set: the next request with it tries again, and fails again
+                raise
             self.fused = self.loras
 
     def _fuse(self, loras: tuple[LoraRef, ...]) -> None:
