@@ -216,10 +216,16 @@ def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_pa
     assert np.abs(torch_image - _pixels(tiny_parts, _request(num_inference_steps=4))).mean() > 0.1  # it skipped
     assert {"unet-deepcache", "unet-shallow"} <= set(ov_parts.openvino.compiled)
     # a new load compiles the plain U-Net of the earlier runs ahead; DeepCache's first pass lets it go
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
     fresh = _load(ov_parts.source.folder, dtype="float32")
     assert "unet" in fresh.openvino.prefetch.pending
     assert np.array_equal(_pixels(fresh, request), ov_image)
     assert "unet" not in fresh.openvino.prefetch.pending and "unet" not in fresh.openvino.compiled
+    # OpenVINO sets the locale to "C" while it reads a model file: the prefetch thread's compile and this
+    # thread's must not interleave, or "C" (ASCII text files) stays for the rest of the process
+    assert locale.setlocale(locale.LC_CTYPE) == before
 
 
 @pytest.mark.parametrize(

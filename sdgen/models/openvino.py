@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import functools
 import hashlib
 import importlib.util
 import json
@@ -177,6 +178,23 @@ def is_cached(conversion: Conversion, quantize: str) -> bool:
     return (cache_folder(conversion, quantize) / "model.xml").is_file()
 
 
+# OpenVINO sets the process's locale to "C" while it reads or writes a model file and puts the previous one back
+# after: two threads doing it at once (the prefetch thread's compile, sdgen/engine/openvino_prefetch.py, and
+# the loop's) can leave "C" behind for good, and with it ASCII as Python's default text encoding. So every
+# read, write and compile of a model file runs one at a time.
+_MODEL_FILES = threading.RLock()
+
+
+def one_at_a_time(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _MODEL_FILES:
+            return function(*args, **kwargs)
+
+    return locked
+
+
+@one_at_a_time
 def ov_model(conversion: Conversion, quantize: str) -> str:
     """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; int8 is
     NNCF's weight compression of the float32 model (itself read from the cache, or converted there first).
@@ -277,6 +295,7 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+@one_at_a_time
 def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
     """The cached model compiled for the CPU with static shapes (the run's inputs: size, batch), at sdgen's
     precision (f32: the exact path's arithmetic; bf16 on CPUs with bfloat16 units). Static shapes let the CPU
@@ -287,6 +306,7 @@ def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...
     return _core().compile_model(static_model(xml, shapes), "CPU", config)
 
 
+@one_at_a_time
 def static_model(xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
     """The model.xml with these static input shapes, saved once beside it (static-DIGEST.xml). Reshaping changes
     no weight, so its .bin is a hard link to model.bin where the two are the same bytes (checked once)."""
