@@ -1,9 +1,9 @@
-"""Warm starts of --backend openvino, in parallel with loading (docs/openvino.md, "Warm start"): each model's
-last run is recorded (which cached model each part compiled, for which input shapes), and the next process
-for the same model, precision and quantization starts compiling those in a background thread as soon as the
-model's folder is found. Compiling a cached model is mostly reading OpenVINO's compiled blob (the full-size
-U-Net: 1.7 GB, about 4.5 s on a 2-core AMD EPYC), which then overlaps torch's imports and the building of
-the empty torch modules instead of following them.
+"""Warm starts of --backend openvino, in parallel with loading (docs/openvino.md, "Compiled while loading"):
+each model's last run is recorded (which cached model each part compiled, for which input shapes), and the
+next process for the same model, precision and quantization starts compiling those in a background thread as
+soon as the model's folder is found. Compiling a cached model is mostly reading OpenVINO's compiled blob (the
+full-size U-Net: 1.7 GB, about 4.5 s on a 2-core AMD EPYC with AVX512-BF16), which then overlaps torch's
+imports and the building of the empty torch modules instead of following them.
 
 A part asked for with other weights or shapes (another size, a LoRA) is compiled as before and its
 prefetched model dropped. The record is a hint: a missing, stale or unreadable one only means no prefetch.
@@ -78,12 +78,10 @@ class Prefetch:
 
     def take(self, slot: str, xml: str, shapes: Shapes) -> Any | None:
         """The part's prefetched compiled model if it is this one (file and shapes), else None (dropped)."""
-        xml_ahead, shapes_ahead, future = self.pending.pop(slot, (None, None, None))
-        if future is None:
+        if self.pending.get(slot, (None, None))[:2] != (xml, shapes):
+            self.drop(slot)
             return None
-        if (xml_ahead, shapes_ahead) != (xml, shapes):
-            future.cancel()  # not started: never compiled; running or done: let go with the future
-            return None
+        _, _, future = self.pending.pop(slot)
         try:
             compiled = future.result()
         except Exception:  # noqa: BLE001
@@ -95,7 +93,7 @@ class Prefetch:
         """The part's prefetched model is not wanted (another form of it runs): never compiled, or let go."""
         _, _, future = self.pending.pop(slot, (None, None, None))
         if future is not None:
-            future.cancel()
+            future.cancel()  # not started: never compiled; running or done: let go with the future
 
     def record(self, slot: str, xml: str, shapes: Shapes) -> None:
         """What this run compiled for the part, for the next process (written only when it changed)."""

@@ -338,11 +338,8 @@ def static_model(xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
 _CORE: list[Any] = []
 
 
-_CORE_LOCK = threading.Lock()  # the prefetch thread (sdgen/engine/openvino_prefetch.py) asks for it too
-
-
 def _core() -> Any:
-    with _CORE_LOCK:
+    with _MODEL_FILES:  # one Core for both threads (the prefetch thread's and the loop's)
         if not _CORE:
             import openvino
 
