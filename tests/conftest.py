@@ -120,3 +120,12 @@ def tiny_autoencoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sdgen.testing.tiny_model import build_tiny_autoencoder
 
     return build_tiny_autoencoder(tmp_path_factory.mktemp("models") / "tiny-taesd")
+
+
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory):
+    """A test module's own cache folder of OpenVINO's converted models (and sdgen's other caches)."""
+    cache = tmp_path_factory.mktemp("openvino-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SDGEN_CACHE_DIR", str(cache))
+        yield cache

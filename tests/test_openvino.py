@@ -32,15 +32,6 @@ def _pixels(parts, request: GenerationRequest | None = None) -> np.ndarray:
     return np.asarray(generate(request or _request(), parts)[0].image).astype(np.int16)
 
 
-@pytest.fixture(scope="module")
-def ov_cache(tmp_path_factory):
-    """This module's own cache folder of converted models (and sdgen's other caches)."""
-    cache = tmp_path_factory.mktemp("openvino-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SDGEN_CACHE_DIR", str(cache))
-        yield cache
-
-
 def _load(tiny_model_dir, **spec):
     from sdgen.engine.loader import load_model
 
@@ -86,29 +77,6 @@ def test_int8_changes_the_picture_by_a_bounded_amount(tiny_parts, tiny_model_dir
     print(f"int8 against torch float32: max {difference.max()}, mean {difference.mean():.3f} levels")
     assert 0 < difference.mean() < 2.0, difference.mean()
     assert difference.max() <= 24, difference.max()
-
-
-def test_int8_hybrid_calibrates_once_through_sdgens_loop(tiny_parts, tiny_model_dir, ov_cache, monkeypatch, caplog):
-    # int8-hybrid quantizes the U-Net's activations too (optimum-intel's hybrid recipe), calibrated on the float
-    # U-Net's inputs in sdgen's own loop; shortened here to 2 prompts x 2 steps (4 guided calls). Its change
-    # of the tiny model's picture is larger than int8's (measured at the full 4 x 4 calibration: max 40, mean
-    # 6.5 levels; docs/openvino.md): the bound only says it is the same picture, not noise (mean ~60).
-    import logging
-
-    import sdgen.engine.openvino_parts as openvino_parts
-
-    monkeypatch.setattr(openvino_parts, "CALIBRATION_PROMPTS", openvino_parts.CALIBRATION_PROMPTS[:2])
-    monkeypatch.setattr(openvino_parts, "CALIBRATION_STEPS", 2)
-    caplog.set_level(logging.INFO, logger="sdgen")
-    parts = _load(tiny_model_dir, dtype="float32", quantize="int8-hybrid")
-    difference = np.abs(_pixels(tiny_parts) - _pixels(parts))
-    print(f"int8-hybrid against torch float32: max {difference.max()}, mean {difference.mean():.3f} levels")
-    assert 0 < difference.mean() < 20, difference.mean()
-    assert "int8-hybrid unet from 4 calibration inputs" in caplog.text, caplog.text
-    caplog.clear()
-    again = _load(tiny_model_dir, dtype="float32", quantize="int8-hybrid")  # the cached model: no calibration
-    assert np.array_equal(_pixels(again), _pixels(parts))
-    assert "calibration" not in caplog.text, caplog.text
 
 
 def test_a_second_process_reads_the_converted_models_from_the_cache(tiny_model_dir, ov_parts, ov_cache, tmp_path):
@@ -228,10 +196,34 @@ def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_pa
     assert locale.setlocale(locale.LC_CTYPE) == before
 
 
+def test_ip_adapter_runs_in_the_converted_unet_at_any_scale(tiny_parts, ov_parts, tiny_model_dir, tmp_path):
+    # the image embeddings and the scale are inputs of the converted U-Net ("unet-ip"), the adapter's projection
+    # and attention traced into it: base and Plus, two scales on one converted model, each torch float32's
+    # IP-Adapter picture within the bound above; a new load with it cached loads no torch weights
+    from PIL import Image
+
+    from sdgen.testing.tiny_ip_adapter import save_tiny_ip_adapter_repo
+
+    repo = save_tiny_ip_adapter_repo(tiny_parts.unet, tmp_path / "IP-Adapter")
+    y, x = np.mgrid[0:48, 0:40]
+    Image.fromarray(np.stack([x * 6, y * 5, x * 0 + 90], -1).astype(np.uint8)).save(tmp_path / "look.png")
+    plain = _pixels(tiny_parts)
+    for model, scale in ((repo, 0.7), (repo, 1.3), (repo / "models" / "ip-adapter-plus_sd15.safetensors", 0.6)):
+        request = _request(ip_adapter=str(model), ip_images=(str(tmp_path / "look.png"),), ip_scale=scale)
+        torch_image, ov_image = _pixels(tiny_parts, request), _pixels(ov_parts, request)
+        difference = np.abs(torch_image - ov_image)
+        assert difference.max() <= 1 and difference.mean() < 0.05, (model, scale, difference.max())
+        assert np.abs(torch_image - plain).mean() > 1, (model, scale)  # it steers: the picture moved
+    assert "unet-ip" in ov_parts.openvino.compiled and ov_parts.openvino.unet_extra is None
+    warm = _load(tiny_model_dir, dtype="float32")
+    assert np.array_equal(_pixels(warm, request), ov_image)
+    assert warm.openvino.weights.loads == [], warm.openvino.weights.loads
+
+
 @pytest.mark.parametrize(
     ("given", "key"),
     [({"controls": ("canny=edges.png",)}, "control"), ({"adapters": ("sketch=lines.png",)}, "adapter"),
-     ({"cache_interval": 3}, "cache_interval")],
+     ({"cache_interval": 3}, "cache_interval"), ({"ip_adapter": "ip-adapter_sd15"}, "ip_adapter")],
 )
 def test_int8_hybrid_refuses_the_inputs_it_was_not_calibrated_with(tiny_model_dir, given, key) -> None:
     from sdgen.engine.openvino_parts import check_request
@@ -311,7 +303,7 @@ def test_model_options_it_cannot_run_with_are_refused(tiny_model_dir, spec, key,
 @pytest.mark.parametrize(
     ("given", "key"),
     [
-        ({"ip_adapter": "ip-adapter_sd15"}, "ip_adapter"),
+        ({"ip_adapter": "ip-adapter_sd15", "cache_interval": 3}, "cache_interval"),
         ({"freeu": "1.5,1.6,0.9,0.2"}, "freeu"),
         ({"pag_scale": 3.0}, "pag_scale"),
         ({"sag_scale": 0.75}, "sag_scale"),

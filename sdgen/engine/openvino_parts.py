@@ -10,6 +10,7 @@ converted once per set (or read from the cache). The VAE does not change with th
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,8 @@ from sdgen.errors import NAME, GenerationError, InvalidRequestError
 from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, model_identity, ov_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
+    from contextlib import AbstractContextManager
 
     import torch
 
@@ -33,10 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("sdgen")
 
 # request options that patch the torch U-Net in ways the converted one does not take: refused (ControlNet,
-# T2I-Adapter and DeepCache run on it: plugins/controlnet.py's OpenVINOControlNet, plugins/deepcache.py's
-# OpenVINOPasses)
+# T2I-Adapter, IP-Adapter and DeepCache run on it: plugins/controlnet.py's OpenVINOControlNet,
+# plugins/ip_adapter.py's openvino_inputs, plugins/deepcache.py's OpenVINOPasses)
 _REFUSED = (
-    ("ip_adapter", "IP-Adapter's attention is not in the converted U-Net"),
     ("freeu", "FreeU patches the torch U-Net's up blocks"),
     ("pag_scale", "perturbed-attention guidance patches the torch U-Net's attention"),
     ("sag_scale", "self-attention guidance reads the torch U-Net's attention maps"),
@@ -46,7 +47,7 @@ _KEYS = {"controls": "control", "adapters": "adapter"}  # field -> option key, w
 # int8-hybrid's activations are calibrated on the plain U-Net's call: inputs it never saw are refused with it
 _NOT_CALIBRATED = (
     ("controls", "ControlNet's residuals"), ("adapters", "T2I-Adapter's features"),
-    ("cache_interval", "DeepCache's kept features"),
+    ("cache_interval", "DeepCache's kept features"), ("ip_adapter", "IP-Adapter's image tokens"),
 )
 
 
@@ -60,6 +61,11 @@ def check_request(request: GenerationRequest, model: CheckedModelSpec | None) ->
                 f"Invalid {NAME} {shown!r} with --backend openvino: {why}; drop {NAME} or use --backend torch.",
                 _KEYS.get(name, name),
             )
+    if _given(request, "ip_adapter") and _given(request, "cache_interval"):
+        raise InvalidRequestError(
+            f"Invalid {NAME} {request.cache_interval!r} with --backend openvino and --ip-adapter: DeepCache's two "
+            "converted passes take no image tokens; drop one of them or use --backend torch.", "cache_interval",
+        )
     for name, inputs in _NOT_CALIBRATED if model.quantize == "int8-hybrid" else ():
         if (shown := _given(request, name)) is not None:
             raise InvalidRequestError(
@@ -86,6 +92,7 @@ class OpenVINOParts:
     weights: TorchWeights | None = None  # the torch modules' weights, loaded only when needed
     compiled: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # part -> (key, compiled model)
     prefetch: Prefetch | None = None  # the compiled models the model's last run used, compiling ahead
+    unet_extra: UNetExtra | None = None  # a plugin's inputs of the converted U-Net, set for its runs
     _identity: dict[str, Any] | None = None
 
     def model(self, conversion: Conversion, inputs: tuple[torch.Tensor, ...], quantize: str | None = None) -> Any:
@@ -157,7 +164,7 @@ def use_openvino(
     log.info("OpenVINO back end: %s, weights %s.", {"float32": "f32", "bfloat16": "bf16"}[precision], quantize)
 
 
-def _numpy(tensor: torch.Tensor) -> Any:
+def as_numpy(tensor: torch.Tensor) -> Any:
     array = tensor.detach().to("cpu").float() if tensor.is_floating_point() else tensor.cpu()
     return array.contiguous().numpy()  # an expanded or sliced tensor (T2I features, a guided half) made whole
 
@@ -174,7 +181,7 @@ def run_part(compiled: Any, *inputs: torch.Tensor) -> list[torch.Tensor]:
     import torch
 
     request = compiled.create_infer_request()
-    request.infer([_numpy(tensor) for tensor in inputs], share_inputs=True)
+    request.infer([as_numpy(tensor) for tensor in inputs], share_inputs=True)
     return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
 
 
@@ -188,23 +195,51 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
 
     def predict_noise(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         kwargs = cond.unet_kwargs()
+        plugin = runtime.unet_extra if "added_cond_kwargs" in kwargs else None  # IP-Adapter's, while it runs
+        added = plugin.inputs(kwargs.pop("added_cond_kwargs")) if plugin else ()
         extra = sorted(name for name in kwargs if name not in ("encoder_hidden_states", *UNET_INPUTS))
         if extra:
             raise GenerationError(f"--backend openvino: the converted U-Net takes no {', '.join(extra)}.")
         sample = cond.unet_input(model_input)
         timestep = ov_timestep(t)
         layout = tuple((name, _as_list(kwargs[name])) for name in UNET_INPUTS if name in kwargs)
-        inputs = (sample, timestep, kwargs["encoder_hidden_states"], *(x for _, given in layout for x in given))
+        inputs = (sample, timestep, kwargs["encoder_hidden_states"], *(x for _, given in layout for x in given),
+                  *added)
         counts = tuple((name, len(given)) for name, given in layout)
         key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": unet.config.in_channels,
-               **({"inputs": counts} if counts else {})}  # the plain U-Net's key as before: caches stay valid
+               **({"inputs": counts} if counts else {}),  # the plain U-Net's key as before: caches stay valid
+               **(plugin.key if plugin else {})}
         size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
-        calibration = (lambda: calibration_inputs(runtime, size)) if not counts else None
-        conversion = Conversion(unet_part(counts), lambda: _unet_forward(unet, counts), lambda: inputs, key,
-                                calibration)
+        calibration = (lambda: calibration_inputs(runtime, size)) if not (counts or plugin) else None
+        example = inputs if plugin is None else (*inputs[: len(inputs) - len(added)], *plugin.example(added))
+        conversion = Conversion(unet_part(counts) + (plugin.suffix if plugin else ""),
+                                lambda: _unet_forward(unet, counts, plugin), lambda: example, key, calibration)
         return run_part(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise
+
+
+def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tuple[Any, ...]]:
+    from sdgen.engine.openvino_calibration import calibration_inputs
+
+    return calibration_inputs(runtime, size)
+
+
+@dataclass(frozen=True)
+class UNetExtra:
+    """Inputs a plugin adds to the converted U-Net for a run, taken from the call's `added_cond_kwargs`
+    (IP-Adapter's image embeddings and scale: sdgen/engine/plugins/ip_adapter.py), and how the torch U-Net runs
+    with them while it is traced. Its part is the U-Net's name + `suffix`, its key the U-Net's + `key`."""
+
+    suffix: str
+    key: Mapping[str, Any]
+    inputs: Callable[[Mapping[str, Any]], tuple[torch.Tensor, ...]]
+    example: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]  # what the trace runs on
+    # the U-Net set up for these inputs during the traced call: yields its extra keyword arguments
+    patched: Callable[[Any, tuple[Any, ...]], AbstractContextManager[dict[str, Any]]]
+    # the plugin's torch modules `patched` puts on the U-Net, held by the traced module so that the trace takes
+    # their weights as the model's (loaded only when the U-Net is converted)
+    modules: Callable[[], list[Any]]
 
 
 # the U-Net's extra inputs the converted one takes after (sample, timestep, states), each as a list of tensors:
@@ -224,55 +259,9 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
-CALIBRATION_PROMPTS = (
-    "a photo of a cat sitting on a windowsill, soft light",
-    "a mountain lake at sunrise, mist over the water, detailed landscape",
-    "portrait of an old fisherman, oil painting",
-    "a futuristic city street at night, neon signs, rain",
-)
-CALIBRATION_STEPS = 4  # per prompt: 16 guided U-Net calls, the start to the end of the noise schedule
-
-
-def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tuple[Any, ...]]:
-    """int8-hybrid's calibration set: the float U-Net's inputs in sdgen's own loop (sdgen/engine/denoise.py),
-    a few prompts at the run's size with guidance 7.5 and Euler; nothing downloaded."""
-    import diffusers
-    import torch
-
-    from sdgen.engine.denoise import Conditioning, denoise
-    from sdgen.engine.latents import initial_noise, set_timesteps
-    from sdgen.engine.text import encode_prompt
-
-    parts = runtime.parts
-    if parts.unet.config.in_channels != 4:
-        raise GenerationError("--quantize int8-hybrid calibrates 4-channel U-Nets; use --quantize int8 for an "
-                              "inpainting model.")
-    log.info("OpenVINO: running %d calibration prompts for int8-hybrid (once; cached).", len(CALIBRATION_PROMPTS))
-    samples: list[tuple[Any, ...]] = []
-    float_unet = unet_predictor(runtime, "none")
-
-    def recording(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        timestep = ov_timestep(t)
-        samples.append(tuple(_numpy(x) for x in (model_input, timestep, cond.encoder_hidden_states())))
-        return float_unet(model_input, t, cond)
-
-    encoder = text_encoder_of(parts)
-    empty = encode_prompt("", parts.tokenizer, encoder, "cpu")
-    for seed, prompt in enumerate(CALIBRATION_PROMPTS):
-        scheduler = diffusers.EulerDiscreteScheduler.from_config(parts.scheduler_config)
-        timesteps = set_timesteps(scheduler, CALIBRATION_STEPS, "cpu")
-        generators = [torch.Generator("cpu").manual_seed(seed)]
-        scale = parts.vae_scale_factor
-        latents = initial_noise(generators, (4, size[1] // scale, size[0] // scale), scheduler, "cpu", torch.float32)
-        cond = Conditioning(encode_prompt(prompt, parts.tokenizer, encoder, "cpu"), empty)
-        denoise(recording, latents, timesteps=timesteps, scheduler=scheduler, conditioning=cond,
-                guidance_scale=7.5, generators=generators)
-    return samples
-
-
-def _unet_forward(unet: Any, counts: tuple[tuple[str, int], ...] = ()) -> Any:
+def _unet_forward(unet: Any, counts: tuple[tuple[str, int], ...] = (), plugin: UNetExtra | None = None) -> Any:
     """The U-Net with plain tensor inputs: (sample, timestep, states) and, in `counts`' order, each extra input's
-    tensors (the middle block's residual is one tensor, the others lists)."""
+    tensors (the middle block's residual is one tensor, the others lists), then a plugin's inputs."""
 
     def forward(unet: Any, sample: Any, timestep: Any, encoder_hidden_states: Any, *extra: Any) -> Any:
         kwargs, start = {}, 0
@@ -280,20 +269,23 @@ def _unet_forward(unet: Any, counts: tuple[tuple[str, int], ...] = ()) -> Any:
             given = list(extra[start : start + count])
             kwargs[name] = given[0] if name == "mid_block_additional_residual" else given
             start += count
-        return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False, **kwargs)[0]
+        with plugin.patched(unet, extra[start:]) if plugin else nullcontext({}) as added:
+            return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False,
+                        **kwargs, **added)[0]
 
-    return traceable(unet, forward)
+    return traceable(unet, forward, plugin.modules() if plugin else ())
 
 
-def traceable(owner: Any, forward: Callable[..., Any]) -> Any:
-    """`forward(owner, *inputs)` as a torch module holding `owner` (what torch.jit.trace traces: a module's forward
-    over plain tensors, its weights found through its submodules)."""
+def traceable(owner: Any, forward: Callable[..., Any], held: Sequence[Any] = ()) -> Any:
+    """`forward(owner, *inputs)` as a torch module holding `owner` and the modules `held` (what torch.jit.trace
+    traces: a module's forward over plain tensors, its weights found through its submodules)."""
     import torch
 
     class Traceable(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.owner = owner
+            self.held = torch.nn.ModuleList(held)
 
         def forward(self, *inputs: Any) -> Any:
             return forward(self.owner, *inputs)

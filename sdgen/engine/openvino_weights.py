@@ -28,7 +28,8 @@ log = logging.getLogger("sdgen")
 # the converted parts made from each torch module (a U-Net taking ControlNet's residuals or T2I-Adapter's
 # features as inputs, DeepCache's two passes); a ControlNet is converted from its own, always loaded, module
 MODULE_OF_PART = {
-    "unet": "unet", "unet-control": "unet", "unet-adapter": "unet", "unet-control-adapter": "unet",
+    **{f"unet{inputs}{ip}": "unet" for inputs in ("", "-control", "-adapter", "-control-adapter")
+       for ip in ("", "-ip")},  # "-ip": IP-Adapter's image tokens
     "unet-deepcache": "unet", "unet-shallow": "unet",
     "text_encoder": "text_encoder", "vae_decoder": "vae", "vae_encoder": "vae",
 }

@@ -127,6 +127,14 @@ def load_ip_adapter_tensors(path: Path) -> dict[str, dict[str, Any]]:
     return state
 
 
+def reads_hidden_states(path: Path) -> bool:
+    """Whether the adapter's projection reads the image encoder's penultimate hidden states (Plus, full face) or
+    its image embeddings (base): diffusers' `_convert_ip_adapter_image_proj_to_diffusers` builds the base
+    ImageProjection where the file has `image_proj.proj.weight`, and `encode_image` gives every other projection
+    the hidden states. Told from the file, so no U-Net layers are built to know it (an OpenVINO warm start)."""
+    return "proj.weight" not in load_ip_adapter_tensors(path)["image_proj"]
+
+
 def load_image_encoder(folder: Path, dtype: Any = None) -> tuple[Any, Any]:
     """The CLIPVisionModelWithProjection in `folder` (eval mode) and its image processor, made as diffusers'
     load_ip_adapter makes it (CLIP's defaults at the encoder's image size)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.denoise import Conditioning, Guide, NoisePredictor
-from sdgen.engine.plugins.base import Plugin, Run, plain_unet
+from sdgen.engine.plugins.base import Plugin, Run, plain_unet, weights_device
 from sdgen.engine.plugins.control_units import CONTROL_MODES, DEFAULT_RESIZE, MAX_WEIGHT, RESIZE_MODES
 from sdgen.errors import InvalidRequestError
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from sdgen.engine.loader import StableDiffusionParts
+    from sdgen.engine.openvino_parts import UNetExtra
     from sdgen.engine.request import GenerationRequest
 
 KEY = "ip_adapter"
@@ -44,7 +45,6 @@ class AdapterLayers:
 
     processors: dict[str, Any]  # IPAdapterAttnProcessor2_0 by processor name (the cross-attention ones)
     projection: Any  # MultiIPAdapterImageProjection
-    plus: bool  # reads the encoder's hidden states (Plus), not its image embeddings
 
 
 def _check(request: GenerationRequest) -> None:
@@ -92,8 +92,6 @@ def _set_unet_state(unet: Any, processors: dict[str, Any], projection: Any, kind
 def loaded_layers(parts: StableDiffusionParts, file: Path) -> AdapterLayers:
     """The adapter in `file` made into U-Net layers by diffusers, once per loaded model (kept in parts.plugins),
     then taken off the U-Net again."""
-    from diffusers.models.embeddings import ImageProjection
-
     from sdgen.models.ip_adapter import load_ip_adapter_tensors
 
     kept: dict[Any, Any] = parts.plugins.setdefault("ip_adapter", {})
@@ -109,8 +107,7 @@ def loaded_layers(parts: StableDiffusionParts, file: Path) -> AdapterLayers:
             projection = unet.encoder_hid_proj
         finally:
             _set_unet_state(unet, *before)
-        plus = not isinstance(projection.image_projection_layers[0], ImageProjection)
-        kept["layers", str(file)] = AdapterLayers(processors, projection, plus)
+        kept["layers", str(file)] = AdapterLayers(processors, projection)
     return kept["layers", str(file)]
 
 
@@ -122,7 +119,7 @@ def loaded_encoder(parts: StableDiffusionParts, folder: Path) -> tuple[Any, Any]
     if ("encoder", str(folder)) not in kept:
         unet = plain_unet(parts.unet)
         encoder, processor = load_image_encoder(folder, unet.dtype)
-        kept["encoder", str(folder)] = (encoder.to(unet.device), processor)
+        kept["encoder", str(folder)] = (encoder.to(weights_device(unet)), processor)
     return kept["encoder", str(folder)]
 
 
@@ -139,6 +136,14 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
     if not run.request.ip_adapter:
         yield None
         return
+    runtime = getattr(run.parts, "openvino", None)
+    if runtime is not None:  # --backend openvino: the converted U-Net takes the embeddings and the scale
+        runtime.unet_extra = openvino_inputs(run)
+        try:
+            yield None
+        finally:
+            runtime.unet_extra = None
+        return
     unet = plain_unet(run.parts.unet)
     layers = _layers_of(run)
     before = _unet_state(unet)
@@ -149,6 +154,49 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
         yield None
     finally:
         _set_unet_state(unet, *before)
+
+
+def openvino_inputs(run: Run) -> UNetExtra:
+    """IP-Adapter on --backend openvino: the converted U-Net (part "unet-ip", keyed by the adapter's file) takes
+    the image embeddings and the scale as inputs, so one converted model serves every scale and picture. The
+    adapter's projection and attention processors are traced into it, loaded onto the torch U-Net only when it
+    is converted: a warm cache loads neither, nor the U-Net's weights."""
+    import torch
+
+    from sdgen.engine.openvino_parts import UNetExtra
+    from sdgen.models.ip_adapter import adapter_file, find_ip_adapter
+    from sdgen.models.openvino import file_identity
+
+    assert run.request.ip_adapter is not None
+    file = adapter_file(find_ip_adapter(run.request.ip_adapter))
+    scale = torch.tensor([float(run.request.ip_scale)])
+
+    def inputs(added: Any) -> tuple[torch.Tensor, ...]:
+        [embeds] = added["image_embeds"]
+        return embeds, scale
+
+    def modules() -> list[Any]:
+        layers = loaded_layers(run.parts, file)
+        return [*layers.processors.values(), layers.projection]
+
+    @contextmanager
+    def patched(unet: Any, tensors: tuple[Any, ...]) -> Iterator[dict[str, Any]]:
+        embeds, traced_scale = tensors
+        layers = loaded_layers(run.parts, file)
+        before = _unet_state(unet)
+        for processor in layers.processors.values():
+            processor.scale = [traced_scale]  # a traced input: `hidden + scale * ip_hidden` in every layer
+        try:
+            _set_unet_state(unet, {**before[0], **layers.processors}, layers.projection, _IP_TYPE)
+            yield {"added_cond_kwargs": {"image_embeds": [embeds]}}
+        finally:
+            _set_unet_state(unet, *before)
+            for processor in layers.processors.values():
+                processor.scale = [1.0]
+
+    # traced at scale 1: diffusers' processor skips its image branch at scale 0, which a trace would keep
+    return UNetExtra("-ip", {"ip_adapter": file_identity(file)}, inputs, lambda given: (given[0], torch.ones(1)),
+                     patched, modules)
 
 
 # ---- the image embeddings ------------------------------------------------------------------------------
@@ -192,19 +240,20 @@ def _wrap(predictor: NoisePredictor, run: Run) -> NoisePredictor:
     if not run.request.ip_adapter:
         return predictor
     from sdgen.config.images import load_checked_image
-    from sdgen.models.ip_adapter import encoder_folder, find_ip_adapter
+    from sdgen.models.ip_adapter import adapter_file, encoder_folder, find_ip_adapter, reads_hidden_states
 
     if plain_unet(run.parts.unet) is not run.parts.unet:
         raise InvalidRequestError(
             "Invalid {name}: it changes the U-Net's attention for the run, which a compiled U-Net does not see; "
             "leave out --compile.", KEY,
         )
-    layers = _layers_of(run)
-    encoder, processor = loaded_encoder(run.parts, encoder_folder(find_ip_adapter(run.request.ip_adapter),
-                                                                  run.request.ip_encoder))
+    source = find_ip_adapter(run.request.ip_adapter)
+    encoder, processor = loaded_encoder(run.parts, encoder_folder(source, run.request.ip_encoder))
     images = [load_checked_image(path, f"IP-Adapter image {path!r}", "ip_image", mode="RGB")
               for path in run.request.ip_images]
-    return IPAdapterPredictor(predictor, *image_embeds(encoder, processor, images, layers.plus))
+    file = adapter_file(source)
+    plus = run.parts.plugins.setdefault("ip_adapter", {}).setdefault(("plus", str(file)), reads_hidden_states(file))
+    return IPAdapterPredictor(predictor, *image_embeds(encoder, processor, images, plus))
 
 
 def _a1111_fields(request: GenerationRequest) -> list[tuple[str, object]]:
