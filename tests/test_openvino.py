@@ -237,6 +237,25 @@ def test_int8_hybrid_refuses_the_inputs_it_was_not_calibrated_with(tiny_model_di
     check_request(_request(**given), weights_only)  # int8 weights: fine
 
 
+def test_parts_are_traced_on_one_row_at_a_small_size_and_odd_sizes_whole():
+    # the trace's activations stay with the process: a cold start traces one row at a small size, every 4-D input
+    # cut in proportion (the converted model keeps dynamic shapes); a side the U-Net's factor does not divide takes
+    # another Python branch in diffusers' U-Net, so that run is traced at its own size and keyed apart
+    import torch
+
+    from sdgen.models.openvino import trace_example
+
+    sample, t, states = torch.zeros(2, 4, 64, 72), torch.ones(1), torch.zeros(2, 77, 8)
+    residual, image = torch.zeros(2, 320, 32, 36), torch.zeros(2, 3, 512, 576)
+    example, key = trace_example((sample, t, states, residual, image), 8)
+    assert [tuple(x.shape) for x in example] == [(1, 4, 16, 8), (1,), (1, 77, 8), (1, 320, 8, 4), (1, 3, 128, 64)]
+    assert key == {}
+    odd = (torch.zeros(2, 4, 65, 64), t, states)
+    assert trace_example(odd, 8) == (odd, {"odd_size": True})
+    uncut = (sample, t, torch.zeros(2, 4, 7, 7))  # 7 is no multiple of 64 / 16: every input whole
+    assert trace_example(uncut, 8) == (uncut, {})
+
+
 def test_the_cache_key_follows_what_the_weights_depend_on(tmp_path):
     from sdgen.models.openvino import cache_key, file_identity
 

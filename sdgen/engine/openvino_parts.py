@@ -19,7 +19,16 @@ from sdgen.engine.openvino_prefetch import Prefetch
 from sdgen.engine.openvino_weights import MODULE_OF_PART, TorchWeights
 from sdgen.engine.text import final_layer_norm
 from sdgen.errors import NAME, GenerationError, InvalidRequestError
-from sdgen.models.openvino import Conversion, compile_for_cpu, file_identity, is_cached, model_identity, ov_model
+from sdgen.models.openvino import (
+    Conversion,
+    compile_for_cpu,
+    file_identity,
+    is_cached,
+    model_identity,
+    ov_model,
+    size_factor,
+    trace_example,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Mapping, Sequence
@@ -211,9 +220,11 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
                **(plugin.key if plugin else {})}
         size = tuple(side * runtime.parts.vae_scale_factor for side in sample.shape[-2:])
         calibration = (lambda: calibration_inputs(runtime, size)) if not (counts or plugin) else None
-        example = inputs if plugin is None else (*inputs[: len(inputs) - len(added)], *plugin.example(added))
+        given = inputs if plugin is None else (*inputs[: len(inputs) - len(added)], *plugin.example(added))
+        example, traced = trace_example(given, size_factor(unet.config))
         conversion = Conversion(unet_part(counts) + (plugin.suffix if plugin else ""),
-                                lambda: _unet_forward(unet, counts, plugin), lambda: example, key, calibration)
+                                lambda: _unet_forward(unet, counts, plugin), lambda: example, {**key, **traced},
+                                calibration)
         return run_part(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise
@@ -359,14 +370,18 @@ class OpenVINOVae:
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         vae = self.module
-        conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: (latents,), self.key)
+        example, traced = trace_example((latents,), size_factor(self.config))
+        conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: example,
+                                {**self.key, **traced})
         return (run_part(self.runtime.model(conversion, (latents,)), latents)[0],)
 
     def encode(self, image: torch.Tensor) -> Any:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         vae = self.module
-        conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: (image,), self.key)
+        example, traced = trace_example((image,), size_factor(self.config) ** 2)  # the image's sides: 64 for SD's
+        conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: example,
+                                {**self.key, **traced})
         moments = run_part(self.runtime.model(conversion, (image,)), image)[0]
         return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
 

@@ -236,12 +236,13 @@ class OpenVINOControlNet:
         conditioning_scale: float = 1.0, return_dict: bool = False,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         from sdgen.engine.openvino_parts import ov_timestep, run_part
-        from sdgen.models.openvino import Conversion
+        from sdgen.models.openvino import Conversion, size_factor, trace_example
 
         inputs = (sample, ov_timestep(timestep), encoder_hidden_states, controlnet_cond)
         module = self.module
-        conversion = Conversion("controlnet", lambda: _controlnet_forward(module), lambda: inputs, self.key,
-                                instance=self.instance)
+        example, traced = trace_example(inputs, size_factor(module.config))
+        conversion = Conversion("controlnet", lambda: _controlnet_forward(module), lambda: example,
+                                {**self.key, **traced}, instance=self.instance)
         outputs = run_part(self.runtime.model(conversion, inputs), *inputs)
         dtype = sample.dtype
         # diffusers multiplies every residual by conditioning_scale at the end of ControlNetModel.forward
