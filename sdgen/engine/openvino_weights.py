@@ -95,7 +95,11 @@ class TorchWeights:
         for owner in self.module(name).modules():
             for store in (owner._parameters, owner._buffers):
                 for key, tensor in store.items():
-                    if tensor is not None and id(tensor) not in kept and not tensor.is_meta:
+                    if tensor is None or tensor.is_meta:
+                        continue
+                    if id(tensor) in kept:  # in memory of its own: a view into the loaded file would keep the
+                        store[key] = _copy(tensor)  # whole file mapped (the text encoder's: 0.46 GiB of RSS)
+                    else:
                         store[key] = _meta_like(tensor)
                         dropped += 1
         if not dropped:
@@ -121,6 +125,13 @@ def fill(target: Any, source: Any) -> None:
         target.get_submodule(owner)._buffers[leaf] = buffer
     target.eval()
     target.requires_grad_(False)
+
+
+def _copy(tensor: Any) -> Any:
+    import torch
+
+    copy = tensor.detach().clone()
+    return torch.nn.Parameter(copy, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else copy
 
 
 def _meta_like(tensor: Any) -> Any:
