@@ -196,10 +196,11 @@ def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_pa
     assert locale.setlocale(locale.LC_CTYPE) == before
 
 
-def test_ip_adapter_runs_in_the_converted_unet_at_any_scale(tiny_parts, ov_parts, tiny_model_dir, tmp_path):
+def test_ip_adapter_runs_in_the_converted_unet_at_any_scale(tiny_parts, ov_parts, tiny_model_dir, steering, tmp_path):
     # the image embeddings and the scale are inputs of the converted U-Net ("unet-ip"), the adapter's projection
-    # and attention traced into it: base and Plus, two scales on one converted model, each torch float32's
-    # IP-Adapter picture within the bound above; a new load with it cached loads no torch weights
+    # and attention traced into it: base and Plus, two scales on one converted model, beside a ControlNet's
+    # residuals ("unet-control-ip"), each torch float32's picture within the bound above; a new load with it
+    # cached loads no torch weights
     from PIL import Image
 
     from sdgen.testing.tiny_ip_adapter import save_tiny_ip_adapter_repo
@@ -208,13 +209,17 @@ def test_ip_adapter_runs_in_the_converted_unet_at_any_scale(tiny_parts, ov_parts
     y, x = np.mgrid[0:48, 0:40]
     Image.fromarray(np.stack([x * 6, y * 5, x * 0 + 90], -1).astype(np.uint8)).save(tmp_path / "look.png")
     plain = _pixels(tiny_parts)
-    for model, scale in ((repo, 0.7), (repo, 1.3), (repo / "models" / "ip-adapter-plus_sd15.safetensors", 0.6)):
-        request = _request(ip_adapter=str(model), ip_images=(str(tmp_path / "look.png"),), ip_scale=scale)
+    controlnet, _, image = steering
+    for model, scale, controls in ((repo, 0.7, ()), (repo, 1.3, ()), (repo, 1.3, (f"{controlnet}={image}:0.7",)),
+                                   (repo / "models" / "ip-adapter-plus_sd15.safetensors", 0.6, ())):
+        request = _request(ip_adapter=str(model), ip_images=(str(tmp_path / "look.png"),), ip_scale=scale,
+                           controls=controls)
         torch_image, ov_image = _pixels(tiny_parts, request), _pixels(ov_parts, request)
         difference = np.abs(torch_image - ov_image)
         assert difference.max() <= 1 and difference.mean() < 0.05, (model, scale, difference.max())
         assert np.abs(torch_image - plain).mean() > 1, (model, scale)  # it steers: the picture moved
-    assert "unet-ip" in ov_parts.openvino.compiled and ov_parts.openvino.unet_extra is None
+    assert {"unet-ip", "unet-control-ip"} <= set(ov_parts.openvino.compiled), set(ov_parts.openvino.compiled)
+    assert ov_parts.openvino.unet_extra is None
     warm = _load(tiny_model_dir, dtype="float32")
     assert np.array_equal(_pixels(warm, request), ov_image)
     assert warm.openvino.weights.loads == [], warm.openvino.weights.loads
