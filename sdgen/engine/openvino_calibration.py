@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sdgen.engine.openvino_parts import as_numpy, ov_timestep, text_encoder_of, unet_predictor
+from sdgen.engine.openvino_parts import as_numpy, ov_timestep, text_encoder_of
 from sdgen.errors import GenerationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from sdgen.engine.denoise import Conditioning
+    from sdgen.engine.denoise import Conditioning, NoisePredictor
     from sdgen.engine.openvino_parts import OpenVINOParts
 
 log = logging.getLogger("sdgen")
@@ -27,9 +27,11 @@ CALIBRATION_PROMPTS = (
 CALIBRATION_STEPS = 4  # per prompt: 16 guided U-Net calls, the start to the end of the noise schedule
 
 
-def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tuple[Any, ...]]:
+def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int], float_unet: NoisePredictor,
+                       ) -> list[tuple[Any, ...]]:
     """int8-hybrid's calibration set: the float U-Net's inputs in sdgen's own loop (sdgen/engine/denoise.py),
-    a few prompts at the run's size with guidance 7.5 and Euler; nothing downloaded."""
+    a few prompts at the run's size with guidance 7.5 and Euler; nothing downloaded. `float_unet`: the float
+    converted U-Net (sdgen/engine/openvino_unet.py's unet_predictor with quantize "none")."""
     import diffusers
     import torch
 
@@ -43,7 +45,6 @@ def calibration_inputs(runtime: OpenVINOParts, size: tuple[int, int]) -> list[tu
                               "inpainting model.")
     log.info("OpenVINO: running %d calibration prompts for int8-hybrid (once; cached).", len(CALIBRATION_PROMPTS))
     samples: list[tuple[Any, ...]] = []
-    float_unet = unet_predictor(runtime, "none")
 
     def recording(model_input: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         timestep = ov_timestep(t)

@@ -1,7 +1,7 @@
 """OpenVINO models made from sdgen's own loaded torch modules (docs/openvino.md): converted with
 `openvino.convert_model`, int8 weight compression with NNCF where asked, saved in sdgen's cache folder under
 a key of everything the converted weights depend on, read back from there by later processes, and compiled
-for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/openvino_parts.py.
+for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/openvino_parts.py and openvino_unet.py.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def noise_predictor(run: Run) -> NoisePredictor:
     """The run's noise predictor: the U-Net call wrapped by each plug-in in registry order (fresh per run:
     DeepCache counts calls and keeps features)."""
     if getattr(run.parts, "openvino", None) is not None:  # --backend openvino: the converted U-Net
-        from sdgen.engine.openvino_parts import unet_predictor as openvino_predictor
+        from sdgen.engine.openvino_unet import unet_predictor as openvino_predictor
 
         predictor = openvino_predictor(run.parts.openvino)
     else:

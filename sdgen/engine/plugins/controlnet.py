@@ -215,7 +215,7 @@ def control_map(image: Any, unit: ControlUnit, request: Any) -> Any:
 
 
 # ---- on the OpenVINO back end ------------------------------------------------------------------------
-# The converted U-Net takes the residuals as inputs (sdgen/engine/openvino_parts.py); each ControlNet is converted
+# The converted U-Net takes the residuals as inputs (sdgen/engine/openvino_unet.py); each ControlNet is converted
 # too, from its loaded torch module, cached under its file's identity. It runs at weight 1 and its residuals are
 # scaled here, so one converted ControlNet serves every weight, soft-injection mode and step range.
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from sdgen.engine.loader import StableDiffusionParts
-    from sdgen.engine.openvino_parts import UNetExtra
+    from sdgen.engine.openvino_unet import UNetExtra
     from sdgen.engine.request import GenerationRequest
 
 KEY = "ip_adapter"
@@ -163,7 +163,7 @@ def openvino_inputs(run: Run) -> UNetExtra:
     is converted: a warm cache loads neither, nor the U-Net's weights."""
     import torch
 
-    from sdgen.engine.openvino_parts import UNetExtra
+    from sdgen.engine.openvino_unet import UNetExtra
     from sdgen.models.ip_adapter import adapter_file, find_ip_adapter
     from sdgen.models.openvino import file_identity
 
