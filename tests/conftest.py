@@ -129,3 +129,12 @@ def ov_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SDGEN_CACHE_DIR", str(cache))
         yield cache
+
+
+@pytest.fixture(scope="module")
+def ov_parts(tiny_model_dir, ov_cache):
+    """The tiny model on OpenVINO in float32, its parts converted into the module's own ov_cache."""
+    from sdgen.engine.loader import load_model
+    from sdgen.engine.model_spec import ModelSpec
+
+    return load_model(ModelSpec(model=str(tiny_model_dir), device="cpu", backend="openvino", dtype="float32"))
