@@ -26,7 +26,7 @@ from sdgen.models.openvino import (
     model_identity,
     ov_model,
     size_factor,
-    trace_example,
+    traced_part,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -274,18 +274,16 @@ class OpenVINOVae:
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         vae = self.module
-        example, traced = trace_example((latents,), size_factor(self.config))
-        conversion = Conversion("vae_decoder", lambda: _vae_forward(vae, "decode"), lambda: example,
-                                {**self.key, **traced})
+        conversion = traced_part("vae_decoder", lambda: _vae_forward(vae, "decode"), (latents,), self.key,
+                                 size_factor(self.config))
         return (run_part(self.runtime.model(conversion, (latents,)), latents)[0],)
 
     def encode(self, image: torch.Tensor) -> Any:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         vae = self.module
-        example, traced = trace_example((image,), size_factor(self.config) ** 2)  # the image's sides: 64 for SD's
-        conversion = Conversion("vae_encoder", lambda: _vae_forward(vae, "encode"), lambda: example,
-                                {**self.key, **traced})
+        conversion = traced_part("vae_encoder", lambda: _vae_forward(vae, "encode"), (image,), self.key,
+                                 size_factor(self.config) ** 2)  # the image's sides: 64 for SD's
         moments = run_part(self.runtime.model(conversion, (image,)), image)[0]
         return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
 

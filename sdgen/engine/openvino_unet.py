@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdgen.engine.openvino_parts import OpenVINOParts, ov_timestep, run_part, traceable
 from sdgen.errors import GenerationError
-from sdgen.models.openvino import Conversion, size_factor, trace_example
+from sdgen.models.openvino import size_factor, traced_part
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Mapping
@@ -52,10 +52,9 @@ def unet_predictor(runtime: OpenVINOParts, quantize: str | None = None) -> Noise
         calibration = (lambda: calibration_inputs(runtime, size, unet_predictor(runtime, "none"))) \
             if not (counts or plugin) else None
         given = inputs if plugin is None else (*inputs[: len(inputs) - len(added)], *plugin.example(added))
-        example, traced = trace_example(given, size_factor(unet.config))
-        conversion = Conversion(unet_part(counts) + (plugin.suffix if plugin else ""),
-                                lambda: _unet_forward(unet, counts, plugin), lambda: example, {**key, **traced},
-                                calibration)
+        conversion = traced_part(unet_part(counts) + (plugin.suffix if plugin else ""),
+                                 lambda: _unet_forward(unet, counts, plugin), given, key, size_factor(unet.config),
+                                 calibration=calibration)
         return run_part(runtime.model(conversion, inputs, quantize), *inputs)[0].to(model_input.dtype)
 
     return predict_noise

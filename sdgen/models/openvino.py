@@ -182,9 +182,9 @@ def trace_example(inputs: tuple[Any, ...], factor: int) -> tuple[tuple[Any, ...]
     it took. Such a run is traced at its own size and keyed apart ("odd_size"). Every 4-D input is cut in
     proportion to the first (ControlNet's residuals and image, T2I-Adapter's features, DeepCache's kept
     features); where one cannot be cut exactly, all are traced whole."""
-    height, width = inputs[0].shape[-2:]
-    if height % factor or width % factor:
+    if _odd_size(inputs, factor):
         return inputs, {"odd_size": True}
+    height, width = inputs[0].shape[-2:]
     small = [2 * factor if side % (2 * factor) == 0 else factor for side in (height, width)]
     cut = []
     for tensor in inputs:
@@ -197,6 +197,18 @@ def trace_example(inputs: tuple[Any, ...], factor: int) -> tuple[tuple[Any, ...]
             tensor = tensor[..., : rows // height, : columns // width]
         cut.append(tensor.contiguous())
     return tuple(cut), {}
+
+
+def _odd_size(inputs: tuple[Any, ...], factor: int) -> bool:
+    return any(side % factor for side in inputs[0].shape[-2:])
+
+
+def traced_part(name: str, module: Callable[[], Any], inputs: tuple[Any, ...], key: Mapping[str, Any], factor: int,
+                **fields: Any) -> Conversion:
+    """The Conversion of a part traced on trace_example's cut of `inputs`, made only when it converts (not on
+    every call), its key the part's own plus "odd_size" where the run is traced at its own size."""
+    odd = {"odd_size": True} if _odd_size(inputs, factor) else {}
+    return Conversion(name, module, lambda: trace_example(inputs, factor)[0], {**key, **odd}, **fields)
 
 
 def size_factor(config: Any) -> int:

@@ -236,13 +236,12 @@ class OpenVINOControlNet:
         conditioning_scale: float = 1.0, return_dict: bool = False,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         from sdgen.engine.openvino_parts import ov_timestep, run_part
-        from sdgen.models.openvino import Conversion, size_factor, trace_example
+        from sdgen.models.openvino import size_factor, traced_part
 
         inputs = (sample, ov_timestep(timestep), encoder_hidden_states, controlnet_cond)
         module = self.module
-        example, traced = trace_example(inputs, size_factor(module.config))
-        conversion = Conversion("controlnet", lambda: _controlnet_forward(module), lambda: example,
-                                {**self.key, **traced}, instance=self.instance)
+        conversion = traced_part("controlnet", lambda: _controlnet_forward(module), inputs, self.key,
+                                 size_factor(module.config), instance=self.instance)
         outputs = run_part(self.runtime.model(conversion, inputs), *inputs)
         dtype = sample.dtype
         # diffusers multiplies every residual by conditioning_scale at the end of ControlNetModel.forward

@@ -132,12 +132,11 @@ class OpenVINOPasses:
         self.unet = runtime.parts.unet
 
     def _conversion(self, name: str, forward: Any, inputs: tuple[Any, ...]) -> Any:
-        from sdgen.models.openvino import Conversion, size_factor, trace_example
+        from sdgen.models.openvino import size_factor, traced_part
 
         runtime = self.runtime
         key = {**runtime.identity(), "loras": runtime.loras(), "in_channels": self.unet.config.in_channels}
-        example, traced = trace_example(inputs, size_factor(self.unet.config))
-        return Conversion(name, forward, lambda: example, {**key, **traced})
+        return traced_part(name, forward, inputs, key, size_factor(self.unet.config))
 
     def _inputs(self, model_input: torch.Tensor, t: Any, cond: Conditioning) -> tuple[torch.Tensor, ...]:
         from sdgen.engine.openvino_parts import ov_timestep

@@ -144,14 +144,19 @@ def _in_run(run: Run) -> Iterator[Guide | None]:
         finally:
             runtime.unet_extra = None
         return
-    unet = plain_unet(run.parts.unet)
-    layers = _layers_of(run)
+    with _adapter_on(plain_unet(run.parts.unet), _layers_of(run), float(run.request.ip_scale)):
+        yield None
+
+
+@contextmanager
+def _adapter_on(unet: Any, layers: AdapterLayers, scale: Any) -> Iterator[None]:
+    """The adapter's processors (at `scale`) and projection on the U-Net, its own ones back afterwards."""
     before = _unet_state(unet)
     for processor in layers.processors.values():
-        processor.scale = [float(run.request.ip_scale)]
+        processor.scale = [scale]
     try:
         _set_unet_state(unet, {**before[0], **layers.processors}, layers.projection, _IP_TYPE)
-        yield None
+        yield
     finally:
         _set_unet_state(unet, *before)
 
@@ -183,14 +188,10 @@ def openvino_inputs(run: Run) -> UNetExtra:
     def patched(unet: Any, tensors: tuple[Any, ...]) -> Iterator[dict[str, Any]]:
         embeds, traced_scale = tensors
         layers = loaded_layers(run.parts, file)
-        before = _unet_state(unet)
-        for processor in layers.processors.values():
-            processor.scale = [traced_scale]  # a traced input: `hidden + scale * ip_hidden` in every layer
-        try:
-            _set_unet_state(unet, {**before[0], **layers.processors}, layers.projection, _IP_TYPE)
-            yield {"added_cond_kwargs": {"image_embeds": [embeds]}}
+        try:  # the scale a traced input: `hidden + scale * ip_hidden` in every layer
+            with _adapter_on(unet, layers, traced_scale):
+                yield {"added_cond_kwargs": {"image_embeds": [embeds]}}
         finally:
-            _set_unet_state(unet, *before)
             for processor in layers.processors.values():
                 processor.scale = [1.0]
 
