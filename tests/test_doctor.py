@@ -25,10 +25,15 @@ def test_make_tiny_writes_a_model_that_says_it_makes_noise_then_doctor_checks_it
     assert again.exit_code == 2 and "it exists and is not an empty folder" in again.stderr
 
     monkeypatch.setattr(doctor, "gemm_peaks", lambda bf16: {"float32": 1.0, "bfloat16": 1.0})  # seconds, not needed
+    cache = tmp_path / "cache"  # sdgen's own cache: one stale entry (an older OpenVINO's U-Net), its size said
+    (cache / "openvino" / "ov-2024.0.0" / "unet" / "k").mkdir(parents=True)
+    (cache / "openvino" / "ov-2024.0.0" / "unet" / "k" / "model.bin").write_bytes(b"0" * 5000)
+    monkeypatch.setenv("SDGEN_CACHE_DIR", str(cache))
     checked = runner.invoke(app, ["doctor", "--device", "cpu", "--dtype", "float32", "--model", str(folder)])
     assert checked.exit_code == 0, checked.output
     lines = checked.stdout.splitlines()
     assert f"your model    {folder}: found, native size 64x64" in lines
+    assert f"sdgen cache   {cache}: 1 entry, 8.0 KB (8.0 KB stale: `sdgen cache prune`)" in lines, lines
     assert lines[-1].startswith("your model    ok: loaded in ") and "1 step at 64x64" in lines[-1]
 
 

@@ -136,6 +136,22 @@ def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts
     assert all(port.get_partial_shape().is_static for port in compiled.inputs)
 
 
+def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_model_dir, ov_parts, ov_cache):
+    # OpenVINO's compiled blobs go in the part's own folder (so pruning an entry takes them too) and each compile
+    # notes the entry's last use; `sdgen cache list` names the parts and the model they came from
+    from sdgen.models.caches import LAST_USED, list_caches
+
+    _pixels(ov_parts)
+    entries = {entry.part: entry for entry in list_caches(ov_cache) if entry.kind == "openvino"}
+    assert {"unet", "text_encoder", "vae_decoder"} <= set(entries), entries
+    for part in ("unet", "text_encoder", "vae_decoder"):
+        folder = Path(entries[part].path)
+        assert list((folder / "compiled").glob("*.blob")), f"no compiled blob in {folder}"
+        assert (folder / LAST_USED).is_file() and not entries[part].stale
+        assert entries[part].model == str(tiny_model_dir.resolve()) and entries[part].form == "none"
+    assert not list((ov_cache / "openvino").glob("ov-*/compiled"))  # no blobs shared by every entry
+
+
 def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_parts):
     # the whole pass returns the kept features as a second output, the shallow pass takes them; 4 steps at
     # interval 2: two of each; the picture is torch's DeepCache picture, within the bound above

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sdgen.cli import control, generate, models, pictures, serve, tools, upscale
+from sdgen.cli import cache, control, generate, models, pictures, serve, tools, upscale
 from sdgen.config.options import GENERATE
 from sdgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from sdgen.hardware.ray_cluster import is_address
@@ -136,7 +136,7 @@ def build_app() -> typer.Typer:
         help=APP_HELP,
     )
     app.callback()(_root)
-    for commands in (generate, pictures, tools, models, serve, control, upscale):
+    for commands in (generate, pictures, tools, models, cache, serve, control, upscale):
         commands.register(app)
     return app
 

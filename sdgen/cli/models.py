@@ -11,6 +11,7 @@ import typer
 
 from sdgen.cli.common import CliErrors, setup_logging
 from sdgen.config import settings
+from sdgen.models.caches import size_text
 
 models_app = typer.Typer(
     help="The models on this machine: the Hugging Face cache and your folder of single files.\n\n"
@@ -41,14 +42,6 @@ def _cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
-
-
 @models_app.command("list", help="Models in the Hugging Face cache and in --models-dir: name, kind, size.")
 def list_command(models_dir: ModelsDir = None, json_lines: Json = False) -> None:
     setup_logging(False)
@@ -67,7 +60,7 @@ def list_command(models_dir: ModelsDir = None, json_lines: Json = False) -> None
         for column in ("name", "kind", "size", "where", "variants", "revisions"):
             table.add_column(column, overflow="fold")
         for entry in entries:
-            table.add_row(entry.name, entry.kind, _size(entry.size), entry.where, ",".join(entry.variants),
+            table.add_row(entry.name, entry.kind, size_text(entry.size), entry.where, ",".join(entry.variants),
                           " ".join(entry.revisions))
         wide = None if sys.stdout.isatty() else 200  # piped: whole names, not folded at 80 columns
         empty = "No models yet: `sdgen models download ID`, or set --models-dir."
@@ -109,7 +102,7 @@ def rm_command(
         if not yes and not typer.confirm(f"Remove {model} from {_cache_dir()}?", default=False, err=True):
             raise InvalidRequestError(f"Kept {model}; pass --yes to remove it without asking.")
         freed = remove_cached(_cache_dir(), model)
-        typer.echo(f"Removed {model}: {_size(freed)} freed.", err=True)
+        typer.echo(f"Removed {model}: {size_text(freed)} freed.", err=True)
 
 
 @models_app.command("info", help="What a checkpoint file, model folder or cached Hub model is, and what sdgen "

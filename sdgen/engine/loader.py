@@ -19,7 +19,7 @@ from sdgen.engine.model_spec import CheckedModelSpec, ModelSpec
 from sdgen.errors import ModelLoadError
 from sdgen.hardware.devices import Placement, choose_placement, torch_dtype
 from sdgen.hardware.speed import SpeedPlan, compile_cache_dir, compile_plan, plan_speed, sdgen_cache_root
-from sdgen.models import hub
+from sdgen.models import caches, hub
 from sdgen.models.hub import ModelSource
 from sdgen.models.layout import PARTS, Part, check_model_folder
 
@@ -140,9 +140,9 @@ class StableDiffusionParts:
                 "per step at 512x512, after a 128 s compile); it pays in bfloat16."
             )
         folder = self.compile_cache_dir()
-        warm = folder is not None and any(folder.glob("*"))
+        warm = folder is not None and any(path.name != caches.LAST_USED for path in folder.glob("*"))
         if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+            caches.mark_used(folder)  # made, and its last use noted for `sdgen cache prune`
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by inductor when it first caches
         where = f" (cache: {folder})" if folder is not None else ""
         if warm:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
+from sdgen.models.caches import mark_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.model_spec import ModelSpec
@@ -350,8 +351,10 @@ def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...
     precision (f32: the exact path's arithmetic; bf16 on CPUs with bfloat16 units). Static shapes let the CPU
     plugin plan its kernels and buffers once, as optimum-intel's reshape() does: on the full-size SD1.5 U-Net
     no extra seconds in the first step and a faster step (docs/openvino.md). Compiled from a file, so OpenVINO
-    imports the compiled blob it keeps in the cache folder (CACHE_DIR) without reading the model."""
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(cache_root() / "compiled")}
+    imports the compiled blob it keeps in the entry's folder (CACHE_DIR: pruned with it) without reading it."""
+    entry = Path(xml).parent
+    mark_used(entry)  # `sdgen cache prune --unused-days` goes by this
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled")}
     return _core().compile_model(static_model(xml, shapes), "CPU", config)
 
 

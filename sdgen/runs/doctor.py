@@ -15,7 +15,9 @@ from sdgen.engine.pipeline import generate
 from sdgen.engine.request import GenerationRequest, ModelSpec
 from sdgen.hardware.devices import HardwareProbe, Placement, choose_placement
 from sdgen.hardware.machine import cpu_info, gemm_peaks
+from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.hardware.threads import apply_threads
+from sdgen.models.caches import entries_text, list_caches, size_text
 from sdgen.testing.tiny_model import build_tiny_model
 from sdgen.version import __version__
 
@@ -33,6 +35,15 @@ def _fast_choice(device: str, bf16_units: bool) -> str:
 
 class DoctorFailed(Exception):
     """The tiny model did not make a picture."""
+
+
+def _sdgen_cache() -> str:
+    """sdgen's own cache folder and what it holds (converted OpenVINO models, --compile's graphs)."""
+    root = sdgen_cache_root()
+    entries = list_caches(root)
+    stale = sum(entry.size for entry in entries if entry.stale)
+    held = f"{entries_text(len(entries))}, {size_text(sum(entry.size for entry in entries))}"
+    return f"{root}: {held}" + (f" ({size_text(stale)} stale: `sdgen cache prune`)" if stale else "")
 
 
 def report(device: str = "auto", dtype: str = "auto", model: str | None = None) -> Iterator[str]:
@@ -65,6 +76,7 @@ def report(device: str = "auto", dtype: str = "auto", model: str | None = None) 
     yield f"sdgen uses    {placement.device}, {placement.dtype} (VAE {placement.vae_dtype})"
     spec = ModelSpec()
     yield f"HF cache      {models.hub_cache_dir(spec)}"
+    yield f"sdgen cache   {_sdgen_cache()}"
     yield f"preset fast   {_fast_choice(placement.device, cpu.native_bf16)}"
     cached = models.is_cached(DEFAULT_MODEL, spec)
     yield f"default model {DEFAULT_MODEL}: {'in the cache' if cached else 'not downloaded yet'}"

@@ -1,0 +1,201 @@
+"""`sdgen cache`: what sdgen keeps in its own cache folder between processes, and pruning it. Two kinds of
+entries, each a folder that can be deleted on its own (the next run that needs it makes it again):
+
+- `openvino/ov-VERSION/PART/KEY/`: one converted model of `--backend openvino` (model.xml and .bin, the
+  static-shape copies beside them, and OpenVINO's compiled blobs in `compiled/`), made by sdgen/models/openvino.py;
+- `compile/torch-VERSION/MODEL/DEVICE-DTYPE/`: inductor's graphs and kernels of `--compile` for one model.
+
+An entry made for another OpenVINO or torch version than the installed one is never read again: `stale`.
+Each use of an entry touches its `last-used` file, which is what `--unused-days` and `--max-size` go by.
+Reads folders and small JSON files only: nothing is imported from torch or OpenVINO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sdgen.errors import InvalidRequestError
+
+LAST_USED = "last-used"
+UNFINISHED_AFTER_S = 24 * 3600  # a temporary folder this old is no conversion still running: a crash's leftover
+
+
+@dataclass
+class CacheEntry:
+    kind: str  # "openvino", "torch-compile", "unfinished" (a crashed conversion's), "converting" (under a day old)
+    part: str  # "unet", "vae_decoder", ...; for torch-compile the device and dtype
+    model: str  # what it was made from, in short
+    form: str  # openvino: the weights' form (none = float32, f16, int8, int8-hybrid); torch-compile: ""
+    version: str  # "openvino 2026.4.1", "torch 2.13.0+cpu"
+    stale: bool  # made for a version other than the installed one (or an older layout): never read again
+    size: int  # bytes on disk
+    last_used: float  # seconds since the epoch
+    path: str
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def size_text(size: float) -> str:
+    """Bytes as people read them: 812 B, 4.0 KB, 2.9 MB, 7.9 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def entries_text(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
+
+
+def mark_used(folder: Path) -> None:
+    """Note that the entry in this folder was used now (made, read or compiled): pruning by age keeps it."""
+    with contextlib.suppress(OSError):  # a read-only cache: nothing to note, nothing pruned either
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / LAST_USED).touch()
+
+
+def list_caches(root: Path) -> list[CacheEntry]:
+    """Every entry under sdgen's cache folder, most recently used first."""
+    entries = [*_openvino_entries(root / "openvino"), *_compile_entries(root / "compile")]
+    return sorted(entries, key=lambda entry: entry.last_used, reverse=True)
+
+
+def choose_pruned(entries: list[CacheEntry], unused_days: float | None = None, max_size_gb: float | None = None,
+                  everything: bool = False, now: float | None = None) -> list[CacheEntry]:
+    """The entries `sdgen cache prune` removes: every one with --all; else the stale and unfinished ones, those
+    unused for more than `unused_days`, and then the least recently used until the rest fit in `max_size_gb`."""
+    for name, value in (("--unused-days", unused_days), ("--max-size", max_size_gb)):
+        if value is not None and value < 0:
+            raise InvalidRequestError(f"{name} {value:g} is negative; give 0 or more.")
+    if everything:
+        return list(entries)
+    now = time.time() if now is None else now
+    candidates = [entry for entry in entries if entry.kind != "converting"]  # a conversion still running: kept
+    pruned = [entry for entry in candidates if entry.stale or entry.kind == "unfinished"
+              or (unused_days is not None and now - entry.last_used > unused_days * 86400)]
+    if max_size_gb is not None:
+        kept = sorted((entry for entry in candidates if entry not in pruned), key=lambda entry: entry.last_used)
+        total = sum(entry.size for entry in kept)
+        while kept and total > max_size_gb * 1024**3:  # the least recently used go first
+            entry = kept.pop(0)
+            pruned.append(entry)
+            total -= entry.size
+    return pruned
+
+
+def remove(entry: CacheEntry, root: Path) -> None:
+    """Delete one entry's folder, and the folders left empty above it (up to the cache folder)."""
+    path = Path(entry.path)
+    shutil.rmtree(path, ignore_errors=True)
+    parent = path.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+    _forget_removed(root)
+
+
+def _openvino_entries(folder: Path) -> list[CacheEntry]:
+    installed = _installed("openvino")
+    entries = []
+    for version_folder in sorted(folder.glob("ov-*")):
+        version = version_folder.name.removeprefix("ov-")
+        stale = installed is not None and version != installed
+        for part_folder in sorted(p for p in version_folder.iterdir() if p.is_dir()):
+            if part_folder.name == "compiled":  # blobs of sdgen before each entry kept its own
+                entries.append(_entry("openvino", "compiled blobs (older layout)", part_folder, f"openvino {version}",
+                                      True))
+                continue
+            for entry_folder in sorted(p for p in part_folder.iterdir() if p.is_dir()):
+                entries.append(_openvino_entry(part_folder.name, entry_folder, f"openvino {version}", stale))
+    return entries
+
+
+def _openvino_entry(part: str, folder: Path, version: str, stale: bool) -> CacheEntry:
+    if folder.name.startswith(".tmp-"):
+        return _unfinished(part, folder, version)
+    try:
+        key = json.loads((folder / "key.json").read_text())
+    except (OSError, ValueError):
+        key = {}
+    entry = _entry("openvino", part, folder, version, stale)
+    entry.model, entry.form = _model_of(key), str(key.get("quantize", ""))
+    return entry
+
+
+def _compile_entries(folder: Path) -> list[CacheEntry]:
+    installed = _installed("torch")
+    entries = []
+    for version_folder in sorted(folder.glob("torch-*")):
+        version = version_folder.name.removeprefix("torch-")
+        for model_folder in sorted(p for p in version_folder.iterdir() if p.is_dir()):
+            for device_folder in sorted(p for p in model_folder.iterdir() if p.is_dir()):
+                stale = installed is not None and version != installed
+                entry = _entry("torch-compile", device_folder.name, device_folder, f"torch {version}", stale)
+                entry.model = model_folder.name.rsplit("-", 1)[0]  # its slug, without the digest of the full name
+                entries.append(entry)
+    return entries
+
+
+def _entry(kind: str, part: str, folder: Path, version: str, stale: bool) -> CacheEntry:
+    size, newest = _size_and_newest(folder)
+    marker = folder / LAST_USED
+    last_used = marker.stat().st_mtime if marker.is_file() else newest  # made before sdgen kept the marker
+    return CacheEntry(kind, part, "", "", version, stale, size, last_used, str(folder))
+
+
+def _unfinished(part: str, folder: Path, version: str) -> CacheEntry:
+    entry = _entry("unfinished", part, folder, version, False)
+    young = time.time() - entry.last_used < UNFINISHED_AFTER_S
+    entry.kind = "converting" if young else "unfinished"  # a conversion still running is never pruned
+    return entry
+
+
+def _size_and_newest(folder: Path) -> tuple[int, float]:
+    size, newest = 0, folder.stat().st_mtime
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            stat = path.lstat()
+            if path.is_file() and not path.is_symlink():
+                size += stat.st_blocks * 512 // stat.st_nlink  # a hard-linked .bin counted once in all
+                newest = max(newest, stat.st_mtime)
+    return size, newest
+
+
+def _model_of(key: dict[str, Any]) -> str:
+    """The model an entry was converted from, as the key names it: a Hub id and commit, or a local path."""
+    if key.get("model"):
+        commit = key.get("commit") or ""
+        return f"{key['model']}@{commit[:10]}" if commit else str(key["model"])
+    files = key.get("files") or []
+    return str(files[0]) if files else "?"
+
+
+def _installed(package: str) -> str | None:
+    """The installed version as sdgen's cache folders name it (None: not installed, nothing is stale)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _forget_removed(root: Path) -> None:
+    """Drop the warm-start records (openvino/recent/) whose cached models are all gone: nothing to prefetch."""
+    for record in (root / "openvino" / "recent").glob("*.json"):
+        try:
+            entries = json.loads(record.read_text()).values()
+            if not any(Path(entry["xml"]).is_file() for entry in entries):
+                record.unlink()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
