@@ -22,6 +22,10 @@ Configurations:
   ov-deepcache  --backend openvino --cache-interval 3 (DeepCache's two passes as two converted models), warm
   optimum     OpenVINO's own pipeline: optimum-intel's OVStableDiffusionPipeline, static shapes, run by
               --peer-python (a venv of its own: optimum-intel pins its own transformers); exported once
+  ov-fp32, ov-hybrid-fp32, turbo-ov-fp32, optimum-fp32
+              the same as ov, ov-hybrid, turbo-ov and optimum with OpenVINO's inference precision float32
+              (sdgen: --dtype float32; optimum: INFERENCE_PRECISION_HINT f32): on a CPU with bfloat16 units,
+              what those rows do without them (the nearest measure of a float32-only CPU this machine has)
   turbo-ov    SD-Turbo's architecture on --backend openvino: 1 step, guidance 0
   turbo-ov-taesd  the same with --decoder TAESD (TAESD's architecture, random weights, models/taesd-random)
   sdxs-ov     the one-step recipe (SDXS-like U-Net, TAESD decoder, TCD, 1 step, guidance 0) on OpenVINO:
@@ -56,7 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
 CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "ov-deepcache",
-           "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov")
+           "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32",
+           "optimum-fp32")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
@@ -73,8 +78,13 @@ SDGEN = {
                        {"num_inference_steps": 1, "guidance_scale": 0.0}),
     "sdxs-ov": ("sdxs", {"backend": "openvino"},
                 {"num_inference_steps": 1, "guidance_scale": 0.0, "scheduler": "tcd"}),
+    "ov-fp32": ("sd15", {"backend": "openvino", "dtype": "float32"}, {}),
+    "ov-hybrid-fp32": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid", "dtype": "float32"}, {}),
+    "turbo-ov-fp32": ("turbo", {"backend": "openvino", "dtype": "float32"},
+                      {"num_inference_steps": 1, "guidance_scale": 0.0}),
 }
-ONE_STEP = ("turbo-ov", "turbo-ov-taesd", "sdxs-ov")
+ONE_STEP = ("turbo-ov", "turbo-ov-taesd", "sdxs-ov", "turbo-ov-fp32")
+PEER = ("optimum", "optimum-fp32")  # run by --peer-python
 
 
 # ---- the models ---------------------------------------------------------------------------------------------
@@ -163,16 +173,18 @@ def run_diffusers(folder: Path, size: int, steps: int) -> dict:
     return _run_pipeline(pipe, diffusers, size, steps, torch.Generator("cpu").manual_seed(0))
 
 
-def run_optimum(folder: Path, size: int, steps: int) -> dict:
+def run_optimum(folder: Path, size: int, steps: int, precision: str | None = None) -> dict:
     """OpenVINO's own pipeline (optimum-intel), exported to IR once beside the model (not timed here: the
-    export runs in the bench's preparation), reshaped to static shapes and compiled, as FastSD CPU does."""
+    export runs in the bench's preparation), reshaped to static shapes and compiled, as FastSD CPU does;
+    at OpenVINO's default precision for the CPU, or the one given (f32)."""
     import diffusers
     from optimum.intel import OVStableDiffusionPipeline
 
     exported = folder.with_name(folder.name + "-optimum")
     if not (exported / "model_index.json").is_file():
         OVStableDiffusionPipeline.from_pretrained(folder, export=True, compile=False).save_pretrained(exported)
-    pipe = OVStableDiffusionPipeline.from_pretrained(exported, compile=False)
+    ov_config = {"INFERENCE_PRECISION_HINT": precision} if precision else None
+    pipe = OVStableDiffusionPipeline.from_pretrained(exported, compile=False, ov_config=ov_config)
     pipe.reshape(batch_size=1, height=size, width=size, num_images_per_prompt=1)
     pipe.compile()
     import numpy as np
@@ -229,8 +241,9 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
 
 def worker(config: str, tiny: bool, size: int, steps: int) -> None:
     model = SDGEN[config][0] if config in SDGEN else "sd15"
-    folder = model_folder(model, tiny) if config != "optimum" else Path(os.environ["BENCH_MODEL"])
-    runner = {"diffusers": run_diffusers, "optimum": run_optimum}.get(config)
+    folder = model_folder(model, tiny) if config not in PEER else Path(os.environ["BENCH_MODEL"])
+    runner = {"diffusers": run_diffusers, "optimum": run_optimum,
+              "optimum-fp32": lambda *given: run_optimum(*given, precision="f32")}.get(config)
     result = runner(folder, size, steps) if runner else run_sdgen(config, folder, size, steps)
     print("BENCH " + json.dumps({**result, "rss": peak_rss_gib()}), flush=True)
 
@@ -240,7 +253,7 @@ def worker(config: str, tiny: bool, size: int, steps: int) -> None:
 
 def run_config(config: str, args: argparse.Namespace, steps: int | None = None) -> dict:
     """One fresh process; its whole wall time measured from here."""
-    python = args.peer_python if config == "optimum" else sys.executable
+    python = args.peer_python if config in PEER else sys.executable
     command = [python, __file__, "--worker", config, "--size", str(args.size), "--steps", str(steps or args.steps)]
     cache = MODELS / ("openvino-bench-cold" if config == "ov-cold" else "openvino-bench-cache")
     if config == "ov-cold":
@@ -265,7 +278,7 @@ def prepare(configs: list[str], args: argparse.Namespace) -> None:
         model_folder("taesd", args.tiny)
     for config in configs:
         if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "turbo-ov-taesd", "sdxs-ov",
-                      "optimum"):
+                      "optimum", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32"):
             print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
             run_config(config, args, steps=2 if config == "ov-deepcache" else 1)  # DeepCache: both passes
 
@@ -318,7 +331,7 @@ def main() -> None:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
-    if "optimum" in configs and not args.peer_python:
+    if set(PEER) & set(configs) and not args.peer_python:
         parser.error("optimum needs --peer-python (a venv with optimum-intel[openvino]); or leave it out of --configs")
     prepare(configs, args)
     results: dict[str, list[dict]] = {config: [] for config in configs}
