@@ -136,6 +136,25 @@ def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts
     assert all(port.get_partial_shape().is_static for port in compiled.inputs)
 
 
+def test_the_compiled_parts_run_on_the_runs_threads(ov_parts, ov_cache):
+    # --threads N (else one per physical core) is set on torch by the run's prologue; OpenVINO's CPU plugin has
+    # threads of its own, told the same number when each part compiles
+    import torch
+
+    from sdgen.models.openvino import compile_for_cpu
+
+    _pixels(ov_parts)
+    xml = next(ov_cache.rglob("unet/*/model.xml"))
+    shapes = tuple(tuple(port.get_partial_shape().to_shape()) for port in ov_parts.openvino.compiled["unet"][1].inputs)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert compile_for_cpu(str(xml), "float32", shapes).get_property("INFERENCE_NUM_THREADS") == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_model_dir, ov_parts, ov_cache):
     # OpenVINO's compiled blobs go in the part's own folder (so pruning an entry takes them too) and each compile
     # notes the entry's last use; `sdgen cache list` names the parts and the model they came from

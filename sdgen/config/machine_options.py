@@ -8,7 +8,7 @@ from sdgen.config.optiontable import MAKERS, MODEL, NOISE, UPSCALE, Option
 MACHINE_ROWS: tuple[Option, ...] = (
     Option(
         "threads", int, None,
-        "CPU threads torch uses (torch.set_num_threads, before any work); `sdgen doctor` shows the choice.",
+        "CPU threads of torch (set before any work) and of --backend openvino; `sdgen doctor` shows the choice.",
         MODEL, empty="one per physical core", commands=MAKERS | {NOISE, UPSCALE},
     ),
 )

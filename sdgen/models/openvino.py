@@ -143,8 +143,7 @@ def file_identity(path: str | Path) -> list[Any]:
 
 def model_identity(source: Any) -> dict[str, Any]:
     """A loaded model's identity in every part's key (a ModelSource): a Hub snapshot by its commit, a local
-    file or folder by its resolved path and files, not the words it was given in (`./m` and `/abs/m` share
-    one cache)."""
+    file or folder by its resolved path and files (`./m` and `/abs/m` share one cache)."""
     if source.commit or source.unet_sha256:
         return {"model": source.model, "commit": source.commit, "unet_sha256": source.unet_sha256}
     checkpoint = Path(source.model).expanduser()  # one file, else the diffusers folder
@@ -347,14 +346,16 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16:
 
 @one_at_a_time
 def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
-    """The cached model compiled for the CPU with static shapes (the run's inputs: size, batch), at sdgen's
-    precision (f32: the exact path's arithmetic; bf16 on CPUs with bfloat16 units). Static shapes let the CPU
-    plugin plan its kernels and buffers once, as optimum-intel's reshape() does: on the full-size SD1.5 U-Net
-    no extra seconds in the first step and a faster step (docs/openvino.md). Compiled from a file, so OpenVINO
-    imports the compiled blob it keeps in the entry's folder (CACHE_DIR: pruned with it) without reading it."""
+    """The cached model compiled for the CPU with static shapes (the run's size and batch: kernels and buffers
+    planned once, as optimum-intel's reshape() does), at sdgen's precision (f32, or bf16 on CPUs with bfloat16
+    units), on the run's threads (torch's, as the prologue set them: --threads, else one per core). Compiled
+    from a file: OpenVINO imports its compiled blob from the entry's folder (CACHE_DIR) when it has one."""
+    import torch
+
     entry = Path(xml).parent
     mark_used(entry)  # `sdgen cache prune --unused-days` goes by this
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled")}
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled"),
+              "INFERENCE_NUM_THREADS": torch.get_num_threads()}
     return _core().compile_model(static_model(xml, shapes), "CPU", config)
 
 
