@@ -22,8 +22,8 @@ Configurations:
   ov-deepcache  --backend openvino --cache-interval 3 (DeepCache's two passes as two converted models), warm
   optimum     OpenVINO's own pipeline: optimum-intel's OVStableDiffusionPipeline, static shapes, run by
               --peer-python (a venv of its own: optimum-intel pins its own transformers); exported once
-  ov-fp32, ov-hybrid-fp32, turbo-ov-fp32, optimum-fp32
-              the same as ov, ov-hybrid, turbo-ov and optimum with OpenVINO's inference precision float32
+  ov-fp32, ov-hybrid-fp32, turbo-ov-fp32, sdxs-ov-fp32, optimum-fp32
+              the same as ov, ov-hybrid, turbo-ov, sdxs-ov and optimum with OpenVINO's inference precision float32
               (sdgen: --dtype float32; optimum: INFERENCE_PRECISION_HINT f32): on a CPU with bfloat16 units,
               what those rows do without them (the nearest measure of a float32-only CPU this machine has)
   turbo-ov    SD-Turbo's architecture on --backend openvino: 1 step, guidance 0
@@ -61,7 +61,7 @@ MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
 CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "ov-deepcache",
            "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32",
-           "optimum-fp32")
+           "sdxs-ov-fp32", "optimum-fp32")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
@@ -82,8 +82,10 @@ SDGEN = {
     "ov-hybrid-fp32": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid", "dtype": "float32"}, {}),
     "turbo-ov-fp32": ("turbo", {"backend": "openvino", "dtype": "float32"},
                       {"num_inference_steps": 1, "guidance_scale": 0.0}),
+    "sdxs-ov-fp32": ("sdxs", {"backend": "openvino", "dtype": "float32"},
+                     {"num_inference_steps": 1, "guidance_scale": 0.0, "scheduler": "tcd"}),
 }
-ONE_STEP = ("turbo-ov", "turbo-ov-taesd", "sdxs-ov", "turbo-ov-fp32")
+ONE_STEP = ("turbo-ov", "turbo-ov-taesd", "sdxs-ov", "turbo-ov-fp32", "sdxs-ov-fp32")
 PEER = ("optimum", "optimum-fp32")  # run by --peer-python
 
 
@@ -224,7 +226,7 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
         quantize_dynamic(parts.unet, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     values = {"num_inference_steps": steps, "scheduler": "euler", **request_options}
     request = GenerationRequest(PROMPT, seed=0, width=size, height=size, **values)
-    images = 2 if config == "sdxs-ov" else 1  # the second image of a run
+    images = 2 if config.startswith("sdxs-ov") else 1  # the second image of a run
     for _ in range(images):
         stamps: list[float] = []
         started = time.perf_counter()
@@ -299,7 +301,7 @@ def prepare(configs: list[str], args: argparse.Namespace) -> None:
         model_folder("taesd", args.tiny)
     for config in configs:
         if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "turbo-ov-taesd", "sdxs-ov",
-                      "optimum", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32"):
+                      "optimum", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32", "sdxs-ov-fp32"):
             print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
             run_config(config, args, steps=2 if config == "ov-deepcache" else 1)  # DeepCache: both passes
 
