@@ -129,6 +129,30 @@ def test_the_cli_lists_asks_before_removing_and_prunes(cache: Path, monkeypatch)
     assert nothing.exit_code == 0 and "Nothing to remove" in nothing.stderr
 
 
+def test_an_entry_that_cannot_be_removed_is_named_and_what_was_removed_is_said(cache: Path, monkeypatch) -> None:
+    import shutil
+
+    from sdgen.models import caches
+
+    monkeypatch.setenv("SDGEN_CACHE_DIR", str(cache))
+    real = shutil.rmtree
+
+    def refuse_the_old_version(path, *args, **kwargs):
+        if "ov-2024.0.0" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(caches.shutil, "rmtree", refuse_the_old_version)
+    result = runner.invoke(app, ["cache", "prune", "--all", "--yes"])
+    assert result.exit_code == 1, result.output
+    assert "Could not remove" in result.stderr and "ov-2024.0.0" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert "Traceback" not in result.output
+    left = list_caches(cache)
+    assert [Path(entry.path).name for entry in left] == ["c3"]  # the ones after it were removed too
+    assert "Removed 4 entries" in result.stderr
+
+
 def test_an_empty_or_missing_cache_lists_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SDGEN_CACHE_DIR", str(tmp_path / "none"))
     assert list_caches(tmp_path / "none") == []

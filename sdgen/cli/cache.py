@@ -78,7 +78,7 @@ def prune_command(
 ) -> None:
     setup_logging(False)
     with CliErrors():
-        from sdgen.errors import InvalidRequestError
+        from sdgen.errors import InvalidRequestError, WriteError
         from sdgen.hardware.speed import sdgen_cache_root
         from sdgen.models.caches import choose_pruned, list_caches, remove
 
@@ -96,9 +96,18 @@ def prune_command(
         if not yes and not typer.confirm(f"Remove {entries_text(len(pruned))} ({size_text(freed)})?", default=False,
                                          err=True):
             raise InvalidRequestError("Kept them; pass --yes to remove them without asking.")
-        for entry in pruned:
-            remove(entry, root)
-        typer.echo(f"Removed {entries_text(len(pruned))}: {size_text(freed)} freed.", err=True)
+        removed, failed = [], []
+        for entry in pruned:  # one that cannot be removed stops none of the others
+            try:
+                remove(entry, root)
+                removed.append(entry)
+            except WriteError as error:
+                failed.append(error)
+        freed = sum(entry.size for entry in removed)
+        typer.echo(f"Removed {entries_text(len(removed))}: {size_text(freed)} freed.", err=True)
+        if failed:
+            more = f" ({len(failed) - 1} more could not be removed either)" if len(failed) > 1 else ""
+            raise WriteError(f"{failed[0]}{more}")
 
 
 def register(app: typer.Typer) -> None:

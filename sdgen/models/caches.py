@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sdgen.errors import InvalidRequestError
+from sdgen.errors import InvalidRequestError, WriteError, os_reason
 
 LAST_USED = "last-used"
 UNFINISHED_AFTER_S = 24 * 3600  # a temporary folder this old is no conversion still running: a crash's leftover
@@ -95,7 +95,13 @@ def choose_pruned(entries: list[CacheEntry], unused_days: float | None = None, m
 def remove(entry: CacheEntry, root: Path) -> None:
     """Delete one entry's folder, and the folders left empty above it (up to the cache folder)."""
     path = Path(entry.path)
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass  # gone already (another prune)
+    except OSError as error:
+        raise WriteError(f"Could not remove {path}: {os_reason(error)}; check its owner and permissions, "
+                         "or delete it by hand.") from error
     parent = path.parent
     while parent != root and root in parent.parents:
         try:
