@@ -156,6 +156,9 @@ def test_an_entry_that_cannot_be_removed_is_named_and_what_was_removed_is_said(c
 def test_an_empty_or_missing_cache_lists_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SDGEN_CACHE_DIR", str(tmp_path / "none"))
     assert list_caches(tmp_path / "none") == []
+    (tmp_path / "stray" / "openvino").mkdir(parents=True)
+    (tmp_path / "stray" / "openvino" / "ov-notes.txt").write_text("not a folder")  # skipped, not a traceback
+    assert list_caches(tmp_path / "stray") == []
     result = runner.invoke(app, ["cache", "list"])
     assert result.exit_code == 0 and "The cache is empty" in result.stdout
 

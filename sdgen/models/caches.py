@@ -118,12 +118,12 @@ def _openvino_entries(folder: Path) -> list[CacheEntry]:
     for version_folder in sorted(folder.glob("ov-*")):
         version = version_folder.name.removeprefix("ov-")
         stale = installed is not None and version != installed
-        for part_folder in sorted(p for p in version_folder.iterdir() if p.is_dir()):
+        for part_folder in _folders(version_folder):
             if part_folder.name == "compiled":  # blobs of sdgen before each entry kept its own
                 entries.append(_entry("openvino", "compiled blobs (older layout)", part_folder, f"openvino {version}",
                                       True))
                 continue
-            for entry_folder in sorted(p for p in part_folder.iterdir() if p.is_dir()):
+            for entry_folder in _folders(part_folder):
                 entries.append(_openvino_entry(part_folder.name, entry_folder, f"openvino {version}", stale))
     return entries
 
@@ -145,8 +145,8 @@ def _compile_entries(folder: Path) -> list[CacheEntry]:
     entries = []
     for version_folder in sorted(folder.glob("torch-*")):
         version = version_folder.name.removeprefix("torch-")
-        for model_folder in sorted(p for p in version_folder.iterdir() if p.is_dir()):
-            for device_folder in sorted(p for p in model_folder.iterdir() if p.is_dir()):
+        for model_folder in _folders(version_folder):
+            for device_folder in _folders(model_folder):
                 stale = installed is not None and version != installed
                 entry = _entry("torch-compile", device_folder.name, device_folder, f"torch {version}", stale)
                 entry.model = model_folder.name.rsplit("-", 1)[0]  # its slug, without the digest of the full name
@@ -154,10 +154,21 @@ def _compile_entries(folder: Path) -> list[CacheEntry]:
     return entries
 
 
+def _folders(folder: Path) -> list[Path]:
+    """The folders in this one, sorted; none where it went away meanwhile (another process's prune or rename)."""
+    try:
+        return sorted(path for path in folder.iterdir() if path.is_dir())
+    except OSError:
+        return []
+
+
 def _entry(kind: str, part: str, folder: Path, version: str, stale: bool) -> CacheEntry:
     size, newest = _size_and_newest(folder)
     marker = folder / LAST_USED
-    last_used = marker.stat().st_mtime if marker.is_file() else newest  # made before sdgen kept the marker
+    try:
+        last_used = marker.stat().st_mtime
+    except OSError:  # made before sdgen kept the marker
+        last_used = newest
     return CacheEntry(kind, part, "", "", version, stale, size, last_used, str(folder))
 
 
@@ -169,7 +180,9 @@ def _unfinished(part: str, folder: Path, version: str) -> CacheEntry:
 
 
 def _size_and_newest(folder: Path) -> tuple[int, float]:
-    size, newest = 0, folder.stat().st_mtime
+    size, newest = 0, 0.0
+    with contextlib.suppress(OSError):  # gone meanwhile: an empty entry, pruned or listed as such
+        newest = folder.stat().st_mtime
     for path in folder.rglob("*"):
         with contextlib.suppress(OSError):
             stat = path.lstat()
