@@ -101,7 +101,7 @@ def test_remove_deletes_the_folder_empty_parents_and_records_left_without_models
     (Path(kept.path) / "model.xml").write_text("<net/>")
     (recent / "kept.json").write_text(json.dumps({"unet": {"xml": f"{kept.path}/model.xml", "shapes": []}}))
     (Path(old.path) / "model.xml").write_text("<net/>")
-    remove(old, cache)
+    remove([old], cache)
     assert not (cache / "openvino" / "ov-2024.0.0").exists()  # its part and version folders were left empty
     assert not (recent / "gone.json").exists() and (recent / "kept.json").exists()
     assert (cache / "openvino").is_dir()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from sdgen.cli.common import CliErrors, setup_logging
-from sdgen.models.caches import entries_text, size_text
+from sdgen.models.caches import entries_text, size_text, summary
 
 cache_app = typer.Typer(
     help="sdgen's own cache folder ($SDGEN_CACHE_DIR, else ~/.cache/sdgen): the converted models of --backend "
@@ -59,8 +59,7 @@ def list_command(json_lines: Json = False) -> None:
         console = Console(width=None if sys.stdout.isatty() else 200)  # piped: whole paths, not folded
         console.print(table if entries else f"The cache is empty ({root}).")
         if entries:
-            total = sum(entry.size for entry in entries)
-            console.print(f"{entries_text(len(entries))}, {size_text(total)} in {root}")
+            console.print(f"{summary(entries)} in {root}")
 
 
 @cache_app.command("prune", help="Remove entries: by default the stale ones (made for another OpenVINO or torch "
@@ -96,13 +95,7 @@ def prune_command(
         if not yes and not typer.confirm(f"Remove {entries_text(len(pruned))} ({size_text(freed)})?", default=False,
                                          err=True):
             raise InvalidRequestError("Kept them; pass --yes to remove them without asking.")
-        removed, failed = [], []
-        for entry in pruned:  # one that cannot be removed stops none of the others
-            try:
-                remove(entry, root)
-                removed.append(entry)
-            except WriteError as error:
-                failed.append(error)
+        removed, failed = remove(pruned, root)
         freed = sum(entry.size for entry in removed)
         typer.echo(f"Removed {entries_text(len(removed))}: {size_text(freed)} freed.", err=True)
         if failed:

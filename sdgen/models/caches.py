@@ -92,9 +92,25 @@ def choose_pruned(entries: list[CacheEntry], unused_days: float | None = None, m
     return pruned
 
 
-def remove(entry: CacheEntry, root: Path) -> None:
-    """Delete one entry's folder, and the folders left empty above it (up to the cache folder)."""
-    path = Path(entry.path)
+def summary(entries: list[CacheEntry]) -> str:
+    return f"{entries_text(len(entries))}, {size_text(sum(entry.size for entry in entries))}"
+
+
+def remove(entries: list[CacheEntry], root: Path) -> tuple[list[CacheEntry], list[WriteError]]:
+    """Delete each entry's folder and the folders left empty above it (up to the cache folder); one that cannot
+    be removed stops none of the others. Returns the entries removed and an error for each one that was not."""
+    removed, failed = [], []
+    for entry in entries:
+        try:
+            _remove_folder(Path(entry.path), root)
+            removed.append(entry)
+        except WriteError as error:
+            failed.append(error)
+    _forget_removed(root)
+    return removed, failed
+
+
+def _remove_folder(path: Path, root: Path) -> None:
     try:
         shutil.rmtree(path)
     except FileNotFoundError:
@@ -109,7 +125,6 @@ def remove(entry: CacheEntry, root: Path) -> None:
         except OSError:
             break
         parent = parent.parent
-    _forget_removed(root)
 
 
 def _openvino_entries(folder: Path) -> list[CacheEntry]:
@@ -145,9 +160,9 @@ def _compile_entries(folder: Path) -> list[CacheEntry]:
     entries = []
     for version_folder in sorted(folder.glob("torch-*")):
         version = version_folder.name.removeprefix("torch-")
+        stale = installed is not None and version != installed
         for model_folder in _folders(version_folder):
             for device_folder in _folders(model_folder):
-                stale = installed is not None and version != installed
                 entry = _entry("torch-compile", device_folder.name, device_folder, f"torch {version}", stale)
                 entry.model = model_folder.name.rsplit("-", 1)[0]  # its slug, without the digest of the full name
                 entries.append(entry)

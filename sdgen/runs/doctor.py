@@ -17,7 +17,7 @@ from sdgen.hardware.devices import HardwareProbe, Placement, choose_placement
 from sdgen.hardware.machine import cpu_info, gemm_peaks
 from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.hardware.threads import apply_threads
-from sdgen.models.caches import entries_text, list_caches, size_text
+from sdgen.models.caches import list_caches, size_text, summary
 from sdgen.testing.tiny_model import build_tiny_model
 from sdgen.version import __version__
 
@@ -42,8 +42,7 @@ def _sdgen_cache() -> str:
     root = sdgen_cache_root()
     entries = list_caches(root)
     stale = sum(entry.size for entry in entries if entry.stale)
-    held = f"{entries_text(len(entries))}, {size_text(sum(entry.size for entry in entries))}"
-    return f"{root}: {held}" + (f" ({size_text(stale)} stale: `sdgen cache prune`)" if stale else "")
+    return f"{root}: {summary(entries)}" + (f" ({size_text(stale)} stale: `sdgen cache prune`)" if stale else "")
 
 
 def report(device: str = "auto", dtype: str = "auto", model: str | None = None) -> Iterator[str]:
