@@ -16,6 +16,8 @@ Configurations:
               quantized (torch.ao.quantization.quantize_dynamic, qint8 weights, activations quantized per
               call; convolutions stay float32); a measurement, not an sdgen option
   ov          --backend openvino with a warm cache (filled before the rounds): no torch weights load
+  ov-unpadded the same with its attention heads left as they are (sdgen/models/openvino_graph.py pads them on
+              CPUs with AMX in bf16); a measurement of that rewrite, not an sdgen option
   ov-cold     the same with its own cache emptied first (first round only: converting is a one-time cost)
   ov-int8     --backend openvino --quantize int8 (NNCF weight compression), warm
   ov-hybrid   --backend openvino --quantize int8-hybrid (int8 activations too), warm
@@ -59,9 +61,9 @@ from bench import peak_rss_gib  # noqa: E402 (scripts/ on the path first)
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 PROMPT = "a cute British short hair kitten, looking directly at you"
-CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-cold", "ov-int8", "ov-hybrid", "ov-deepcache",
-           "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32",
-           "sdxs-ov-fp32", "optimum-fp32")
+CONFIGS = ("diffusers", "sdgen", "sdgen-fp32", "torch-int8", "ov", "ov-unpadded", "ov-cold", "ov-int8", "ov-hybrid",
+           "ov-deepcache", "optimum", "turbo-ov", "turbo-ov-taesd", "sdxs-ov", "ov-fp32", "ov-hybrid-fp32",
+           "turbo-ov-fp32", "sdxs-ov-fp32", "optimum-fp32")
 DEFAULT_CONFIGS = ("diffusers", "sdgen", "ov", "ov-cold", "ov-int8", "ov-hybrid", "optimum", "turbo-ov", "sdxs-ov")
 # config -> (model, ModelSpec options, GenerationRequest options); steps and size come from the command line
 SDGEN = {
@@ -69,6 +71,7 @@ SDGEN = {
     "sdgen-fp32": ("sd15", {"dtype": "float32"}, {}),
     "torch-int8": ("sd15", {"dtype": "float32"}, {}),  # + torch.ao's dynamic int8 of the U-Net's Linear layers
     "ov": ("sd15", {"backend": "openvino"}, {}),
+    "ov-unpadded": ("sd15", {"backend": "openvino"}, {}),  # + pads_heads() off
     "ov-cold": ("sd15", {"backend": "openvino"}, {}),
     "ov-int8": ("sd15", {"backend": "openvino", "quantize": "int8"}, {}),
     "ov-hybrid": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid"}, {}),
@@ -216,6 +219,10 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
     from sdgen.engine.pipeline import generate
 
     _, model_options, request_options = SDGEN[config]
+    if config == "ov-unpadded":
+        from sdgen.models import openvino as ov_models
+
+        ov_models.pads_heads = lambda precision: False
     if model_options.get("decoder") == "taesd":
         model_options = {**model_options, "decoder": str(model_folder("taesd", folder.name.startswith("tiny-")))}
     parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))
@@ -300,8 +307,8 @@ def prepare(configs: list[str], args: argparse.Namespace) -> None:
     if any(SDGEN.get(c, ("", {}))[1].get("decoder") for c in configs):
         model_folder("taesd", args.tiny)
     for config in configs:
-        if config in ("ov", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "turbo-ov-taesd", "sdxs-ov",
-                      "optimum", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32", "sdxs-ov-fp32"):
+        if config in ("ov", "ov-unpadded", "ov-int8", "ov-hybrid", "ov-deepcache", "turbo-ov", "turbo-ov-taesd",
+                      "sdxs-ov", "optimum", "ov-fp32", "ov-hybrid-fp32", "turbo-ov-fp32", "sdxs-ov-fp32"):
             print(f"preparing {config} (cache, export) ...", file=sys.stderr, flush=True)
             run_config(config, args, steps=2 if config == "ov-deepcache" else 1)  # DeepCache: both passes
 

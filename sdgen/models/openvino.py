@@ -7,7 +7,6 @@ for the CPU at the run's precision. The wrappers the loop calls: sdgen/engine/op
 from __future__ import annotations
 
 import contextlib
-import filecmp
 import functools
 import hashlib
 import importlib.util
@@ -29,6 +28,7 @@ from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.models.caches import mark_used
+from sdgen.models.openvino_graph import pads_heads, static_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.model_spec import ModelSpec
@@ -348,44 +348,17 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16:
 def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
     """The cached model compiled for the CPU with static shapes (the run's size and batch: kernels and buffers
     planned once, as optimum-intel's reshape() does), at sdgen's precision (f32, or bf16 on CPUs with bfloat16
-    units), on the run's threads (torch's, as the prologue set them: --threads, else one per core). Compiled
-    from a file: OpenVINO imports its compiled blob from the entry's folder (CACHE_DIR) when it has one."""
+    units), on the run's threads (torch's, as the prologue set them: --threads, else one per core), its attention
+    heads padded where that runs faster (openvino_graph.py). Compiled from a file: OpenVINO imports its compiled
+    blob from the entry's folder (CACHE_DIR) when it has one."""
     import torch
 
     entry = Path(xml).parent
     mark_used(entry)  # `sdgen cache prune --unused-days` goes by this
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled"),
               "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    return _core().compile_model(static_model(xml, shapes), "CPU", config)
-
-
-@one_at_a_time
-def static_model(xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
-    """The model.xml with these static input shapes, saved once beside it (static-DIGEST.xml). Reshaping changes
-    no weight, so its .bin is a hard link to model.bin where the two are the same bytes (checked once)."""
-    base = Path(xml)
-    digest = hashlib.sha256(json.dumps([list(shape) for shape in shapes]).encode()).hexdigest()[:12]
-    target = base.with_name(f"static-{digest}.xml")
-    if target.is_file():
-        return str(target)
-    import openvino
-
-    model = _core().read_model(xml)
-    model.reshape({index: openvino.PartialShape(list(shape)) for index, shape in enumerate(shapes)})
-    temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
-    try:
-        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
-        del model
-        weights, saved = base.with_suffix(".bin"), temporary / "model.bin"
-        if saved.stat().st_size == weights.stat().st_size and filecmp.cmp(saved, weights, shallow=False):
-            with contextlib.suppress(OSError):  # no hard links on this file system: the copy just written stays
-                os.link(weights, temporary / "linked.bin")
-                os.replace(temporary / "linked.bin", saved)
-        os.replace(temporary / "model.bin", target.with_suffix(".bin"))
-        os.replace(temporary / "model.xml", target)  # last: the .xml there means both files are
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return str(target)
+    static = static_model(_core(), xml, shapes, pad_heads=pads_heads(precision))
+    return _core().compile_model(static, "CPU", config)
 
 
 _CORE: list[Any] = []

@@ -1,0 +1,113 @@
+"""A cached OpenVINO model made ready to compile for one run (docs/openvino.md "How it works"): its inputs fixed
+to the run's static shapes and, where this CPU runs it faster, the attention's heads padded. Each form is saved
+once beside the cached model.xml (static-DIGEST.xml), so OpenVINO compiles it from a file and imports the
+compiled blob of a later run without reading the model again. Called by sdgen/models/openvino.py's
+compile_for_cpu, which holds the lock every read and write of a model file takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sdgen.hardware.devices import cpu_flags
+
+# OpenVINO's CPU attention (its fused multi-head-attention kernel) runs AMX's bf16 tiles only when a head's
+# width fills them: SD1.5's top-level heads are 40 wide. Padded to 64 with zeros, (q.k) and the softmax are
+# unchanged and the padded output columns are zero and dropped, so the result is the same up to rounding
+# order. Measured on an Intel Xeon with AMX, 2 threads, bf16, one attention [2, 8, N, 40] of N keys: 4096 keys
+# 121 -> 105 ms, 9216 keys 659 -> 605 ms, 1024 keys 8.8 -> 8.8 ms, 256 keys 0.9 -> 1.2 ms, 77 keys (text) 6.5
+# -> 8.4 ms; heads 48 and 56 wide gain like 40, 16 wide loses. Without AMX (oneDNN capped at AVX512_CORE_BF16)
+# and in f32 padding is slower (4096 keys: 282 -> 386 ms; f32 218 -> 288 ms), so it is done only there. Nor
+# where int8-hybrid quantized the query (OpenVINO's int8 attention: the full-size U-Net 1.25 -> 1.29 s).
+PADDED_HEAD = 64
+MIN_HEAD, MIN_KEYS = 33, 2048
+PADDED_FORM = "padded-heads-2"  # in the padded form's file name: a new one when what is padded changes
+
+
+def pads_heads(precision: str) -> bool:
+    """Whether a run at this precision on this CPU compiles its models with padded attention heads."""
+    return precision == "bfloat16" and "amx_bf16" in cpu_flags()
+
+
+def pad_attention_heads(model: Any) -> int:
+    """Pad the heads of each ScaledDotProductAttention that attends over at least MIN_KEYS keys with heads
+    MIN_HEAD..63 wide to PADDED_HEAD, keeping its scale (1/sqrt of the true width), unless its query is
+    quantized; the number padded."""
+    import numpy as np
+    import openvino.opset13 as ops
+
+    padded = 0
+    for attention in model.get_ordered_ops():
+        if attention.get_type_name() != "ScaledDotProductAttention":
+            continue
+        query, key, value = (attention.input_value(index) for index in range(3))
+        shapes = [source.get_partial_shape() for source in (query, key, value)]
+        if any(shape.is_dynamic or len(shape) != 4 for shape in shapes):
+            continue
+        width, keys = shapes[0][3].get_length(), shapes[1][2].get_length()
+        if not (MIN_HEAD <= width < PADDED_HEAD and keys >= MIN_KEYS) or shapes[2][3].get_length() != width:
+            continue
+        if _quantized(query):
+            continue
+        begin, end = ops.constant(np.zeros(4, np.int64)), ops.constant(np.array([0, 0, 0, PADDED_HEAD - width]))
+        mask = attention.input_value(3) if attention.get_input_size() > 3 else None
+        scale = (attention.input_value(4) if attention.get_input_size() > 4
+                 else ops.constant(np.array(1 / np.sqrt(width), np.float32)))
+        wide = ops.scaled_dot_product_attention(
+            *(ops.pad(source, begin, end, "constant") for source in (query, key, value)),
+            attention_mask=mask, scale=scale, causal=attention.get_attributes()["causal"],
+        )
+        result = ops.slice(wide, np.array([0]), np.array([width]), np.array([1]), np.array([3]))
+        result.set_friendly_name(attention.get_friendly_name())
+        for target in list(attention.output(0).get_target_inputs()):
+            target.replace_source_output(result.output(0))
+        padded += 1
+    return padded
+
+
+def _quantized(source: Any) -> bool:
+    """The tensor comes from a FakeQuantize (int8-hybrid's), through the heads' reshape and transpose."""
+    node = source.get_node()
+    while node.get_type_name() in ("Transpose", "Reshape"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "FakeQuantize"
+
+
+def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...], pad_heads: bool = False) -> str:
+    """The model.xml with these static input shapes (and its attention heads padded where asked), saved once
+    beside it (static-DIGEST.xml). Neither changes a weight, so its .bin is a hard link to model.bin where the
+    two are the same bytes (checked once)."""
+    base = Path(xml)
+    form = [list(shape) for shape in shapes] + ([PADDED_FORM] if pad_heads else [])
+    digest = hashlib.sha256(json.dumps(form).encode()).hexdigest()[:12]
+    target = base.with_name(f"static-{digest}.xml")
+    if target.is_file():
+        return str(target)
+    import openvino
+
+    model = core.read_model(xml)
+    model.reshape({index: openvino.PartialShape(list(shape)) for index, shape in enumerate(shapes)})
+    if pad_heads:
+        pad_attention_heads(model)
+    temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
+    try:
+        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        del model
+        weights, saved = base.with_suffix(".bin"), temporary / "model.bin"
+        if saved.stat().st_size == weights.stat().st_size and filecmp.cmp(saved, weights, shallow=False):
+            with contextlib.suppress(OSError):  # no hard links on this file system: the copy just written stays
+                os.link(weights, temporary / "linked.bin")
+                os.replace(temporary / "linked.bin", saved)
+        os.replace(temporary / "model.bin", target.with_suffix(".bin"))
+        os.replace(temporary / "model.xml", target)  # last: the .xml there means both files are
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return str(target)
