@@ -34,7 +34,22 @@ def test_make_tiny_writes_a_model_that_says_it_makes_noise_then_doctor_checks_it
     lines = checked.stdout.splitlines()
     assert f"your model    {folder}: found, native size 64x64" in lines
     assert f"sdgen cache   {cache}: 1 entry, 8.0 KB (8.0 KB stale: `sdgen cache prune`)" in lines, lines
+    (engine,) = [line for line in lines if line.startswith("OpenVINO      ")]
+    assert engine.endswith("; --backend openvino runs f32 here"), engine  # --dtype float32: never padded
     assert lines[-1].startswith("your model    ok: loaded in ") and "1 step at 64x64" in lines[-1]
+
+
+def test_doctor_says_what_the_openvino_back_end_would_run_here(monkeypatch) -> None:
+    from sdgen.models import openvino_graph
+
+    monkeypatch.setattr(openvino_graph, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
+    assert doctor._openvino("auto", True).endswith("runs bf16 here, attention heads padded (AMX)")
+    assert doctor._openvino("float32", True).endswith("runs f32 here")
+    monkeypatch.setattr(openvino_graph, "cpu_flags", lambda: {"avx512_bf16"})
+    assert doctor._openvino("auto", True).endswith("runs bf16 here")
+    assert doctor._openvino("auto", False).endswith("runs f32 here")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *rest: None)
+    assert doctor._openvino("auto", True) == 'not installed (--backend openvino: pip install "sdgen[openvino]")'
 
 
 def test_doctor_with_a_model_that_is_not_there_fails_with_its_line(tmp_path) -> None:

@@ -182,6 +182,20 @@ def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_mod
     assert not list((ov_cache / "openvino").glob("ov-*/compiled"))  # no blobs shared by every entry
 
 
+def test_a_conversion_that_cannot_be_saved_leaves_no_half_written_entry(tmp_path, monkeypatch):
+    # a full disk while the converted model is written: one line (sdgen's WriteError), its temporary folder gone
+    import openvino
+
+    from sdgen.errors import WriteError
+    from sdgen.models import openvino as ov_models
+
+    monkeypatch.setattr(openvino, "save_model", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("iostream")))
+    source = openvino.opset13.parameter([1, 4], np.float32)
+    with pytest.raises(WriteError, match="Could not write OpenVINO's model into"):
+        ov_models._save(openvino.Model([openvino.opset13.relu(source)], [source]), tmp_path / "unet" / "k", {"a": 1})
+    assert list((tmp_path / "unet").iterdir()) == []
+
+
 def test_deepcache_runs_its_two_passes_as_two_converted_models(tiny_parts, ov_parts):
     # the whole pass returns the kept features as a second output, the shallow pass takes them; 4 steps at
     # interval 2: two of each; the picture is torch's DeepCache picture, within the bound above

@@ -109,3 +109,17 @@ def test_compile_for_cpu_pads_as_the_runs_precision_and_cpu_say(tmp_path, monkey
         np.testing.assert_allclose(new, old, atol=2e-6)
     (static,) = xml.parent.glob("static-*.xml")
     assert "Pad" in [op.get_type_name() for op in ov.Core().read_model(static).get_ops()]
+
+
+def test_a_model_that_cannot_be_written_is_one_line_naming_the_folder_and_the_fix(tmp_path, monkeypatch):
+    from sdgen.errors import WriteError
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp: basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(ov, "save_model", full_disk)
+    with pytest.raises(WriteError) as raised:
+        openvino_graph.save_model(_model(), tmp_path / "model.xml")
+    message = str(raised.value)
+    assert message.startswith(f"Could not write OpenVINO's model into {tmp_path} (") and "MB free there)" in message
+    assert "sdgen cache prune" in message and "SDGEN_CACHE_DIR" in message and "\n" not in message

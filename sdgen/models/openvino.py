@@ -28,7 +28,7 @@ from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.models.caches import mark_used
-from sdgen.models.openvino_graph import pads_heads, static_model
+from sdgen.models.openvino_graph import pads_heads, save_model, static_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.model_spec import ModelSpec
@@ -332,15 +332,14 @@ def _constant_input(op: Any, port: int) -> bool:
 
 def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16: bool = False) -> None:
     """Write the model whole or not at all: into a temporary folder beside it, then one rename."""
-    import openvino
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=compress_to_fp16)
-        (temporary / "key.json").write_text(json.dumps(fields, sort_keys=True, default=str, indent=1))
+        save_model(model, temporary / "model.xml", compress_to_fp16, key=fields)
         os.replace(temporary, folder)
     except OSError:  # another process saved it first (the folder exists): theirs is the same model
+        pass
+    finally:
         shutil.rmtree(temporary, ignore_errors=True)
 
 

@@ -14,9 +14,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sdgen.errors import WriteError, os_reason
 from sdgen.hardware.devices import cpu_flags
 
 # OpenVINO's CPU attention (its fused multi-head-attention kernel) runs AMX's bf16 tiles only when a head's
@@ -73,6 +75,24 @@ def pad_attention_heads(model: Any) -> int:
     return padded
 
 
+def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mapping[str, Any] | None = None) -> None:
+    """openvino.save_model (and the key.json of its fields beside it, where given), a failure in one line:
+    OpenVINO says only `iostream error` when the disk is full."""
+    import openvino
+
+    try:
+        openvino.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+        if key is not None:
+            (xml.parent / "key.json").write_text(json.dumps(key, sort_keys=True, default=str, indent=1))
+    except (OSError, RuntimeError) as error:
+        free = shutil.disk_usage(xml.parent).free
+        reason = os_reason(error) if isinstance(error, OSError) else f"{free / 2**20:.0f} MB free there"
+        raise WriteError(
+            f"Could not write OpenVINO's model into {xml.parent} ({reason}); free some disk space (sdgen cache "
+            "prune) or point SDGEN_CACHE_DIR at a folder with room."
+        ) from None
+
+
 def _quantized(source: Any) -> bool:
     """The tensor comes from a FakeQuantize (int8-hybrid's), through the heads' reshape and transpose."""
     node = source.get_node()
@@ -99,7 +119,7 @@ def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...], pad_h
         pad_attention_heads(model)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
     try:
-        openvino.save_model(model, str(temporary / "model.xml"), compress_to_fp16=False)
+        save_model(model, temporary / "model.xml")
         del model
         weights, saved = base.with_suffix(".bin"), temporary / "model.bin"
         if saved.stat().st_size == weights.stat().st_size and filecmp.cmp(saved, weights, shallow=False):

@@ -33,6 +33,25 @@ def _fast_choice(device: str, bf16_units: bool) -> str:
         return str(error).removeprefix("Invalid preset 'fast': ")
 
 
+def _openvino(dtype: str, bf16_units: bool) -> str:
+    """What `--backend openvino` would run here: OpenVINO's version, its CPU precision for --dtype (auto:
+    bf16 on CPUs with bfloat16 units), whether the attention heads are padded
+    (sdgen/models/openvino_graph.py), or how to install it."""
+    import importlib.util
+
+    from sdgen.models.openvino import INSTALL, PRECISION_HINTS
+
+    if importlib.util.find_spec("openvino") is None:
+        return f"not installed (--backend openvino: {INSTALL})"
+    import openvino
+
+    from sdgen.models.openvino_graph import pads_heads
+
+    precision = dtype if dtype in PRECISION_HINTS else "bfloat16" if bf16_units else "float32"
+    padded = ", attention heads padded (AMX)" if pads_heads(precision) else ""
+    return f"{openvino.get_version().split('-')[0]}; --backend openvino runs {PRECISION_HINTS[precision]} here{padded}"
+
+
 class DoctorFailed(Exception):
     """The tiny model did not make a picture."""
 
@@ -76,6 +95,7 @@ def report(device: str = "auto", dtype: str = "auto", model: str | None = None) 
     spec = ModelSpec()
     yield f"HF cache      {models.hub_cache_dir(spec)}"
     yield f"sdgen cache   {_sdgen_cache()}"
+    yield f"OpenVINO      {_openvino(dtype, cpu.native_bf16)}"
     yield f"preset fast   {_fast_choice(placement.device, cpu.native_bf16)}"
     cached = models.is_cached(DEFAULT_MODEL, spec)
     yield f"default model {DEFAULT_MODEL}: {'in the cache' if cached else 'not downloaded yet'}"
