@@ -71,7 +71,7 @@ SDGEN = {
     "sdgen-fp32": ("sd15", {"dtype": "float32"}, {}),
     "torch-int8": ("sd15", {"dtype": "float32"}, {}),  # + torch.ao's dynamic int8 of the U-Net's Linear layers
     "ov": ("sd15", {"backend": "openvino"}, {}),
-    "ov-unpadded": ("sd15", {"backend": "openvino"}, {}),  # + pads_heads() off
+    "ov-unpadded": ("sd15", {"backend": "openvino"}, {}),  # + the padded forms not chosen
     "ov-cold": ("sd15", {"backend": "openvino"}, {}),
     "ov-int8": ("sd15", {"backend": "openvino", "quantize": "int8"}, {}),
     "ov-hybrid": ("sd15", {"backend": "openvino", "quantize": "int8-hybrid"}, {}),
@@ -220,9 +220,9 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
 
     _, model_options, request_options = SDGEN[config]
     if config == "ov-unpadded":
-        from sdgen.models import openvino as ov_models
+        from sdgen.engine import openvino_parts
 
-        ov_models.pads_heads = lambda precision: False
+        openvino_parts.pads_heads = lambda precision: False
     if model_options.get("decoder") == "taesd":
         model_options = {**model_options, "decoder": str(model_folder("taesd", folder.name.startswith("tiny-")))}
     parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))

@@ -182,6 +182,24 @@ def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_mod
     assert not list((ov_cache / "openvino").glob("ov-*/compiled"))  # no blobs shared by every entry
 
 
+def test_where_heads_are_padded_the_padded_forms_are_cached_and_used(tiny_model_dir, ov_cache, monkeypatch):
+    # on AMX in bf16 the U-Net's f16 and int8 forms are saved with padded attention heads (f16-padded,
+    # int8-padded); told so here in float32 (bf16 would need bf16 units), int8 being one of those forms. The tiny
+    # U-Net's heads are 8 wide, so nothing is padded and the picture is int8's own.
+    from sdgen.engine import openvino_parts
+    from sdgen.models.caches import list_caches
+
+    asked = []
+    monkeypatch.setattr(openvino_parts, "pads_heads", lambda precision: asked.append(precision) or True)
+    padded = _pixels(_load(tiny_model_dir, dtype="float32", quantize="int8"))
+    model = str(tiny_model_dir.resolve())
+    forms = {(entry.part, entry.form) for entry in list_caches(ov_cache) if entry.model == model}
+    assert {("unet", "int8-padded"), ("text_encoder", "int8-padded"), ("vae_decoder", "int8-padded")} <= forms
+    assert set(asked) == {"float32"}
+    monkeypatch.setattr(openvino_parts, "pads_heads", lambda precision: False)
+    assert np.array_equal(padded, _pixels(_load(tiny_model_dir, dtype="float32", quantize="int8")))
+
+
 def test_a_conversion_that_cannot_be_saved_leaves_no_half_written_entry(tmp_path, monkeypatch):
     # a full disk while the converted model is written: one line (sdgen's WriteError), its temporary folder gone
     import openvino

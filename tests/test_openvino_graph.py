@@ -1,8 +1,10 @@
-"""sdgen/models/openvino_graph.py: a cached model's compile-time form (static shapes, and attention heads padded
-where AMX runs them faster), on small OpenVINO models built here: the padded attention gives the same output,
-only the attentions the measurements favour are padded, and each form is its own file."""
+"""sdgen/models/openvino_graph.py on small OpenVINO models built here: padded attention heads give the same
+output, only the attentions the measurements favour are padded (self-attention, heads 33-63 wide, query not
+quantized), static-shape forms share the weights on disk, and a model that cannot be written is one line."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -11,19 +13,35 @@ import pytest
 
 from sdgen.models import openvino_graph
 
-# (queries, keys, head width, padded?): SD1.5's top-level self-attention at 512x512 has 4096 keys 40 wide
-ATTENTIONS = ((2048, 2048, 40, True), (2048, 77, 40, False), (2048, 2048, 16, False), (2048, 2048, 64, False))
+# (heads' width, self-attention?, padded?): SD1.5's top-level self-attention has heads 40 wide; its
+# cross-attention's keys and values come from the text
+ATTENTIONS = ((40, True, True), (40, False, False), (16, True, False), (64, True, False))
+TOKENS, TEXT, HEADS = 96, 7, 2
 
 
-def _model(masked: bool = False):
-    """One attention per ATTENTIONS row, each on its own inputs (two heads), each result an output."""
-    inputs, outputs = [], []
-    for queries, keys, width, _ in ATTENTIONS:
-        query, key, value = (ops.parameter([1, 2, rows, width], np.float32) for rows in (queries, keys, keys))
-        mask = ops.parameter([1, 1, queries, keys], np.float32) if masked else None
-        attention = ops.scaled_dot_product_attention(query, key, value, attention_mask=mask, causal=False)
-        inputs += [query, key, value] + ([mask] if masked else [])
-        outputs.append(attention)
+def _heads(source, width):
+    """A projection of `source` split into heads: [batch, heads, tokens, width], as diffusers' attention does."""
+    rng = np.random.default_rng(width)
+    weight = ops.constant(rng.standard_normal((source.get_partial_shape()[2].get_length(), HEADS * width),
+                                              dtype=np.float32) * 0.2)
+    projected = ops.matmul(source, weight, False, False)
+    split = ops.reshape(projected, ops.constant(np.array([0, -1, HEADS, width])), True)
+    return ops.transpose(split, ops.constant(np.array([0, 2, 1, 3])))
+
+
+def _model(masked: bool = False, dynamic: bool = False):
+    """One attention per ATTENTIONS row on an image's tokens (and the text's), each result an output."""
+    image = ops.parameter([-1 if dynamic else 1, -1 if dynamic else TOKENS, 24], np.float32)
+    text = ops.parameter([-1 if dynamic else 1, -1 if dynamic else TEXT, 24], np.float32)
+    inputs, outputs = [image, text], []
+    for width, self_attention, _ in ATTENTIONS:
+        keys = image if self_attention else text
+        mask = None
+        if masked:
+            mask = ops.parameter([1, 1, TOKENS, TOKENS if self_attention else TEXT], np.float32)
+            inputs.append(mask)
+        query, key, value = _heads(image, width), _heads(keys, width), _heads(keys, width)
+        outputs.append(ops.scaled_dot_product_attention(query, key, value, attention_mask=mask, causal=False))
     return ov.Model(outputs, inputs)
 
 
@@ -39,7 +57,7 @@ def test_padded_heads_give_the_same_attention(masked):
              for port in _model(masked).inputs]
     before = _run(_model(masked), feeds)
     padded = _model(masked)
-    assert openvino_graph.pad_attention_heads(padded) == sum(row[3] for row in ATTENTIONS)
+    assert openvino_graph.pad_attention_heads(padded) == sum(row[2] for row in ATTENTIONS)
     pads = [op for op in padded.get_ops() if op.get_type_name() == "Pad"]
     assert len(pads) == 3  # query, key and value of the one attention that qualifies
     assert {tuple(pad.input_value(0).get_partial_shape().to_shape())[-1] for pad in pads} == {40}
@@ -49,13 +67,33 @@ def test_padded_heads_give_the_same_attention(masked):
         np.testing.assert_allclose(new, old, atol=2e-6, err_msg=str(row))
 
 
+def test_a_model_with_dynamic_shapes_is_padded_as_the_cache_saves_it():
+    # the cached forms keep dynamic shapes (any size, batch and prompt length): only the heads' width is read
+    model = _model(dynamic=True)
+    assert openvino_graph.pad_attention_heads(model) == 1
+    model.reshape({0: [1, TOKENS, 24], 1: [1, TEXT, 24]})
+    rng = np.random.default_rng(1)
+    feeds = [rng.standard_normal(shape, dtype=np.float32) for shape in ((1, TOKENS, 24), (1, TEXT, 24))]
+    for old, new in zip(_run(_model(), feeds), _run(model, feeds), strict=True):
+        np.testing.assert_allclose(new, old, atol=2e-6)
+
+
 def test_an_attention_on_int8_hybrids_quantized_query_is_left_as_it_is():
-    # int8-hybrid's FakeQuantize on the query (and key) sends the attention to OpenVINO's int8 kernel, where
-    # padding measured no gain
-    query, key, value = (ops.parameter([1, 2, 2048, 40], np.float32) for _ in range(3))
+    # int8-hybrid's FakeQuantize between the projection and the heads sends the attention to OpenVINO's int8
+    # kernel, where padding measured no gain
+    image = ops.parameter([1, TOKENS, 24], np.float32)
     low, high = ops.constant(np.float32(-4)), ops.constant(np.float32(4))
-    quantized = ops.fake_quantize(query, low, high, low, high, 256)
-    model = ov.Model([ops.scaled_dot_product_attention(quantized, key, value, causal=False)], [query, key, value])
+
+    def quantized_heads(source):
+        heads = _heads(source, 40)
+        split = heads.input_value(0).get_node()  # transpose <- reshape <- MatMul
+        quantized = ops.fake_quantize(split.input_value(0), low, high, low, high, 256)
+        split.input(0).replace_source_output(quantized.output(0))
+        return heads
+
+    attention = ops.scaled_dot_product_attention(quantized_heads(image), quantized_heads(image), _heads(image, 40),
+                                                 causal=False)
+    model = ov.Model([attention], [image])
     assert openvino_graph.pad_attention_heads(model) == 0
     assert "Pad" not in [op.get_type_name() for op in model.get_ops()]
 
@@ -68,47 +106,23 @@ def test_heads_are_padded_for_bf16_on_amx_only(monkeypatch):
         assert openvino_graph.pads_heads(precision) is expected, (flags, precision)
 
 
-def _saved(tmp_path, model, name):
-    folder = tmp_path / name
-    folder.mkdir()
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
-    return folder / "model.xml"
-
-
-def test_each_form_is_its_own_file_and_shares_the_weights_where_nothing_is_padded(tmp_path):
+def test_a_static_form_shares_its_models_weights_on_disk_padded_or_not(tmp_path):
+    # the padded forms are saved padded (ov_model), so a run's static-shape form changes no weight either
     core = ov.Core()
-    shapes = tuple(tuple(port.get_partial_shape().to_shape()) for port in _model().inputs)
-    xml = _saved(tmp_path, _model(), "attention")
-    plain = openvino_graph.static_model(core, str(xml), shapes)
-    padded = openvino_graph.static_model(core, str(xml), shapes, pad_heads=True)
-    assert plain != padded
-    assert openvino_graph.static_model(core, str(xml), shapes, pad_heads=True) == padded  # saved once
-    kinds = [op.get_type_name() for op in core.read_model(padded).get_ops()]
-    assert kinds.count("Pad") == 3 and "Pad" not in [op.get_type_name() for op in core.read_model(plain).get_ops()]
-    # a model with no attention to pad (a VAE's, a text encoder's) keeps one copy of its weights on disk
-    weights = ops.constant(np.arange(4096, dtype=np.float32).reshape(64, 64))
-    source = ops.parameter([1, 64], np.float32)
-    linear = _saved(tmp_path, ov.Model([ops.matmul(source, weights, False, False)], [source]), "linear")
-    form = openvino_graph.static_model(core, str(linear), ((1, 64),), pad_heads=True)
-    shared = (tmp_path / "linear" / form).with_suffix(".bin")
-    assert shared.stat().st_ino == (tmp_path / "linear" / "model.bin").stat().st_ino
-
-
-def test_compile_for_cpu_pads_as_the_runs_precision_and_cpu_say(tmp_path, monkeypatch):
-    from sdgen.models import openvino as ov_models
-
-    asked = []
-    monkeypatch.setattr(ov_models, "pads_heads", lambda precision: asked.append(precision) or True)
-    shapes = tuple(tuple(port.get_partial_shape().to_shape()) for port in _model().inputs)
-    xml = _saved(tmp_path, _model(), "attention")
-    rng = np.random.default_rng(1)
-    feeds = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
-    compiled = ov_models.compile_for_cpu(str(xml), "float32", shapes)
-    assert asked == ["float32"]
-    for old, new in zip(_run(_model(), feeds), [np.array(value) for value in compiled(feeds).values()], strict=True):
-        np.testing.assert_allclose(new, old, atol=2e-6)
-    (static,) = xml.parent.glob("static-*.xml")
-    assert "Pad" in [op.get_type_name() for op in ov.Core().read_model(static).get_ops()]
+    for name, model in (("plain", _model(dynamic=True)), ("padded", _model(dynamic=True))):
+        if name == "padded":
+            openvino_graph.pad_attention_heads(model)
+        folder = tmp_path / name
+        folder.mkdir()
+        openvino_graph.save_model(model, folder / "model.xml", key={"part": "unet"})
+        shapes = ((1, TOKENS, 24), (1, TEXT, 24))
+        form = openvino_graph.static_model(core, str(folder / "model.xml"), shapes)
+        assert openvino_graph.static_model(core, str(folder / "model.xml"), shapes) == form  # saved once
+        assert [list(port.get_partial_shape().to_shape()) for port in core.read_model(form).inputs] == [
+            list(shape) for shape in shapes]
+        shared = Path(form).with_suffix(".bin")
+        assert shared.stat().st_ino == (folder / "model.bin").stat().st_ino, name
+        assert (folder / "key.json").read_text().strip().startswith("{")
 
 
 def test_a_model_that_cannot_be_written_is_one_line_naming_the_folder_and_the_fix(tmp_path, monkeypatch):

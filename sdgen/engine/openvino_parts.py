@@ -28,6 +28,7 @@ from sdgen.models.openvino import (
     size_factor,
     traced_part,
 )
+from sdgen.models.openvino_graph import PADDED, pads_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Mapping, Sequence
@@ -111,6 +112,8 @@ class OpenVINOParts:
             # float16 weights on file: bf16 inference converts them at compile time, from half the bytes (peak
             # RSS of a 512x512 SD1.5 U-Net step 3.7 GiB against 5.3 from float32 weights, the same speed)
             quantize = "f16"
+        if quantize in ("f16", "int8") and pads_heads(self.precision):
+            quantize += PADDED  # AMX in bf16: the attention heads padded (sdgen/models/openvino_graph.py)
         shapes = tuple(tuple(tensor.shape) for tensor in inputs)
         made = (conversion.key, quantize, shapes)
         kept = self.compiled.get(conversion.slot)

@@ -28,7 +28,7 @@ from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.models.caches import mark_used
-from sdgen.models.openvino_graph import pads_heads, save_model, static_model
+from sdgen.models.openvino_graph import PADDED, pad_attention_heads, save_model, static_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdgen.engine.model_spec import ModelSpec
@@ -245,43 +245,49 @@ def one_at_a_time(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @one_at_a_time
 def ov_model(conversion: Conversion, quantize: str) -> str:
-    """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; int8 is
-    NNCF's weight compression of the float32 model (itself read from the cache, or converted there first).
-    The saved model keeps dynamic shapes: compile_for_cpu fixes them for each run."""
-    import openvino
-
+    """The part's model.xml in the cache, converted (or compressed) into it first where it is missing; the other
+    forms are made from the float32 model (itself read from the cache, or converted there first): f16 its weights
+    stored in float16, int8 NNCF's weight compression, int8-hybrid NNCF's hybrid quantization, and f16-padded
+    and int8-padded those with padded attention heads (openvino_graph.py). The saved model keeps dynamic
+    shapes: compile_for_cpu fixes them for each run."""
     folder = cache_folder(conversion, quantize)
     fields = json_fields(conversion, quantize)
     xml = folder / "model.xml"
     if xml.is_file():
         log.info("OpenVINO: the %s from the cache (%s).", conversion.name, folder)
         return str(xml)
-    if quantize == "f16":  # bf16 inference: the float32 model's weights stored in float16 (see OpenVINOParts)
-        base = _core().read_model(ov_model(conversion, "none"))
-        log.info("OpenVINO: the %s with float16 weights, for bf16 inference (cached in %s).", conversion.name, folder)
-        _save(base, folder, fields, compress_to_fp16=True)
+    if quantize == "none":
+        _convert(conversion, folder, fields)
         return str(xml)
-    if quantize == "int8-hybrid":
-        base = _core().read_model(ov_model(conversion, "none"))
+    form = quantize.removesuffix(PADDED)
+    model = _core().read_model(ov_model(conversion, "none"))
+    if form == "int8-hybrid":
         assert conversion.calibration is not None, "int8-hybrid quantizes the U-Net's activations only"
         samples = conversion.calibration()
         log.info("OpenVINO: int8-hybrid %s from %d calibration inputs (cached in %s).", conversion.name,
                  len(samples), folder)
-        _save(hybrid_quantize(base, samples), folder, fields)
-        return str(xml)
-    if quantize == "int8":
-        base = _core().read_model(ov_model(conversion, "none"))
+        model = hybrid_quantize(model, samples)
+    elif form == "int8":
         log.info("OpenVINO: int8 weights of the %s (cached in %s).", conversion.name, folder)
         import nncf
 
         nncf.set_log_level(logging.ERROR)
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's bar: stdout carries sdgen's own output
-            model = nncf.compress_weights(base, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        _save(model, folder, fields)
-        return str(xml)
-    log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    else:  # f16, for bf16 inference (see OpenVINOParts)
+        log.info("OpenVINO: the %s with float16 weights, for bf16 inference (cached in %s).", conversion.name, folder)
+    if form != quantize:
+        log.info("OpenVINO: %d attention(s) of the %s with padded heads.", pad_attention_heads(model), conversion.name)
+    _save(model, folder, fields, compress_to_fp16=form == "f16")
+    return str(xml)
+
+
+def _convert(conversion: Conversion, folder: Path, fields: Mapping[str, Any]) -> None:
+    """The float32 model, converted from a trace of the part's torch module."""
+    import openvino
     import torch
 
+    log.info("OpenVINO: converting the %s (cached in %s).", conversion.name, folder)
     # traced once without the tracer's check (a second and third forward pass); its warnings are about
     # Python-side shape checks, constant for the model's own layout; OpenVINO's bars go to stderr
     example = conversion.example_input()
@@ -291,7 +297,6 @@ def ov_model(conversion: Conversion, quantize: str) -> str:
         model = openvino.convert_model(traced, example_input=example)
         _save(model, folder, fields)
     del model, traced  # the converted model may share the torch weights' memory: only the saved file is used
-    return str(xml)
 
 
 def json_fields(conversion: Conversion, quantize: str) -> dict[str, Any]:
@@ -347,17 +352,15 @@ def _save(model: Any, folder: Path, fields: Mapping[str, Any], compress_to_fp16:
 def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
     """The cached model compiled for the CPU with static shapes (the run's size and batch: kernels and buffers
     planned once, as optimum-intel's reshape() does), at sdgen's precision (f32, or bf16 on CPUs with bfloat16
-    units), on the run's threads (torch's, as the prologue set them: --threads, else one per core), its attention
-    heads padded where that runs faster (openvino_graph.py). Compiled from a file: OpenVINO imports its compiled
-    blob from the entry's folder (CACHE_DIR) when it has one."""
+    units), on the run's threads (torch's, as the prologue set them: --threads, else one per core). Compiled
+    from a file: OpenVINO imports its compiled blob from the entry's folder (CACHE_DIR) when it has one."""
     import torch
 
     entry = Path(xml).parent
     mark_used(entry)  # `sdgen cache prune --unused-days` goes by this
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled"),
               "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    static = static_model(_core(), xml, shapes, pad_heads=pads_heads(precision))
-    return _core().compile_model(static, "CPU", config)
+    return _core().compile_model(static_model(_core(), xml, shapes), "CPU", config)
 
 
 _CORE: list[Any] = []

@@ -1,8 +1,8 @@
-"""A cached OpenVINO model made ready to compile for one run (docs/openvino.md "How it works"): its inputs fixed
-to the run's static shapes and, where this CPU runs it faster, the attention's heads padded. Each form is saved
-once beside the cached model.xml (static-DIGEST.xml), so OpenVINO compiles it from a file and imports the
-compiled blob of a later run without reading the model again. Called by sdgen/models/openvino.py's
-compile_for_cpu, which holds the lock every read and write of a model file takes.
+"""Rewrites of converted OpenVINO models (docs/openvino.md "How it works"), called by sdgen/models/openvino.py
+under the lock every read and write of a model file takes: the attention heads padded where this CPU runs them
+faster (in the cached bf16 forms, f16-padded and int8-padded), and each cached model's static-shape form for a
+run (static-DIGEST.xml beside model.xml, so OpenVINO compiles from a file and imports the compiled blob of a
+later run without reading the model again); saving a model, a full disk said in one line.
 """
 
 from __future__ import annotations
@@ -21,28 +21,29 @@ from typing import Any
 from sdgen.errors import WriteError, os_reason
 from sdgen.hardware.devices import cpu_flags
 
-# OpenVINO's CPU attention (its fused multi-head-attention kernel) runs AMX's bf16 tiles only when a head's
-# width fills them: SD1.5's top-level heads are 40 wide. Padded to 64 with zeros, (q.k) and the softmax are
-# unchanged and the padded output columns are zero and dropped, so the result is the same up to rounding
-# order. Measured on an Intel Xeon with AMX, 2 threads, bf16, one attention [2, 8, N, 40] of N keys: 4096 keys
-# 121 -> 105 ms, 9216 keys 659 -> 605 ms, 1024 keys 8.8 -> 8.8 ms, 256 keys 0.9 -> 1.2 ms, 77 keys (text) 6.5
-# -> 8.4 ms; heads 48 and 56 wide gain like 40, 16 wide loses. Without AMX (oneDNN capped at AVX512_CORE_BF16)
-# and in f32 padding is slower (4096 keys: 282 -> 386 ms; f32 218 -> 288 ms), so it is done only there. Nor
-# where int8-hybrid quantized the query (OpenVINO's int8 attention: the full-size U-Net 1.25 -> 1.29 s).
+# SD1.5's top-level heads are 40 wide, and OpenVINO's fused attention kernel on AMX runs heads 64 wide faster.
+# Padded to 64 with zeros, (q.k) and the softmax are unchanged and the padded output columns are zero and
+# dropped, so the result is the same up to rounding order. Measured on an Intel Xeon with AMX, 2 threads, bf16,
+# one attention [2, 8, N, 40] of N keys: 4096 keys 121 -> 105 ms, 9216 keys 659 -> 605 ms, 1024 keys 8.8 ->
+# 8.8 ms, 256 keys 0.9 -> 1.2 ms, 77 keys (the text's: cross-attention) 6.5 -> 8.4 ms; heads 48 and 56 wide
+# gain like 40, 16 wide loses. Without AMX (oneDNN capped at AVX512_CORE_BF16) and in f32 padding is slower
+# (4096 keys: 282 -> 386 ms; f32 218 -> 288 ms), so it is done only there, and on self-attention only (its keys
+# are the image's: 4096 at 512x512). Nor where int8-hybrid quantized the query (OpenVINO's int8 attention: the
+# full-size U-Net 1.25 -> 1.29 s).
 PADDED_HEAD = 64
-MIN_HEAD, MIN_KEYS = 33, 2048
-PADDED_FORM = "padded-heads-2"  # in the padded form's file name: a new one when what is padded changes
+MIN_HEAD = 33
+PADDED = "-padded"  # the weights' forms with padded heads: f16-padded, int8-padded
 
 
 def pads_heads(precision: str) -> bool:
-    """Whether a run at this precision on this CPU compiles its models with padded attention heads."""
+    """Whether a run at this precision on this CPU uses the forms with padded attention heads."""
     return precision == "bfloat16" and "amx_bf16" in cpu_flags()
 
 
 def pad_attention_heads(model: Any) -> int:
-    """Pad the heads of each ScaledDotProductAttention that attends over at least MIN_KEYS keys with heads
-    MIN_HEAD..63 wide to PADDED_HEAD, keeping its scale (1/sqrt of the true width), unless its query is
-    quantized; the number padded."""
+    """Pad the heads of each self-attention (ScaledDotProductAttention whose query and key are projected from
+    one tensor) with heads MIN_HEAD..63 wide to PADDED_HEAD, keeping its scale (1/sqrt of the true width),
+    unless its query is quantized; the number padded. Shapes may be dynamic: only the heads' width is read."""
     import numpy as np
     import openvino.opset13 as ops
 
@@ -52,12 +53,13 @@ def pad_attention_heads(model: Any) -> int:
             continue
         query, key, value = (attention.input_value(index) for index in range(3))
         shapes = [source.get_partial_shape() for source in (query, key, value)]
-        if any(shape.is_dynamic or len(shape) != 4 for shape in shapes):
+        if any(shape.rank.is_dynamic or len(shape) != 4 or shape[3].is_dynamic for shape in shapes):
             continue
-        width, keys = shapes[0][3].get_length(), shapes[1][2].get_length()
-        if not (MIN_HEAD <= width < PADDED_HEAD and keys >= MIN_KEYS) or shapes[2][3].get_length() != width:
+        width = shapes[0][3].get_length()
+        if not MIN_HEAD <= width < PADDED_HEAD or shapes[2][3].get_length() != width:
             continue
-        if _quantized(query):
+        projection = _projection(query)
+        if projection is None or projection != _projection(key):  # not a self-attention, or int8-hybrid's
             continue
         begin, end = ops.constant(np.zeros(4, np.int64)), ops.constant(np.array([0, 0, 0, PADDED_HEAD - width]))
         mask = attention.input_value(3) if attention.get_input_size() > 3 else None
@@ -73,6 +75,18 @@ def pad_attention_heads(model: Any) -> int:
             target.replace_source_output(result.output(0))
         padded += 1
     return padded
+
+
+def _projection(source: Any) -> tuple[str, int] | None:
+    """What a query or key was projected from (the MatMul's input), so a self-attention's two are equal; None
+    where no MatMul feeds the heads directly (int8-hybrid's FakeQuantize sits between them)."""
+    node = source.get_node()
+    while node.get_type_name() in ("Transpose", "Reshape"):  # the heads' split
+        node = node.input_value(0).get_node()
+    if node.get_type_name() != "MatMul":
+        return None
+    projected = node.input_value(0)
+    return projected.get_node().get_name(), projected.get_index()
 
 
 def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mapping[str, Any] | None = None) -> None:
@@ -93,21 +107,11 @@ def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mappi
         ) from None
 
 
-def _quantized(source: Any) -> bool:
-    """The tensor comes from a FakeQuantize (int8-hybrid's), through the heads' reshape and transpose."""
-    node = source.get_node()
-    while node.get_type_name() in ("Transpose", "Reshape"):
-        node = node.input_value(0).get_node()
-    return node.get_type_name() == "FakeQuantize"
-
-
-def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...], pad_heads: bool = False) -> str:
-    """The model.xml with these static input shapes (and its attention heads padded where asked), saved once
-    beside it (static-DIGEST.xml). Neither changes a weight, so its .bin is a hard link to model.bin where the
-    two are the same bytes (checked once)."""
+def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
+    """The model.xml with these static input shapes, saved once beside it (static-DIGEST.xml). Reshaping changes
+    no weight, so its .bin is a hard link to model.bin where the two are the same bytes (checked once)."""
     base = Path(xml)
-    form = [list(shape) for shape in shapes] + ([PADDED_FORM] if pad_heads else [])
-    digest = hashlib.sha256(json.dumps(form).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps([list(shape) for shape in shapes]).encode()).hexdigest()[:12]
     target = base.with_name(f"static-{digest}.xml")
     if target.is_file():
         return str(target)
@@ -115,8 +119,6 @@ def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...], pad_h
 
     model = core.read_model(xml)
     model.reshape({index: openvino.PartialShape(list(shape)) for index, shape in enumerate(shapes)})
-    if pad_heads:
-        pad_attention_heads(model)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
     try:
         save_model(model, temporary / "model.xml")
