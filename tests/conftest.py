@@ -48,6 +48,19 @@ TINY_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SIZE = 64  # 64x64 images: 32x32 latents with the tiny VAE's 2x downsampling
 
 
+@pytest.fixture(autouse=True)
+def _sdgen_logger_as_pytest_left_it():
+    """A CLI run sets the "sdgen" logger up for a terminal (its own handler, no propagation, maybe quiet),
+    which would hide notes from caplog; a CLI run inside a module fixture does so before any test-level
+    fixture could save the state, so each test starts from the logger as Python makes it."""
+    import logging
+
+    logger = logging.getLogger("sdgen")
+    logger.handlers[:], logger.propagate = [], True
+    logger.setLevel(logging.NOTSET)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model as a local diffusers folder, with fp32 and fp16-variant weights."""
