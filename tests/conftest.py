@@ -52,19 +52,12 @@ SIZE = 64  # 64x64 images: 32x32 latents with the tiny VAE's 2x downsampling
 def _sdgen_logger_as_pytest_left_it():
     """A CLI run sets the "sdgen" logger up for a terminal (its own handler, no propagation, maybe quiet),
     which would hide notes from caplog; a CLI run inside a module fixture does so before any test-level
-    fixture could save the state, so each test starts from the logger as Python makes it (each module's
-    `log`, in case one holds another object than the logging manager's)."""
+    fixture could save the state, so each test starts from the logger as Python makes it."""
     import logging
-    import sys
 
-    loggers = {id(logging.getLogger("sdgen")): logging.getLogger("sdgen")}
-    for name, module in list(sys.modules.items()):
-        held = getattr(module, "log", None) if name.startswith("sdgen") else None
-        if isinstance(held, logging.Logger):
-            loggers[id(held)] = held
-    for logger in loggers.values():
-        logger.handlers[:], logger.propagate, logger.disabled = [], True, False
-        logger.setLevel(logging.NOTSET)  # also clears the loggers' cached isEnabledFor answers
+    logger = logging.getLogger("sdgen")  # every sdgen module's `log` (one object: checked)
+    logger.handlers[:], logger.propagate, logger.disabled = [], True, False
+    logger.setLevel(logging.NOTSET)  # also clears the cached isEnabledFor answers
     yield
 
 
