@@ -271,8 +271,7 @@ def ov_model(conversion: Conversion, quantize: str) -> str:
         log.info("OpenVINO: int8 weights of the %s (cached in %s).", conversion.name, folder)
         import nncf
 
-        nncf.set_log_level(logging.ERROR)
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's bar: stdout carries sdgen's own output
+        with quiet_nncf():
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     else:  # f16, for bf16 inference (see OpenVINOParts)
         log.info("OpenVINO: the %s with float16 weights, for bf16 inference (cached in %s).", conversion.name, folder)
@@ -305,6 +304,21 @@ def json_fields(conversion: Conversion, quantize: str) -> dict[str, Any]:
     return {**conversion.key, "part": conversion.name, "quantize": quantize, "openvino": openvino.get_version()}
 
 
+@contextlib.contextmanager
+def quiet_nncf() -> Any:
+    """NNCF's notes turned down and its bars sent to stderr (stdout carries sdgen's own output), for the time
+    it runs. Only the "nncf" logger's level: nncf.set_log_level would also set the level of every handler on
+    that logger, and a host's handlers sit there too (pytest's log capture, a server's), which it would mute."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def hybrid_quantize(model: Any, samples: list[tuple[Any, ...]]) -> Any:
     """optimum-intel's hybrid recipe for diffusion U-Nets (its _get_hybrid_mixed_quantization_config): int8
     weights (asymmetric, per channel) for the MatMuls, then NNCF's post-training quantization of everything
@@ -313,8 +327,7 @@ def hybrid_quantize(model: Any, samples: list[tuple[Any, ...]]) -> Any:
 
     matmuls = [op.get_friendly_name() for op in model.get_ops()
                if op.get_type_name() == "MatMul" and any(_constant_input(op, port) for port in (0, 1))]
-    nncf.set_log_level(logging.ERROR)
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet_nncf():
         compressed = nncf.compress_weights(
             model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(types=["Convolution"])
         )
