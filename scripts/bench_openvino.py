@@ -222,7 +222,7 @@ def run_sdgen(config: str, folder: Path, size: int, steps: int) -> dict:
     if config == "ov-unpadded":
         from sdgen.engine import openvino_parts
 
-        openvino_parts.pads_heads = lambda precision: False
+        openvino_parts.pads_heads = lambda precision, part: False
     if model_options.get("decoder") == "taesd":
         model_options = {**model_options, "decoder": str(model_folder("taesd", folder.name.startswith("tiny-")))}
     parts = load_model(ModelSpec(model=str(folder), device="cpu", **model_options))

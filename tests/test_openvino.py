@@ -196,18 +196,23 @@ def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_mod
 def test_where_heads_are_padded_the_padded_forms_are_cached_and_used(tiny_model_dir, ov_cache, monkeypatch):
     # on AMX in bf16 the U-Net's f16 and int8 forms are saved with padded attention heads (f16-padded,
     # int8-padded); told so here in float32 (bf16 would need bf16 units), int8 being one of those forms. The tiny
-    # U-Net's heads are 8 wide, so nothing is padded and the picture is int8's own.
+    # U-Net's heads are 8 wide, so nothing is padded and the picture is int8's own. The text encoder and the VAE
+    # have no narrow heads: they keep their plain forms, not a second copy on disk.
     from sdgen.engine import openvino_parts
+    from sdgen.models import openvino_graph
     from sdgen.models.caches import list_caches
 
     asked = []
-    monkeypatch.setattr(openvino_parts, "pads_heads", lambda precision: asked.append(precision) or True)
+    monkeypatch.setattr(openvino_graph, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
+    monkeypatch.setattr(openvino_parts, "pads_heads",
+                        lambda precision, part: asked.append(precision) or openvino_graph.pads_heads("bfloat16", part))
     padded = _pixels(_load(tiny_model_dir, dtype="float32", quantize="int8"))
     model = str(tiny_model_dir.resolve())
     forms = {(entry.part, entry.form) for entry in list_caches(ov_cache) if entry.model == model}
-    assert {("unet", "int8-padded"), ("text_encoder", "int8-padded"), ("vae_decoder", "int8-padded")} <= forms
+    assert {("unet", "int8-padded"), ("text_encoder", "int8"), ("vae_decoder", "int8")} <= forms
+    assert not {("text_encoder", "int8-padded"), ("vae_decoder", "int8-padded")} & forms
     assert set(asked) == {"float32"}
-    monkeypatch.setattr(openvino_parts, "pads_heads", lambda precision: False)
+    monkeypatch.setattr(openvino_parts, "pads_heads", lambda precision, part: False)
     assert np.array_equal(padded, _pixels(_load(tiny_model_dir, dtype="float32", quantize="int8")))
 
 

@@ -104,6 +104,10 @@ def test_heads_are_padded_for_bf16_on_amx_only(monkeypatch):
                                        ({"avx512_bf16"}, "bfloat16", False), (set(), "float32", False)):
         monkeypatch.setattr(openvino_graph, "cpu_flags", lambda flags=flags: flags)
         assert openvino_graph.pads_heads(precision) is expected, (flags, precision)
+        # the text encoder's heads (64 wide) and the VAE's one (512) are never padded
+        assert not any(openvino_graph.pads_heads(precision, part) for part in openvino_graph.NO_NARROW_HEADS)
+    monkeypatch.setattr(openvino_graph, "cpu_flags", lambda: {"amx_bf16"})
+    assert all(openvino_graph.pads_heads("bfloat16", part) for part in ("unet-ip", "unet-shallow", "controlnet"))
 
 
 def test_a_static_form_shares_its_models_weights_on_disk_padded_or_not(tmp_path):

@@ -112,7 +112,7 @@ class OpenVINOParts:
             # float16 weights on file: bf16 inference converts them at compile time, from half the bytes (peak
             # RSS of a 512x512 SD1.5 U-Net step 3.7 GiB against 5.3 from float32 weights, the same speed)
             quantize = "f16"
-        if quantize in ("f16", "int8") and pads_heads(self.precision):
+        if quantize in ("f16", "int8") and pads_heads(self.precision, conversion.name):
             quantize += PADDED  # AMX in bf16: the attention heads padded (sdgen/models/openvino_graph.py)
         shapes = tuple(tuple(tensor.shape) for tensor in inputs)
         made = (conversion.key, quantize, shapes)

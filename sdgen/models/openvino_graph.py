@@ -35,9 +35,14 @@ MIN_HEAD = 33
 PADDED = "-padded"  # the weights' forms with padded heads: f16-padded, int8-padded
 
 
-def pads_heads(precision: str) -> bool:
-    """Whether a run at this precision on this CPU uses the forms with padded attention heads."""
-    return precision == "bfloat16" and "amx_bf16" in cpu_flags()
+# parts with no head to pad, which keep their plain forms (a padded copy would be the same model, on disk twice):
+# CLIP's heads are 64 wide, the VAE's one attention 512
+NO_NARROW_HEADS = frozenset({"text_encoder", "vae_decoder", "vae_encoder"})
+
+
+def pads_heads(precision: str, part: str = "unet") -> bool:
+    """Whether a run at this precision on this CPU uses the forms with padded attention heads for this part."""
+    return precision == "bfloat16" and part not in NO_NARROW_HEADS and "amx_bf16" in cpu_flags()
 
 
 def pad_attention_heads(model: Any) -> int:
