@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,44 @@ def test_remove_deletes_the_folder_empty_parents_and_records_left_without_models
     assert not (cache / "openvino" / "ov-2024.0.0").exists()  # its part and version folders were left empty
     assert not (recent / "gone.json").exists() and (recent / "kept.json").exists()
     assert (cache / "openvino").is_dir()
+
+
+def test_each_shape_a_model_ran_at_is_an_entry_of_its_own_that_goes_before_the_model(tmp_path: Path) -> None:
+    # a converted model's static-shape forms (shapes/DIGEST/: the model at one size and batch, its .bin a hard
+    # link to the model's, and OpenVINO's compiled blobs, the bulk): a size no longer run can go on its own
+    unet = _entry(tmp_path, OV.format(version=_installed("openvino"), part="unet", key="a1"), 300_000, 0,
+                  {"model": "someone/sd15", "commit": "0123456789abcdef", "quantize": "f16-padded"})  # each run
+    for name, days_ago, shapes in (("s-old", 30, [[2, 4, 64, 64], [], [2, 77, 768]]), ("s-new", 1, [[1, 4, 96, 96]])):
+        shape = unet / "shapes" / name
+        (shape / "compiled").mkdir(parents=True)
+        os.link(unet / "model.bin", shape / "model.bin")
+        (shape / "shapes.json").write_text(json.dumps(shapes))
+        (shape / "compiled" / "blob.blob").write_bytes(os.urandom(150_000))
+        mark_used(shape)
+        os.utime(shape / LAST_USED, (time.time() - days_ago * DAY,) * 2)
+    (unet / "compiled").mkdir()  # an older sdgen's blobs of every shape, beside the model: never read again
+    (unet / "compiled" / "old.blob").write_bytes(os.urandom(50_000))
+    entries = {Path(entry.path).name: entry for entry in list_caches(tmp_path)}
+    assert set(entries) == {"a1", "s-old", "s-new", "compiled"}
+    old = entries["s-old"]
+    assert (old.kind, old.part, old.model, old.form) == ("openvino", "unet", "someone/sd15@0123456789", "f16-padded")
+    assert old.shapes == "2x4x64x64 () 2x77x768" and entries["s-new"].shapes == "1x4x96x96"
+    assert 150_000 <= old.size < 150_000 + 16384  # its .bin is the model's weights: freed with the model only
+    assert 300_000 <= entries["a1"].size < 300_000 + 16384  # without its shapes' or the old blobs' bytes
+    assert entries["compiled"].stale and not entries["a1"].stale and not old.stale
+
+    def names(**options) -> set[str]:
+        return {Path(entry.path).name for entry in choose_pruned(list_caches(tmp_path), **options)}
+
+    assert names() == {"compiled"}
+    assert names(unused_days=10) == {"compiled", "s-old"}  # the size not run for a month; the model stays
+    assert names(max_size_gb=0.00045) == {"compiled", "s-old"}  # 600 KB to 480: the least recently used shape
+    older = [replace(entry, last_used=0.0) if entry.path == str(unet) else entry for entry in list_caches(tmp_path)]
+    assert {Path(entry.path).name for entry in choose_pruned(older, unused_days=10)} == set(entries)  # with it
+    assert {Path(entry.path).name for entry in choose_pruned(older, max_size_gb=0.00045)} == set(entries)
+    removed, failed = remove(choose_pruned(list_caches(tmp_path), unused_days=10), tmp_path)
+    assert not failed and not (unet / "shapes" / "s-old").exists() and not (unet / "compiled").exists()
+    assert (unet / "model.bin").stat().st_nlink == 2 and (unet / "shapes" / "s-new" / "model.xml").parent.is_dir()
 
 
 def test_the_cli_lists_asks_before_removing_and_prunes(cache: Path, monkeypatch) -> None:

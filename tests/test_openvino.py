@@ -131,13 +131,14 @@ def test_a_lora_is_in_the_converted_models_and_a_warm_load_fuses_nothing(tiny_mo
     assert warm.openvino.weights.loads == []
 
 def test_each_part_compiles_with_the_runs_static_shapes(tiny_model_dir, ov_parts, ov_cache):
-    # the run's shapes: a static copy of each model.xml beside it, sharing its weights file (a hard link: reshaping
-    # changes no weight), and the compiled U-Net takes exactly the guided batch at the run's latent size
+    # the run's shapes: a static copy of each model.xml in the entry's shapes/DIGEST/, sharing its weights file (a
+    # hard link: reshaping changes no weight), and the compiled U-Net takes exactly the guided batch at the run's
+    # latent size
     import openvino
 
     _pixels(ov_parts)
     unet_xml = next(ov_cache.rglob("unet/*/model.xml"))
-    static = list(unet_xml.parent.glob("static-*.xml"))
+    static = list(unet_xml.parent.glob("shapes/*/model.xml"))
     assert len(static) == 1, static
     assert static[0].with_suffix(".bin").stat().st_ino == unet_xml.with_suffix(".bin").stat().st_ino
     shapes = [list(port.get_partial_shape().to_shape()) for port in openvino.Core().read_model(static[0]).inputs]
@@ -177,20 +178,26 @@ def test_the_compiled_parts_run_on_the_runs_threads(ov_parts, ov_cache, monkeypa
     assert asked == [1, 3]
 
 
-def test_each_converted_part_is_one_cache_entry_with_its_compiled_blobs(tiny_model_dir, ov_parts, ov_cache):
-    # OpenVINO's compiled blobs go in the part's own folder (so pruning an entry takes them too) and each compile
-    # notes the entry's last use; `sdgen cache list` names the parts and the model they came from
+def test_each_converted_part_is_a_cache_entry_and_each_shape_it_ran_at_one_more(tiny_model_dir, ov_parts, ov_cache):
+    # OpenVINO's compiled blobs go in the folder of the static-shape form they were compiled from, inside the
+    # part's entry (so pruning a size no longer run frees its blobs, and pruning the model takes them too); each
+    # compile notes the last use of both; `sdgen cache list` names the parts, the model and the shapes
     from sdgen.models.caches import LAST_USED, list_caches
 
     _pixels(ov_parts)
     model = str(tiny_model_dir.resolve())
     ours = [entry for entry in list_caches(ov_cache) if entry.kind == "openvino" and entry.model == model]
+    latent = SIZE // ov_parts.vae_scale_factor
     for part in ("unet", "text_encoder", "vae_decoder"):
-        compiled = [entry for entry in ours if entry.part == part and entry.form == "none"
+        compiled = [entry for entry in ours if entry.part == part and entry.form == "none" and entry.shapes
                     and list((Path(entry.path) / "compiled").glob("*.blob"))]
-        assert compiled, f"no {part} entry of {model} with a compiled blob: {ours}"
-        assert all((Path(entry.path) / LAST_USED).is_file() and not entry.stale for entry in compiled)
+        assert compiled, f"no {part} shape of {model} with a compiled blob: {ours}"
+        for entry in compiled:
+            assert (Path(entry.path) / LAST_USED).is_file() and not entry.stale
+            assert (Path(entry.path).parent.parent / LAST_USED).is_file()  # the model's own entry
+    assert f"2x4x{latent}x{latent} 1 2x77x32" in {entry.shapes for entry in ours if entry.part == "unet"}
     assert not list((ov_cache / "openvino").glob("ov-*/compiled"))  # no blobs shared by every entry
+    assert not list((ov_cache / "openvino").glob("ov-*/*/*/compiled"))  # nor by every shape of a model
 
 
 def test_where_heads_are_padded_the_padded_forms_are_cached_and_used(tiny_model_dir, ov_cache, monkeypatch):

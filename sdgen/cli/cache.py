@@ -31,8 +31,9 @@ def _ago(seconds: float) -> str:
     return "just now"
 
 
-@cache_app.command("list", help="Every entry: kind, part, model, weights' form, version, size, last use; stale "
-                   "entries (another OpenVINO or torch version, never read again) are marked.")
+@cache_app.command("list", help="Every entry: kind, part, model, weights' form, input shapes (a converted model's "
+                   "entry per size and batch it ran at), version, size, last use; stale entries (another OpenVINO "
+                   "or torch version, never read again) are marked.")
 def list_command(json_lines: Json = False) -> None:
     setup_logging(False)
     with CliErrors():
@@ -49,13 +50,13 @@ def list_command(json_lines: Json = False) -> None:
         from rich.table import Table
 
         table = Table(box=None)
-        for column in ("kind", "part", "model", "form", "version", "size", "last used", "state"):
+        for column in ("kind", "part", "model", "form", "shapes", "version", "size", "last used", "state"):
             table.add_column(column, overflow="fold")
         now = time.time()
         for entry in entries:
             state = "stale" if entry.stale else ("unfinished" if entry.kind == "unfinished" else "")
-            table.add_row(entry.kind, entry.part, entry.model, entry.form, entry.version, size_text(entry.size),
-                          _ago(now - entry.last_used), state)
+            table.add_row(entry.kind, entry.part, entry.model, entry.form, entry.shapes, entry.version,
+                          size_text(entry.size), _ago(now - entry.last_used), state)
         console = Console(width=None if sys.stdout.isatty() else 200)  # piped: whole paths, not folded
         console.print(table if entries else f"The cache is empty ({root}).")
         if entries:

@@ -1,8 +1,10 @@
 """`sdgen cache`: what sdgen keeps in its own cache folder between processes, and pruning it. Two kinds of
 entries, each a folder that can be deleted on its own (the next run that needs it makes it again):
 
-- `openvino/ov-VERSION/PART/KEY/`: one converted model of `--backend openvino` (model.xml and .bin, the
-  static-shape copies beside them, and OpenVINO's compiled blobs in `compiled/`), made by sdgen/models/openvino.py;
+- `openvino/ov-VERSION/PART/KEY/`: one converted model of `--backend openvino` (model.xml and .bin), made by
+  sdgen/models/openvino.py, and in its `shapes/DIGEST/` one entry per size and batch it was run at (the
+  static-shape model, its .bin a hard link to the model's, and OpenVINO's compiled blobs: the bulk), which
+  can go on its own;
 - `compile/torch-VERSION/MODEL/DEVICE-DTYPE/`: inductor's graphs and kernels of `--compile` for one model.
 
 An entry made for another OpenVINO or torch version than the installed one is never read again: `stale`.
@@ -24,6 +26,8 @@ from typing import Any
 from sdgen.errors import InvalidRequestError, WriteError, os_reason
 
 LAST_USED = "last-used"
+SHAPES = "shapes"  # in an OpenVINO entry: one folder per static-shape form (sdgen/models/openvino_graph.py)
+SHAPES_FILE = "shapes.json"  # in each: its input shapes
 UNFINISHED_AFTER_S = 24 * 3600  # a temporary folder this old is no conversion still running: a crash's leftover
 
 
@@ -38,6 +42,7 @@ class CacheEntry:
     size: int  # bytes on disk
     last_used: float  # seconds since the epoch
     path: str
+    shapes: str = ""  # openvino: the input shapes of a static-shape form ("2x4x64x64 () 2x77x768"); else ""
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,14 +87,21 @@ def choose_pruned(entries: list[CacheEntry], unused_days: float | None = None, m
     candidates = [entry for entry in entries if entry.kind != "converting"]  # a conversion still running: kept
     pruned = [entry for entry in candidates if entry.stale or entry.kind == "unfinished"
               or (unused_days is not None and now - entry.last_used > unused_days * 86400)]
+    pruned += [entry for entry in candidates if entry not in pruned and _inside_any(entry, pruned)]
     if max_size_gb is not None:
         kept = sorted((entry for entry in candidates if entry not in pruned), key=lambda entry: entry.last_used)
         total = sum(entry.size for entry in kept)
-        while kept and total > max_size_gb * 1024**3:  # the least recently used go first
-            entry = kept.pop(0)
-            pruned.append(entry)
-            total -= entry.size
+        while kept and total > max_size_gb * 1024**3:  # the least recently used first, a model with its shapes
+            gone = [kept[0], *(entry for entry in kept[1:] if _inside_any(entry, kept[:1]))]
+            pruned += gone
+            kept = [entry for entry in kept if entry not in gone]
+            total -= sum(entry.size for entry in gone)
     return pruned
+
+
+def _inside_any(entry: CacheEntry, others: list[CacheEntry]) -> bool:
+    """Whether the entry lies in another's folder (a model's static-shape form: removed with the model)."""
+    return any(Path(other.path) in Path(entry.path).parents for other in others)
 
 
 def summary(entries: list[CacheEntry]) -> str:
@@ -139,7 +151,8 @@ def _openvino_entries(folder: Path) -> list[CacheEntry]:
                                       True))
                 continue
             for entry_folder in _folders(part_folder):
-                entries.append(_openvino_entry(part_folder.name, entry_folder, f"openvino {version}", stale))
+                entry = _openvino_entry(part_folder.name, entry_folder, f"openvino {version}", stale)
+                entries += [entry, *_shape_entries(entry, entry_folder)] if entry.kind == "openvino" else [entry]
     return entries
 
 
@@ -150,9 +163,32 @@ def _openvino_entry(part: str, folder: Path, version: str, stale: bool) -> Cache
         key = json.loads((folder / "key.json").read_text())
     except (OSError, ValueError):
         key = {}
-    entry = _entry("openvino", part, folder, version, stale)
+    entry = _entry("openvino", part, folder, version, stale, skip=(SHAPES, "compiled"))  # entries of their own
     entry.model, entry.form = _model_of(key), str(key.get("quantize", ""))
     return entry
+
+
+def _shape_entries(model: CacheEntry, folder: Path) -> list[CacheEntry]:
+    """The model's static-shape forms, each its own entry (its .bin, the model's weights, counted with the
+    model); an older sdgen's blobs of every shape in one compiled/ folder: stale, never read again."""
+    entries = []
+    for shape_folder in _folders(folder / SHAPES):
+        if shape_folder.name.startswith(".tmp-"):
+            entries.append(_unfinished(model.part, shape_folder, model.version))
+            continue
+        entry = _entry("openvino", model.part, shape_folder, model.version, model.stale, linked=False)
+        try:
+            entry.shapes = " ".join("x".join(map(str, shape)) or "()" for shape in
+                                    json.loads((shape_folder / SHAPES_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            entry.shapes = "?"
+        entries.append(entry)
+    if (folder / "compiled").is_dir():
+        entries.append(_entry("openvino", model.part, folder / "compiled", model.version, True))
+        entries[-1].shapes = "every shape (older layout)"
+    for entry in entries:
+        entry.model, entry.form = model.model, model.form
+    return entries
 
 
 def _compile_entries(folder: Path) -> list[CacheEntry]:
@@ -177,8 +213,9 @@ def _folders(folder: Path) -> list[Path]:
         return []
 
 
-def _entry(kind: str, part: str, folder: Path, version: str, stale: bool) -> CacheEntry:
-    size, newest = _size_and_newest(folder)
+def _entry(kind: str, part: str, folder: Path, version: str, stale: bool, skip: tuple[str, ...] = (),
+           linked: bool = True) -> CacheEntry:
+    size, newest = _size_and_newest(folder, skip, linked)
     marker = folder / LAST_USED
     try:
         last_used = marker.stat().st_mtime
@@ -194,16 +231,21 @@ def _unfinished(part: str, folder: Path, version: str) -> CacheEntry:
     return entry
 
 
-def _size_and_newest(folder: Path) -> tuple[int, float]:
-    size, newest = 0, 0.0
+def _size_and_newest(folder: Path, skip: tuple[str, ...] = (), linked: bool = True) -> tuple[int, float]:
+    """Bytes on disk (each file once: hard links to one .bin count once; `linked` False counts no hard-linked
+    file, which removing this folder would not free) and the newest change, leaving out the folders `skip`."""
+    size, newest, seen = 0, 0.0, set()
     with contextlib.suppress(OSError):  # gone meanwhile: an empty entry, pruned or listed as such
         newest = folder.stat().st_mtime
     for path in folder.rglob("*"):
         with contextlib.suppress(OSError):
             stat = path.lstat()
-            if path.is_file() and not path.is_symlink():
-                size += stat.st_blocks * 512 // stat.st_nlink  # a hard-linked .bin counted once in all
-                newest = max(newest, stat.st_mtime)
+            if not path.is_file() or path.is_symlink() or path.relative_to(folder).parts[0] in skip:
+                continue
+            if stat.st_ino not in seen and (linked or stat.st_nlink == 1):
+                size += stat.st_blocks * 512
+            seen.add(stat.st_ino)
+            newest = max(newest, stat.st_mtime)
     return size, newest
 
 

@@ -366,14 +366,15 @@ def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...
     """The cached model compiled for the CPU with static shapes (the run's size and batch: kernels and buffers
     planned once, as optimum-intel's reshape() does), at sdgen's precision (f32, or bf16 on CPUs with bfloat16
     units), on the run's threads (torch's, as the prologue set them: --threads, else one per core). Compiled
-    from a file: OpenVINO imports its compiled blob from the entry's folder (CACHE_DIR) when it has one."""
+    from a file: OpenVINO imports its compiled blob from the shape's folder (CACHE_DIR) when it has one."""
     import torch
 
-    entry = Path(xml).parent
-    mark_used(entry)  # `sdgen cache prune --unused-days` goes by this
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(entry / "compiled"),
+    mark_used(Path(xml).parent)  # `sdgen cache prune --unused-days` goes by this, per model and per shape
+    static = Path(static_model(_core(), xml, shapes))
+    mark_used(static.parent)
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(static.parent / "compiled"),
               "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    return _core().compile_model(static_model(_core(), xml, shapes), "CPU", config)
+    return _core().compile_model(str(static), "CPU", config)
 
 
 _CORE: list[Any] = []

@@ -1,8 +1,8 @@
 """Rewrites of converted OpenVINO models (docs/openvino.md "How it works"), called by sdgen/models/openvino.py
 under the lock every read and write of a model file takes: the attention heads padded where this CPU runs them
 faster (in the cached bf16 forms, f16-padded and int8-padded), and each cached model's static-shape form for a
-run (static-DIGEST.xml beside model.xml, so OpenVINO compiles from a file and imports the compiled blob of a
-later run without reading the model again); saving a model, a full disk said in one line.
+run (shapes/DIGEST/model.xml in the cached model's folder, so OpenVINO compiles from a file and imports the
+compiled blob of a later run without reading the model again); saving a model, a full disk said in one line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from sdgen.errors import WriteError, os_reason
 from sdgen.hardware.devices import cpu_flags
+from sdgen.models.caches import SHAPES, SHAPES_FILE
 
 # SD1.5's top-level heads are 40 wide, and OpenVINO's fused attention kernel on AMX runs heads 64 wide faster.
 # Padded to 64 with zeros, (q.k) and the softmax are unchanged and the padded output columns are zero and
@@ -113,28 +114,45 @@ def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mappi
 
 
 def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
-    """The model.xml with these static input shapes, saved once beside it (static-DIGEST.xml). Reshaping changes
-    no weight, so its .bin is a hard link to model.bin where the two are the same bytes (checked once)."""
+    """The model.xml with these static input shapes, saved once in a folder of its own in the entry
+    (shapes/DIGEST/: the model, the shapes as shapes.json, and compile_for_cpu's compiled blobs and last use),
+    so `sdgen cache prune` can drop a size no longer run (its blobs are the bulk: a copy of the weights each)
+    and keep the model. Reshaping changes no weight, so its .bin is a hard link to model.bin where the two are
+    the same bytes (checked once)."""
     base = Path(xml)
-    digest = hashlib.sha256(json.dumps([list(shape) for shape in shapes]).encode()).hexdigest()[:12]
-    target = base.with_name(f"static-{digest}.xml")
+    shape_list = [list(shape) for shape in shapes]
+    folder = base.parent / SHAPES / hashlib.sha256(json.dumps(shape_list).encode()).hexdigest()[:12]
+    target = folder / "model.xml"
     if target.is_file():
         return str(target)
     import openvino
 
     model = core.read_model(xml)
-    model.reshape({index: openvino.PartialShape(list(shape)) for index, shape in enumerate(shapes)})
-    temporary = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=base.parent))
+    model.reshape({index: openvino.PartialShape(shape) for index, shape in enumerate(shape_list)})
+    try:
+        folder.parent.mkdir(exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    except OSError as error:
+        raise _unwritable(folder.parent, error) from None
     try:
         save_model(model, temporary / "model.xml")
         del model
+        (temporary / SHAPES_FILE).write_text(json.dumps(shape_list))
         weights, saved = base.with_suffix(".bin"), temporary / "model.bin"
         if saved.stat().st_size == weights.stat().st_size and filecmp.cmp(saved, weights, shallow=False):
             with contextlib.suppress(OSError):  # no hard links on this file system: the copy just written stays
                 os.link(weights, temporary / "linked.bin")
                 os.replace(temporary / "linked.bin", saved)
-        os.replace(temporary / "model.bin", target.with_suffix(".bin"))
-        os.replace(temporary / "model.xml", target)  # last: the .xml there means both files are
+        try:
+            os.rename(temporary, folder)  # whole, or not at all
+        except OSError as error:
+            if not target.is_file():  # else made meanwhile by another process: the same model, kept
+                raise _unwritable(folder.parent, error) from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return str(target)
+
+
+def _unwritable(folder: Path, error: OSError) -> WriteError:
+    return WriteError(f"Could not write into {folder} ({os_reason(error)}); check its permissions or point "
+                      "SDGEN_CACHE_DIR at a folder of your own.")
