@@ -141,3 +141,34 @@ def test_a_model_that_cannot_be_written_is_one_line_naming_the_folder_and_the_fi
     message = str(raised.value)
     assert message.startswith(f"Could not write OpenVINO's model into {tmp_path} (") and "MB free there)" in message
     assert "sdgen cache prune" in message and "SDGEN_CACHE_DIR" in message and "\n" not in message
+
+
+def test_a_static_form_that_cannot_be_made_is_one_line_and_another_processs_is_kept(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from sdgen.errors import WriteError
+
+    core, shapes = ov.Core(), ((1, TOKENS, 24), (1, TEXT, 24))
+    openvino_graph.save_model(_model(dynamic=True), tmp_path / "model.xml")
+    real_mkdtemp, real_rename = openvino_graph.tempfile.mkdtemp, os.rename
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(openvino_graph.tempfile, "mkdtemp", full_disk)
+    with pytest.raises(WriteError) as raised:
+        openvino_graph.static_model(core, str(tmp_path / "model.xml"), shapes)
+    message = str(raised.value)
+    assert message.startswith(f"Could not write into {tmp_path / 'shapes'} (") and "No space left" in message
+    assert "SDGEN_CACHE_DIR" in message and "\n" not in message
+    monkeypatch.setattr(openvino_graph.tempfile, "mkdtemp", real_mkdtemp)
+
+    def another_process_first(source, target):  # it renamed its own copy into place a moment before
+        real_rename(real_mkdtemp(dir=Path(target).parent), target)
+        (Path(target) / "model.xml").write_text("<net/>")
+        raise OSError(errno.ENOTEMPTY, "Directory not empty")
+
+    monkeypatch.setattr(openvino_graph.os, "rename", another_process_first)
+    form = Path(openvino_graph.static_model(core, str(tmp_path / "model.xml"), shapes))
+    assert form.read_text() == "<net/>" and [path.name for path in form.parent.parent.iterdir()] == [form.parent.name]
