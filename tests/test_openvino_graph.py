@@ -143,9 +143,10 @@ def test_a_model_that_cannot_be_written_is_one_line_naming_the_folder_and_the_fi
     assert "sdgen cache prune" in message and "SDGEN_CACHE_DIR" in message and "\n" not in message
 
 
-def test_a_static_form_that_cannot_be_made_is_one_line_and_another_processs_is_kept(tmp_path, monkeypatch):
+def test_a_static_form_not_made_is_one_line_a_leftover_is_replaced_another_processs_kept(tmp_path, monkeypatch):
     import errno
     import os
+    import shutil
 
     from sdgen.errors import WriteError
 
@@ -163,6 +164,13 @@ def test_a_static_form_that_cannot_be_made_is_one_line_and_another_processs_is_k
     assert message.startswith(f"Could not write into {tmp_path / 'shapes'} (") and "No space left" in message
     assert "SDGEN_CACHE_DIR" in message and "\n" not in message
     monkeypatch.setattr(openvino_graph.tempfile, "mkdtemp", real_mkdtemp)
+    # a shape pruned while a compile noted its last use: the note alone left in its folder, which is replaced
+    made = Path(openvino_graph.static_model(core, str(tmp_path / "model.xml"), shapes))
+    shutil.rmtree(made.parent)
+    made.parent.mkdir()
+    (made.parent / "last-used").touch()
+    assert openvino_graph.static_model(core, str(tmp_path / "model.xml"), shapes) == str(made) and made.is_file()
+    shutil.rmtree(made.parent)
 
     def another_process_first(source, target):  # it renamed its own copy into place a moment before
         real_rename(real_mkdtemp(dir=Path(target).parent), target)

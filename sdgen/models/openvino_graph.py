@@ -143,14 +143,26 @@ def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> st
             with contextlib.suppress(OSError):  # no hard links on this file system: the copy just written stays
                 os.link(weights, temporary / "linked.bin")
                 os.replace(temporary / "linked.bin", saved)
-        try:
-            os.rename(temporary, folder)  # whole, or not at all
-        except OSError as error:
-            if not target.is_file():  # else made meanwhile by another process: the same model, kept
-                raise _unwritable(folder.parent, error) from None
+        _move_into_place(temporary, folder, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return str(target)
+
+
+def _move_into_place(temporary: Path, folder: Path, target: Path) -> None:
+    """Rename the finished folder into place: whole, or not at all. One there already with its model is another
+    process's, made meanwhile (the same model: kept); one without (a prune that met a compile noting its last
+    use) is replaced."""
+    for attempt in range(2):
+        try:
+            os.rename(temporary, folder)
+            return
+        except OSError as error:
+            if target.is_file():
+                return
+            if attempt:
+                raise _unwritable(folder.parent, error) from None
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unwritable(folder: Path, error: OSError) -> WriteError:
