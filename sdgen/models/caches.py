@@ -3,8 +3,8 @@ entries, each a folder that can be deleted on its own (the next run that needs i
 
 - `openvino/ov-VERSION/PART/KEY/`: one converted model of `--backend openvino` (model.xml and .bin), made by
   sdgen/models/openvino.py, and in its `shapes/DIGEST/` one entry per size and batch it was run at (the
-  static-shape model, its .bin a hard link to the model's, and OpenVINO's compiled blobs: the bulk), which
-  can go on its own;
+  static-shape model, its .bin a hard link to the model's, and OpenVINO's compiled blobs: weightless but for
+  int8's), which can go on its own;
 - `compile/torch-VERSION/MODEL/DEVICE-DTYPE/`: inductor's graphs and kernels of `--compile` for one model.
 
 An entry made for another OpenVINO or torch version than the installed one is never read again: `stale`.

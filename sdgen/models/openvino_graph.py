@@ -116,8 +116,8 @@ def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mappi
 def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
     """The model.xml with these static input shapes, saved once in a folder of its own in the entry
     (shapes/DIGEST/: the model, the shapes as shapes.json, and compile_for_cpu's compiled blobs and last use),
-    so `sdgen cache prune` can drop a size no longer run (its blobs are the bulk: a copy of the weights each)
-    and keep the model. Reshaping changes no weight, so its .bin is a hard link to model.bin where the two are
+    so `sdgen cache prune` can drop a size no longer run (its blobs: int8's hold their own weights) and keep
+    the model. Reshaping changes no weight, so its .bin is a hard link to model.bin where the two are
     the same bytes (checked once)."""
     base = Path(xml)
     shape_list = [list(shape) for shape in shapes]
