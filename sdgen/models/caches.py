@@ -28,6 +28,7 @@ from sdgen.errors import InvalidRequestError, WriteError, os_reason
 LAST_USED = "last-used"
 SHAPES = "shapes"  # in an OpenVINO entry: one folder per static-shape form (sdgen/models/openvino_graph.py)
 SHAPES_FILE = "shapes.json"  # in each: its input shapes
+COMPILED = "compiled"  # in each: OpenVINO's compiled blobs (CACHE_DIR); in older layouts, beside the model
 UNFINISHED_AFTER_S = 24 * 3600  # a temporary folder this old is no conversion still running: a crash's leftover
 
 
@@ -146,7 +147,7 @@ def _openvino_entries(folder: Path) -> list[CacheEntry]:
         version = version_folder.name.removeprefix("ov-")
         stale = installed is not None and version != installed
         for part_folder in _folders(version_folder):
-            if part_folder.name == "compiled":  # blobs of sdgen before each entry kept its own
+            if part_folder.name == COMPILED:  # blobs of sdgen before each entry kept its own
                 entries.append(_entry("openvino", "compiled blobs (older layout)", part_folder, f"openvino {version}",
                                       True))
                 continue
@@ -163,7 +164,7 @@ def _openvino_entry(part: str, folder: Path, version: str, stale: bool) -> Cache
         key = json.loads((folder / "key.json").read_text())
     except (OSError, ValueError):
         key = {}
-    entry = _entry("openvino", part, folder, version, stale, skip=(SHAPES, "compiled"))  # entries of their own
+    entry = _entry("openvino", part, folder, version, stale, skip=(SHAPES, COMPILED))  # entries of their own
     entry.model, entry.form = _model_of(key), str(key.get("quantize", ""))
     return entry
 
@@ -183,8 +184,8 @@ def _shape_entries(model: CacheEntry, folder: Path) -> list[CacheEntry]:
         except (OSError, ValueError, TypeError):
             entry.shapes = "?"
         entries.append(entry)
-    if (folder / "compiled").is_dir():
-        entries.append(_entry("openvino", model.part, folder / "compiled", model.version, True))
+    if (folder / COMPILED).is_dir():
+        entries.append(_entry("openvino", model.part, folder / COMPILED, model.version, True))
         entries[-1].shapes = "every shape (older layout)"
     for entry in entries:
         entry.model, entry.form = model.model, model.form

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
-from sdgen.models.caches import mark_used
+from sdgen.models.caches import COMPILED, mark_used
 from sdgen.models.openvino_graph import PADDED, pad_attention_heads, save_model, static_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -375,7 +375,7 @@ def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...
     # CACHE_MODE OPTIMIZE_SIZE: weightless blobs, which read the weights from the shape's model.bin (a hard link
     # to the model's) on import; a full blob holds its own copy (SD1.5's bf16 U-Net at 512x512: 1.72 GB against
     # 3.8 MB), a warm start the same in bf16 and 2 s longer in f32 (3.44 GB saved a size; docs/openvino.md)
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(static.parent / "compiled"),
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(static.parent / COMPILED),
               "CACHE_MODE": "OPTIMIZE_SIZE", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
     return _core().compile_model(str(static), "CPU", config)
 
