@@ -62,6 +62,47 @@ def test_openvino_float32_matches_torch_float32_within_one_level(tiny_parts, ov_
     assert difference.max() <= 1, difference.max()
 
 
+def test_compiled_parts_keep_no_mapped_weights_and_the_decoder_runs_alone(ov_parts, ov_cache, monkeypatch):
+    # OpenVINO reads model.bin once to repack the weights and keeps it mapped: its pages are given back while
+    # and after a part compiles (sdgen/models/mapped_files.py; before, all of it stayed resident), and the
+    # denoising parts' buffers before the VAE decodes; the picture is the same again after both
+    from sdgen.models.openvino import _core, compile_for_cpu, static_model
+
+    from .test_models_mapped_files import resident_mib
+
+    first = _pixels(ov_parts)
+    (xml,) = [path for path in ov_cache.rglob("unet/*/model.xml") if "shapes" not in path.parts]
+    shapes = ov_parts.openvino.compiled["unet"][0][2]
+    compiled = compile_for_cpu(str(xml), "float32", shapes)
+    weights = Path(static_model(_core(), str(xml), shapes)).with_suffix(".bin")
+    assert str(weights.resolve()) in Path("/proc/self/maps").read_text()  # OpenVINO keeps it mapped
+    assert resident_mib(weights) < 0.1 * weights.stat().st_size / 2**20
+    del compiled
+    released: list[str] = []
+    monkeypatch.setattr(type(ov_parts.openvino), "release_buffers", lambda self, but: released.append(but))
+    assert np.array_equal(_pixels(ov_parts), first)
+    assert released == ["vae_decoder"]
+
+
+def test_release_buffers_frees_every_part_but_the_one_named_and_skips_a_busy_one(tiny_parts):
+    from sdgen.engine.openvino_parts import OpenVINOParts
+
+    class Compiled:
+        def __init__(self, busy: bool = False) -> None:
+            self.busy, self.released = busy, 0
+
+        def release_memory(self) -> None:
+            if self.busy:
+                raise RuntimeError("Cannot release memory while inference requests are running")
+            self.released += 1
+
+    runtime = OpenVINOParts(tiny_parts, "float32", "none")
+    runtime.compiled = {"unet": (None, Compiled()), "text_encoder": (None, Compiled(busy=True)),
+                        "vae_decoder": (None, Compiled())}
+    runtime.release_buffers(but="vae_decoder")
+    assert [compiled.released for _, compiled in runtime.compiled.values()] == [1, 0, 0]
+
+
 def test_int8_changes_the_picture_by_a_bounded_amount(tiny_parts, tiny_model_dir, ov_cache):
     # int8 weights (NNCF INT8_ASYM, per output channel) round each weight to 1/255 of its channel's range: the
     # picture moves, but stays the same picture. Measured on the tiny model at 3 steps: max 4-6 levels, mean

@@ -28,6 +28,7 @@ from sdgen.config.backend_options import BACKENDS, QUANTIZE_CHOICES
 from sdgen.errors import NAME, InvalidRequestError
 from sdgen.hardware.speed import sdgen_cache_root
 from sdgen.models.caches import COMPILED, mark_used
+from sdgen.models.mapped_files import resident_pages_dropped
 from sdgen.models.openvino_graph import PADDED, pad_attention_heads, save_model, static_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -377,7 +378,8 @@ def compile_for_cpu(xml: str, precision: str, shapes: tuple[tuple[int, ...], ...
     # 3.8 MB), a warm start the same in bf16 and 2 s longer in f32 (3.44 GB saved a size; docs/openvino.md)
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "CACHE_DIR": str(static.parent / COMPILED),
               "CACHE_MODE": "OPTIMIZE_SIZE", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    return _core().compile_model(str(static), "CPU", config)
+    with resident_pages_dropped([static.with_suffix(".bin")]):  # read once to repack, kept mapped: see there
+        return _core().compile_model(str(static), "CPU", config)
 
 
 _CORE: list[Any] = []
