@@ -129,6 +129,17 @@ def test_a_static_form_shares_its_models_weights_on_disk_padded_or_not(tmp_path)
         assert (folder / "key.json").read_text().strip().startswith("{")
 
 
+def test_an_older_layouts_static_forms_beside_the_model_are_removed_when_it_is_next_used(tmp_path):
+    core, shapes = ov.Core(), ((1, TOKENS, 24), (1, TEXT, 24))
+    openvino_graph.save_model(_model(dynamic=True), tmp_path / "model.xml")
+    older = [tmp_path / "static-0123456789abcdef.xml", tmp_path / "static-0123456789abcdef.bin"]
+    older[0].write_text("<net/>")
+    older[1].hardlink_to(tmp_path / "model.bin")
+    form = Path(openvino_graph.static_model(core, str(tmp_path / "model.xml"), shapes))
+    assert not any(path.exists() for path in older) and form.is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin", "model.xml", "shapes"]
+
+
 def test_a_model_that_cannot_be_written_is_one_line_naming_the_folder_and_the_fix(tmp_path, monkeypatch):
     from sdgen.errors import WriteError
 

@@ -113,6 +113,14 @@ def save_model(model: Any, xml: Path, compress_to_fp16: bool = False, key: Mappi
         ) from None
 
 
+def _remove_older_forms(folder: Path) -> None:
+    """An older sdgen's static-shape forms beside model.xml (static-DIGEST.xml, its .bin a hard link to the
+    model's): never read since each shape has its own folder, so removed when the model is next used."""
+    for path in (*folder.glob("static-*.xml"), *folder.glob("static-*.bin")):
+        with contextlib.suppress(OSError):  # another process removed it first, or still has it open (Windows)
+            path.unlink()
+
+
 def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> str:
     """The model.xml with these static input shapes, saved once in a folder of its own in the entry
     (shapes/DIGEST/: the model, the shapes as shapes.json, and compile_for_cpu's compiled blobs and last use),
@@ -120,6 +128,7 @@ def static_model(core: Any, xml: str, shapes: tuple[tuple[int, ...], ...]) -> st
     the model. Reshaping changes no weight, so its .bin is a hard link to model.bin where the two are
     the same bytes (checked once)."""
     base = Path(xml)
+    _remove_older_forms(base.parent)
     shape_list = [list(shape) for shape in shapes]
     folder = base.parent / SHAPES / hashlib.sha256(json.dumps(shape_list).encode()).hexdigest()[:12]
     target = folder / "model.xml"
