@@ -178,6 +178,27 @@ def test_serve_with_two_replicas_answers_webuiapi_and_eight_clients(cluster, tin
             server.kill()
 
 
+def test_ctrl_c_taken_by_another_thread_still_stops_the_replicas_wait() -> None:
+    # Ray's threads can take a SIGINT meant for the process: Python's handler then runs only when the main
+    # thread wakes, which an untimed Event.wait() never does (this script hangs there: killed at 20 s)
+    script = """
+import signal, threading, time
+from sdgen.serve.ray_serve import wait_until_stopped
+
+def take_the_signal():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # delivered to this thread, not the main one
+
+threading.Thread(target=take_the_signal).start()
+try:
+    wait_until_stopped(threading.Event())
+except KeyboardInterrupt:
+    print("stopped")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert done.stdout.strip() == "stopped", done.stderr[-2000:]
+
+
 def _answers(client) -> bool:
     try:
         client.get_sd_models()

@@ -114,9 +114,17 @@ def serve_replicas(replicas: Replicas, settings: dict[str, Any], spec: ModelSpec
                      replicas.replicas, host, port)
             if ready is not None:
                 ready.set()
-            (stop or threading.Event()).wait()
+            wait_until_stopped(stop or threading.Event())
         finally:
             serve.shutdown()
 
 
-__all__ = ["Replicas", "serve_replicas"]
+def wait_until_stopped(stop: threading.Event, every_s: float = 0.5) -> None:
+    """Block until `stop` is set or Ctrl-C. Never one untimed wait: a signal that one of Ray's threads takes
+    (not the main thread) runs Python's handler only when the main thread next wakes, and an untimed wait
+    never does (a CI run's `sdgen serve --replicas` ignored its Ctrl-C for over 120 s)."""
+    while not stop.wait(every_s):
+        pass
+
+
+__all__ = ["Replicas", "serve_replicas", "wait_until_stopped"]
