@@ -176,6 +176,7 @@ def test_serve_with_two_replicas_answers_webuiapi_and_eight_clients(cluster, tin
             server.communicate(timeout=120)
         finally:
             server.kill()
+    assert server.returncode == 130  # stopped by its Ctrl-C (even where the suite's parent ignores SIGINT)
 
 
 def test_ctrl_c_taken_by_another_thread_still_stops_the_replicas_wait() -> None:
@@ -189,6 +190,7 @@ def take_the_signal():
     time.sleep(0.3)
     signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # delivered to this thread, not the main one
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as sdgen serve sets it, whatever was inherited
 threading.Thread(target=take_the_signal).start()
 try:
     wait_until_stopped(threading.Event())

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sdgen import interrupts
 from sdgen.cli.common import CliErrors, effective_settings, fresh, setup_logging, with_options
 from sdgen.config.options import SERVE
 from sdgen.config.settings import ENV_API_AUTH
@@ -87,7 +88,8 @@ def serve_command(
                         "it; set --api-auth user:password.", host)
         if replicas is not None:  # Ray Serve's proxy listens instead: the port was free a moment ago
             sock.close()
-            serve_replicas(replicas, chosen, ModelSpec.from_settings(chosen), limits, outdir, users, host, port)
+            with interrupts.handled():  # Ctrl-C, SIGTERM or SIGHUP: the replicas shut down (inherited SIG_IGN too)
+                serve_replicas(replicas, chosen, ModelSpec.from_settings(chosen), limits, outdir, users, host, port)
             return
         engine = Engine(chosen, spec, limits, outdir)
         engine.start()  # loads the model: its errors come before the server answers anyone
