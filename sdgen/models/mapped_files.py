@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ EVERY_S = 0.2  # while compiling: a 2-core Xeon reads about this long's worth of
 MAPS = Path("/proc/self/maps")
 
 
+@functools.cache
 def _madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     try:
         function = ctypes.CDLL(None, use_errno=True).madvise
@@ -36,13 +38,13 @@ def drop_resident_pages(files: Iterable[str | Path]) -> int:
     names = {str(Path(file).resolve()) for file in files}  # the kernel names a mapping by its real path
     madvise = _madvise()
     try:
-        lines = MAPS.read_text().splitlines()
+        lines = MAPS.read_text().splitlines() if madvise is not None else []
     except OSError:  # not Linux
         return 0
     dropped = 0
     for line in lines:
         fields = line.split(maxsplit=5)  # address perms offset device inode path
-        if madvise is None or len(fields) < 6 or fields[5] not in names or not _shared_read_only(fields[1]):
+        if len(fields) < 6 or fields[5] not in names or not _shared_read_only(fields[1]):
             continue
         start, end = (int(address, 16) for address in fields[0].split("-"))
         if madvise(start, end - start, MADV_DONTNEED) == 0:

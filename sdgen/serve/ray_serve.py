@@ -122,7 +122,8 @@ def serve_replicas(replicas: Replicas, settings: dict[str, Any], spec: ModelSpec
 def wait_until_stopped(stop: threading.Event, every_s: float = 0.5) -> None:
     """Block until `stop` is set or Ctrl-C. Never one untimed wait: a signal that one of Ray's threads takes
     (not the main thread) runs Python's handler only when the main thread next wakes, and an untimed wait
-    never does (a CI run's `sdgen serve --replicas` ignored its Ctrl-C for over 120 s)."""
+    never does. (The handler itself is sdgen's: sdgen/cli/serve.py installs it, even over an inherited
+    SIG_IGN.)"""
     while not stop.wait(every_s):
         pass
 
